@@ -1,0 +1,438 @@
+"""Input pipelines: dequantized image batches from tfds, the bundled 8x8 digits, or a directory of images.
+
+Every pipeline yields float32 batches `[batch, H, W, C]` of `x = v + u`: integer pixels
+`v in {0, ..., 2**num_bits - 1}` plus uniform dequantization noise `u ~ U[0, 1)`, so `floor(x) == v` and
+`0 <= x < 2**num_bits`. Training noise (and flips, crops) is random and repeats for a given `seed`;
+evaluation noise is a fixed function of `(seed, example index)`, so a test bits/dim repeats exactly.
+"""
+
+import dataclasses
+import os
+import re
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["SUPPORTED_DATASETS", "DatasetSpec", "dataset_spec", "dequantize", "load"]
+
+SUPPORTED_DATASETS = (
+  "digits",
+  "mnist",
+  "cifar10",
+  "celeb_a",
+  "downsampled_imagenet/32x32",
+  "downsampled_imagenet/64x64",
+  "lsun/<category>",
+  "<any tfds dataset with an 'image' feature>",
+  "dir:<path to a directory of image files>",
+)
+DIRECTORY_PREFIX = "dir:"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+# Splits whose decoded images fit in this many bytes are cached in memory (ImageNet or LSUN would not).
+CACHE_LIMIT_BYTES = 1 << 30
+# Bundled digits: the first 1500 of scikit-learn's 1797 images train, the remaining 297 test.
+DIGITS_NUM_TRAIN = 1500
+_SPLIT_PATTERN = re.compile(r"^(?P<name>[\w-]+)(\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """What a dataset name means: image shape, bit depth, augmentation, splits and the matching flow preset.
+
+  `preset` names the `RealNVP.from_preset` configuration the paper used for this dataset, or None.
+  """
+
+  name: str
+  image_shape: tuple
+  num_bits: int
+  horizontal_flip: bool
+  train_split: str
+  eval_split: str
+  preset: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Recipe:
+  """How a known dataset is read and shaped; `geometry` is one of 'fit', 'celeba' or 'lsun'."""
+
+  tfds_name: str | None
+  image_size: int
+  channels: int
+  native_bits: int
+  horizontal_flip: bool
+  train_split: str
+  eval_split: str
+  preset: str
+  geometry: str = "fit"
+
+
+# Horizontal flips where the paper uses them: CIFAR-10, CelebA, LSUN.
+_RECIPES = {
+  "digits": _Recipe(None, 8, 1, 4, False, "train", "test", "digits"),
+  "mnist": _Recipe("mnist", 28, 1, 8, False, "train", "test", "mnist"),
+  "cifar10": _Recipe("cifar10", 32, 3, 8, True, "train", "test", "cifar10"),
+  "celeb_a": _Recipe("celeb_a", 64, 3, 8, True, "train", "test", "celeba64", "celeba"),
+  "downsampled_imagenet/32x32": _Recipe(
+    "downsampled_imagenet/32x32", 32, 3, 8, False, "train", "validation", "imagenet32"
+  ),
+  "downsampled_imagenet/64x64": _Recipe(
+    "downsampled_imagenet/64x64", 64, 3, 8, False, "train", "validation", "imagenet64"
+  ),
+}
+_LSUN_RECIPE = _Recipe("lsun", 64, 3, 8, True, "train", "validation", "lsun64", "lsun")
+# The paper's CelebA crop: the central 148x148 of the 218x178 aligned faces.
+CELEBA_CROP_SIZE = 148
+# The paper's LSUN recipe: shorter side to 96 (1.5x the 64x64 output), then a 64x64 crop.
+LSUN_RESIZE_FACTOR = 1.5
+
+
+def _recipe(name):
+  if not isinstance(name, str):
+    raise _unknown_name_error(name)
+  if name == "lsun" or name.startswith("lsun/"):
+    return _LSUN_RECIPE
+  return _RECIPES.get(name)
+
+
+def _import_tfds():
+  # Imported on first use so that the bundled digits and image directories never pay for tfds.
+  import tensorflow_datasets as tfds
+
+  return tfds
+
+
+def _check_image_size(image_size):
+  if image_size is None:
+    return None
+  size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+  if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+    raise ValueError(f"`image_size` must be a positive int or a (height, width) pair of them; got {image_size!r}.")
+  return size
+
+
+def _check_num_bits(num_bits, native_bits, name):
+  if num_bits is None:
+    return native_bits
+  if not isinstance(num_bits, int) or not 1 <= num_bits <= native_bits:
+    raise ValueError(
+      f"`num_bits` for {name!r} must be an int in [1, {native_bits}] (its pixels have {native_bits} bits); "
+      f"got {num_bits!r}."
+    )
+  return num_bits
+
+
+def _unknown_name_error(name):
+  return ValueError(f"Unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}.")
+
+
+def _image_files(directory):
+  files = []
+  for root, _, names in tf.io.gfile.walk(directory):
+    files.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+  return sorted(files)
+
+
+def _directory_splits(directory):
+  """Split names of an image directory: its `train`/`test`/`validation` subdirectories, else one 'train'."""
+  present = [s for s in ("train", "test", "validation") if tf.io.gfile.isdir(os.path.join(directory, s))]
+  if "train" in present and len(present) > 1:
+    return "train", present[1]
+  return "train[:90%]", "train[90%:]"
+
+
+def _directory_split_files(directory, split):
+  split_name, start, stop = _parse_split(split)
+  subdirectory = os.path.join(directory, split_name)
+  if tf.io.gfile.isdir(subdirectory):
+    files = _image_files(subdirectory)
+  elif split_name == "train":
+    files = _image_files(directory)
+  else:
+    raise ValueError(f"`split` {split!r} names no subdirectory of {directory!r}; a flat directory has only 'train'.")
+  return _slice(files, start, stop, split)
+
+
+def _tfds_image_feature(builder, name):
+  if "image" not in builder.info.features:
+    raise ValueError(f"tfds dataset {name!r} has no 'image' feature; its features: {list(builder.info.features)}.")
+  return builder.info.features["image"].shape
+
+
+def _tfds_builder(name, data_dir):
+  tfds = _import_tfds()
+  try:
+    return tfds.builder(name, data_dir=data_dir)
+  except ValueError as error:  # tfds' DatasetNotFoundError is a ValueError listing every tfds dataset
+    raise _unknown_name_error(name) from error
+
+
+def _generic_tfds_splits(builder):
+  splits = list(builder.info.splits)  # empty until the dataset is prepared
+  if not splits:
+    return "train", "test"
+  eval_split = next((s for s in ("test", "validation") if s in splits), None)
+  return ("train", eval_split) if eval_split else ("train[:90%]", "train[90%:]")
+
+
+def dataset_spec(name, *, image_size=None, num_bits=None, data_dir=None):
+  """Returns the `DatasetSpec` of dataset `name` (see `SUPPORTED_DATASETS`), without reading any data.
+
+  `image_size` (int or (height, width)) overrides the dataset's native or paper size; `num_bits` (at most the
+  dataset's own bit depth) quantizes pixels more coarsely, e.g. 5 for Glow's CelebA-HQ protocol.
+  """
+  size = _check_image_size(image_size)
+  recipe = _recipe(name)
+  if recipe is not None:
+    height, width = size or (recipe.image_size, recipe.image_size)
+    return DatasetSpec(
+      name=name,
+      image_shape=(height, width, recipe.channels),
+      num_bits=_check_num_bits(num_bits, recipe.native_bits, name),
+      horizontal_flip=recipe.horizontal_flip,
+      train_split=recipe.train_split,
+      eval_split=recipe.eval_split,
+      preset=recipe.preset,
+    )
+  if name.startswith(DIRECTORY_PREFIX):
+    directory = name[len(DIRECTORY_PREFIX) :]
+    if not tf.io.gfile.isdir(directory):
+      raise ValueError(f"Dataset {name!r}: {directory!r} is not a directory.")
+    files = _image_files(directory)
+    if not files:
+      raise ValueError(f"Dataset {name!r}: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {directory!r}.")
+    first = tf.io.decode_image(tf.io.read_file(files[0]), expand_animations=False)
+    height, width = size or tuple(first.shape[:2])
+    train_split, eval_split = _directory_splits(directory)
+    return DatasetSpec(name, (height, width, first.shape[-1]), _check_num_bits(num_bits, 8, name), False,
+                       train_split, eval_split, None)
+  builder = _tfds_builder(name, data_dir)
+  feature_shape = _tfds_image_feature(builder, name)
+  if feature_shape[-1] is None:
+    raise ValueError(f"tfds dataset {name!r} has images with an unknown number of channels: {feature_shape}.")
+  if size is None and None in feature_shape[:2]:
+    raise ValueError(f"tfds dataset {name!r} has images of varying size {feature_shape}; pass `image_size`.")
+  height, width = size or tuple(feature_shape[:2])
+  train_split, eval_split = _generic_tfds_splits(builder)
+  return DatasetSpec(name, (height, width, feature_shape[-1]), _check_num_bits(num_bits, 8, name), False,
+                     train_split, eval_split, None)
+
+
+def _parse_split(split):
+  """Parses `name`, `name[start:stop]`, with ints or percents as in tfds, into (name, start, stop)."""
+  match = _SPLIT_PATTERN.match(split) if isinstance(split, str) else None
+  if match is None:
+    raise ValueError(f"`split` must look like 'train', 'train[:1000]' or 'train[90%:]'; got {split!r}.")
+  return match["name"], match["start"], match["stop"]
+
+
+def _slice(items, start, stop, split):
+  def position(bound):
+    if bound is None:
+      return None
+    if bound.endswith("%"):
+      return round(float(bound[:-1]) * len(items) / 100.0)  # tfds' 'closest' rounding
+    return int(bound)
+
+  selected = items[position(start) : position(stop)]
+  if not len(selected):
+    raise ValueError(f"`split` {split!r} selects no examples out of {len(items)}.")
+  return selected
+
+
+def _digits_split(split):
+  """The bundled digits as 4-bit images: scikit-learn's pixel `v in 0..16` becomes `min(v, 15)`."""
+  # Imported on use: scikit-learn is slow to import and only the digits need it.
+  from sklearn.datasets import load_digits
+
+  images = np.minimum(load_digits().images, 15).astype(np.uint8)[..., np.newaxis]
+  split_name, start, stop = _parse_split(split)
+  splits = {"train": images[:DIGITS_NUM_TRAIN], "test": images[DIGITS_NUM_TRAIN:]}
+  if split_name not in splits:
+    raise ValueError(f"`split` for 'digits' must be 'train' or 'test' (optionally sliced); got {split!r}.")
+  return _slice(splits[split_name], start, stop, split)
+
+
+def _not_prepared_error(name, data_dir, error):
+  where = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+  return FileNotFoundError(
+    f"tfds dataset {name!r} is not prepared in {where!r} and this pipeline never downloads. On a machine with "
+    f"network access run `tfds build {name} --data_dir=DIR` (or, in Python, "
+    f"`tfds.builder({name!r}, data_dir=DIR).download_and_prepare()`), copy DIR here and pass it as "
+    f"`data_dir`. (tfds said: {error})"
+  )
+
+
+def _tfds_source(name, split, data_dir, shuffle_files, seed):
+  """(images, number of examples or None) for a tfds split, failing at once when the data is absent."""
+  tfds = _import_tfds()
+  builder = _tfds_builder(name, data_dir)
+  read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
+  try:
+    examples = builder.as_dataset(split=split, shuffle_files=shuffle_files, read_config=read_config)
+  except AssertionError as error:  # what tfds raises, at once, for data that was never prepared
+    raise _not_prepared_error(name, data_dir, error) from error
+  try:
+    num_examples = builder.info.splits[split].num_examples
+  except (KeyError, ValueError):  # metadata is absent under tfds.testing.mock_data
+    num_examples = None
+  return examples.map(lambda example: example["image"], num_parallel_calls=tf.data.AUTOTUNE), num_examples
+
+
+def _directory_source(directory, split, channels):
+  files = _directory_split_files(directory, split)
+
+  def read(path):
+    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, dtype=tf.uint8, expand_animations=False)
+    image.set_shape([None, None, channels])
+    return image
+
+  return tf.data.Dataset.from_tensor_slices(files).map(read, num_parallel_calls=tf.data.AUTOTUNE), len(files)
+
+
+def _resize(image, size):
+  # Bilinear with antialiasing is a convex combination of pixels, so rounding keeps values in range.
+  resized = tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear", antialias=True)
+  return tf.cast(tf.clip_by_value(tf.math.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def _resize_to_cover(image, target_hw):
+  """Resizes `image` keeping its aspect ratio so that it just covers `target_hw`; a no-op if it already fits."""
+  if tuple(image.shape[:2]) == tuple(target_hw):
+    return image
+  image_hw = tf.shape(image)[:2]
+  scale = tf.reduce_max(tf.constant(target_hw, tf.float32) / tf.cast(image_hw, tf.float32))
+  new_hw = tf.maximum(tf.cast(tf.math.round(tf.cast(image_hw, tf.float32) * scale), tf.int32), target_hw)
+  return tf.cond(tf.reduce_all(image_hw == target_hw), lambda: image, lambda: _resize(image, new_hw))
+
+
+def _central_crop(image, target_hw):
+  if tuple(image.shape[:2]) == tuple(target_hw):
+    return image
+  image_hw = tf.shape(image)[:2]
+  top, left = tf.unstack((image_hw - target_hw) // 2)
+  return tf.image.crop_to_bounding_box(image, top, left, target_hw[0], target_hw[1])
+
+
+def _shorter_side_to(image, length):
+  image_hw = tf.cast(tf.shape(image)[:2], tf.float32)
+  scale = length / tf.reduce_min(image_hw)
+  return _resize(image, tf.cast(tf.math.round(image_hw * scale), tf.int32))
+
+
+def dequantize(pixels, noise):
+  """Returns `pixels + noise` as float32, each value kept inside its bin `[v, v + 1)`.
+
+  `noise` should be `U[0, 1)`; in float32 `v + u` rounds up to `v + 1` for `u` within ~`2**-24 * v` of 1,
+  which would move the value into the next bin, so such sums are pulled back below `v + 1`.
+  """
+  values = tf.cast(pixels, tf.float32)
+  return tf.minimum(values + noise, tf.math.nextafter(values + 1.0, values))
+
+
+class _Preprocessor:
+  """The per-example ops of one pipeline: `prepare` is deterministic (cacheable), `augment` draws noise."""
+
+  def __init__(self, spec, recipe, training, seed):
+    geometry, native_bits = (recipe.geometry, recipe.native_bits) if recipe else ("fit", 8)
+    self.image_shape = spec.image_shape
+    self.target_hw = spec.image_shape[:2]
+    self.geometry = geometry
+    self.bit_shift = native_bits - spec.num_bits
+    self.horizontal_flip = spec.horizontal_flip and training
+    self.training = training
+    self.seed = seed
+
+  def prepare(self, image):
+    if self.geometry == "celeba":
+      image = _resize_to_cover(_central_crop(image, (CELEBA_CROP_SIZE, CELEBA_CROP_SIZE)), self.target_hw)
+    elif self.geometry == "lsun":
+      image = _shorter_side_to(image, round(LSUN_RESIZE_FACTOR * max(self.target_hw)))
+    else:
+      image = _central_crop(_resize_to_cover(image, self.target_hw), self.target_hw)
+    if self.bit_shift:
+      image = tf.bitwise.right_shift(image, tf.constant(self.bit_shift, image.dtype))
+    return image
+
+  def augment(self, index, image):
+    """Crops, flips and dequantizes `image` with randomness drawn from `(seed, index)` alone."""
+    seed = tf.stack([tf.constant(self.seed, tf.int64), index])
+    crop_seed, flip_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    if self.geometry == "lsun":
+      if self.training:
+        image = tf.image.stateless_random_crop(image, self.image_shape, crop_seed)
+      else:
+        image = _central_crop(image, self.target_hw)
+    image = tf.ensure_shape(image, self.image_shape)
+    if self.horizontal_flip:
+      image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    return dequantize(image, tf.random.stateless_uniform(self.image_shape, noise_seed, dtype=tf.float32))
+
+
+def _check_batch_size(batch_size, input_context):
+  if not isinstance(batch_size, int) or batch_size < 1:
+    raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
+  if input_context is None:
+    return batch_size
+  replicas = input_context.num_replicas_in_sync
+  if batch_size % replicas:
+    raise ValueError(f"`batch_size` {batch_size} (global) does not divide across {replicas} replicas.")
+  return batch_size // replicas
+
+
+def load(name, split, *, batch_size, training, data_dir=None, image_size=None, seed=0, input_context=None,
+         num_bits=None, shuffle_buffer_size=10_000, cache=None):
+  """Returns a `tf.data.Dataset` of float32 batches `[batch, H, W, C]` of dequantized pixels in `[0, 2**num_bits)`.
+
+  Training (`training=True`) shuffles, flips where `dataset_spec(name).horizontal_flip`, draws fresh noise
+  every epoch, repeats forever and drops the last partial batch. Evaluation makes one pass in order, keeps the
+  last partial batch, and draws the noise of example `i` from `(seed, i)`, so every pass is identical.
+
+  `batch_size` is the **global** batch size. With `input_context` (a `tf.distribute.InputContext`, as given to
+  `distribute_datasets_from_function`) this input pipeline reads shard `input_pipeline_id` of
+  `num_input_pipelines` and yields **per-replica** batches of `batch_size // num_replicas_in_sync`.
+
+  tfds datasets are read from `data_dir` (tfds' default when None) and are never downloaded: one that is not
+  prepared raises `FileNotFoundError` at once, saying how to prepare it. `cache=None` caches the prepared
+  images in memory when they fit in `CACHE_LIMIT_BYTES`.
+  """
+  spec = dataset_spec(name, image_size=image_size, num_bits=num_bits, data_dir=data_dir)
+  per_replica_batch_size = _check_batch_size(batch_size, input_context)
+  if not isinstance(seed, int):
+    raise TypeError(f"`seed` must be an int; got {seed!r}.")
+  recipe = _recipe(name)
+  if name == "digits":
+    images = _digits_split(split)
+    source, num_examples = tf.data.Dataset.from_tensor_slices(images), len(images)
+  elif name.startswith(DIRECTORY_PREFIX):
+    source, num_examples = _directory_source(name[len(DIRECTORY_PREFIX) :], split, spec.image_shape[-1])
+  else:
+    source, num_examples = _tfds_source(name, split, data_dir, shuffle_files=training, seed=seed)
+  preprocessor = _Preprocessor(spec, recipe, training, seed)
+
+  num_pipelines = input_context.num_input_pipelines if input_context else 1
+  pipeline_id = input_context.input_pipeline_id if input_context else 0
+  dataset = source if training else source.enumerate()  # evaluation noise is keyed by the global example index
+  if num_pipelines > 1:
+    dataset = dataset.shard(num_pipelines, pipeline_id)
+  if training:
+    dataset = dataset.map(preprocessor.prepare, num_parallel_calls=tf.data.AUTOTUNE)
+  else:
+    dataset = dataset.map(lambda index, image: (index, preprocessor.prepare(image)),
+                          num_parallel_calls=tf.data.AUTOTUNE)
+  stored_bytes = np.prod(spec.image_shape) * (LSUN_RESIZE_FACTOR**2 if preprocessor.geometry == "lsun" else 1)
+  if cache or (cache is None and (num_examples or 0) * stored_bytes <= CACHE_LIMIT_BYTES):
+    dataset = dataset.cache()
+  if training:
+    dataset = dataset.shuffle(shuffle_buffer_size, seed=seed, reshuffle_each_iteration=True).repeat()
+    # Each pipeline numbers its examples; interleaving the counters gives every replica distinct noise.
+    dataset = dataset.enumerate().map(
+      lambda count, image: (count * num_pipelines + pipeline_id, image), num_parallel_calls=tf.data.AUTOTUNE
+    )
+  dataset = dataset.map(preprocessor.augment, num_parallel_calls=tf.data.AUTOTUNE)
+  dataset = dataset.batch(per_replica_batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE)
+  if input_context is not None:
+    options = tf.data.Options()
+    # Already sharded above; a strategy must not shard again.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    dataset = dataset.with_options(options)
+  return dataset.prefetch(tf.data.AUTOTUNE)
