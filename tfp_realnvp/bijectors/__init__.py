@@ -1,0 +1,10 @@
+"""RealNVP's bijectors, each a `tfp.bijectors.Bijector` with an exact inverse and log-det."""
+
+from tfp_realnvp.bijectors.batch_norm import BatchNorm
+from tfp_realnvp.bijectors.coupling import AffineCoupling
+from tfp_realnvp.bijectors.factor_out import FactorOut
+from tfp_realnvp.bijectors.logit_transform import LogitTransform
+from tfp_realnvp.bijectors.masks import make_mask
+from tfp_realnvp.bijectors.squeeze import Squeeze
+
+__all__ = ["AffineCoupling", "BatchNorm", "FactorOut", "LogitTransform", "Squeeze", "make_mask"]

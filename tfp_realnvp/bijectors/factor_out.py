@@ -1,0 +1,63 @@
+"""Multi-scale factor-out: half the channels leave the flow as final latents, the rest go deeper."""
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+from tensorflow_probability.python.internal import cache_util
+
+__all__ = ["FactorOut"]
+
+tfb = tfp.bijectors
+
+
+class FactorOut(tfb.Bijector):
+  """`y = concat([x_out, inner(x_in)], axis=-1)` with `[x_out, x_in] = split(x, 2, axis=-1)`.
+
+  The first half of the channels is factored out (RealNVP eqs. 13-16): it is final, and only the second half
+  is transformed further, by `inner`, which must keep its input shape (the next scale, ending with the
+  inverse of its squeeze). `log|det J| = log|det J_inner(x_in)|`. Keyword arguments (e.g. `training` routing
+  for a `tfb.Chain` inside) are passed to `inner` as they are.
+  """
+
+  _cache = cache_util.BijectorCacheWithGreedyAttrs(
+      forward_name="_augmented_forward", inverse_name="_augmented_inverse")
+
+  def __init__(self, inner, event_ndims=3, validate_args=False, name="factor_out"):
+    parameters = dict(locals())
+    if not isinstance(inner, tfb.Bijector):
+      raise TypeError(f"`inner` must be a `tfb.Bijector`; got {type(inner).__name__}.")
+    if inner.forward_min_event_ndims > event_ndims:
+      raise ValueError(
+          f"`inner` needs events of rank {inner.forward_min_event_ndims}, more than `event_ndims={event_ndims}`.")
+    with tf.name_scope(name) as name:
+      self._inner = inner
+      super().__init__(
+          forward_min_event_ndims=event_ndims, validate_args=validate_args, parameters=parameters,
+          name=name)
+
+  @property
+  def inner(self):
+    return self._inner
+
+  def _augmented_forward(self, x, **kwargs):
+    x_out, x_in = tf.split(x, 2, axis=-1)
+    y_in = self._inner.forward(x_in, **kwargs)
+    fldj = self._inner.forward_log_det_jacobian(x_in, event_ndims=self.forward_min_event_ndims, **kwargs)
+    return tf.concat([x_out, y_in], axis=-1), {"fldj": fldj, "ildj": -fldj}
+
+  def _augmented_inverse(self, y, **kwargs):
+    y_out, y_in = tf.split(y, 2, axis=-1)
+    x_in = self._inner.inverse(y_in, **kwargs)
+    ildj = self._inner.inverse_log_det_jacobian(y_in, event_ndims=self.forward_min_event_ndims, **kwargs)
+    return tf.concat([y_out, x_in], axis=-1), {"ildj": ildj, "fldj": -ildj}
+
+  def _forward(self, x, **kwargs):
+    return self._augmented_forward(x, **kwargs)[0]
+
+  def _inverse(self, y, **kwargs):
+    return self._augmented_inverse(y, **kwargs)[0]
+
+  def _forward_log_det_jacobian(self, x, **kwargs):
+    return self._augmented_forward(x, **kwargs)[1]["fldj"]
+
+  def _inverse_log_det_jacobian(self, y, **kwargs):
+    return self._augmented_inverse(y, **kwargs)[1]["ildj"]
