@@ -329,8 +329,15 @@ def dequantize(pixels, noise):
   return tf.minimum(values + noise, tf.math.nextafter(values + 1.0, values))
 
 
+def _random_seeds(seed, index):
+  """Three independent stateless seeds (crop, flip, noise) drawn from `(seed, index)` alone."""
+  return tf.unstack(tf.random.experimental.stateless_split(tf.stack([tf.constant(seed, tf.int64), index]), 3))
+
+
 class _Preprocessor:
-  """The per-example ops of one pipeline: `prepare` is deterministic (cacheable), `augment` draws noise."""
+  """The ops of one pipeline: `prepare` is deterministic (cacheable), the others draw their randomness
+  from `(seed, index)`: training per batch (vectorized), evaluation per example, keyed by its index.
+  """
 
   def __init__(self, spec, recipe, training, seed):
     geometry, native_bits = (recipe.geometry, recipe.native_bits) if recipe else ("fit", 8)
@@ -339,7 +346,7 @@ class _Preprocessor:
     self.geometry = geometry
     self.bit_shift = native_bits - spec.num_bits
     self.horizontal_flip = spec.horizontal_flip and training
-    self.training = training
+    self.random_crop = geometry == "lsun" and training
     self.seed = seed
 
   def prepare(self, image):
@@ -353,19 +360,25 @@ class _Preprocessor:
       image = tf.bitwise.right_shift(image, tf.constant(self.bit_shift, image.dtype))
     return image
 
-  def augment(self, index, image):
-    """Crops, flips and dequantizes `image` with randomness drawn from `(seed, index)` alone."""
-    seed = tf.stack([tf.constant(self.seed, tf.int64), index])
-    crop_seed, flip_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-    if self.geometry == "lsun":
-      if self.training:
-        image = tf.image.stateless_random_crop(image, self.image_shape, crop_seed)
-      else:
-        image = _central_crop(image, self.target_hw)
-    image = tf.ensure_shape(image, self.image_shape)
+  def crop_example(self, index, image):
+    """The training crop (LSUN: a random `image_shape` patch)."""
+    crop_seed, _, _ = _random_seeds(self.seed, index)
+    return tf.image.stateless_random_crop(image, self.image_shape, crop_seed)
+
+  def augment_batch(self, index, images):
+    """Training: flips (where the dataset uses them) and dequantizes batch number `index`."""
+    _, flip_seed, noise_seed = _random_seeds(self.seed, index)
+    images = tf.ensure_shape(images, (None,) + tuple(self.image_shape))
     if self.horizontal_flip:
-      image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    return dequantize(image, tf.random.stateless_uniform(self.image_shape, noise_seed, dtype=tf.float32))
+      flip = tf.random.stateless_uniform(tf.shape(images)[:1], flip_seed) < 0.5
+      images = tf.where(flip[:, tf.newaxis, tf.newaxis, tf.newaxis], tf.reverse(images, axis=[2]), images)
+    return dequantize(images, tf.random.stateless_uniform(tf.shape(images), noise_seed))
+
+  def evaluation_example(self, index, image):
+    """Evaluation: the central crop (LSUN) and the noise of example number `index`."""
+    _, _, noise_seed = _random_seeds(self.seed, index)
+    image = tf.ensure_shape(_central_crop(image, self.target_hw), self.image_shape)
+    return dequantize(image, tf.random.stateless_uniform(self.image_shape, noise_seed))
 
 
 def _check_batch_size(batch_size, input_context):
@@ -424,12 +437,17 @@ def load(name, split, *, batch_size, training, data_dir=None, image_size=None, s
     dataset = dataset.cache()
   if training:
     dataset = dataset.shuffle(shuffle_buffer_size, seed=seed, reshuffle_each_iteration=True).repeat()
-    # Each pipeline numbers its examples; interleaving the counters gives every replica distinct noise.
-    dataset = dataset.enumerate().map(
-      lambda count, image: (count * num_pipelines + pipeline_id, image), num_parallel_calls=tf.data.AUTOTUNE
-    )
-  dataset = dataset.map(preprocessor.augment, num_parallel_calls=tf.data.AUTOTUNE)
-  dataset = dataset.batch(per_replica_batch_size, drop_remainder=training, num_parallel_calls=tf.data.AUTOTUNE)
+    # Randomness is keyed by a running count that interleaves the pipelines, so every replica draws its own.
+    if preprocessor.random_crop:
+      dataset = dataset.enumerate().map(
+        lambda count, image: preprocessor.crop_example(count * num_pipelines + pipeline_id, image),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(per_replica_batch_size, drop_remainder=True).enumerate().map(
+      lambda count, images: preprocessor.augment_batch(count * num_pipelines + pipeline_id, images),
+      num_parallel_calls=tf.data.AUTOTUNE)
+  else:
+    dataset = dataset.map(preprocessor.evaluation_example, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(per_replica_batch_size, num_parallel_calls=tf.data.AUTOTUNE)
   if input_context is not None:
     options = tf.data.Options()
     # Already sharded above; a strategy must not shard again.
