@@ -41,10 +41,10 @@ class Squeeze(tfb.Bijector):
     return tf.reshape(x, tf.concat([batch_shape, [2 * height, 2 * width, channels // 4]], 0))
 
   def _forward_log_det_jacobian(self, x):
-    return tf.zeros([], dtype=x.dtype)
+    return tf.zeros(tf.shape(x)[:-3], dtype=x.dtype)
 
   def _inverse_log_det_jacobian(self, y):
-    return tf.zeros([], dtype=y.dtype)
+    return tf.zeros(tf.shape(y)[:-3], dtype=y.dtype)
 
   def _forward_event_shape(self, input_shape):
     _check_even_spatial(input_shape[-3:])
