@@ -65,9 +65,12 @@ class WeightNormConv2D(tf.Module):
       self.weight_scale = tf.Variable(initial_scale, name="weight_scale")
       self.bias = tf.Variable(tf.zeros([out_channels], dtype), name="bias")
 
+  @property
+  def kernel(self):
+    return self.weight_scale * tf.math.l2_normalize(self.direction, axis=[0, 1, 2])
+
   def __call__(self, x):
-    kernel = self.weight_scale * tf.math.l2_normalize(self.direction, axis=[0, 1, 2])
-    return tf.nn.bias_add(tf.nn.conv2d(x, kernel, strides=1, padding="SAME"), self.bias)
+    return tf.nn.bias_add(tf.nn.conv2d(x, self.kernel, strides=1, padding="SAME"), self.bias)
 
 
 class ResidualBlock(tf.Module):

@@ -1,0 +1,68 @@
+"""Conditioner networks: identity at initialization, weight norm, training-time behaviour."""
+
+import tensorflow as tf
+from absl.testing import parameterized
+
+from tfp_realnvp import networks
+
+
+class ResNetTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_output_is_zero_at_initialization_and_has_the_requested_shape(self):
+    resnet = networks.ResNet(3, 6, num_blocks=2, num_filters=8)
+    out = resnet(tf.random.normal([2, 8, 8, 3]), training=True)
+    self.assertEqual(out.shape, [2, 8, 8, 6])
+    self.assertAllEqual(out, tf.zeros_like(out))
+
+  def test_weight_norm_kernel_has_the_scale_as_its_norm(self):
+    conv = networks.WeightNormConv2D(3, 5)
+    conv.weight_scale.assign([0.5, 1.0, 2.0, 3.0, 4.0])
+    # With weight norm, doubling `direction` leaves the layer unchanged.
+    x = tf.random.normal([1, 4, 4, 3])
+    before = conv(x)
+    conv.direction.assign(2.0 * conv.direction)
+    self.assertAllClose(before, conv(x), atol=1e-5)
+    self.assertAllClose(tf.norm(tf.reshape(conv.kernel, [-1, 5]), axis=0), conv.weight_scale)
+
+  def test_batch_norm_and_dropout_follow_the_training_flag(self):
+    resnet = networks.ResNet(2, 4, num_blocks=1, num_filters=8, dropout=0.5)
+    for variable in resnet.trainable_variables:
+      variable.assign_add(0.3 * tf.random.normal(variable.shape))
+    x = tf.random.normal([4, 4, 4, 2])
+    self.assertAllEqual(resnet(x), resnet(x))  # inference: deterministic
+    moving_means = [v for v in resnet.variables if "moving_mean" in v.name]
+    self.assertNotEmpty(moving_means)
+    self.assertAllEqual(moving_means[0], tf.zeros_like(moving_means[0]))
+    self.assertNotAllClose(resnet(x, training=True), resnet(x, training=True))  # dropout
+    self.assertNotAllClose(moving_means[0], tf.zeros_like(moving_means[0]))
+
+  def test_regularized_variables_are_the_weight_norm_scales(self):
+    resnet = networks.ResNet(2, 4, num_blocks=2, num_filters=8)
+    regularized = [v for v in resnet.trainable_variables if networks.is_regularized(v)]
+    # input conv + 2 per block + output conv
+    self.assertLen(regularized, 1 + 2 * 2 + 1)
+    self.assertTrue(all("weight_scale" in v.name for v in regularized))
+
+  @parameterized.parameters(
+      (dict(num_blocks=0), "`num_blocks` must be a positive integer; got 0"),
+      (dict(dropout=1.0), r"`dropout` must be in \[0, 1\); got 1.0"))
+  def test_bad_arguments(self, kwargs, message):
+    with self.assertRaisesRegex(ValueError, message):
+      networks.ResNet(2, 4, **kwargs)
+
+
+class MLPTest(tf.test.TestCase):
+
+  def test_output_is_zero_at_initialization(self):
+    mlp = networks.MLP(3, 6, hidden_units=(16, 16))
+    out = mlp(tf.random.normal([5, 3]))
+    self.assertEqual(out.shape, [5, 6])
+    self.assertAllEqual(out, tf.zeros_like(out))
+
+  def test_bad_hidden_units(self):
+    with self.assertRaisesRegex(ValueError, "`hidden_units` must be a non-empty sequence"):
+      networks.MLP(3, 6, hidden_units=())
+
+
+if __name__ == "__main__":
+  tf.test.main()
