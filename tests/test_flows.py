@@ -1,0 +1,236 @@
+"""The RealNVP distribution: exact density, invertibility, sampling, presets and bad input."""
+
+import math
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+from absl.testing import parameterized
+
+from tests.bijector_testing import autodiff_log_det, perturb
+from tfp_realnvp import RealNVP
+from tfp_realnvp.bijectors import LogitTransform
+from tfp_realnvp.flows import PRESETS
+
+tfd = tfp.distributions
+
+
+def small_image_flow(**overrides):
+  tf.random.set_seed(0)
+  arguments = dict(event_shape=(8, 8, 1), num_scales=2, num_blocks=1, num_filters=8, num_bits=4)
+  flow = RealNVP(**{**arguments, **overrides})
+  perturb(flow, stddev=0.2)
+  return flow
+
+
+def pixels(shape, num_bits, seed):
+  return tf.random.stateless_uniform(shape, seed=[seed, 0], maxval=2.0**num_bits)
+
+
+def perturb_running_averages(flow, seed=1):
+  generator = tf.random.Generator.from_seed(seed)
+  for variable in flow.variables:
+    if "moving_mean" in variable.name:
+      variable.assign(generator.normal(variable.shape, stddev=0.3))
+    elif "moving_variance" in variable.name:
+      variable.assign(tf.exp(generator.normal(variable.shape, stddev=0.3)))
+
+
+class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_is_a_tfp_distribution_with_the_event_shape(self):
+    flow = small_image_flow()
+    self.assertIsInstance(flow, tfd.TransformedDistribution)
+    self.assertEqual(flow.event_shape, [8, 8, 1])
+    self.assertEqual(flow.batch_shape, [])
+    self.assertEqual(flow.num_bits, 4)
+    self.assertTrue(flow.is_image)
+
+  def test_log_prob_is_base_density_plus_autodiff_log_det(self):
+    flow = small_image_flow()
+    perturb_running_averages(flow)
+    x = pixels([2, 8, 8, 1], 4, seed=1)
+    z = flow.encode(x)
+    log_det = autodiff_log_det(flow.encode, x, 3)  # D = 64: the full 64x64 Jacobian per image
+    expected = tfd.Sample(tfd.Normal(0.0, 1.0), [8, 8, 1]).log_prob(z) + log_det
+    self.assertAllClose(expected, flow.log_prob(x), rtol=1e-3)
+    # The couplings were perturbed: the log-det is far from the logit transform's alone.
+    logit_log_det = LogitTransform(4).forward_log_det_jacobian(x, event_ndims=3)
+    self.assertGreater(float(tf.reduce_max(tf.abs(log_det - logit_log_det))), 1.0)
+
+  def test_bits_per_dim_is_negative_log2_likelihood_per_dimension(self):
+    flow = small_image_flow()
+    x = pixels([3, 8, 8, 1], 4, seed=2)
+    self.assertAllClose(flow.bits_per_dim(x), -flow.log_prob(x) / (64 * math.log(2.0)))
+
+  def test_training_mode_uses_batch_statistics_and_moves_running_averages(self):
+    flow = small_image_flow()
+    x = pixels([16, 8, 8, 1], 4, seed=3)
+    running = [v for v in flow.variables if "moving_mean" in v.name]
+    before = [v.numpy() for v in running]
+    inference = flow.log_prob(x)
+    for initial, variable in zip(before, running):
+      self.assertAllEqual(initial, variable)
+    training = flow.log_prob(x, training=True)
+    self.assertNotAllClose(inference, training)
+    moved = [not np.allclose(b, v.numpy()) for b, v in zip(before, running)]
+    # Every batch norm, in the flow and in every conditioner, has moved.
+    self.assertTrue(all(moved), f"{sum(moved)} of {len(moved)} running averages moved")
+
+  def test_every_trainable_variable_gets_a_gradient(self):
+    flow = small_image_flow(dropout=0.2)
+    x = pixels([8, 8, 8, 1], 4, seed=4)
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_mean(flow.bits_per_dim(x, training=True))
+    gradients = tape.gradient(loss, flow.trainable_variables)
+    self.assertTrue(all(g is not None for g in gradients))
+    self.assertTrue(flow.regularized_variables)
+    self.assertTrue(all(("weight_scale" in v.name or "tanh_scale" in v.name) for v in flow.regularized_variables))
+
+  @parameterized.parameters((), (3,), (2, 3))
+  def test_log_prob_shape_for_any_batch_shape(self, *batch_shape):
+    flow = small_image_flow()
+    x = pixels([*batch_shape, 8, 8, 1], 4, seed=5)
+    self.assertEqual(flow.log_prob(x).shape, batch_shape)
+    self.assertEqual(tf.function(flow.log_prob)(x).shape, batch_shape)
+
+  def test_cifar10_preset_round_trips_with_perturbed_weights(self):
+    tf.random.set_seed(1)
+    flow = RealNVP.from_preset("cifar10")
+    # Larger perturbations of all 13M weights stretch the latent far beyond a trained model's (std 8 at
+    # stddev 0.05, where float32 round-off in 20 stacked inverses reaches 0.09 pixel units).
+    perturb(flow, stddev=0.02)
+    x = pixels([2, 32, 32, 3], 8, seed=6)
+    z = flow.encode(x)
+    # An unperturbed flow is the logit transform alone; this one moves the latent well away from it.
+    self.assertGreater(float(tf.reduce_max(tf.abs(z - LogitTransform(8).forward(x)))), 0.1)
+    self.assertAllClose(x, flow.decode(tf.identity(z)), atol=1e-2, rtol=0)
+
+  def test_imagenet64_preset_builds_and_round_trips(self):
+    tf.random.set_seed(2)
+    flow = RealNVP.from_preset("imagenet64")
+    perturb(flow, stddev=0.02)
+    x = pixels([1, 64, 64, 3], 8, seed=7)
+    self.assertAllClose(x, flow.decode(tf.identity(flow.encode(x))), atol=1e-2, rtol=0)
+
+  def test_sampling_temperature_zero_is_decode_of_zero_and_seeds_repeat(self):
+    flow = small_image_flow()
+    perturb_running_averages(flow)
+    seed = tf.constant([4, 2])
+    self.assertAllClose(flow.sample(3, seed=seed, temperature=0.0), flow.decode(tf.zeros([3, 8, 8, 1])))
+    first = flow.sample(5, seed=seed, temperature=0.7)
+    self.assertEqual(first.shape, [5, 8, 8, 1])
+    self.assertAllEqual(first, flow.sample(5, seed=seed, temperature=0.7))
+    self.assertNotAllClose(first, flow.sample(5, seed=tf.constant([4, 3]), temperature=0.7))
+    # Temperature scales the latent: encoding a sample gives back `temperature * z`.
+    z = tfd.Sample(tfd.Normal(0.0, 1.0), [8, 8, 1]).sample(5, seed=seed)
+    self.assertAllClose(flow.encode(first), 0.7 * z, atol=1e-3)
+
+  def test_interpolation_runs_between_the_two_images(self):
+    flow = small_image_flow()
+    x_start, x_end = pixels([2, 8, 8, 1], 4, seed=8), pixels([2, 8, 8, 1], 4, seed=9)
+    path = flow.interpolate(x_start, x_end, num_steps=5)
+    self.assertEqual(path.shape, [5, 2, 8, 8, 1])
+    self.assertAllClose(path[0], x_start, atol=1e-3)
+    self.assertAllClose(path[-1], x_end, atol=1e-3)
+
+  def test_checkpoint_restores_weights_and_running_averages(self):
+    flow = small_image_flow()
+    x = pixels([16, 8, 8, 1], 4, seed=10)
+    flow.log_prob(x, training=True)  # moves the running averages away from their initial values
+    expected = flow.log_prob(x)
+    directory = tempfile.mkdtemp()
+    path = tf.train.Checkpoint(flow=flow).save(directory + "/ckpt")
+    restored = RealNVP(event_shape=(8, 8, 1), num_scales=2, num_blocks=1, num_filters=8, num_bits=4)
+    self.assertNotAllClose(expected, restored.log_prob(x))
+    tf.train.Checkpoint(flow=restored).restore(path).assert_consumed()
+    self.assertAllClose(expected, restored.log_prob(x))
+
+  def test_out_of_range_pixels_have_zero_density_and_nan_gives_nan(self):
+    flow = small_image_flow()
+    x = pixels([4, 8, 8, 1], 4, seed=11).numpy()
+    x[1, 0, 0, 0] = -0.5
+    x[2, 3, 3, 0] = 16.0  # 2**num_bits is outside [0, 2**num_bits)
+    x[3, 5, 1, 0] = np.nan
+    log_prob = flow.log_prob(x).numpy()
+    self.assertTrue(np.isfinite(log_prob[0]))
+    self.assertEqual(log_prob[1], -np.inf)
+    self.assertEqual(log_prob[2], -np.inf)
+    self.assertTrue(np.isnan(log_prob[3]))
+    with tf.GradientTape() as tape:
+      x_tensor = tf.constant(x[:3])
+      tape.watch(x_tensor)
+      finite_part = flow.log_prob(x_tensor)[0]
+    self.assertTrue(np.all(np.isfinite(tape.gradient(finite_part, x_tensor))))
+
+  @parameterized.parameters(([4, 8, 8, 3],), ([4, 8, 1],), ([4, 64],))
+  def test_wrong_event_shape_names_the_expected_shape(self, shape):
+    flow = small_image_flow()
+    with self.assertRaisesRegex(ValueError, r"`x` must have shape `\[\.\.\., 8, 8, 1\]`"):
+      flow.log_prob(tf.zeros(shape))
+    with self.assertRaisesRegex(ValueError, r"`x` must have shape"):
+      flow.encode(tf.zeros(shape))
+
+  @parameterized.named_parameters(
+      ("vector_args_on_image", dict(event_shape=(8, 8, 1), num_couplings=4), r"`num_couplings` only apply to vector"),
+      ("image_args_on_vector", dict(event_shape=(4,), num_blocks=2), r"`num_blocks` only apply to image"),
+      ("bad_rank", dict(event_shape=(4, 4)), r"`event_shape` must be"),
+      ("too_many_scales", dict(event_shape=(8, 8, 1), num_scales=5), r"`num_scales=5`.*divisible by 16"),
+  )
+  def test_bad_constructor_arguments(self, kwargs, message):
+    with self.assertRaisesRegex(ValueError, message):
+      RealNVP(**kwargs)
+
+  def test_unknown_preset(self):
+    with self.assertRaisesRegex(ValueError, r"Unknown preset.*'cifar10'"):
+      RealNVP.from_preset("cifar100")
+
+  def test_every_preset_builds_with_its_event_shape(self):
+    for name, settings in PRESETS.items():
+      if settings["event_shape"][0] <= 32:
+        self.assertEqual(RealNVP.from_preset(name).event_shape, settings["event_shape"], name)
+
+
+class RealNVPVectorTest(tf.test.TestCase):
+
+  def make_flow(self):
+    tf.random.set_seed(3)
+    flow = RealNVP(event_shape=(2,), num_couplings=4, hidden_units=(16, 16))
+    perturb(flow, stddev=0.1)
+    return flow
+
+  def test_density_integrates_to_one(self):
+    flow = self.make_flow()
+    # The grid covers every one of 20000 samples with a margin of 2.
+    samples = flow.sample(20000, seed=tf.constant([5, 5])).numpy()
+    low, high = samples.min(axis=0) - 2.0, samples.max(axis=0) + 2.0
+    grid_x = np.linspace(low[0], high[0], 1000, dtype=np.float32)
+    grid_y = np.linspace(low[1], high[1], 1000, dtype=np.float32)
+    points = np.stack(np.meshgrid(grid_x, grid_y, indexing="ij"), axis=-1).reshape(-1, 2)
+    density = flow.prob(points).numpy()
+    cell_area = (grid_x[1] - grid_x[0]) * (grid_y[1] - grid_y[0])
+    self.assertAllClose(density.sum() * cell_area, 1.0, atol=0.01)
+    # Not a standard normal: the perturbed couplings reshaped it.
+    self.assertGreater(np.abs(flow.log_prob(points[:1000]) - tfd.MultivariateNormalDiag(
+        tf.zeros(2)).log_prob(points[:1000])).max(), 0.1)
+
+  def test_encode_decode_and_sampling(self):
+    flow = self.make_flow()
+    x = tf.random.normal([5, 2])
+    self.assertAllClose(x, flow.decode(tf.identity(flow.encode(x))), atol=1e-5)
+    samples = flow.sample(4, seed=tf.constant([1, 1]))
+    self.assertAllEqual(samples, flow.sample(4, seed=tf.constant([1, 1])))
+    self.assertAllClose(flow.sample(2, seed=tf.constant([1, 1]), temperature=0.0), flow.decode(tf.zeros([2, 2])))
+
+  def test_bits_per_dim_is_for_images_only(self):
+    with self.assertRaisesRegex(ValueError, "image flows"):
+      self.make_flow().bits_per_dim(tf.zeros([1, 2]))
+
+  def test_float64(self):
+    flow = RealNVP(event_shape=(3,), num_couplings=2, dtype=tf.float64)
+    self.assertEqual(flow.log_prob(tf.zeros([2, 3], tf.float64)).dtype, tf.float64)
+
+
+if __name__ == "__main__":
+  tf.test.main()
