@@ -1,0 +1,136 @@
+"""Programs the distributed tests run in fresh processes (logical devices and collectives must be configured
+before TensorFlow's first op, which a pytest process has long run).
+
+  python tests/distributed_programs.py mirrored OUT.json
+  python tests/distributed_programs.py worker INDEX PORT0 PORT1 WORKDIR OUT.npz
+  python tests/distributed_programs.py train WORKDIR NUM_TRAIN_STEPS
+"""
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+
+# The worker must outlive no test: a peer that never starts would otherwise block it forever (TF ignores SIGTERM).
+signal.alarm(int(os.environ.get("TEST_PROGRAM_TIMEOUT_S", "240")))
+
+TINY_MODEL = {"num_scales": 1, "num_blocks": 1, "num_filters": 8, "dropout": 0.0}
+
+
+def tiny_config(**changes):
+  from tfp_realnvp import configs
+
+  values = dict(
+    batch_size=16,
+    warmup_steps=0,
+    log_every_steps=1,
+    checkpoint_every_steps=2,
+    eval_every_steps=0,
+    num_samples=4,
+    model_overrides=TINY_MODEL,
+  )
+  return dataclasses.replace(configs.get_config(), **{**values, **changes})
+
+
+def mirrored(out_path):
+  """Trains the same tiny flow on the same global batches on 1 device and on 2 mirrored logical CPUs."""
+  from tfp_realnvp import strategies
+
+  strategies.configure_cpu_devices(2)
+  import numpy as np
+  import tensorflow as tf
+  import tf_keras as tfk
+
+  from tfp_realnvp import keras_model, train_lib
+  from tfp_realnvp.flows import RealNVP
+
+  def make_flow():
+    return RealNVP.from_preset("digits", **TINY_MODEL)
+
+  images = np.random.default_rng(0).uniform(0, 16, size=[8 * 16, 8, 8, 1]).astype(np.float32)
+  global_batches = tf.data.Dataset.from_tensor_slices(images).batch(16)
+  report = {}
+  for optimizer_name, make_optimizer in (
+    ("sgd", lambda: tfk.optimizers.SGD(0.05, global_clipnorm=100.0)),
+    ("adam", lambda: tfk.optimizers.Adam(1e-3, global_clipnorm=100.0)),
+  ):
+    runs = {}
+    for strategy_name in ("default", "mirrored"):
+      strategy = strategies.get_strategy(strategy_name)
+      trainer = train_lib.Trainer(strategy, make_flow, global_batch_size=16, make_optimizer=make_optimizer)
+      if runs:  # start from the first run's initial weights
+        for variable, value in zip(trainer.flow.variables, runs["default"]["initial"]):
+          variable.assign(value)
+      initial = [variable.numpy() for variable in trainer.flow.variables]
+      losses = [
+        float(trainer.train_step(batch)[0])
+        for batch in strategy.experimental_distribute_dataset(global_batches)
+      ]
+      runs[strategy_name] = dict(
+        initial=initial,
+        losses=losses,
+        replicas=strategy.num_replicas_in_sync,
+        final=[variable.numpy() for variable in trainer.flow.variables],
+        trainable=[variable.trainable for variable in trainer.flow.variables],
+      )
+    one, two = runs["default"], runs["mirrored"]
+    report[optimizer_name] = dict(
+      replicas=[one["replicas"], two["replicas"]],
+      loss_difference=float(np.max(np.abs(np.subtract(one["losses"], two["losses"])))),
+      losses=one["losses"],
+      weight_difference=max(
+        float(np.max(np.abs(a - b))) for a, b, t in zip(one["final"], two["final"], one["trainable"]) if t
+      ),
+      running_average_difference=max(
+        float(np.max(np.abs(a - b))) for a, b, t in zip(one["final"], two["final"], one["trainable"]) if not t
+      ),
+      weight_change=max(float(np.max(np.abs(a - b))) for a, b in zip(one["final"], one["initial"])),
+    )
+  # The Keras path under the same strategy: `fit` on 2 replicas lowers the loss.
+  with strategies.get_strategy("mirrored").scope():
+    model = keras_model.FlowModel(make_flow())
+    model.compile()
+  history = model.fit(
+    tf.data.Dataset.from_tensor_slices(images).repeat().batch(16), steps_per_epoch=8, epochs=3, verbose=0
+  )
+  report["keras_mirrored_loss"] = history.history["loss"]
+  with open(out_path, "w") as file:
+    json.dump(report, file)
+
+
+def worker(index, port0, port1, workdir, out_path):
+  """One of two `multi_worker_mirrored` workers on 127.0.0.1; saves its final weights to `out_path`."""
+  os.environ["TF_CONFIG"] = json.dumps(
+    {
+      "cluster": {"worker": [f"127.0.0.1:{port0}", f"127.0.0.1:{port1}"]},
+      "task": {"type": "worker", "index": int(index)},
+    }
+  )
+  import numpy as np
+
+  from tfp_realnvp import train_lib
+
+  config = tiny_config(
+    strategy="multi_worker_mirrored", num_train_steps=3, model_overrides={**TINY_MODEL, "dropout": 0.2}
+  )
+  result = train_lib.train_and_evaluate(config, workdir)
+  np.savez(
+    out_path,
+    *[variable.numpy() for variable in result.flow.variables],
+    step=result.step,
+    test_bits_per_dim=result.metrics["test_bits_per_dim"],
+  )
+  sys.stdout.flush()
+  os._exit(0)  # collective-op threads can keep a finished worker alive
+
+
+def train(workdir, num_train_steps):
+  """A long single-process run, checkpointing every 2 steps, for the kill-and-resume test."""
+  from tfp_realnvp import train_lib
+
+  train_lib.train_and_evaluate(tiny_config(num_train_steps=int(num_train_steps)), workdir)
+
+
+if __name__ == "__main__":
+  {"mirrored": mirrored, "worker": worker, "train": train}[sys.argv[1]](*sys.argv[2:])

@@ -1,0 +1,329 @@
+"""`train_and_evaluate` end to end on tiny flows: outputs, evaluation, resuming, non-finite steps, tfds mocks."""
+
+import contextlib
+import dataclasses
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from absl.testing import parameterized
+from PIL import Image
+from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+from tfp_realnvp import configs, data, train_lib
+from tfp_realnvp.flows import RealNVP
+
+PROGRAMS = os.path.join(os.path.dirname(__file__), "distributed_programs.py")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_MODEL = {"num_scales": 1, "num_blocks": 1, "num_filters": 8, "dropout": 0.0}
+
+
+def tiny_config(**changes):
+  values = dict(
+    batch_size=16,
+    num_train_steps=6,
+    warmup_steps=0,
+    log_every_steps=2,
+    checkpoint_every_steps=3,
+    eval_every_steps=4,
+    num_samples=4,
+    model_overrides=TINY_MODEL,
+  )
+  return dataclasses.replace(configs.get_config(), **{**values, **changes})
+
+
+def run(config, workdir):
+  """`train_and_evaluate` and the lines it printed."""
+  stdout = io.StringIO()
+  with contextlib.redirect_stdout(stdout):
+    result = train_lib.train_and_evaluate(config, workdir)
+  return result, stdout.getvalue().splitlines()
+
+
+def checkpoint_values_by_name(path):
+  """`{variable name: value}` for every variable saved in the checkpoint at `path`."""
+  reader = tf.train.load_checkpoint(path)
+  graph = trackable_object_graph_pb2.TrackableObjectGraph()
+  graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+  return {
+    attribute.full_name: reader.get_tensor(attribute.checkpoint_key)
+    for node in graph.nodes
+    for attribute in node.attributes
+    if attribute.full_name
+  }
+
+
+def summary_tags(workdir):
+  tags = {}
+  for path in tf.io.gfile.glob(os.path.join(workdir, "tensorboard", "events.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags.setdefault(value.tag, []).append((event.step, value.metadata.plugin_data.plugin_name))
+  return tags
+
+
+class DigitsRunTest(tf.test.TestCase):
+  """One tiny digits run of 6 steps, shared by the tests below, then a rerun of the same command."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.workdir = os.path.join(tf.compat.v1.test.get_temp_dir(), "digits")
+    cls.config = tiny_config()
+    cls.result, cls.lines = run(cls.config, cls.workdir)
+
+  def test_log_lines_are_stable(self):
+    train_lines = [line for line in self.lines if line.startswith("train |")]
+    self.assertLen(train_lines, 3)  # steps 2, 4, 6
+    for step, line in zip((2, 4, 6), train_lines):
+      self.assertRegex(
+        line, rf"^train \| step: {step} \| steps/sec: \d+\.\d\d \| bits_per_dim: \d+\.\d{{4}}$"
+      )
+    self.assertRegex(
+      "\n".join(self.lines), r"(?m)^eval \| step: 4 \| bits_per_dim: \d+\.\d{4} \| examples: 297$"
+    )
+    self.assertRegex(
+      "\n".join(self.lines), r"(?m)^test \| step: 6 \| bits_per_dim: \d+\.\d{4} \| examples: 297$"
+    )
+    self.assertNotIn("\r", "\n".join(self.lines))  # no progress bar when stdout is not a terminal
+
+  def test_workdir_holds_config_metrics_samples_and_checkpoints(self):
+    with open(os.path.join(self.workdir, "config.json")) as file:
+      self.assertEqual(configs.from_json(file.read()), self.config)
+    with open(os.path.join(self.workdir, "metrics.json")) as file:
+      metrics = json.load(file)
+    self.assertEqual(metrics, self.result.metrics)
+    self.assertEqual(metrics["step"], 6)
+    self.assertEqual(metrics["num_test_examples"], 297)
+    with Image.open(os.path.join(self.workdir, "samples.png")) as png:
+      self.assertEqual(png.format, "PNG")
+      self.assertGreater(png.width, png.height)  # two panels side by side: temperatures 1.0 and 0.7
+    checkpoints = tf.train.get_checkpoint_state(os.path.join(self.workdir, "checkpoints"))
+    self.assertEqual(
+      [os.path.basename(path) for path in checkpoints.all_model_checkpoint_paths], ["ckpt-3", "ckpt-6"]
+    )
+
+  def test_tensorboard_has_scalars_and_sample_images(self):
+    tags = summary_tags(self.workdir)
+    self.assertEqual(tags["train/bits_per_dim"], [(2, "scalars"), (4, "scalars"), (6, "scalars")])
+    self.assertEqual([step for step, _ in tags["train/steps_per_sec"]], [2, 4, 6])
+    self.assertEqual(tags["eval/bits_per_dim"], [(4, "scalars"), (6, "scalars")])
+    self.assertEqual(tags["samples/temperature_1.0"], [(4, "images"), (6, "images")])
+    self.assertEqual(tags["samples/temperature_0.7"], [(6, "images")])
+
+  def test_test_bits_per_dim_is_the_inference_mode_mean_over_the_whole_split(self):
+    flow = self.result.flow
+    averages = [variable.numpy() for variable in flow.variables if not variable.trainable]
+    bits_per_dim = [
+      flow.bits_per_dim(batch, training=False).numpy()
+      for batch in data.load("digits", "test", batch_size=100, training=False)
+    ]
+    bits_per_dim = np.concatenate(bits_per_dim)
+    self.assertLen(bits_per_dim, 297)
+    self.assertAllClose(self.result.metrics["test_bits_per_dim"], bits_per_dim.mean(), rtol=1e-6)
+    # Evaluation left the batch-norm running averages alone.
+    self.assertAllEqual(averages, [variable.numpy() for variable in flow.variables if not variable.trainable])
+
+  def test_rerunning_the_same_command_resumes_with_the_same_step_and_weights(self):
+    result, lines = run(self.config, self.workdir)
+    self.assertIn("resume | step: 6", lines[0])
+    self.assertEmpty([line for line in lines if line.startswith("train |")])  # nothing left to train
+    self.assertEqual(result.step, 6)
+    for before, after in zip(self.result.flow.variables, result.flow.variables):
+      self.assertAllEqual(before, after)
+    self.assertEqual(result.metrics["test_bits_per_dim"], self.result.metrics["test_bits_per_dim"])
+
+    longer, lines = run(dataclasses.replace(self.config, num_train_steps=8), self.workdir)
+    self.assertEqual(longer.step, 8)
+    self.assertRegex("\n".join(lines), r"(?m)^train \| step: 8 ")
+    self.assertEqual(
+      tf.train.latest_checkpoint(os.path.join(self.workdir, "checkpoints")),
+      os.path.join(self.workdir, "checkpoints", "ckpt-8"),
+    )
+
+
+class NonFiniteTest(tf.test.TestCase):
+  def test_a_non_finite_step_changes_nothing(self):
+    trainer = train_lib.Trainer(
+      tf.distribute.get_strategy(), lambda: RealNVP.from_preset("digits", **TINY_MODEL), global_batch_size=8
+    )
+    images = np.random.default_rng(1).uniform(0, 16, size=[8, 8, 8, 1]).astype(np.float32)
+    trainer.train_step(tf.constant(images))  # creates the optimizer's slots
+    before = [variable.numpy() for variable in trainer.flow.variables + trainer.optimizer.variables]
+    poisoned = images.copy()
+    poisoned[3, 4, 4, 0] = np.nan
+    bits_per_dim, applied = trainer.train_step(tf.constant(poisoned))
+    self.assertFalse(applied)
+    self.assertTrue(np.isnan(bits_per_dim))
+    after = [variable.numpy() for variable in trainer.flow.variables + trainer.optimizer.variables]
+    for old, new in zip(before, after):  # weights, batch-norm running averages, Adam moments and iterations
+      self.assertAllEqual(old, new)
+    self.assertEqual(int(trainer.step), 2)  # the step still counts: its batch was consumed
+    self.assertTrue(trainer.variables_are_finite())
+    _, applied = trainer.train_step(tf.constant(images))
+    self.assertTrue(applied)
+
+  def test_a_persistently_non_finite_loss_stops_with_the_step_and_keeps_checkpoints_finite(self):
+    workdir = os.path.join(self.get_temp_dir(), "non_finite")
+    # An infinite L2 coefficient makes every loss infinite.
+    config = tiny_config(l2_coefficient=float("inf"), max_consecutive_non_finite=3, checkpoint_every_steps=2)
+    with self.assertRaisesRegex(
+      train_lib.NonFiniteLossError,
+      r"Training stopped at step 3: the loss or gradient was not finite for 3 "
+      r"consecutive steps\. The last checkpoint \(step 2\) is finite",
+    ):
+      run(config, workdir)
+    reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints"))
+    self.assertEqual(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"), 2)
+    for name in reader.get_variable_to_shape_map():
+      value = reader.get_tensor(name)
+      if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        self.assertTrue(np.all(np.isfinite(value)), name)
+
+
+class KilledRunTest(tf.test.TestCase):
+  def test_a_killed_run_resumes_from_its_last_checkpoint(self):
+    workdir = os.path.join(self.get_temp_dir(), "killed")
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    env = {
+      **os.environ,
+      "PYTHONPATH": REPO_ROOT,
+      "TF_CPP_MIN_LOG_LEVEL": "2",
+      "TEST_PROGRAM_TIMEOUT_S": "240",
+    }
+    process = subprocess.Popen(
+      [sys.executable, PROGRAMS, "train", workdir, "100000"],
+      env=env,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+    )
+    try:
+      deadline = time.monotonic() + 200
+      while time.monotonic() < deadline and process.poll() is None:
+        latest = tf.train.latest_checkpoint(checkpoint_dir)
+        if latest and int(latest.rsplit("-", 1)[1]) >= 4:
+          break
+        time.sleep(0.2)
+      self.assertIsNone(process.poll(), "the training run ended before it was killed")
+      os.kill(process.pid, signal.SIGKILL)
+    finally:
+      if process.poll() is None:
+        process.kill()
+      process.wait()
+    self.assertEqual(process.returncode, -signal.SIGKILL)
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    saved_step = int(latest.rsplit("-", 1)[1])
+    self.assertGreaterEqual(saved_step, 4)
+    reader = tf.train.load_checkpoint(latest)
+    self.assertEqual(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"), saved_step)
+
+    # The same config with `num_train_steps` at the saved step restores and only evaluates: same weights.
+    config = dataclasses.replace(
+      tiny_config(),
+      log_every_steps=1,
+      checkpoint_every_steps=2,
+      eval_every_steps=0,
+      num_train_steps=saved_step,
+    )
+    restored, lines = run(config, workdir)
+    self.assertRegex(lines[0], rf"^resume \| step: {saved_step} \| checkpoint: ")
+    self.assertEqual(restored.step, saved_step)
+    saved = checkpoint_values_by_name(latest)
+    for variable in restored.flow.variables:
+      self.assertAllEqual(variable, saved[variable.name.split(":")[0]])
+
+    resumed, lines = run(dataclasses.replace(config, num_train_steps=saved_step + 2), workdir)
+    self.assertEqual(resumed.step, saved_step + 2)
+    self.assertRegex("\n".join(lines), rf"(?m)^train \| step: {saved_step + 1} \|")
+
+
+class TfdsMockDataTest(tf.test.TestCase, parameterized.TestCase):
+  @parameterized.named_parameters(
+    ("mnist", "mnist", "mnist", (28, 28, 1)),
+    ("cifar10", "cifar10", "cifar10", (32, 32, 3)),
+  )
+  def test_a_few_steps_on_mock_data(self, dataset, preset, image_shape):
+    config = tiny_config(
+      dataset=dataset,
+      batch_size=4,
+      num_train_steps=2,
+      checkpoint_every_steps=2,
+      eval_every_steps=0,
+      num_samples=2,
+      model_overrides={**TINY_MODEL, "num_filters": 4},
+    )
+    self.assertIsNone(config.preset)  # the dataset's own preset
+    with tfds.testing.mock_data(num_examples=10):
+      result, lines = run(config, os.path.join(self.get_temp_dir(), dataset))
+    self.assertEqual(tuple(result.flow.event_shape), image_shape)
+    self.assertEqual(result.step, 2)
+    self.assertEqual(result.metrics["num_test_examples"], 10)
+    self.assertTrue(np.isfinite(result.metrics["test_bits_per_dim"]))
+    self.assertRegex("\n".join(lines), r"(?m)^train \| step: 2 \| steps/sec: ")
+
+
+class ConfigErrorTest(tf.test.TestCase, parameterized.TestCase):
+  @parameterized.named_parameters(
+    ("unknown_dataset", dict(dataset="no_such_dataset"), r"Unknown dataset 'no_such_dataset'"),
+    ("unknown_strategy", dict(strategy="gpus"), r"`strategy` must be one of default, .*; got 'gpus'"),
+    ("unknown_preset", dict(preset="cifar100"), r"Unknown preset `name='cifar100'`"),
+    ("image_size_the_preset_cannot_take", dict(image_size=9), r"height and width must be divisible by 2"),
+    (
+      "preset_for_other_images",
+      dict(preset="mnist"),
+      r"models 8-bit images of shape \(28, 28, 1\), but dataset "
+      r"'digits' gives 4-bit images of shape \(8, 8, 1\)",
+    ),
+    ("bad_value", dict(batch_size=0), r"`batch_size` must be an integer >= 1; got 0"),
+  )
+  def test_bad_setting_is_a_config_error(self, changes, message):
+    with self.assertRaisesRegex(configs.ConfigError, message):
+      train_lib.train_and_evaluate(tiny_config(**changes), os.path.join(self.get_temp_dir(), "bad"))
+
+  def test_a_workdir_of_another_model_is_a_config_error(self):
+    workdir = os.path.join(self.get_temp_dir(), "other_model")
+    run(tiny_config(num_train_steps=1, checkpoint_every_steps=1, eval_every_steps=0), workdir)
+    other = tiny_config(num_train_steps=2, model_overrides={**TINY_MODEL, "num_filters": 4})
+    with self.assertRaisesRegex(
+      configs.ConfigError, r"does not match this model \(was the workdir used with "
+    ):
+      run(other, workdir)
+
+
+class CommandLineTest(tf.test.TestCase, parameterized.TestCase):
+  @parameterized.named_parameters(
+    ("unknown_strategy", ["--strategy=gpus"], "error: `strategy` must be one of"),
+    (
+      "indivisible_batch",
+      ["--strategy=mirrored", "--num_cpu_devices=2", "--batch_size=63"],
+      "error: `batch_size` must be divisible by the 2 replicas of `strategy=mirrored`; got 63.",
+    ),
+  )
+  def test_a_bad_flag_prints_one_error_line(self, flags, message):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT}
+    completed = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, "train.py"), f"--workdir={self.get_temp_dir()}/cli"] + flags,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=120,
+    )
+    self.assertEqual(completed.returncode, 2)
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+    self.assertEqual(errors, [errors[0]])
+    self.assertIn(message, errors[0])
+    self.assertNotIn("Traceback", completed.stderr)
+    self.assertEqual(completed.stdout, "")
+    self.assertFalse(re.search(r"(?m)^train \|", completed.stdout))
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -1,0 +1,386 @@
+"""`train_and_evaluate(config, workdir)`: maximum-likelihood training of a RealNVP flow under any
+`tf.distribute` strategy, with checkpoints, TensorBoard, test bits/dim and sample grids in `workdir`.
+
+```python
+from tfp_realnvp import configs, train_lib
+result = train_lib.train_and_evaluate(configs.get_config(), "runs/digits")
+result.metrics["test_bits_per_dim"]
+```
+
+`workdir` afterwards holds `config.json`, `checkpoints/`, `tensorboard/`, `metrics.json` and `samples.png`.
+Running again with the same workdir resumes from the latest checkpoint.
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_realnvp import configs, data, optimization, reporting, strategies
+from tfp_realnvp.configs import ConfigError
+
+__all__ = ["NonFiniteLossError", "SAMPLE_SEED", "TrainResult", "Trainer", "train_and_evaluate"]
+
+SAMPLE_SEED = (2016, 5)  # every sample grid of every run uses this stateless seed
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training stopped on non-finite values; the checkpoints on disk hold only finite weights."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What `train_and_evaluate` returns: the trained flow, its step and the final metrics."""
+
+  flow: object
+  step: int
+  metrics: dict
+
+
+class Trainer:
+  """A flow with its optimizer, step counter and checkpoint, built in `strategy.scope()`.
+
+  `make_flow()` and `make_optimizer()` (default: the paper's Adam) are called inside the scope.
+
+  `train_step(batch)` takes one distributed global batch and returns `(bits_per_dim, applied)`: the mean
+  bits/dim of the global batch and whether the update was applied. The loss is
+  `sum(bits_per_dim) / global_batch_size + l2_coefficient * sum ||regularized variables||^2`, averaged over
+  the global batch whatever the number of replicas; the optimizer sums the replicas' gradients and clips the
+  sum by global norm. A step whose loss or gradient is not finite changes nothing (neither weights, optimizer
+  state nor batch-norm running averages) and returns `applied=False`.
+  """
+
+  def __init__(
+    self, strategy, make_flow, *, global_batch_size, make_optimizer=optimization.adam, l2_coefficient=5e-5
+  ):
+    self.strategy = strategy
+    self.global_batch_size = global_batch_size
+    self.l2_coefficient = l2_coefficient
+    # Variables and optimizer slots created in the scope are mirrored across replicas (and workers).
+    with strategy.scope():
+      self.flow = make_flow()
+      self.optimizer = make_optimizer()
+      self.optimizer.build(self.flow.trainable_variables)
+      self.step = tf.Variable(
+        0, dtype=tf.int64, trainable=False, name="step", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA
+      )
+      self.checkpoint = tf.train.Checkpoint(flow=self.flow, optimizer=self.optimizer, step=self.step)
+    self._running_averages = [variable for variable in self.flow.variables if not variable.trainable]
+    self.train_step = tf.function(self._train_step)
+    self._eval_sums = tf.function(self._eval_sums, reduce_retracing=True)
+
+  def _train_step(self, batch):
+    # The forward pass moves the batch-norm running averages; a skipped step puts them back.
+    saved_averages = [tf.identity(variable) for variable in self._running_averages]
+    gradients, bits_per_dim, is_finite = self.strategy.run(self._replica_gradients, args=(batch,))
+    # All-reduced, so every replica and worker holds the same value and takes the same branch.
+    is_finite = self.strategy.experimental_local_results(is_finite)[0]
+
+    def apply():
+      self.strategy.run(self._replica_apply, args=(gradients,))
+      return tf.constant(True)
+
+    def skip():
+      for variable, value in zip(self._running_averages, saved_averages):
+        variable.assign(value)
+      return tf.constant(False)
+
+    applied = tf.cond(is_finite, apply, skip)
+    self.step.assign_add(1)
+    return self.strategy.experimental_local_results(bits_per_dim)[0], applied
+
+  def _replica_gradients(self, images):
+    variables = self.flow.trainable_variables
+    with tf.GradientTape() as tape:
+      bits_per_dim = self.flow.bits_per_dim(images, training=True)
+      data_loss = tf.nn.compute_average_loss(bits_per_dim, global_batch_size=self.global_batch_size)
+      penalty = optimization.l2_penalty(self.flow.regularized_variables, self.l2_coefficient)
+      loss = data_loss + tf.nn.scale_regularization_loss(penalty)
+    gradients = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    squared_norm = tf.add_n([tf.reduce_sum(tf.square(gradient)) for gradient in gradients])
+    context = tf.distribute.get_replica_context()
+    global_bits_per_dim, global_loss, global_squared_norm = context.all_reduce(
+      tf.distribute.ReduceOp.SUM, [data_loss, loss, squared_norm]
+    )
+    is_finite = tf.math.is_finite(global_loss) & tf.math.is_finite(global_squared_norm)
+    return gradients, global_bits_per_dim, is_finite
+
+  def _replica_apply(self, gradients):
+    self.optimizer.apply_gradients(zip(gradients, self.flow.trainable_variables))
+
+  def _eval_sums(self, batch):
+    def replica_sums(images):
+      bits_per_dim = tf.cast(self.flow.bits_per_dim(images, training=False), tf.float64)
+      return tf.reduce_sum(bits_per_dim), tf.cast(tf.size(bits_per_dim), tf.float64)
+
+    sums = self.strategy.run(replica_sums, args=(batch,))
+    return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in sums]
+
+  def evaluate(self, dataset):
+    """`(mean bits/dim, number of examples)` over one pass of a distributed `dataset`, in inference mode."""
+    total = count = 0.0
+    for batch in dataset:
+      batch_total, batch_count = self._eval_sums(batch)
+      total += float(batch_total)
+      count += float(batch_count)
+    if not count:
+      raise ValueError("The evaluation dataset is empty.")
+    return total / count, int(count)
+
+  def variables_are_finite(self):
+    """Whether every variable of the flow (weights and running averages) is finite."""
+    return all(bool(tf.reduce_all(tf.math.is_finite(variable))) for variable in self.flow.variables)
+
+  def sample_grid(self, temperature, num_samples):
+    """`[rows*H, 8*W, C]` grid in `[0, 1]` of `num_samples` samples drawn with `SAMPLE_SEED`."""
+    seed = tf.constant(SAMPLE_SEED, tf.int32)
+    images = self.flow.sample(num_samples, seed=seed, temperature=temperature)
+    return reporting.image_grid(images.numpy(), self.flow.num_bits)
+
+
+def train_and_evaluate(config, workdir):
+  """Trains `config`'s flow on its dataset, evaluates the test bits/dim and writes everything to `workdir`.
+
+  Resumes from the latest checkpoint in `workdir`; with `num_train_steps` already reached it only evaluates.
+
+  Raises:
+    ConfigError: a setting that cannot work (unknown dataset, strategy or preset, a batch size that does not
+      divide across replicas, an image size the preset cannot take, data that is not prepared).
+    NonFiniteLossError: the loss stayed non-finite for `max_consecutive_non_finite` steps.
+  """
+  config.validate()
+  strategy = _strategy(config)
+  spec = _dataset_spec(config)
+  if config.batch_size % strategy.num_replicas_in_sync:
+    raise ConfigError(
+      f"`batch_size` must be divisible by the {strategy.num_replicas_in_sync} replicas of "
+      f"`strategy={config.strategy}`; got {config.batch_size}."
+    )
+  # Built first so that data that is not prepared fails before the model is built.
+  eval_dataset = strategy.distribute_datasets_from_function(
+    functools.partial(_load, config, spec.eval_split, training=False, seed=config.seed)
+  )
+  make_flow = functools.partial(_make_flow, config, spec)
+  learning_rate = optimization.learning_rate_schedule(
+    config.learning_rate, config.num_train_steps, config.warmup_steps, config.learning_rate_decay
+  )
+  make_optimizer = functools.partial(optimization.adam, learning_rate, config.clip_global_norm)
+  trainer = Trainer(
+    strategy,
+    make_flow,
+    global_batch_size=config.batch_size,
+    make_optimizer=make_optimizer,
+    l2_coefficient=config.l2_coefficient,
+  )
+  is_chief = _is_chief(strategy)
+  tf.io.gfile.makedirs(workdir)
+  if is_chief:
+    _write_text(os.path.join(workdir, "config.json"), configs.to_json(config))
+  # Every worker saves (saving may run collectives); only the chief's copy is kept.
+  checkpoint_dir = os.path.join(workdir, "checkpoints")
+  scratch_dir = None if is_chief else tempfile.mkdtemp(prefix="tfp_realnvp_worker_")
+  manager = tf.train.CheckpointManager(
+    trainer.checkpoint,
+    scratch_dir or checkpoint_dir,
+    max_to_keep=config.max_checkpoints_to_keep,
+    step_counter=trainer.step,
+  )
+  reporter = reporting.Reporter(config.num_train_steps)
+  try:
+    start_step = _restore(trainer, checkpoint_dir, strategy)
+    if start_step:
+      reporter.log("resume", step=start_step, checkpoint=tf.train.latest_checkpoint(checkpoint_dir))
+    writer = (
+      tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+      if is_chief
+      else tf.summary.create_noop_writer()
+    )
+    _train(trainer, config, spec, manager, writer, reporter, eval_dataset, start_step)
+    test_bits_per_dim, num_examples = trainer.evaluate(eval_dataset)
+    step = int(trainer.step.numpy())
+    reporter.log("test", step=step, bits_per_dim=test_bits_per_dim, examples=num_examples)
+    metrics = {
+      "dataset": config.dataset,
+      "split": spec.eval_split,
+      "step": step,
+      "test_bits_per_dim": test_bits_per_dim,
+      "num_test_examples": num_examples,
+    }
+    grids = {
+      f"temperature {temperature}": trainer.sample_grid(temperature, config.num_samples)
+      for temperature in config.sample_temperatures
+    }
+    with writer.as_default():
+      reporting.summary_scalar("eval/bits_per_dim", test_bits_per_dim, step)
+      for title, grid in grids.items():
+        reporting.summary_image(f"samples/{title.replace(' ', '_')}", grid, step)
+    writer.flush()
+    if is_chief:
+      _write_text(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
+      with tf.io.gfile.GFile(os.path.join(workdir, "samples.png"), "wb") as file:
+        file.write(reporting.sample_grids_png(grids))
+      reporter.log(
+        "wrote", metrics=os.path.join(workdir, "metrics.json"), samples=os.path.join(workdir, "samples.png")
+      )
+  finally:
+    if scratch_dir:
+      shutil.rmtree(scratch_dir, ignore_errors=True)
+  return TrainResult(flow=trainer.flow, step=step, metrics=metrics)
+
+
+def _train(trainer, config, spec, manager, writer, reporter, eval_dataset, start_step):
+  """The training loop from `start_step` to `config.num_train_steps`: logs, evaluates and checkpoints."""
+  if start_step >= config.num_train_steps:
+    return
+  strategy = trainer.strategy
+  # A resumed run reseeds its input, so it does not replay the batches it has already seen.
+  train_dataset = strategy.distribute_datasets_from_function(
+    functools.partial(
+      _load, config, spec.train_split, training=True, seed=config.seed + 1_000_003 * start_step
+    )
+  )
+  batches = iter(train_dataset)
+  # Speed counts the training steps only: evaluation and checkpointing are left out.
+  interval_bits_per_dim, interval_seconds, interval_steps = [], 0.0, 0
+  consecutive_skips, last_saved = 0, start_step
+  for step in range(start_step + 1, config.num_train_steps + 1):
+    step_start = time.perf_counter()
+    bits_per_dim, applied = trainer.train_step(next(batches))
+    applied = bool(applied)  # waits for the step to finish
+    interval_seconds += time.perf_counter() - step_start
+    interval_steps += 1
+    if applied:
+      consecutive_skips = 0
+      interval_bits_per_dim.append(float(bits_per_dim))
+    else:
+      consecutive_skips += 1
+      reporter.log("skip", step=step, reason="non-finite loss or gradient; update not applied")
+      if consecutive_skips >= config.max_consecutive_non_finite:
+        raise NonFiniteLossError(
+          f"Training stopped at step {step}: the loss or gradient was not finite for {consecutive_skips} "
+          f"consecutive steps. The last checkpoint (step {last_saved}) is finite; try a lower learning_rate."
+        )
+    reporter.progress(step, bits_per_dim=float(bits_per_dim))
+    last_step = step == config.num_train_steps
+    if step % config.log_every_steps == 0 or last_step:
+      steps_per_sec = interval_steps / interval_seconds
+      train_bits_per_dim = float(np.mean(interval_bits_per_dim)) if interval_bits_per_dim else float("nan")
+      reporter.log("train", step=step, steps_per_sec=steps_per_sec, bits_per_dim=train_bits_per_dim)
+      with writer.as_default():
+        reporting.summary_scalar("train/bits_per_dim", train_bits_per_dim, step)
+        reporting.summary_scalar("train/steps_per_sec", steps_per_sec, step)
+        reporting.summary_scalar("train/learning_rate", _current_learning_rate(trainer.optimizer), step)
+      interval_bits_per_dim, interval_seconds, interval_steps = [], 0.0, 0
+    if config.eval_every_steps and step % config.eval_every_steps == 0 and not last_step:
+      eval_bits_per_dim, num_examples = trainer.evaluate(eval_dataset)
+      reporter.log("eval", step=step, bits_per_dim=eval_bits_per_dim, examples=num_examples)
+      with writer.as_default():
+        reporting.summary_scalar("eval/bits_per_dim", eval_bits_per_dim, step)
+        reporting.summary_image("samples/temperature_1.0", trainer.sample_grid(1.0, config.num_samples), step)
+    if step % config.checkpoint_every_steps == 0 or last_step:
+      if not trainer.variables_are_finite():
+        raise NonFiniteLossError(
+          f"Training stopped at step {step}: the weights are not finite, so no checkpoint "
+          f"was written. The last checkpoint (step {last_saved}) is finite."
+        )
+      manager.save(checkpoint_number=step)
+      last_saved = step
+  writer.flush()
+
+
+def _current_learning_rate(optimizer):
+  # tf_keras keeps the scheduled rate of the last update in a (possibly mirrored) variable.
+  return float(tf.convert_to_tensor(optimizer.learning_rate))
+
+
+def _strategy(config):
+  try:
+    strategies.configure_cpu_devices(config.num_cpu_devices)
+    return strategies.get_strategy(config.strategy, config.tpu_address)
+  except ValueError as error:
+    raise ConfigError(str(error)) from error
+
+
+def _dataset_spec(config):
+  try:
+    return data.dataset_spec(config.dataset, image_size=config.image_size, data_dir=config.data_dir)
+  except (ValueError, FileNotFoundError) as error:
+    raise ConfigError(str(error)) from error
+
+
+def _make_flow(config, spec):
+  """`RealNVP.from_preset(...)` for `config` and `spec`, checked against the data it will model."""
+  from tfp_realnvp.flows import RealNVP  # noqa: PLC0415 (the flow module imports only when a flow is built)
+
+  preset = config.preset or spec.preset
+  if preset is None:
+    raise ConfigError(f"Dataset {config.dataset!r} has no default preset; set `preset`.")
+  overrides = dict(config.model_overrides)
+  if config.image_size is not None:
+    overrides.setdefault("event_shape", spec.image_shape)
+  try:
+    flow = RealNVP.from_preset(preset, **overrides)
+  except (ValueError, TypeError) as error:
+    raise ConfigError(f"`preset={preset}` with {overrides}: {error}") from error
+  if tuple(flow.event_shape) != tuple(spec.image_shape) or flow.num_bits != spec.num_bits:
+    raise ConfigError(
+      f"`preset={preset}` models {flow.num_bits}-bit images of shape {tuple(flow.event_shape)}, but dataset "
+      f"{config.dataset!r} gives {spec.num_bits}-bit images of shape {tuple(spec.image_shape)}; set `image_size` "
+      "or a matching `preset`."
+    )
+  return flow
+
+
+def _load(config, split, input_context, *, training, seed):
+  try:
+    return data.load(
+      config.dataset,
+      split,
+      batch_size=config.batch_size,
+      training=training,
+      data_dir=config.data_dir,
+      image_size=config.image_size,
+      seed=seed,
+      input_context=input_context,
+    )
+  except (ValueError, FileNotFoundError) as error:
+    raise ConfigError(str(error)) from error
+
+
+def _restore(trainer, checkpoint_dir, strategy):
+  """Restores the latest checkpoint in `checkpoint_dir` inside the scope; returns its step (0 when none)."""
+  latest = tf.train.latest_checkpoint(checkpoint_dir)
+  if latest is None:
+    return 0
+  with strategy.scope():
+    try:
+      status = trainer.checkpoint.restore(latest)
+      status.expect_partial()  # a mismatch raises below; no extra warnings about unused values
+      status.assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as error:
+      raise ConfigError(
+        f"The checkpoint {latest} does not match this model (was the workdir used with another "
+        f"config?): {str(error).splitlines()[0]}"
+      ) from error
+  return int(trainer.step.numpy())
+
+
+def _is_chief(strategy):
+  resolver = strategy.cluster_resolver
+  if resolver is None or not resolver.task_type:
+    return True
+  has_chief = "chief" in resolver.cluster_spec().as_dict()
+  return resolver.task_type == "chief" or (
+    resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+  )
+
+
+def _write_text(path, text):
+  with tf.io.gfile.GFile(path, "w") as file:
+    file.write(text)
