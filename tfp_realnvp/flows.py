@@ -67,7 +67,8 @@ class RealNVP(tfd.TransformedDistribution):
 
   def __init__(self, event_shape, num_scales=None, num_blocks=None, num_filters=None, num_bits=None,
                num_couplings=None, hidden_units=None, dropout=0.0, batch_norm=None,
-               batch_norm_momentum=0.99, dtype=tf.float32, validate_args=False, name="real_nvp"):
+               batch_norm_momentum=0.99, dtype=tf.float32, compute_dtype=None, validate_args=False,
+               name="real_nvp"):
     """Builds the flow.
 
     Args:
@@ -84,6 +85,10 @@ class RealNVP(tfd.TransformedDistribution):
         vectors.
       batch_norm_momentum: running-average momentum of every batch norm.
       dtype: float dtype of data and variables.
+      compute_dtype: dtype the conditioner networks compute in (default: `dtype`). `tf.bfloat16` is mixed
+        precision for CPUs with bfloat16 instructions and TPUs (`tf.float16` for GPUs, with loss scaling):
+        convolutions, their batch norms and activations run in it, while the variables, the log-scales,
+        log-determinants, prior and loss stay in `dtype`.
       validate_args: Python `bool`, passed to `tfd.TransformedDistribution`.
       name: Python `str` name.
     """
@@ -115,7 +120,8 @@ class RealNVP(tfd.TransformedDistribution):
             dropout=dropout,
             batch_norm=True if batch_norm is None else batch_norm,
             batch_norm_momentum=batch_norm_momentum,
-            dtype=dtype)
+            dtype=dtype,
+            compute_dtype=compute_dtype)
       else:
         data_to_latent = _vector_flow(
             event_shape[0],
@@ -124,7 +130,8 @@ class RealNVP(tfd.TransformedDistribution):
             dropout=dropout,
             batch_norm=False if batch_norm is None else batch_norm,
             batch_norm_momentum=batch_norm_momentum,
-            dtype=dtype)
+            dtype=dtype,
+            compute_dtype=compute_dtype)
       self._data_to_latent = data_to_latent
       base = tfd.Sample(
           tfd.Normal(loc=tf.constant(0.0, dtype), scale=tf.constant(1.0, dtype)), sample_shape=event_shape)
@@ -245,7 +252,7 @@ class RealNVP(tfd.TransformedDistribution):
 
 
 def _image_flow(event_shape, num_scales, num_blocks, num_filters, num_bits, dropout, batch_norm,
-                batch_norm_momentum, dtype):
+                batch_norm_momentum, dtype, compute_dtype):
   """The data-to-latent map `f` of the multi-scale architecture, a `tfb.Chain`."""
   height, width, _ = event_shape
   if isinstance(num_scales, bool) or int(num_scales) != num_scales or num_scales < 1:
@@ -256,19 +263,19 @@ def _image_flow(event_shape, num_scales, num_blocks, num_filters, num_bits, drop
         f"`num_scales={num_scales}` squeezes {num_scales - 1} time(s), so height and width must be divisible "
         f"by {factor}; got `event_shape={event_shape}`.")
   layers = _scale(event_shape, 0, num_scales, num_blocks, num_filters, dropout, batch_norm,
-                  batch_norm_momentum, dtype)
+                  batch_norm_momentum, dtype, compute_dtype)
   return _chain([LogitTransform(num_bits)] + layers, name="data_to_latent")
 
 
 def _scale(shape, scale, num_scales, num_blocks, num_filters, dropout, batch_norm, batch_norm_momentum,
-           dtype):
+           dtype, compute_dtype):
   """The layers of one scale and, recursively, of the coarser ones, in data-to-latent order."""
   height, width, channels = shape
 
   def coupling_and_norm(mask_type, index, event_shape):
     conditioner = networks.ResNet(
         event_shape[-1], 2 * event_shape[-1], num_blocks=num_blocks, num_filters=num_filters * 2**scale,
-        dropout=dropout, batch_norm_momentum=batch_norm_momentum, dtype=dtype,
+        dropout=dropout, batch_norm_momentum=batch_norm_momentum, dtype=dtype, compute_dtype=compute_dtype,
         name=f"scale{scale}_{mask_type}{index}_resnet")
     layers = [AffineCoupling(conditioner, event_shape, mask_type, parity=index % 2, dtype=dtype,
                              name=f"scale{scale}_{mask_type}{index}")]
@@ -284,19 +291,20 @@ def _scale(shape, scale, num_scales, num_blocks, num_filters, dropout, batch_nor
   layers.append(Squeeze(name=f"scale{scale}_squeeze"))
   layers += [layer for i in range(3) for layer in coupling_and_norm("channel", i, squeezed)]
   coarser = _scale((height // 2, width // 2, 2 * channels), scale + 1, num_scales, num_blocks, num_filters,
-                   dropout, batch_norm, batch_norm_momentum, dtype)
+                   dropout, batch_norm, batch_norm_momentum, dtype, compute_dtype)
   layers.append(FactorOut(_chain(coarser, name=f"scale{scale + 1}"), name=f"scale{scale}_factor_out"))
   layers.append(tfb.Invert(Squeeze(), name=f"scale{scale}_unsqueeze"))
   return layers
 
 
-def _vector_flow(dims, num_couplings, hidden_units, dropout, batch_norm, batch_norm_momentum, dtype):
+def _vector_flow(dims, num_couplings, hidden_units, dropout, batch_norm, batch_norm_momentum, dtype,
+                 compute_dtype):
   if isinstance(num_couplings, bool) or int(num_couplings) != num_couplings or num_couplings < 1:
     raise ValueError(f"`num_couplings` must be a positive integer; got {num_couplings!r}.")
   layers = []
   for i in range(num_couplings):
     conditioner = networks.MLP(dims, 2 * dims, hidden_units, dropout=dropout, dtype=dtype,
-                               name=f"coupling{i}_mlp")
+                               compute_dtype=compute_dtype, name=f"coupling{i}_mlp")
     layers.append(AffineCoupling(conditioner, (dims,), "half", parity=i % 2, dtype=dtype, name=f"coupling{i}"))
     if batch_norm:
       layers.append(BatchNorm(dims, momentum=batch_norm_momentum, dtype=dtype, name=f"coupling{i}_batch_norm"))

@@ -14,6 +14,9 @@ __all__ = ["BatchNormalization", "MLP", "ResNet", "WeightNormConv2D", "is_regula
 # The paper applies L2 regularization (5e-5) to the weight-norm scales and the couplings' tanh scales only.
 REGULARIZED_VARIABLE_NAMES = ("weight_scale", "tanh_scale")
 
+# Activation dtypes of TensorFlow's fused batch-norm kernel (its parameters and statistics are float32).
+_FUSED_BATCH_NORM_DTYPES = (tf.float16, tf.bfloat16, tf.float32)
+
 
 def is_regularized(variable):
   """True for the variables the paper's L2 penalty applies to: weight-norm scales and tanh scales."""
@@ -25,7 +28,10 @@ class BatchNormalization(tf.Module):
   """Batch normalization over all axes but the last: `gamma * (x - mean) / sqrt(var + eps) + beta`.
 
   Training uses batch statistics (pooled across replicas) and updates the running averages with
-  `avg <- momentum * avg + (1 - momentum) * batch_stat`; inference uses the running averages.
+  `avg <- momentum * avg + (1 - momentum) * batch_stat`; inference uses the running averages. The parameters
+  and statistics stay in their own dtype whatever the dtype of `x` (e.g. bfloat16 activations), and the output
+  has the dtype of `x`. Rank-4 inputs on one replica use TensorFlow's fused kernel: one op forward and one
+  backward instead of a dozen elementwise passes (see `bench/README.md`).
   """
 
   def __init__(self, num_features, momentum=0.99, epsilon=1e-4, dtype=tf.float32, name=None):
@@ -39,16 +45,40 @@ class BatchNormalization(tf.Module):
       self.moving_variance = moving_average_variable(tf.ones([num_features], dtype), "moving_variance")
 
   def __call__(self, x, training=False):
+    if (x.shape.rank == 4 and self.gamma.dtype == tf.float32 and x.dtype in _FUSED_BATCH_NORM_DTYPES
+        and not (training and _num_replicas_in_sync() > 1)):
+      return self._fused(x, training)
+    # Cross-replica batch statistics, or a rank or dtype the fused kernel does not take: composite ops in
+    # the parameters' dtype, folded into one scale and offset applied in the dtype of `x`.
     mean, variance = moments_for_mode(
-        x, self.moving_mean, self.moving_variance, self.momentum, training)
-    return tf.nn.batch_normalization(x, mean, variance, self.beta, self.gamma, self.epsilon)
+        tf.cast(x, self.gamma.dtype), self.moving_mean, self.moving_variance, self.momentum, training)
+    scale = self.gamma * tf.math.rsqrt(variance + self.epsilon)
+    offset = self.beta - mean * scale
+    return x * tf.cast(scale, x.dtype) + tf.cast(offset, x.dtype)
+
+  def _fused(self, x, training):
+    if not training:
+      y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+          x, self.gamma, self.beta, mean=self.moving_mean, variance=self.moving_variance,
+          epsilon=self.epsilon, is_training=False)
+      return y
+    y, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
+        x, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)
+    # The kernel normalizes with the biased variance but returns the unbiased one; average the biased one,
+    # as `moments_for_mode` does.
+    count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), unbiased_variance.dtype)
+    variance = unbiased_variance * (count - 1.0) / tf.maximum(count, 1.0)
+    self.moving_mean.assign(self.momentum * self.moving_mean + (1.0 - self.momentum) * mean)
+    self.moving_variance.assign(self.momentum * self.moving_variance + (1.0 - self.momentum) * variance)
+    return y
 
 
 class WeightNormConv2D(tf.Module):
   """A 2-d convolution with weight normalization: `w = weight_scale * direction / ||direction||`.
 
   The norm is taken per output channel over `[kernel, kernel, in]` (Salimans & Kingma, 2016). With
-  `zero_init=True` the scale starts at 0, so the layer outputs exactly its (zero) bias.
+  `zero_init=True` the scale starts at 0, so the layer outputs exactly its (zero) bias. The kernel is
+  normalized in the variables' dtype and the convolution runs in the dtype of its input (e.g. bfloat16).
   """
 
   def __init__(self, in_channels, out_channels, kernel_size=3, zero_init=False, dtype=tf.float32,
@@ -70,7 +100,8 @@ class WeightNormConv2D(tf.Module):
     return self.weight_scale * tf.math.l2_normalize(self.direction, axis=[0, 1, 2])
 
   def __call__(self, x):
-    return tf.nn.bias_add(tf.nn.conv2d(x, self.kernel, strides=1, padding="SAME"), self.bias)
+    kernel, bias = tf.cast(self.kernel, x.dtype), tf.cast(self.bias, x.dtype)
+    return tf.nn.bias_add(tf.nn.conv2d(x, kernel, strides=1, padding="SAME"), bias)
 
 
 class ResidualBlock(tf.Module):
@@ -98,14 +129,19 @@ class ResNet(tf.Module):
 
   A 3x3 weight-normalized input convolution to `num_filters` features, `num_blocks` pre-activation residual
   blocks, batch norm and ReLU, and a zero-initialized 3x3 output convolution.
+
+  With `compute_dtype=tf.bfloat16` (mixed precision) the convolutions, batch norms and activations run in
+  bfloat16 while the variables, batch statistics and running averages stay in `dtype`; the output convolution
+  runs in the dtype of the input, which is also the output's.
   """
 
   def __init__(self, in_channels, out_channels, num_blocks=4, num_filters=32, dropout=0.0,
-               batch_norm_momentum=0.99, dtype=tf.float32, name=None):
+               batch_norm_momentum=0.99, dtype=tf.float32, compute_dtype=None, name=None):
     super().__init__(name=name)
     _check_positive(num_blocks=num_blocks, num_filters=num_filters, in_channels=in_channels,
                     out_channels=out_channels)
     _check_rate(dropout)
+    self.compute_dtype = _check_compute_dtype(compute_dtype, dtype)
     with self.name_scope:
       self.conv_in = WeightNormConv2D(in_channels, num_filters, dtype=dtype, name="conv_in")
       self.blocks = [
@@ -117,26 +153,31 @@ class ResNet(tf.Module):
                                        name="conv_out")
 
   def __call__(self, x, training=False):
-    h = self.conv_in(x)
+    h = self.conv_in(tf.cast(x, self.compute_dtype))
     for block in self.blocks:
       h = block(h, training)
-    return self.conv_out(tf.nn.relu(self.norm_out(h, training)))
+    # The output convolution (a few percent of the FLOPs) runs in the input's dtype, so the shift and
+    # log-scale are accumulated at full precision.
+    return self.conv_out(tf.cast(tf.nn.relu(self.norm_out(h, training)), x.dtype))
 
 
 class MLP(tf.Module):
   """A ReLU multilayer perceptron for vector events, `[N, in_features] -> [N, out_features]`.
 
-  He-initialized hidden layers, optional dropout after each, and a zero-initialized output layer.
+  He-initialized hidden layers, optional dropout after each, and a zero-initialized output layer. With
+  `compute_dtype` (e.g. `tf.bfloat16`) the hidden layers compute in it; the output layer runs in the dtype of
+  the input, which is also the output's.
   """
 
   def __init__(self, in_features, out_features, hidden_units=(64, 64), dropout=0.0, dtype=tf.float32,
-               name=None):
+               compute_dtype=None, name=None):
     super().__init__(name=name)
     _check_positive(in_features=in_features, out_features=out_features)
     if not hidden_units or any(int(units) <= 0 for units in hidden_units):
       raise ValueError(f"`hidden_units` must be a non-empty sequence of positive integers; got {hidden_units!r}.")
     _check_rate(dropout)
     self.dropout = dropout
+    self.compute_dtype = _check_compute_dtype(compute_dtype, dtype)
     with self.name_scope:
       sizes = [in_features, *hidden_units]
       self.kernels = [
@@ -150,12 +191,34 @@ class MLP(tf.Module):
       self.output_bias = tf.Variable(tf.zeros([out_features], dtype), name="output_bias")
 
   def __call__(self, x, training=False):
-    h = x
+    dtype = self.compute_dtype
+    h = tf.cast(x, dtype)
     for kernel, bias in zip(self.kernels, self.biases):
-      h = tf.nn.relu(tf.matmul(h, kernel) + bias)
+      h = tf.nn.relu(tf.matmul(h, tf.cast(kernel, dtype)) + tf.cast(bias, dtype))
       if training and self.dropout > 0:
         h = tf.nn.dropout(h, rate=self.dropout)
-    return tf.matmul(h, self.output_kernel) + self.output_bias
+    # As in `ResNet`, the output layer runs in the input's dtype.
+    return tf.matmul(tf.cast(h, x.dtype), self.output_kernel) + self.output_bias
+
+
+def _check_compute_dtype(compute_dtype, dtype):
+  """`compute_dtype` as a `tf.DType` (`dtype` when None); raises unless it is a floating dtype."""
+  if compute_dtype is None:
+    return tf.as_dtype(dtype)
+  allowed = (tf.float16, tf.bfloat16, tf.float32, tf.float64)
+  try:
+    as_dtype = tf.as_dtype(compute_dtype)
+  except TypeError:
+    as_dtype = None
+  if as_dtype not in allowed:
+    raise ValueError(
+        f"`compute_dtype` must be None or one of {', '.join(d.name for d in allowed)}; got {compute_dtype!r}.")
+  return as_dtype
+
+
+def _num_replicas_in_sync():
+  context = tf.distribute.get_replica_context()
+  return 1 if context is None else context.num_replicas_in_sync
 
 
 def _check_positive(**values):

@@ -1,0 +1,134 @@
+"""Speed paths keep the numbers: fused batch norm and bfloat16 conditioners (`compute_dtype`)."""
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from tfp_realnvp import networks
+from tfp_realnvp.flows import RealNVP
+
+
+def _perturb(module, seed):
+  """Moves every variable away from its initial value, so no layer is an exact identity or zero."""
+  for i, variable in enumerate(module.trainable_variables):
+    noise = tf.random.stateless_normal(variable.shape, seed=[seed, i], dtype=variable.dtype)
+    variable.assign_add(0.3 * noise)
+
+
+def _copy_weights(source, target):
+  for source_variable, target_variable in zip(source.variables, target.variables):
+    target_variable.assign(source_variable)
+
+
+class FusedBatchNormTest(tf.test.TestCase, parameterized.TestCase):
+  """The fused kernel (rank 4) against the composite path (rank 2, same statistics per feature)."""
+
+  def _pair(self, momentum=0.5):
+    fused, composite = (networks.BatchNormalization(3, momentum=momentum) for _ in range(2))
+    for module in (fused, composite):
+      module.gamma.assign([0.5, 1.0, 2.0])
+      module.beta.assign([-1.0, 0.0, 1.0])
+    return fused, composite
+
+  @parameterized.parameters(True, False)
+  def test_fused_matches_composite_outputs_and_running_averages(self, training):
+    fused, composite = self._pair()
+    x = 2.0 + 3.0 * tf.random.stateless_normal([4, 5, 6, 3], seed=[1, 2])
+    if not training:
+      for module in (fused, composite):
+        module.moving_mean.assign([0.5, -0.5, 1.0])
+        module.moving_variance.assign([4.0, 9.0, 0.25])
+    y_fused = fused(x, training=training)
+    y_composite = tf.reshape(composite(tf.reshape(x, [-1, 3]), training=training), x.shape)
+    self.assertAllClose(y_fused, y_composite, atol=1e-5)
+    self.assertAllClose(fused.moving_mean, composite.moving_mean, atol=1e-6)
+    # Biased batch variance, as `tf.nn.moments` (the kernel itself returns the unbiased one).
+    self.assertAllClose(fused.moving_variance, composite.moving_variance, rtol=1e-5)
+    if training:
+      mean, variance = tf.nn.moments(x, [0, 1, 2])
+      self.assertAllClose(fused.moving_mean, 0.5 * mean, atol=1e-6)
+      self.assertAllClose(fused.moving_variance, 0.5 + 0.5 * variance, rtol=1e-5)
+
+  def test_fused_gradient_matches_composite(self):
+    fused, composite = self._pair()
+    x = tf.random.stateless_normal([4, 5, 6, 3], seed=[3, 4])
+    weights = tf.random.stateless_normal(x.shape, seed=[5, 6])
+    gradients = []
+    for module, rank in ((fused, 4), (composite, 2)):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = module(x if rank == 4 else tf.reshape(x, [-1, 3]), training=True)
+        loss = tf.reduce_sum(tf.reshape(y, x.shape) * weights)
+      gradients.append(tape.gradient(loss, [x, module.gamma, module.beta]))
+    for got, expected in zip(*gradients):
+      self.assertAllClose(got, expected, atol=1e-4)
+
+  def test_bfloat16_input_keeps_float32_statistics(self):
+    batch_norm = networks.BatchNormalization(3, momentum=0.0)
+    x = 2.0 + 3.0 * tf.random.stateless_normal([8, 4, 4, 3], seed=[7, 8])
+    y = batch_norm(tf.cast(x, tf.bfloat16), training=True)
+    self.assertEqual(y.dtype, tf.bfloat16)
+    self.assertEqual(batch_norm.moving_mean.dtype, tf.float32)
+    mean, variance = tf.nn.moments(x, [0, 1, 2])
+    self.assertAllClose(batch_norm.moving_mean, mean, atol=0.05)
+    self.assertAllClose(batch_norm.moving_variance, variance, rtol=0.02)
+    self.assertAllClose(tf.cast(y, tf.float32), (x - mean) * tf.math.rsqrt(variance + 1e-4), atol=0.05)
+
+
+class ComputeDtypeTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_bfloat16_resnet_is_close_to_float32_with_float32_variables_and_output(self):
+    exact = networks.ResNet(3, 6, num_blocks=2, num_filters=16)
+    mixed = networks.ResNet(3, 6, num_blocks=2, num_filters=16, compute_dtype=tf.bfloat16)
+    _perturb(exact, seed=1)
+    _copy_weights(exact, mixed)
+    self.assertTrue(all(v.dtype == tf.float32 for v in mixed.variables))
+    x = tf.random.stateless_normal([4, 8, 8, 3], seed=[9, 10])
+    for training in (False, True):
+      expected, got = exact(x, training=training), mixed(x, training=training)
+      self.assertEqual(got.dtype, tf.float32)
+      # bfloat16 keeps 8 significant bits: a relative RMS error of a few 1e-3, never exactly 0.
+      relative_error = float(tf.norm(got - expected) / tf.norm(expected))
+      self.assertBetween(relative_error, 1e-5, 0.03)
+
+  def test_bfloat16_mlp_is_close_to_float32(self):
+    exact = networks.MLP(4, 8, hidden_units=(32, 32))
+    mixed = networks.MLP(4, 8, hidden_units=(32, 32), compute_dtype="bfloat16")
+    _perturb(exact, seed=2)
+    _copy_weights(exact, mixed)
+    x = tf.random.stateless_normal([16, 4], seed=[11, 12])
+    expected, got = exact(x), mixed(x)
+    self.assertEqual(got.dtype, tf.float32)
+    relative_error = float(tf.norm(got - expected) / tf.norm(expected))
+    self.assertBetween(relative_error, 1e-5, 0.03)
+
+  def test_bfloat16_flow_log_prob_and_gradients_stay_float32_and_close(self):
+    kwargs = dict(event_shape=(8, 8, 1), num_scales=2, num_blocks=1, num_filters=8, num_bits=4)
+    exact = RealNVP(**kwargs)
+    mixed = RealNVP(**kwargs, compute_dtype=tf.bfloat16)
+    _perturb(exact, seed=3)
+    _copy_weights(exact, mixed)
+    x = tf.random.stateless_uniform([16, 8, 8, 1], seed=[13, 14], maxval=16.0)
+    # bfloat16 rounding moves single images by ~0.01 bits/dim here. Inference first: the training call
+    # below moves the running averages.
+    self.assertAllClose(mixed.bits_per_dim(x), exact.bits_per_dim(x), atol=0.03)
+    with tf.GradientTape() as tape:
+      got = mixed.bits_per_dim(x, training=True)
+      loss = tf.reduce_mean(got)
+    gradients = tape.gradient(loss, mixed.trainable_variables)
+    self.assertEqual(got.dtype, tf.float32)
+    self.assertTrue(all(g.dtype == tf.float32 for g in gradients))
+    self.assertTrue(all(np.isfinite(g.numpy()).all() for g in gradients))
+    self.assertAllClose(got, exact.bits_per_dim(x, training=True), atol=0.03)
+    # Sampling inverts the same bfloat16 conditioners: encode(decode(z)) returns z to bfloat16 accuracy.
+    z = tf.random.stateless_normal([4, 8, 8, 1], seed=[15, 16])
+    self.assertAllClose(mixed.encode(mixed.decode(z)), z, atol=1e-3)
+
+  @parameterized.parameters("int32", "float8", tf.string)
+  def test_bad_compute_dtype(self, compute_dtype):
+    with self.assertRaisesRegex(ValueError, "`compute_dtype` must be None or one of float16, bfloat16"):
+      networks.ResNet(2, 4, compute_dtype=compute_dtype)
+
+
+if __name__ == "__main__":
+  tf.test.main()
