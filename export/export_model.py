@@ -1,0 +1,40 @@
+r"""Exports a training run's flow as a SavedModel for TF Serving.
+
+  python export/export_model.py --workdir=runs/digits --export_base=exports
+  python export/export_model.py --workdir=runs/digits --export_base=exports \
+      --checkpoint=runs/digits/checkpoints/ckpt-2000 --model_name=digits --version=7
+
+Writes `<export_base>/<model_name>/<version>/` (the next free version unless `--version` is given)
+from the workdir's latest checkpoint, or from `--checkpoint`. Serve it with
+`docker run -p 8501:8501 -v $PWD/exports/realnvp:/models/realnvp -e MODEL_NAME=realnvp tensorflow/serving`.
+"""
+
+import sys
+
+from absl import app, flags
+
+from tfp_realnvp import export_lib
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "The training run's directory (with config.json and checkpoints/).")
+flags.DEFINE_string("export_base", None, "Directory above the model directory TF Serving watches.")
+flags.DEFINE_string("model_name", "realnvp", "The model's directory name (TF Serving's MODEL_NAME).")
+flags.DEFINE_integer("version", None, "The version to write; default: one more than the newest.")
+flags.DEFINE_string("checkpoint", None, "A checkpoint prefix to export; default: the workdir's latest.")
+flags.mark_flags_as_required(["workdir", "export_base"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  try:
+    path, checkpoint = export_lib.export_workdir(
+      FLAGS.workdir, FLAGS.export_base, FLAGS.model_name, FLAGS.version, FLAGS.checkpoint
+    )
+  except (OSError, ValueError) as error:
+    sys.exit(f"export_model: {error}")
+  print(f"export_model: exported {checkpoint} to {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,103 @@
+r"""gRPC client for a RealNVP flow served by TF Serving: scores a batch or draws samples.
+
+Needs `pip install tfp_realnvp[serving]` (tensorflow-serving-api), not this package:
+
+  python export/grpc_client.py --server=localhost:8500 --model_name=realnvp --input=batch.npy
+  python export/grpc_client.py --server=localhost:8500 --model_name=realnvp \
+      --num_samples=16 --temperature=0.7 --seed=1,2 --output=samples.npz
+
+`batch.npy` holds float32 `[batch, *event_shape]` pixel values (or vectors). The request builders
+below are the example to copy into other programs.
+"""
+
+import sys
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+__all__ = ["log_prob_request", "predict", "response_to_numpy", "sample_request"]
+
+
+def _model_spec(request, model_name, signature_name, version):
+  request.model_spec.name = model_name
+  request.model_spec.signature_name = signature_name
+  if version is not None:
+    request.model_spec.version.value = version
+
+
+def log_prob_request(x, model_name="realnvp", signature_name="serving_default", version=None):
+  """A `PredictRequest` for `log_prob` (and `bits_per_dim`) of the rows of `x`.
+
+  `x`: float32 `[batch, *event_shape]`. `version=None` asks for the newest version.
+  """
+  request = predict_pb2.PredictRequest()
+  _model_spec(request, model_name, signature_name, version)
+  request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.asarray(x, np.float32)))
+  return request
+
+
+def sample_request(num_samples, temperature=1.0, seed=(0, 0), model_name="realnvp", version=None):
+  """A `PredictRequest` for `num_samples` samples at `temperature`; the same `seed`, the same samples."""
+  request = predict_pb2.PredictRequest()
+  _model_spec(request, model_name, "sample", version)
+  request.inputs["num_samples"].CopyFrom(tf.make_tensor_proto(num_samples, tf.int32))
+  request.inputs["temperature"].CopyFrom(tf.make_tensor_proto(temperature, tf.float32))
+  request.inputs["seed"].CopyFrom(tf.make_tensor_proto(np.asarray(seed, np.int32).reshape([2])))
+  return request
+
+
+def response_to_numpy(response):
+  """`{output name: numpy array}` from a `PredictResponse`."""
+  return {name: tf.make_ndarray(tensor) for name, tensor in response.outputs.items()}
+
+
+def predict(server, request, timeout=30.0):
+  """Sends `request` to TF Serving's gRPC port `server` (`host:port`); returns the outputs."""
+  with grpc.insecure_channel(server) as channel:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    return response_to_numpy(stub.Predict(request, timeout))
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  # Defined only when run as a script, so that importing the request builders adds no flags.
+  flags.DEFINE_string("server", "localhost:8500", "TF Serving's gRPC address.")
+  flags.DEFINE_string("model_name", "realnvp", "The served model's name.")
+  flags.DEFINE_integer("version", None, "The model version; default: the newest.")
+  flags.DEFINE_string("input", None, "A .npy file of rows to score with `log_prob`.")
+  flags.DEFINE_integer("num_samples", None, "Draw this many samples instead of scoring `--input`.")
+  flags.DEFINE_float("temperature", 1.0, "Sampling temperature (base standard deviation).")
+  flags.DEFINE_list("seed", ["0", "0"], "Two integers: the stateless sampling seed.")
+  flags.DEFINE_string("output", None, "Write the outputs to this .npz file.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if (FLAGS.input is None) == (FLAGS.num_samples is None):
+    sys.exit("grpc_client: give exactly one of --input (score rows) or --num_samples (sample).")
+  if FLAGS.input is not None:
+    request = log_prob_request(np.load(FLAGS.input), FLAGS.model_name, version=FLAGS.version)
+  else:
+    seed = [int(value) for value in FLAGS.seed]
+    request = sample_request(FLAGS.num_samples, FLAGS.temperature, seed, FLAGS.model_name, FLAGS.version)
+  try:
+    outputs = predict(FLAGS.server, request)
+  except grpc.RpcError as error:
+    sys.exit(f"grpc_client: {error.code().name}: {error.details()}")
+  for name, value in sorted(outputs.items()):
+    summary = value if value.ndim == 1 else f"{value.dtype} array of shape {value.shape}"
+    print(f"{name}: {summary}")
+  if FLAGS.output:
+    np.savez(FLAGS.output, **outputs)
+    print(f"wrote {FLAGS.output}")
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,667 @@
+"""SavedModel export: loaders without our code (Python, TF1 / TF Serving, C API), gRPC requests,
+bad input at serving time, version directories, interrupted exports and training workdirs."""
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+from unittest import mock
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from tests.bijector_testing import perturb
+from tfp_realnvp import RealNVP, configs, export_lib
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TF_DIR = os.path.dirname(tf.__file__)
+IMAGE_OVERRIDES = {"num_blocks": 1, "num_filters": 4, "dropout": 0.0, "batch_norm_momentum": 0.5}
+SAMPLE_INPUTS = {
+  "num_samples": np.int32(3),
+  "temperature": np.float32(0.7),
+  "seed": np.array([7, 11], np.int32),
+}
+
+# Runs in a fresh interpreter that imports only TensorFlow and NumPy: every request through
+# `tf.saved_model.load` and through the TF1 loader TF Serving uses. Prints a JSON report.
+LOADER_SCRIPT = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+requests_path, results_path, model_paths = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+requests = np.load(requests_path)
+cases = {}
+for key in requests.files:
+    model, signature, case, name = key.split("|")
+    cases.setdefault((model, signature, case), {})[name] = requests[key]
+outputs, errors = {}, {}
+
+
+def record(prefix, run):
+    try:
+        for name, value in run().items():
+            outputs[f"{prefix}|{name}"] = np.asarray(value)
+    except Exception as error:
+        errors[prefix] = f"{type(error).__name__}: {str(error).strip()[:300]}"
+
+
+for model, path in model_paths.items():
+    model_cases = {key: inputs for key, inputs in cases.items() if key[0] == model}
+    loaded = tf.saved_model.load(path)
+    for (_, signature, case), inputs in model_cases.items():
+        function = loaded.signatures[signature]
+        record(f"tf2|{model}|{signature}|{case}",
+               lambda: function(**{k: tf.constant(v) for k, v in inputs.items()}))
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+        for (_, signature, case), inputs in model_cases.items():
+            definition = meta_graph.signature_def[signature]
+            feeds = {definition.inputs[k].name: v for k, v in inputs.items()}
+            fetches = {k: v.name for k, v in definition.outputs.items()}
+            record(f"tf1|{model}|{signature}|{case}", lambda: session.run(fetches, feeds))
+
+np.savez(results_path, **outputs)
+ours = sorted(m for m in sys.modules if m.split(".")[0] in ("tfp_realnvp", "tensorflow_probability"))
+print(json.dumps({"errors": errors, "modules": ours}))
+"""
+
+
+def pixels(shape, num_bits, seed):
+  return np.random.RandomState(seed).uniform(0.0, 2.0**num_bits, shape).astype(np.float32)
+
+
+def small_image_flow():
+  """The digits preset, small, with moved batch-norm averages and non-trivial couplings."""
+  flow = RealNVP.from_preset("digits", **IMAGE_OVERRIDES)
+  for seed in range(3):
+    flow.log_prob(pixels([16, 8, 8, 1], 4, seed), training=True)
+  perturb(flow, stddev=0.1)
+  return flow
+
+
+def small_vector_flow():
+  flow = RealNVP(
+    event_shape=(3,),
+    num_couplings=4,
+    hidden_units=(16,),
+    batch_norm=True,
+    batch_norm_momentum=0.5,
+  )
+  for seed in range(3):
+    flow.log_prob(np.random.RandomState(seed).normal(size=[16, 3]).astype(np.float32), training=True)
+  perturb(flow, stddev=0.1)
+  return flow
+
+
+def assert_close_relative(test, expected, actual, rtol=1e-5):
+  """Equal to `rtol` relative to the largest magnitude in `expected` (entries near 0 included)."""
+  expected, actual = np.asarray(expected), np.asarray(actual)
+  test.assertEqual(expected.shape, actual.shape)
+  scale = float(np.max(np.abs(expected), initial=1e-30))
+  test.assertAllClose(expected, actual, rtol=rtol, atol=rtol * scale)
+
+
+def signature_defs(version_dir):
+  with open(os.path.join(version_dir, "saved_model.pb"), "rb") as file:
+    saved_model = saved_model_pb2.SavedModel.FromString(file.read())
+  (meta_graph,) = saved_model.meta_graphs
+  return meta_graph.signature_def
+
+
+def tensor_table(tensor_infos):
+  """`{name: (dtype name, dims)}` of a signature's inputs or outputs; -1 for any size."""
+  return {
+    name: (tf.dtypes.as_dtype(info.dtype).name, [dim.size for dim in info.tensor_shape.dim])
+    for name, info in tensor_infos.items()
+  }
+
+
+def tree_snapshot(directory):
+  """Every path under `directory` with its contents' SHA-256 and modification time."""
+  snapshot = {}
+  for root, _, files in os.walk(directory):
+    snapshot[root] = os.stat(root).st_mtime_ns
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as file:
+        snapshot[path] = (
+          hashlib.sha256(file.read()).hexdigest(),
+          os.stat(path).st_mtime_ns,
+        )
+  return snapshot
+
+
+def version_dirs(model_dir):
+  return sorted(name for name in os.listdir(model_dir) if name.isdigit())
+
+
+def gcc_command(binary):
+  return [
+    "gcc",
+    "-O2",
+    "-std=c11",
+    "-Wall",
+    "-Wextra",
+    "-o",
+    binary,
+    os.path.join(REPO_ROOT, "export", "realnvp_serve.c"),
+    f"-I{TF_DIR}/include",
+    f"-L{TF_DIR}",
+    "-l:libtensorflow_cc.so.2",
+    "-l:libtensorflow_framework.so.2",
+    f"-Wl,-rpath,{TF_DIR}",
+  ]
+
+
+def parse_binary_output(stdout):
+  """`realnvp_serve` prints `NAME DTYPE DIMS VALUES...` per output."""
+  outputs = {}
+  for line in stdout.splitlines():
+    name, dtype, dims, *values = line.split(" ")
+    shape = [int(dim) for dim in dims.split(",")] if dims else []
+    outputs[name] = np.array([float(value) for value in values]).astype(dtype).reshape(shape)
+  return outputs
+
+
+class ExportedFlowTest(tf.test.TestCase):
+  """One export of an image and a vector flow, checked through every loader."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.workspace = tempfile.mkdtemp(prefix="test_export_")
+    cls.addClassCleanup(shutil.rmtree, cls.workspace, ignore_errors=True)
+    # gcc and the fresh loader process run while this process exports and computes.
+    cls.binary = os.path.join(cls.workspace, "realnvp_serve")
+    gcc = subprocess.Popen(
+      gcc_command(cls.binary), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+    cls.flows = {"realnvp": small_image_flow(), "vector": small_vector_flow()}
+    base = os.path.join(cls.workspace, "exports")
+    cls.paths = {
+      name: export_lib.export_saved_model(flow, base, model_name=name) for name, flow in cls.flows.items()
+    }
+    x_image = pixels([5, 8, 8, 1], 4, seed=10)
+    x_bad = x_image.copy()
+    x_bad[0, 1, 2, 0] = np.nan
+    x_bad[1, 0, 0, 0] = -1.0
+    x_bad[2, 7, 7, 0] = 16.0  # 2**num_bits: just off the support
+    x_bad[3, 4, 4, 0] = np.inf
+    x_vector = np.random.RandomState(11).normal(size=[5, 3]).astype(np.float32)
+    x_vector_bad = x_vector[:4].copy()
+    x_vector_bad[0, 1], x_vector_bad[1, 0], x_vector_bad[2, 2] = np.nan, np.inf, -np.inf
+    cls.inputs = {
+      "realnvp": {
+        "x": x_image,
+        "x_bad": x_bad,
+        "z": np.random.RandomState(12).normal(size=[4, 8, 8, 1]),
+      },
+      "vector": {
+        "x": x_vector,
+        "x_bad": x_vector_bad,
+        "z": np.random.RandomState(13).normal(size=[4, 3]),
+      },
+    }
+    cls.requests = {}
+    for model, inputs in cls.inputs.items():
+      x, z = inputs["x"], inputs["z"].astype(np.float32)
+      cls.requests.update(
+        {
+          (model, "serving_default", "batch"): {"x": x},
+          (model, "log_prob", "batch"): {"x": x},
+          (model, "log_prob", "one_row"): {"x": x[1:2]},
+          (model, "log_prob", "empty"): {"x": x[:0]},
+          (model, "log_prob", "bad_values"): {"x": inputs["x_bad"]},
+          (model, "log_prob", "wrong_rank"): {"x": x[..., 0]},
+          (model, "log_prob", "wrong_dtype"): {"x": np.round(x).astype(np.int32)},
+          (model, "encode", "batch"): {"x": x},
+          (model, "encode", "empty"): {"x": x[:0]},
+          (model, "decode", "batch"): {"z": z},
+          (model, "decode", "empty"): {"z": z[:0]},
+          (model, "sample", "seed"): SAMPLE_INPUTS,
+          (model, "sample", "none"): dict(SAMPLE_INPUTS, num_samples=np.int32(0)),
+          (model, "sample", "negative"): dict(SAMPLE_INPUTS, num_samples=np.int32(-1)),
+          (model, "sample", "nan_temperature"): dict(SAMPLE_INPUTS, temperature=np.float32(np.nan)),
+        }
+      )
+    requests_path = os.path.join(cls.workspace, "requests.npz")
+    np.savez(
+      requests_path,
+      **{
+        "|".join((*key, name)): value
+        for key, inputs in cls.requests.items()
+        for name, value in inputs.items()
+      },
+    )
+    results_path = os.path.join(cls.workspace, "results.npz")
+    loader = subprocess.Popen(
+      [
+        sys.executable,
+        "-c",
+        LOADER_SCRIPT,
+        requests_path,
+        results_path,
+        json.dumps(cls.paths),
+      ],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      cwd=cls.workspace,
+    )
+
+    cls.expected = {}
+    for model, flow in cls.flows.items():
+      x, z = cls.inputs[model]["x"], cls.inputs[model]["z"].astype(np.float32)
+      log_prob = {"log_prob": flow.log_prob(x).numpy()}
+      if flow.is_image:
+        log_prob["bits_per_dim"] = flow.bits_per_dim(x).numpy()
+      samples = flow.sample(3, seed=tf.constant([7, 11]), temperature=0.7).numpy()
+      cls.expected.update(
+        {
+          (model, "serving_default", "batch"): log_prob,
+          (model, "log_prob", "batch"): log_prob,
+          (model, "encode", "batch"): {"z": flow.encode(x).numpy()},
+          (model, "decode", "batch"): {"x": flow.decode(z).numpy()},
+          (model, "sample", "seed"): {"samples": samples},
+        }
+      )
+
+    cls.gcc_output = gcc.communicate(timeout=600)[0]
+    cls.gcc_returncode = gcc.returncode
+    stdout, stderr = loader.communicate(timeout=600)
+    if loader.returncode:
+      raise RuntimeError(f"The loader process failed:\n{stderr[-5000:]}")
+    cls.loader_report = json.loads(stdout.strip().splitlines()[-1])
+    with np.load(results_path) as results:
+      cls.loader_outputs = dict(results)
+
+  def loader_result(self, loader, model, signature, case):
+    """The outputs the fresh process got, or fails with the error it recorded."""
+    prefix = f"{loader}|{model}|{signature}|{case}|"
+    outputs = {
+      key[len(prefix) :]: value for key, value in self.loader_outputs.items() if key.startswith(prefix)
+    }
+    if not outputs:
+      self.fail(f"{prefix} failed: {self.loader_report['errors'].get(prefix[:-1])}")
+    return outputs
+
+  def loader_error(self, loader, model, signature, case):
+    return self.loader_report["errors"].get(f"{loader}|{model}|{signature}|{case}", "")
+
+  def run_binary(self, *args):
+    self.assertEqual(self.gcc_returncode, 0, self.gcc_output)
+    return subprocess.run(
+      [self.binary, *args],
+      check=False,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+
+  def test_loader_process_imported_neither_tfp_realnvp_nor_tfp(self):
+    self.assertEqual(self.loader_report["modules"], [])
+
+  def test_every_signature_matches_the_flow_in_both_loaders(self):
+    for loader in ("tf2", "tf1"):
+      for (model, signature, case), expected in self.expected.items():
+        with self.subTest(loader=loader, model=model, signature=signature):
+          actual = self.loader_result(loader, model, signature, case)
+          if signature == "sample" and model == "realnvp":
+            self.assertEqual(set(actual), {"samples", "images"})
+            self.assertAllEqual(export_lib.uint8_images(actual["samples"], 4), actual["images"])
+            del actual["images"]
+          self.assertEqual(set(expected), set(actual))
+          for name in expected:
+            assert_close_relative(self, expected[name], actual[name])
+    covered = {(model, signature) for model, signature, _ in self.expected}
+    self.assertEqual(covered, {(m, s) for m in self.flows for s in export_lib.SIGNATURE_NAMES})
+
+  def test_signatures_have_the_documented_names_dtypes_and_shapes(self):
+    image, vector = [-1, 8, 8, 1], [-1, 3]
+    for model, event, log_prob_outputs, sample_outputs in [
+      (
+        "realnvp",
+        image,
+        {"log_prob": ("float32", [-1]), "bits_per_dim": ("float32", [-1])},
+        {"samples": ("float32", image), "images": ("uint8", image)},
+      ),
+      ("vector", vector, {"log_prob": ("float32", [-1])}, {"samples": ("float32", vector)}),
+    ]:
+      definitions = signature_defs(self.paths[model])
+      # TF adds `__saved_model_init_op`; TF Serving ignores it.
+      self.assertEqual(
+        {name for name in definitions if not name.startswith("__")},
+        set(export_lib.SIGNATURE_NAMES),
+      )
+      expected = {
+        "serving_default": ({"x": ("float32", event)}, log_prob_outputs),
+        "log_prob": ({"x": ("float32", event)}, log_prob_outputs),
+        "sample": (
+          {
+            "num_samples": ("int32", []),
+            "temperature": ("float32", []),
+            "seed": ("int32", [2]),
+          },
+          sample_outputs,
+        ),
+        "encode": ({"x": ("float32", event)}, {"z": ("float32", event)}),
+        "decode": ({"z": ("float32", event)}, {"x": ("float32", event)}),
+      }
+      for name, (inputs, outputs) in expected.items():
+        with self.subTest(model=model, signature=name):
+          self.assertEqual(tensor_table(definitions[name].inputs), inputs)
+          self.assertEqual(tensor_table(definitions[name].outputs), outputs)
+          self.assertEqual(definitions[name].method_name, "tensorflow/serving/predict")
+
+  def test_rows_do_not_depend_on_their_batch_and_empty_batches_work(self):
+    for model, flow in self.flows.items():
+      # Batch norm runs on its running averages, so a row scores the same alone.
+      batch = self.loader_result("tf1", model, "log_prob", "batch")["log_prob"]
+      one_row = self.loader_result("tf1", model, "log_prob", "one_row")["log_prob"]
+      assert_close_relative(self, batch[1:2], one_row)
+      event_shape = tuple(flow.event_shape)
+      for signature, output, shape in [
+        ("log_prob", "log_prob", (0,)),
+        ("encode", "z", (0, *event_shape)),
+        ("decode", "x", (0, *event_shape)),
+      ]:
+        outputs = self.loader_result("tf1", model, signature, "empty")
+        self.assertEqual(outputs[output].shape, shape)
+      samples = self.loader_result("tf1", model, "sample", "none")["samples"]
+      self.assertEqual(samples.shape, (0, *event_shape))
+
+  def test_bad_values_score_nan_or_minus_inf(self):
+    expected = {
+      "realnvp": [np.nan, -np.inf, -np.inf, -np.inf],  # NaN, -1, 2**num_bits, inf
+      "vector": [np.nan, -np.inf, -np.inf],  # NaN, inf, -inf
+    }
+    for loader in ("tf2", "tf1"):
+      for model, special in expected.items():
+        outputs = self.loader_result(loader, model, "log_prob", "bad_values")
+        log_prob = outputs["log_prob"]
+        self.assertAllEqual(log_prob[: len(special)], special)
+        valid_row = len(special)  # the rows after the bad ones are the good batch's
+        expected_log_prob = self.expected[(model, "log_prob", "batch")]["log_prob"]
+        assert_close_relative(self, expected_log_prob[valid_row : len(log_prob)], log_prob[valid_row:])
+        if model == "realnvp":
+          self.assertAllEqual(outputs["bits_per_dim"][:4], [np.nan, np.inf, np.inf, np.inf])
+
+  def test_bad_shapes_dtypes_and_sample_arguments_are_errors(self):
+    for model in self.flows:
+      # The graph checks the shape (the TF1 Python session refuses it even before).
+      self.assertIn(
+        "is not compatible with expected shape",
+        self.loader_error("tf2", model, "log_prob", "wrong_rank"),
+      )
+      self.assertIn("ValueError", self.loader_error("tf1", model, "log_prob", "wrong_rank"))
+      self.assertIn(
+        "expected to be a float tensor but is a int32 tensor",
+        self.loader_error("tf2", model, "log_prob", "wrong_dtype"),
+      )
+      for loader in ("tf2", "tf1"):
+        self.assertIn(
+          "`num_samples` must be non-negative",
+          self.loader_error(loader, model, "sample", "negative"),
+        )
+        self.assertIn(
+          "`temperature` must be",
+          self.loader_error(loader, model, "sample", "nan_temperature"),
+        )
+
+  def test_c_program_matches_python_and_defines_bad_values(self):
+    # One run: the good batch, then the batch with NaN, -1, 2**num_bits and inf pixels.
+    x, x_bad = self.inputs["realnvp"]["x"], self.inputs["realnvp"]["x_bad"]
+    x_path = os.path.join(self.workspace, "x.npy")
+    np.save(x_path, np.concatenate([x, x_bad]))
+    result = self.run_binary(self.paths["realnvp"], "log_prob", f"x={x_path}")
+    self.assertEqual(result.returncode, 0, result.stderr)
+    outputs = parse_binary_output(result.stdout)
+    expected = self.expected[("realnvp", "log_prob", "batch")]
+    self.assertEqual(set(outputs), set(expected))
+    for name in expected:
+      assert_close_relative(self, expected[name], outputs[name][:5])
+      assert_close_relative(self, expected[name][4:], outputs[name][9:])
+    self.assertAllEqual(outputs["log_prob"][5:9], [np.nan, -np.inf, -np.inf, -np.inf])
+
+    result = self.run_binary(self.paths["realnvp"], "sample", "num_samples=3", "temperature=0.7", "seed=7,11")
+    self.assertEqual(result.returncode, 0, result.stderr)
+    outputs = parse_binary_output(result.stdout)
+    expected_samples = self.expected[("realnvp", "sample", "seed")]["samples"]
+    assert_close_relative(self, expected_samples, outputs["samples"])
+    self.assertAllEqual(self.loader_result("tf1", "realnvp", "sample", "seed")["images"], outputs["images"])
+
+  def test_c_program_gets_an_error_for_a_wrong_shape_or_dtype(self):
+    # The C++ loader does not check feeds against the signature: the graph must.
+    x = self.inputs["realnvp"]["x"]
+    cases = {
+      "wrong_size": (x[:2, :4, :4], "is not compatible with expected shape"),
+      "wrong_dtype": (x.astype(np.float64), "Expects arg[0] to be float but double"),
+    }
+    for case, (value, message) in cases.items():
+      with self.subTest(case=case):
+        path = os.path.join(self.workspace, f"{case}.npy")
+        np.save(path, value)
+        result = self.run_binary(self.paths["realnvp"], "log_prob", f"x={path}")
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertIn(message, result.stderr)
+
+  @unittest.skipUnless(
+    importlib.util.find_spec("tensorflow_serving"),
+    "needs tensorflow-serving-api (the serving extra)",
+  )
+  def test_grpc_requests_match_the_signatures_and_run(self):
+    spec = importlib.util.spec_from_file_location(
+      "grpc_client", os.path.join(REPO_ROOT, "export", "grpc_client.py")
+    )
+    grpc_client = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grpc_client)
+    from tensorflow_serving.apis import predict_pb2  # optional: the serving extra
+
+    x = self.inputs["realnvp"]["x"]
+    requests = {
+      ("log_prob", "batch"): grpc_client.log_prob_request(x, "realnvp", "log_prob", version=1),
+      ("serving_default", "batch"): grpc_client.log_prob_request(x),
+      ("sample", "seed"): grpc_client.sample_request(3, 0.7, (7, 11), "realnvp"),
+    }
+    definitions = signature_defs(self.paths["realnvp"])
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+      tf.compat.v1.saved_model.loader.load(session, ["serve"], self.paths["realnvp"])
+      for (signature, case), request in requests.items():
+        with self.subTest(signature=signature):
+          self.assertEqual(request.model_spec.name, "realnvp")
+          self.assertEqual(request.model_spec.signature_name, signature)
+          definition = definitions[signature]
+          self.assertEqual(set(request.inputs), set(definition.inputs))
+          feeds = {}
+          for name, tensor in request.inputs.items():
+            self.assertEqual(tensor.dtype, definition.inputs[name].dtype)
+            shape = tf.TensorShape([dim.size for dim in tensor.tensor_shape.dim])
+            self.assertTrue(tf.TensorShape(definition.inputs[name].tensor_shape).is_compatible_with(shape))
+            feeds[definition.inputs[name].name] = tf.make_ndarray(tensor)
+          # What TF Serving does with the request: run the signature, answer with its outputs.
+          fetched = session.run({k: v.name for k, v in definition.outputs.items()}, feeds)
+          response = predict_pb2.PredictResponse()
+          for name, value in fetched.items():
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+          outputs = grpc_client.response_to_numpy(response)
+          if signature == "sample":
+            del outputs["images"]
+          for name, expected in self.expected[("realnvp", signature, case)].items():
+            assert_close_relative(self, expected, outputs[name])
+    self.assertEqual(requests[("log_prob", "batch")].model_spec.version.value, 1)
+
+  def test_load_distribution_is_a_distribution_backed_by_the_export(self):
+    flow = self.flows["vector"]
+    distribution = export_lib.load_distribution(self.paths["vector"])
+    self.assertEqual(distribution.event_shape, [3])
+    self.assertEqual(distribution.batch_shape, [])
+    self.assertEmpty(distribution.trainable_variables)
+    x = np.random.RandomState(20).normal(size=[2, 4, 3]).astype(np.float32)
+    assert_close_relative(self, flow.log_prob(x), distribution.log_prob(x))
+    seed = tf.constant([3, 4])
+    samples = distribution.sample(5, seed=seed)
+    self.assertEqual(samples.shape, [5, 3])
+    assert_close_relative(self, flow.sample(5, seed=seed), samples)
+    self.assertAllEqual(samples, distribution.sample(5, seed=seed))
+    self.assertNotAllClose(samples, distribution.sample(5, seed=tf.constant([3, 5])))
+    self.assertEqual(distribution.sample([2, 3], seed=1).shape, [2, 3, 3])
+    # Gradients flow through the restored graph: usable as a learned prior.
+    x = tf.constant(x)
+    with tf.GradientTape(persistent=True) as tape:
+      tape.watch(x)
+      exported, in_memory = distribution.log_prob(x), flow.log_prob(x)
+    assert_close_relative(self, tape.gradient(in_memory, x), tape.gradient(exported, x), rtol=1e-4)
+
+
+class Uint8ImagesTest(tf.test.TestCase):
+  def test_levels_are_floored_clipped_and_stretched_to_0_255(self):
+    samples = np.array([-3.0, 0.0, 0.99, 1.0, 7.5, 15.0, 15.99, 16.0, 40.0, np.nan], np.float32)
+    self.assertAllEqual(export_lib.uint8_images(samples, 4), [0, 0, 0, 17, 119, 255, 255, 255, 255, 0])
+    self.assertAllEqual(
+      export_lib.uint8_images(np.array([-1.0, 0.5, 254.9, 255.5, 300.0], np.float32), 8),
+      [0, 0, 254, 255, 255],
+    )
+
+
+class ExportDirectoryTest(tf.test.TestCase):
+  """Version directories, interrupted exports and exports of training workdirs."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.workspace = tempfile.mkdtemp(prefix="test_export_directory_")
+    cls.addClassCleanup(shutil.rmtree, cls.workspace, ignore_errors=True)
+    cls.vector_flow = small_vector_flow()
+    # A training workdir as train_lib leaves it: config.json and a checkpoint of flow, step, ...
+    cls.image_flow = small_image_flow()
+    cls.workdir = os.path.join(cls.workspace, "workdir")
+    os.makedirs(cls.workdir)
+    config = dataclasses.replace(configs.get_config(), model_overrides=IMAGE_OVERRIDES)
+    with open(os.path.join(cls.workdir, "config.json"), "w") as file:
+      file.write(configs.to_json(config))
+    checkpoint = tf.train.Checkpoint(flow=cls.image_flow, step=tf.Variable(7, dtype=tf.int64))
+    tf.train.CheckpointManager(checkpoint, os.path.join(cls.workdir, "checkpoints"), 2).save(7)
+
+  def model_dir(self, name):
+    return os.path.join(self.workspace, "exports", name)
+
+  def test_versions_count_up_from_the_largest_and_ignore_staging_directories(self):
+    os.makedirs(os.path.join(self.model_dir("counting"), ".staging-left-by-a-killed-export"))
+    base = os.path.dirname(self.model_dir("counting"))
+    first = export_lib.export_saved_model(self.vector_flow, base, model_name="counting")
+    self.assertEqual(first, os.path.join(self.model_dir("counting"), "1"))
+    self.assertEqual(
+      export_lib.export_saved_model(self.vector_flow, base, "counting", version=5),
+      os.path.join(self.model_dir("counting"), "5"),
+    )
+    self.assertEqual(
+      export_lib.export_saved_model(self.vector_flow, base, "counting"),
+      os.path.join(self.model_dir("counting"), "6"),
+    )
+    self.assertEqual(version_dirs(self.model_dir("counting")), ["1", "5", "6"])
+    for version in ("1", "5", "6"):
+      self.assertTrue(os.path.exists(os.path.join(self.model_dir("counting"), version, "saved_model.pb")))
+
+  def test_export_into_an_existing_version_raises_and_leaves_it_untouched(self):
+    base = os.path.dirname(self.model_dir("existing"))
+    path = export_lib.export_saved_model(self.vector_flow, base, "existing", version=3)
+    before = tree_snapshot(self.model_dir("existing"))
+    with self.assertRaisesRegex(FileExistsError, "already exists"):
+      export_lib.export_saved_model(self.vector_flow, base, "existing", version=3)
+    self.assertEqual(tree_snapshot(self.model_dir("existing")), before)
+    self.assertEqual(os.listdir(self.model_dir("existing")), ["3"])
+    self.assertEqual(path, os.path.join(self.model_dir("existing"), "3"))
+
+  def test_interrupted_export_leaves_no_version_and_no_staging_directory(self):
+    base = os.path.dirname(self.model_dir("interrupted"))
+    # Ctrl-C arriving after the SavedModel is written, just before it is published.
+    with (
+      mock.patch.object(export_lib.os, "rename", side_effect=KeyboardInterrupt),
+      self.assertRaises(KeyboardInterrupt),
+    ):
+      export_lib.export_saved_model(self.vector_flow, base, "interrupted")
+    self.assertEqual(os.listdir(self.model_dir("interrupted")), [])
+
+  def test_killed_export_command_leaves_no_version_directory(self):
+    base = os.path.join(self.workspace, "killed")
+    model_dir = os.path.join(base, "realnvp")
+    log_path = os.path.join(self.workspace, "killed_export.log")
+    with open(log_path, "w") as log:
+      process = subprocess.Popen(
+        [
+          sys.executable,
+          os.path.join(REPO_ROOT, "export", "export_model.py"),
+          f"--workdir={self.workdir}",
+          f"--export_base={base}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": REPO_ROOT},
+      )
+    try:
+      deadline = time.monotonic() + 300
+      while not (os.path.isdir(model_dir) and os.listdir(model_dir)):
+        if process.poll() is not None or time.monotonic() > deadline:
+          with open(log_path) as log:
+            self.fail(f"The export was not caught mid-way:\n{log.read()[-3000:]}")
+        time.sleep(0.01)
+      os.kill(process.pid, signal.SIGKILL)  # mid-way: the staging directory exists
+      process.wait(timeout=60)
+    finally:
+      if process.poll() is None:
+        process.kill()
+        process.wait()
+    self.assertEqual(process.returncode, -signal.SIGKILL)
+    (staging,) = os.listdir(model_dir)
+    self.assertTrue(staging.startswith(".staging-"))
+    self.assertEqual(version_dirs(model_dir), [])
+
+  def test_export_workdir_exports_the_checkpointed_flow(self):
+    base = os.path.join(self.workspace, "from_workdir")
+    path, checkpoint = export_lib.export_workdir(self.workdir, base)
+    self.assertEqual(path, os.path.join(base, "realnvp", "1"))
+    self.assertEqual(checkpoint, os.path.join(self.workdir, "checkpoints", "ckpt-7"))
+    x = pixels([4, 8, 8, 1], 4, seed=30)
+    exported = tf.saved_model.load(path).signatures["log_prob"](x=tf.constant(x))["log_prob"]
+    assert_close_relative(self, self.image_flow.log_prob(x), exported)
+
+  def test_restore_flow_errors_name_what_is_missing_or_wrong(self):
+    with self.assertRaisesRegex(FileNotFoundError, "config.json"):
+      export_lib.restore_flow(os.path.join(self.workspace, "no_such_run"))
+    with self.assertRaisesRegex(FileNotFoundError, "no checkpoint"):
+      empty_run = os.path.join(self.workspace, "empty_run")
+      os.makedirs(empty_run)
+      shutil.copy(os.path.join(self.workdir, "config.json"), empty_run)
+      export_lib.restore_flow(empty_run)
+    vector_checkpoint = tf.train.Checkpoint(flow=self.vector_flow).save(
+      os.path.join(self.workspace, "vector_checkpoint", "ckpt")
+    )
+    with self.assertRaisesRegex(ValueError, "does not hold the flow"):
+      export_lib.restore_flow(self.workdir, checkpoint=vector_checkpoint)
+
+  def test_bad_arguments_name_the_argument(self):
+    base = os.path.join(self.workspace, "bad_arguments")
+    for model_name in ("", "a/b", ".."):
+      with self.assertRaisesRegex(ValueError, "`model_name`"):
+        export_lib.export_saved_model(self.vector_flow, base, model_name=model_name)
+    for version in (-1, True, "3", 1.0):
+      with self.assertRaisesRegex(ValueError, "`version`"):
+        export_lib.export_saved_model(self.vector_flow, base, version=version)
+    self.assertFalse(os.path.exists(base))
+
+
+if __name__ == "__main__":
+  tf.test.main()
