@@ -1,18 +1,20 @@
-/* realnvp_serve: runs one signature of an exported RealNVP SavedModel through the TensorFlow C API.
+/* realnvp_serve: runs signatures of an exported RealNVP SavedModel through the TensorFlow C API.
  *
  * TF_LoadSessionFromSavedModel with the tag "serve" is the loader TF Serving uses, so a run of this
  * program shows that an export serves with no Python at all. The signature's tensor names are read
  * from the MetaGraphDef the loader returns, with a minimal protobuf wire-format reader.
  *
- * Usage: realnvp_serve SAVED_MODEL_DIR SIGNATURE NAME=VALUE...
- *   VALUE is either a .npy file (C order; float32, float64, int32, int64 or uint8), fed with its own
- *   dtype and shape, or comma-separated numbers in the signature's dtype (a scalar when the
- *   signature's input is a scalar, else a vector).
- *   Prints one line per output, sorted by name: `NAME DTYPE DIM,DIM,... VALUE VALUE ...`.
- *   Exits 1 with TensorFlow's message on stderr when loading or running fails, 2 on bad usage.
+ * Usage: realnvp_serve SAVED_MODEL_DIR SIGNATURE NAME=VALUE... [-- SIGNATURE NAME=VALUE...]...
+ *   Loads the model once and runs each `--`-separated request in turn. VALUE is either a .npy file
+ *   (C order; float32, float64, int32, int64 or uint8), fed with its own dtype and shape, or
+ *   comma-separated numbers in the signature's dtype (a scalar when the signature's input is a
+ *   scalar, else a vector).
+ *   Prints `== SIGNATURE` per request, then one line per output, sorted by name:
+ *   `NAME DTYPE DIM,DIM,... VALUE VALUE ...`, or `error MESSAGE` when TensorFlow refuses the
+ *   request. Exits 1 when loading or any request failed, 2 on bad usage.
  * Examples:
  *   realnvp_serve exports/realnvp/1 log_prob x=batch.npy
- *   realnvp_serve exports/realnvp/1 sample num_samples=4 temperature=0.7 seed=1,2
+ *   realnvp_serve exports/realnvp/1 sample num_samples=4 temperature=0.7 seed=1,2 -- log_prob x=batch.npy
  * Build (TF is the installed tensorflow package directory):
  *   TF=$(python -c "import importlib.util as u; print(u.find_spec('tensorflow').submodule_search_locations[0])")
  *   gcc -O2 -std=c11 -o realnvp_serve export/realnvp_serve.c -I"$TF/include" -L"$TF" \
@@ -332,30 +334,20 @@ static int compare_keys(const void *a, const void *b) {
   return strcmp(((const TensorInfo *)a)->key, ((const TensorInfo *)b)->key);
 }
 
-int main(int argc, char **argv) {
-  if (argc < 3) fail(2, "usage: realnvp_serve SAVED_MODEL_DIR SIGNATURE NAME=VALUE...");
-  const char *export_dir = argv[1], *signature_name = argv[2];
-
-  TF_Status *status = TF_NewStatus();
-  TF_Graph *graph = TF_NewGraph();
-  TF_SessionOptions *options = TF_NewSessionOptions();
-  TF_Buffer *meta_graph_def = TF_NewBuffer();
-  const char *tags[] = {"serve"};
-  TF_Session *session =
-      TF_LoadSessionFromSavedModel(options, NULL, export_dir, tags, 1, graph, meta_graph_def, status);
-  if (TF_GetCode(status) != TF_OK) fail(1, "loading %s: %s", export_dir, TF_Message(status));
-
+/* Runs one request, `SIGNATURE NAME=VALUE...`, and prints `== SIGNATURE` and then its outputs, or
+ * `error MESSAGE`. Returns 1 when TensorFlow refused the request; bad usage exits with status 2. */
+static int run_request(TF_Session *session, TF_Graph *graph, const TF_Buffer *meta_graph_def, char **request,
+                       int request_length, TF_Status *status) {
+  const char *signature_name = request[0];
   Signature signature;
-  if (!find_signature(meta_graph_def, signature_name, &signature))
-    fail(2, "%s has no signature %s", export_dir, signature_name);
-
-  int num_feeds = argc - 3;
+  if (!find_signature(meta_graph_def, signature_name, &signature)) fail(2, "no signature %s", signature_name);
+  int num_feeds = request_length - 1;
   if (num_feeds != signature.num_inputs)
     fail(2, "signature %s takes %d inputs; got %d", signature_name, signature.num_inputs, num_feeds);
   TF_Output feeds[kMaxTensors];
   TF_Tensor *feed_values[kMaxTensors];
   for (int i = 0; i < num_feeds; ++i) {
-    const char *argument = argv[3 + i], *equals = strchr(argument, '=');
+    const char *argument = request[1 + i], *equals = strchr(argument, '=');
     if (!equals) fail(2, "arguments are NAME=VALUE; got %s", argument);
     const TensorInfo *input = NULL;
     for (int j = 0; j < signature.num_inputs; ++j)
@@ -377,12 +369,43 @@ int main(int argc, char **argv) {
 
   TF_SessionRun(session, NULL, feeds, feed_values, num_feeds, fetches, results, signature.num_outputs, NULL, 0,
                 NULL, status);
-  if (TF_GetCode(status) != TF_OK) fail(1, "running %s: %s", signature_name, TF_Message(status));
+  for (int i = 0; i < num_feeds; ++i) TF_DeleteTensor(feed_values[i]);
+  printf("== %s\n", signature_name);
+  if (TF_GetCode(status) != TF_OK) {
+    printf("error ");
+    for (const char *c = TF_Message(status); *c; ++c) putchar(*c == '\n' || *c == '\t' ? ' ' : *c);
+    putchar('\n');
+    return 1;
+  }
   for (int i = 0; i < signature.num_outputs; ++i) {
     print_tensor(signature.outputs[i].key, results[i]);
     TF_DeleteTensor(results[i]);
   }
-  for (int i = 0; i < num_feeds; ++i) TF_DeleteTensor(feed_values[i]);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) fail(2, "usage: realnvp_serve SAVED_MODEL_DIR SIGNATURE NAME=VALUE... [-- SIGNATURE NAME=VALUE...]...");
+  const char *export_dir = argv[1];
+
+  TF_Status *status = TF_NewStatus();
+  TF_Graph *graph = TF_NewGraph();
+  TF_SessionOptions *options = TF_NewSessionOptions();
+  TF_Buffer *meta_graph_def = TF_NewBuffer();
+  const char *tags[] = {"serve"};
+  TF_Session *session =
+      TF_LoadSessionFromSavedModel(options, NULL, export_dir, tags, 1, graph, meta_graph_def, status);
+  if (TF_GetCode(status) != TF_OK) fail(1, "loading %s: %s", export_dir, TF_Message(status));
+
+  /* One load, then every `--`-separated request in turn, as a server would. */
+  int num_failed = 0;
+  for (int start = 2; start < argc;) {
+    int end = start;
+    while (end < argc && strcmp(argv[end], "--") != 0) ++end;
+    if (end == start) fail(2, "an empty request between `--`s");
+    num_failed += run_request(session, graph, meta_graph_def, argv + start, end - start, status);
+    start = end + 1;
+  }
 
   TF_CloseSession(session, status);
   TF_DeleteSession(session, status);
@@ -390,5 +413,5 @@ int main(int argc, char **argv) {
   TF_DeleteSessionOptions(options);
   TF_DeleteGraph(graph);
   TF_DeleteStatus(status);
-  return 0;
+  return num_failed ? 1 : 0;
 }

@@ -80,9 +80,9 @@ def pixels(shape, num_bits, seed):
   return np.random.RandomState(seed).uniform(0.0, 2.0**num_bits, shape).astype(np.float32)
 
 
-def small_image_flow():
+def small_image_flow(**overrides):
   """The digits preset, small, with moved batch-norm averages and non-trivial couplings."""
-  flow = RealNVP.from_preset("digits", **IMAGE_OVERRIDES)
+  flow = RealNVP.from_preset("digits", **{**IMAGE_OVERRIDES, **overrides})
   for seed in range(3):
     flow.log_prob(pixels([16, 8, 8, 1], 4, seed), training=True)
   perturb(flow, stddev=0.1)
@@ -164,13 +164,31 @@ def gcc_command(binary):
 
 
 def parse_binary_output(stdout):
-  """`realnvp_serve` prints `NAME DTYPE DIMS VALUES...` per output."""
-  outputs = {}
+  """`[(signature, {output: array} or error message)]` from `realnvp_serve`'s output."""
+  results = []
   for line in stdout.splitlines():
-    name, dtype, dims, *values = line.split(" ")
-    shape = [int(dim) for dim in dims.split(",")] if dims else []
-    outputs[name] = np.array([float(value) for value in values]).astype(dtype).reshape(shape)
-  return outputs
+    if line.startswith("== "):
+      results.append((line[3:], {}))
+    elif line.startswith("error "):
+      results[-1] = (results[-1][0], line[6:])
+    else:
+      name, dtype, dims, *values = line.split(" ")
+      shape = [int(dim) for dim in dims.split(",")] if dims else []
+      array = np.array([float(value) for value in values]).astype(dtype).reshape(shape)
+      results[-1][1][name] = array
+  return results
+
+
+def import_grpc_client():
+  spec = importlib.util.spec_from_file_location(
+    "grpc_client", os.path.join(REPO_ROOT, "export", "grpc_client.py")
+  )
+  grpc_client = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(grpc_client)
+  return grpc_client
+
+
+HAS_SERVING_API = importlib.util.find_spec("tensorflow_serving") is not None
 
 
 class ExportedFlowTest(tf.test.TestCase):
@@ -181,7 +199,7 @@ class ExportedFlowTest(tf.test.TestCase):
     super().setUpClass()
     cls.workspace = tempfile.mkdtemp(prefix="test_export_")
     cls.addClassCleanup(shutil.rmtree, cls.workspace, ignore_errors=True)
-    # gcc and the fresh loader process run while this process exports and computes.
+    # gcc, the fresh loader process and the C program run while this process works.
     cls.binary = os.path.join(cls.workspace, "realnvp_serve")
     gcc = subprocess.Popen(
       gcc_command(cls.binary), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -235,6 +253,20 @@ class ExportedFlowTest(tf.test.TestCase):
           (model, "sample", "nan_temperature"): dict(SAMPLE_INPUTS, temperature=np.float32(np.nan)),
         }
       )
+    # The gRPC client's requests, as TF Serving would decode and feed them.
+    cls.grpc_requests = {}
+    if HAS_SERVING_API:
+      grpc_client = import_grpc_client()
+      x = cls.inputs["realnvp"]["x"]
+      cls.grpc_requests = {
+        "log_prob": grpc_client.log_prob_request(x, "realnvp", "log_prob", version=1),
+        "serving_default": grpc_client.log_prob_request(x),
+        "sample": grpc_client.sample_request(3, 0.7, (7, 11)),
+      }
+      for signature, request in cls.grpc_requests.items():
+        cls.requests[("realnvp", signature, "grpc")] = {
+          name: tf.make_ndarray(tensor) for name, tensor in request.inputs.items()
+        }
     requests_path = os.path.join(cls.workspace, "requests.npz")
     np.savez(
       requests_path,
@@ -279,6 +311,29 @@ class ExportedFlowTest(tf.test.TestCase):
 
     cls.gcc_output = gcc.communicate(timeout=600)[0]
     cls.gcc_returncode = gcc.returncode
+    if cls.gcc_returncode == 0:
+      # One load, four requests: the good batch followed by the bad-valued one, a sample,
+      # a wrong image size and a wrong dtype.
+      x, x_bad = cls.inputs["realnvp"]["x"], cls.inputs["realnvp"]["x_bad"]
+      arrays = {
+        "batch": np.concatenate([x, x_bad]),
+        "wrong_size": x[:2, :4, :4],
+        "wrong_dtype": x.astype(np.float64),
+      }
+      for name, array in arrays.items():
+        np.save(os.path.join(cls.workspace, f"{name}.npy"), array)
+      requests = [
+        ["log_prob", f"x={cls.workspace}/batch.npy"],
+        ["sample", "num_samples=3", "temperature=0.7", "seed=7,11"],
+        ["log_prob", f"x={cls.workspace}/wrong_size.npy"],
+        ["log_prob", f"x={cls.workspace}/wrong_dtype.npy"],
+      ]
+      arguments = [cls.binary, cls.paths["realnvp"]]
+      for request in requests:
+        arguments += [*request, "--"]
+      c_program = subprocess.run(arguments[:-1], check=False, capture_output=True, text=True, timeout=600)
+      cls.c_returncode, cls.c_stderr = c_program.returncode, c_program.stderr
+      cls.c_results = parse_binary_output(c_program.stdout)
     stdout, stderr = loader.communicate(timeout=600)
     if loader.returncode:
       raise RuntimeError(f"The loader process failed:\n{stderr[-5000:]}")
@@ -299,16 +354,14 @@ class ExportedFlowTest(tf.test.TestCase):
   def loader_error(self, loader, model, signature, case):
     return self.loader_report["errors"].get(f"{loader}|{model}|{signature}|{case}", "")
 
-  def run_binary(self, *args):
+  def c_result(self, index):
+    """The C program's `(signature, outputs or error)` for its `index`-th request."""
     self.assertEqual(self.gcc_returncode, 0, self.gcc_output)
-    return subprocess.run(
-      [self.binary, *args],
-      check=False,
-      capture_output=True,
-      text=True,
-      timeout=300,
-      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
+    self.assertLen(self.c_results, 4, self.c_stderr[-3000:])
+    return self.c_results[index]
+
+  def test_first_export_is_version_1(self):
+    self.assertEqual(os.path.basename(self.paths["realnvp"]), "1")
 
   def test_loader_process_imported_neither_tfp_realnvp_nor_tfp(self):
     self.assertEqual(self.loader_report["modules"], [])
@@ -421,86 +474,54 @@ class ExportedFlowTest(tf.test.TestCase):
         )
 
   def test_c_program_matches_python_and_defines_bad_values(self):
-    # One run: the good batch, then the batch with NaN, -1, 2**num_bits and inf pixels.
-    x, x_bad = self.inputs["realnvp"]["x"], self.inputs["realnvp"]["x_bad"]
-    x_path = os.path.join(self.workspace, "x.npy")
-    np.save(x_path, np.concatenate([x, x_bad]))
-    result = self.run_binary(self.paths["realnvp"], "log_prob", f"x={x_path}")
-    self.assertEqual(result.returncode, 0, result.stderr)
-    outputs = parse_binary_output(result.stdout)
+    signature, outputs = self.c_result(0)
+    self.assertEqual(signature, "log_prob")
     expected = self.expected[("realnvp", "log_prob", "batch")]
     self.assertEqual(set(outputs), set(expected))
     for name in expected:
       assert_close_relative(self, expected[name], outputs[name][:5])
       assert_close_relative(self, expected[name][4:], outputs[name][9:])
+    # The bad-valued rows: NaN, -1, 2**num_bits and inf pixels.
     self.assertAllEqual(outputs["log_prob"][5:9], [np.nan, -np.inf, -np.inf, -np.inf])
 
-    result = self.run_binary(self.paths["realnvp"], "sample", "num_samples=3", "temperature=0.7", "seed=7,11")
-    self.assertEqual(result.returncode, 0, result.stderr)
-    outputs = parse_binary_output(result.stdout)
+    signature, outputs = self.c_result(1)
+    self.assertEqual(signature, "sample")
     expected_samples = self.expected[("realnvp", "sample", "seed")]["samples"]
     assert_close_relative(self, expected_samples, outputs["samples"])
     self.assertAllEqual(self.loader_result("tf1", "realnvp", "sample", "seed")["images"], outputs["images"])
 
   def test_c_program_gets_an_error_for_a_wrong_shape_or_dtype(self):
     # The C++ loader does not check feeds against the signature: the graph must.
-    x = self.inputs["realnvp"]["x"]
-    cases = {
-      "wrong_size": (x[:2, :4, :4], "is not compatible with expected shape"),
-      "wrong_dtype": (x.astype(np.float64), "Expects arg[0] to be float but double"),
-    }
-    for case, (value, message) in cases.items():
-      with self.subTest(case=case):
-        path = os.path.join(self.workspace, f"{case}.npy")
-        np.save(path, value)
-        result = self.run_binary(self.paths["realnvp"], "log_prob", f"x={path}")
-        self.assertEqual(result.returncode, 1, result.stdout)
-        self.assertIn(message, result.stderr)
+    self.assertEqual(self.c_returncode, 1)  # these two requests fail, the program does not
+    self.assertIn("is not compatible with expected shape", self.c_result(2)[1])
+    self.assertIn("Expects arg[0] to be float but double is provided", self.c_result(3)[1])
 
-  @unittest.skipUnless(
-    importlib.util.find_spec("tensorflow_serving"),
-    "needs tensorflow-serving-api (the serving extra)",
-  )
+  @unittest.skipUnless(HAS_SERVING_API, "needs tensorflow-serving-api (the serving extra)")
   def test_grpc_requests_match_the_signatures_and_run(self):
-    spec = importlib.util.spec_from_file_location(
-      "grpc_client", os.path.join(REPO_ROOT, "export", "grpc_client.py")
-    )
-    grpc_client = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(grpc_client)
     from tensorflow_serving.apis import predict_pb2  # optional: the serving extra
 
-    x = self.inputs["realnvp"]["x"]
-    requests = {
-      ("log_prob", "batch"): grpc_client.log_prob_request(x, "realnvp", "log_prob", version=1),
-      ("serving_default", "batch"): grpc_client.log_prob_request(x),
-      ("sample", "seed"): grpc_client.sample_request(3, 0.7, (7, 11), "realnvp"),
-    }
+    grpc_client = import_grpc_client()
     definitions = signature_defs(self.paths["realnvp"])
-    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
-      tf.compat.v1.saved_model.loader.load(session, ["serve"], self.paths["realnvp"])
-      for (signature, case), request in requests.items():
-        with self.subTest(signature=signature):
-          self.assertEqual(request.model_spec.name, "realnvp")
-          self.assertEqual(request.model_spec.signature_name, signature)
-          definition = definitions[signature]
-          self.assertEqual(set(request.inputs), set(definition.inputs))
-          feeds = {}
-          for name, tensor in request.inputs.items():
-            self.assertEqual(tensor.dtype, definition.inputs[name].dtype)
-            shape = tf.TensorShape([dim.size for dim in tensor.tensor_shape.dim])
-            self.assertTrue(tf.TensorShape(definition.inputs[name].tensor_shape).is_compatible_with(shape))
-            feeds[definition.inputs[name].name] = tf.make_ndarray(tensor)
-          # What TF Serving does with the request: run the signature, answer with its outputs.
-          fetched = session.run({k: v.name for k, v in definition.outputs.items()}, feeds)
-          response = predict_pb2.PredictResponse()
-          for name, value in fetched.items():
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
-          outputs = grpc_client.response_to_numpy(response)
-          if signature == "sample":
-            del outputs["images"]
-          for name, expected in self.expected[("realnvp", signature, case)].items():
-            assert_close_relative(self, expected, outputs[name])
-    self.assertEqual(requests[("log_prob", "batch")].model_spec.version.value, 1)
+    self.assertEqual(self.grpc_requests["log_prob"].model_spec.version.value, 1)
+    for signature, request in self.grpc_requests.items():
+      with self.subTest(signature=signature):
+        self.assertEqual(request.model_spec.name, "realnvp")
+        self.assertEqual(request.model_spec.signature_name, signature)
+        definition = definitions[signature]
+        self.assertEqual(set(request.inputs), set(definition.inputs))
+        for name, tensor in request.inputs.items():
+          self.assertEqual(tensor.dtype, definition.inputs[name].dtype)
+          shape = tf.TensorShape([dim.size for dim in tensor.tensor_shape.dim])
+          signature_shape = tf.TensorShape(definition.inputs[name].tensor_shape)
+          self.assertTrue(signature_shape.is_compatible_with(shape), (name, shape))
+        # TF Serving's answer: the TF1 loader's outputs in a PredictResponse.
+        response = predict_pb2.PredictResponse()
+        for name, value in self.loader_result("tf1", "realnvp", signature, "grpc").items():
+          response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+        outputs = grpc_client.response_to_numpy(response)
+        case = "seed" if signature == "sample" else "batch"
+        for name, expected in self.expected[("realnvp", signature, case)].items():
+          assert_close_relative(self, expected, outputs[name])
 
   def test_load_distribution_is_a_distribution_backed_by_the_export(self):
     flow = self.flows["vector"]
@@ -544,11 +565,15 @@ class ExportDirectoryTest(tf.test.TestCase):
     cls.workspace = tempfile.mkdtemp(prefix="test_export_directory_")
     cls.addClassCleanup(shutil.rmtree, cls.workspace, ignore_errors=True)
     cls.vector_flow = small_vector_flow()
+    cls.vector_export = export_lib.export_saved_model(
+      cls.vector_flow, os.path.join(cls.workspace, "exports"), "vector", version=4
+    )
     # A training workdir as train_lib leaves it: config.json and a checkpoint of flow, step, ...
-    cls.image_flow = small_image_flow()
+    # One scale keeps its exports quick.
+    cls.image_flow = small_image_flow(num_scales=1)
     cls.workdir = os.path.join(cls.workspace, "workdir")
     os.makedirs(cls.workdir)
-    config = dataclasses.replace(configs.get_config(), model_overrides=IMAGE_OVERRIDES)
+    config = dataclasses.replace(configs.get_config(), model_overrides={**IMAGE_OVERRIDES, "num_scales": 1})
     with open(os.path.join(cls.workdir, "config.json"), "w") as file:
       file.write(configs.to_json(config))
     checkpoint = tf.train.Checkpoint(flow=cls.image_flow, step=tf.Variable(7, dtype=tf.int64))
@@ -558,31 +583,23 @@ class ExportDirectoryTest(tf.test.TestCase):
     return os.path.join(self.workspace, "exports", name)
 
   def test_versions_count_up_from_the_largest_and_ignore_staging_directories(self):
-    os.makedirs(os.path.join(self.model_dir("counting"), ".staging-left-by-a-killed-export"))
-    base = os.path.dirname(self.model_dir("counting"))
-    first = export_lib.export_saved_model(self.vector_flow, base, model_name="counting")
-    self.assertEqual(first, os.path.join(self.model_dir("counting"), "1"))
-    self.assertEqual(
-      export_lib.export_saved_model(self.vector_flow, base, "counting", version=5),
-      os.path.join(self.model_dir("counting"), "5"),
-    )
-    self.assertEqual(
-      export_lib.export_saved_model(self.vector_flow, base, "counting"),
-      os.path.join(self.model_dir("counting"), "6"),
-    )
-    self.assertEqual(version_dirs(self.model_dir("counting")), ["1", "5", "6"])
-    for version in ("1", "5", "6"):
-      self.assertTrue(os.path.exists(os.path.join(self.model_dir("counting"), version, "saved_model.pb")))
+    self.assertEqual(self.vector_export, os.path.join(self.model_dir("vector"), "4"))
+    model_dir = self.model_dir("counting")
+    shutil.copytree(self.vector_export, os.path.join(model_dir, "5"))
+    os.makedirs(os.path.join(model_dir, ".staging-left-by-a-killed-export"))
+    path = export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "counting")
+    self.assertEqual(path, os.path.join(model_dir, "6"))
+    self.assertEqual(version_dirs(model_dir), ["5", "6"])
+    self.assertTrue(os.path.exists(os.path.join(path, "saved_model.pb")))
 
   def test_export_into_an_existing_version_raises_and_leaves_it_untouched(self):
-    base = os.path.dirname(self.model_dir("existing"))
-    path = export_lib.export_saved_model(self.vector_flow, base, "existing", version=3)
-    before = tree_snapshot(self.model_dir("existing"))
+    model_dir = self.model_dir("existing")
+    shutil.copytree(self.vector_export, os.path.join(model_dir, "3"))
+    before = tree_snapshot(model_dir)
     with self.assertRaisesRegex(FileExistsError, "already exists"):
-      export_lib.export_saved_model(self.vector_flow, base, "existing", version=3)
-    self.assertEqual(tree_snapshot(self.model_dir("existing")), before)
-    self.assertEqual(os.listdir(self.model_dir("existing")), ["3"])
-    self.assertEqual(path, os.path.join(self.model_dir("existing"), "3"))
+      export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "existing", version=3)
+    self.assertEqual(tree_snapshot(model_dir), before)
+    self.assertEqual(os.listdir(model_dir), ["3"])
 
   def test_interrupted_export_leaves_no_version_and_no_staging_directory(self):
     base = os.path.dirname(self.model_dir("interrupted"))
