@@ -68,8 +68,8 @@ class ServingModule(tf.Module):
   there: a row holding NaN scores NaN; any other row outside the support (an infinite value, or
   for image flows a pixel outside `[0, 2**num_bits)`) scores `-inf` (`bits_per_dim` `+inf`).
   Inputs whose shape is not `[batch, *event_shape]` fail with `InvalidArgumentError`, also in
-  the C++ loader, which does not check shapes against the signature. `sample` rejects a negative `num_samples` and a negative or non-finite `temperature` with
-  `InvalidArgumentError`.
+  the C++ loader, which does not check shapes against the signature. `sample` rejects a negative
+  `num_samples` and a negative or non-finite `temperature` with `InvalidArgumentError`.
   """
 
   def __init__(self, flow, name="realnvp_serving"):
