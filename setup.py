@@ -24,7 +24,8 @@ setuptools.setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "ruff"],
+        # The gRPC client test builds real PredictRequests, so the tests need the serving API too.
+        "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-serving-api==2.21.*"],
         "serving": ["tensorflow-serving-api==2.21.*"],
     },
     classifiers=[
