@@ -100,7 +100,6 @@ class DistributedTrainingTest(tf.test.TestCase):
       # Same global batches, so the same losses: batch norm pools the moments of both replicas.
       self.assertLess(result["loss_difference"], 1e-5, optimizer)
       self.assertLess(result["running_average_difference"], 1e-4, optimizer)
-      self.assertLess(result["losses"][-1], result["losses"][0], optimizer)
     # SGD is linear in the gradient: a loss not averaged over the global batch would be off by 2x here.
     self.assertGreater(report["sgd"]["weight_change"], 1e-2)
     self.assertLess(report["sgd"]["weight_difference"], 1e-5)

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -130,24 +131,21 @@ class DigitsRunTest(tf.test.TestCase):
     self.assertLen(bits_per_dim, 297)
     self.assertAllClose(self.result.metrics["test_bits_per_dim"], bits_per_dim.mean(), rtol=1e-6)
     # Evaluation left the batch-norm running averages alone.
-    self.assertAllEqual(averages, [variable.numpy() for variable in flow.variables if not variable.trainable])
+    for before, variable in zip(
+      averages, [variable for variable in flow.variables if not variable.trainable]
+    ):
+      self.assertAllEqual(before, variable)
 
   def test_rerunning_the_same_command_resumes_with_the_same_step_and_weights(self):
-    result, lines = run(self.config, self.workdir)
-    self.assertIn("resume | step: 6", lines[0])
+    workdir = os.path.join(self.get_temp_dir(), "rerun")
+    shutil.copytree(self.workdir, workdir)  # the other tests read the original
+    result, lines = run(self.config, workdir)
+    self.assertRegex(lines[0], r"^resume \| step: 6 \| checkpoint: .*ckpt-6$")
     self.assertEmpty([line for line in lines if line.startswith("train |")])  # nothing left to train
     self.assertEqual(result.step, 6)
     for before, after in zip(self.result.flow.variables, result.flow.variables):
       self.assertAllEqual(before, after)
-    self.assertEqual(result.metrics["test_bits_per_dim"], self.result.metrics["test_bits_per_dim"])
-
-    longer, lines = run(dataclasses.replace(self.config, num_train_steps=8), self.workdir)
-    self.assertEqual(longer.step, 8)
-    self.assertRegex("\n".join(lines), r"(?m)^train \| step: 8 ")
-    self.assertEqual(
-      tf.train.latest_checkpoint(os.path.join(self.workdir, "checkpoints")),
-      os.path.join(self.workdir, "checkpoints", "ckpt-8"),
-    )
+    self.assertEqual(result.metrics, self.result.metrics)
 
 
 class NonFiniteTest(tf.test.TestCase):
@@ -157,13 +155,17 @@ class NonFiniteTest(tf.test.TestCase):
     )
     images = np.random.default_rng(1).uniform(0, 16, size=[8, 8, 8, 1]).astype(np.float32)
     trainer.train_step(tf.constant(images))  # creates the optimizer's slots
-    before = [variable.numpy() for variable in trainer.flow.variables + trainer.optimizer.variables]
+    before = [
+      variable.numpy() for variable in list(trainer.flow.variables) + list(trainer.optimizer.variables)
+    ]
     poisoned = images.copy()
     poisoned[3, 4, 4, 0] = np.nan
     bits_per_dim, applied = trainer.train_step(tf.constant(poisoned))
     self.assertFalse(applied)
     self.assertTrue(np.isnan(bits_per_dim))
-    after = [variable.numpy() for variable in trainer.flow.variables + trainer.optimizer.variables]
+    after = [
+      variable.numpy() for variable in list(trainer.flow.variables) + list(trainer.optimizer.variables)
+    ]
     for old, new in zip(before, after):  # weights, batch-norm running averages, Adam moments and iterations
       self.assertAllEqual(old, new)
     self.assertEqual(int(trainer.step), 2)  # the step still counts: its batch was consumed
@@ -275,7 +277,11 @@ class ConfigErrorTest(tf.test.TestCase, parameterized.TestCase):
     ("unknown_dataset", dict(dataset="no_such_dataset"), r"Unknown dataset 'no_such_dataset'"),
     ("unknown_strategy", dict(strategy="gpus"), r"`strategy` must be one of default, .*; got 'gpus'"),
     ("unknown_preset", dict(preset="cifar100"), r"Unknown preset `name='cifar100'`"),
-    ("image_size_the_preset_cannot_take", dict(image_size=9), r"height and width must be divisible by 2"),
+    (
+      "image_size_the_preset_cannot_take",
+      dict(image_size=9, model_overrides={}),
+      r"height and width must be divisible by 2",
+    ),
     (
       "preset_for_other_images",
       dict(preset="mnist"),
@@ -290,12 +296,16 @@ class ConfigErrorTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_a_workdir_of_another_model_is_a_config_error(self):
     workdir = os.path.join(self.get_temp_dir(), "other_model")
-    run(tiny_config(num_train_steps=1, checkpoint_every_steps=1, eval_every_steps=0), workdir)
-    other = tiny_config(num_train_steps=2, model_overrides={**TINY_MODEL, "num_filters": 4})
+    other = train_lib.Trainer(
+      tf.distribute.get_strategy(),
+      lambda: RealNVP.from_preset("digits", **{**TINY_MODEL, "num_filters": 4}),
+      global_batch_size=16,
+    )
+    tf.train.CheckpointManager(other.checkpoint, os.path.join(workdir, "checkpoints"), max_to_keep=1).save()
     with self.assertRaisesRegex(
       configs.ConfigError, r"does not match this model \(was the workdir used with "
     ):
-      run(other, workdir)
+      run(tiny_config(), workdir)
 
 
 class CommandLineTest(tf.test.TestCase, parameterized.TestCase):

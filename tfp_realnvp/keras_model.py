@@ -54,7 +54,9 @@ class FlowModel(tfk.Model):
     images = _images(batch)
     variables = self.flow.trainable_variables
     with tf.GradientTape() as tape:
-      bits_per_dim = self(images, training=True)
+      # The flow directly, not `self(...)`: Keras' first `__call__` may run `call` an extra time on one replica,
+      # and batch norm's cross-replica all-reduce would then no longer pair up across replicas.
+      bits_per_dim = self.flow.bits_per_dim(images, training=True)
       # Divides by the global batch: the optimizer sums the replicas' gradients.
       loss = tf.nn.compute_average_loss(bits_per_dim) + tf.nn.scale_regularization_loss(
         optimization.l2_penalty(self.flow.regularized_variables, self.l2_coefficient)
@@ -67,7 +69,7 @@ class FlowModel(tfk.Model):
     return {metric.name: metric.result() for metric in self.metrics}
 
   def test_step(self, batch):
-    self._bits_per_dim_tracker.update_state(self(_images(batch), training=False))
+    self._bits_per_dim_tracker.update_state(self.flow.bits_per_dim(_images(batch), training=False))
     return {"bits_per_dim": self._bits_per_dim_tracker.result()}
 
 

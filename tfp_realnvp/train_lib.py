@@ -73,7 +73,7 @@ class Trainer:
       self.checkpoint = tf.train.Checkpoint(flow=self.flow, optimizer=self.optimizer, step=self.step)
     self._running_averages = [variable for variable in self.flow.variables if not variable.trainable]
     self.train_step = tf.function(self._train_step)
-    self._eval_sums = tf.function(self._eval_sums, reduce_retracing=True)
+    self._eval_functions = {}  # by dataset element spec: one trace serves full and partial batches
 
   def _train_step(self, batch):
     # The forward pass moves the batch-norm running averages; a skipped step puts them back.
@@ -124,9 +124,12 @@ class Trainer:
 
   def evaluate(self, dataset):
     """`(mean bits/dim, number of examples)` over one pass of a distributed `dataset`, in inference mode."""
+    spec = dataset.element_spec
+    if spec not in self._eval_functions:
+      self._eval_functions[spec] = tf.function(self._eval_sums, input_signature=[spec])
     total = count = 0.0
     for batch in dataset:
-      batch_total, batch_count = self._eval_sums(batch)
+      batch_total, batch_count = self._eval_functions[spec](batch)
       total += float(batch_total)
       count += float(batch_count)
     if not count:
