@@ -1,0 +1,61 @@
+"""The learned-prior examples run end to end (shortened) and print consistent numbers."""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUMBER = r"(-?[\d.]+(?:e[-+]\d+)?)"
+
+
+def _run_example(name, *arguments):
+  result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", name), *arguments],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+  if result.returncode != 0:
+    raise AssertionError(f"{name} exited with {result.returncode}:\n{result.stderr[-3000:]}")
+  return result.stdout
+
+
+class VaePriorExampleTest(unittest.TestCase):
+
+  def test_prints_both_bounds_for_both_priors_and_saves_a_png(self):
+    output = os.path.join(tempfile.mkdtemp(), "samples.png")
+    stdout = _run_example("vae_prior.py", "--num_steps", "60", "--log_every", "30", "--num_eval_samples", "10",
+                          "--output", output)
+    self.assertIn("train | prior: realnvp | step: 60/60", stdout)
+    for prior in ("standard normal", "realnvp"):
+      match = re.search(rf"^\| {prior} \| {NUMBER} \({NUMBER}\) \| {NUMBER} \({NUMBER}\) \|$", stdout, re.MULTILINE)
+      self.assertIsNotNone(match, stdout)
+      negative_elbo, elbo_bits, negative_log_likelihood, _ = map(float, match.groups())
+      # The importance-weighted bound uses the ELBO's samples, so it is never looser.
+      self.assertLessEqual(negative_log_likelihood, negative_elbo)
+      self.assertAlmostEqual(elbo_bits, negative_elbo / (64 * 0.6931471805599453), places=2)
+    with open(output, "rb") as png:
+      self.assertEqual(png.read(8), b"\x89PNG\r\n\x1a\n")
+
+
+class JointDistributionExamplesTest(unittest.TestCase):
+
+  def test_joint_scores_prior_plus_likelihood_and_the_flow_denoises(self):
+    stdout = _run_example("joint_distribution.py", "--num_steps", "300", "--num_test_points", "300")
+    match = re.search(r"log p\(z, x\) = \[(.*)\] \(prior \+ likelihood: \[(.*)\]\)", stdout)
+    self.assertIsNotNone(match, stdout)
+    self.assertEqual(match.group(1).split(), match.group(2).split())
+    errors = dict(re.findall(rf"^  (.+): {NUMBER}$", stdout, re.MULTILINE))
+    self.assertLess(float(errors["RealNVP prior, posterior mean"]), float(errors["noisy observations"]))
+
+  def test_restored_prior_matches_the_flow_in_memory(self):
+    stdout = _run_example("exported_prior.py", "--num_steps", "200")
+    match = re.search(rf"log_prob, restored vs in memory: max \|difference\| {NUMBER} nats", stdout)
+    self.assertIsNotNone(match, stdout)
+    self.assertLess(float(match.group(1)), 1e-4)
+    match = re.search(rf"posterior mean: .* \(max \|difference\| {NUMBER}\)", stdout)
+    self.assertIsNotNone(match, stdout)
+    self.assertLess(float(match.group(1)), 1e-4)
+
+
+if __name__ == "__main__":
+  unittest.main()
