@@ -13,15 +13,16 @@ import argparse
 import tempfile
 
 import numpy as np
-import tensorflow as tf
-
 from joint_distribution import denoising_model, fit_prior, map_denoise, moons, posterior_mean
+
 from tfp_realnvp import export_saved_model, load_distribution
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--export_base", default=None, help="where to export (a new temporary directory if unset)")
+  parser.add_argument(
+    "--export_base", default=None, help="where to export (a new temporary directory if unset)"
+  )
   parser.add_argument("--num_steps", type=int, default=2000, help="steps fitting the prior")
   parser.add_argument("--noise_scale", type=float, default=0.3)
   args = parser.parse_args()
@@ -33,15 +34,19 @@ def main():
 
   clean = moons(1000, seed=1)
   difference = np.abs(restored.log_prob(clean).numpy() - flow.log_prob(clean).numpy())
-  print(f"log_prob, restored vs in memory: max |difference| {difference.max():.2e} nats over {len(clean)} points")
+  print(
+    f"log_prob, restored vs in memory: max |difference| {difference.max():.2e} nats over {len(clean)} points"
+  )
 
   noisy = clean + args.noise_scale * np.random.default_rng(2).standard_normal(clean.shape).astype(np.float32)
   for name, estimate in (("MAP", map_denoise), ("posterior mean", posterior_mean)):
     in_memory = estimate(denoising_model(flow, args.noise_scale), noisy)
     from_export = estimate(denoising_model(restored, args.noise_scale), noisy)
-    print(f"{name}: mean squared error to the clean points {np.mean((from_export - clean) ** 2):.4f} with the "
-          f"restored prior, {np.mean((in_memory - clean) ** 2):.4f} in memory "
-          f"(max |difference| {np.abs(from_export - in_memory).max():.2e})")
+    print(
+      f"{name}: mean squared error to the clean points {np.mean((from_export - clean) ** 2):.4f} with the "
+      f"restored prior, {np.mean((in_memory - clean) ** 2):.4f} in memory "
+      f"(max |difference| {np.abs(from_export - in_memory).max():.2e})"
+    )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,11 @@ def fit_prior(points, num_steps=2000, batch_size=256, learning_rate=1e-3, log_ev
   for step, batch in enumerate(batches.take(num_steps), start=1):
     loss = train_step(batch)
     if step % log_every == 0 or step == num_steps:
-      print(f"fit prior | step: {step}/{num_steps} | steps/sec: {step / (time.time() - start):.1f} | "
-            f"negative log-likelihood: {float(loss):.3f} nats", flush=True)
+      print(
+        f"fit prior | step: {step}/{num_steps} | steps/sec: {step / (time.time() - start):.1f} | "
+        f"negative log-likelihood: {float(loss):.3f} nats",
+        flush=True,
+      )
   return flow
 
 
@@ -107,16 +110,20 @@ def main():
   joint = denoising_model(flow, args.noise_scale)
   clean_samples, noisy_samples = joint.sample(3, seed=tf.constant([1, 2]))
   prior_plus_likelihood = flow.log_prob(clean_samples) + tfd.Independent(
-      tfd.Normal(clean_samples, args.noise_scale), 1).log_prob(noisy_samples)
-  print(f"joint sample z: {clean_samples.shape}, x: {noisy_samples.shape}; log p(z, x) = "
-        f"{np.round(joint.log_prob((clean_samples, noisy_samples)).numpy(), 3)} "
-        f"(prior + likelihood: {np.round(prior_plus_likelihood.numpy(), 3)})")
+    tfd.Normal(clean_samples, args.noise_scale), 1
+  ).log_prob(noisy_samples)
+  print(
+    f"joint sample z: {clean_samples.shape}, x: {noisy_samples.shape}; log p(z, x) = "
+    f"{np.round(joint.log_prob((clean_samples, noisy_samples)).numpy(), 3)} "
+    f"(prior + likelihood: {np.round(prior_plus_likelihood.numpy(), 3)})"
+  )
 
   clean = moons(args.num_test_points, seed=1)
   noisy = clean + args.noise_scale * np.random.default_rng(2).standard_normal(clean.shape).astype(np.float32)
   train = moons(4000, seed=0)
-  gaussian = tfd.MultivariateNormalTriL(loc=train.mean(0), scale_tril=np.linalg.cholesky(np.cov(train.T))
-                                        .astype(np.float32))
+  gaussian = tfd.MultivariateNormalTriL(
+    loc=train.mean(0), scale_tril=np.linalg.cholesky(np.cov(train.T)).astype(np.float32)
+  )
   errors = {"noisy observations": np.mean((noisy - clean) ** 2)}
   for name, prior in (("Gaussian prior", gaussian), ("RealNVP prior", flow)):
     model = denoising_model(prior, args.noise_scale)

@@ -38,8 +38,15 @@ def digit_levels(split):
   return np.floor(batch.numpy())
 
 
-def make_vae(prior_name, latent_size=16, encoder_units=(256, 256), decoder_units=(256,), decoder_dropout=0.3,
-             num_couplings=4, coupling_units=(64, 64)):
+def make_vae(
+  prior_name,
+  latent_size=16,
+  encoder_units=(256, 256),
+  decoder_units=(256,),
+  decoder_dropout=0.3,
+  num_couplings=4,
+  coupling_units=(64, 64),
+):
   """The digits VAE with a `prior_name` prior: 'standard_normal' or 'realnvp'."""
   if prior_name == "standard_normal":
     prior = tfd.MultivariateNormalDiag(loc=tf.zeros([latent_size]), scale_diag=tf.ones([latent_size]))
@@ -48,8 +55,9 @@ def make_vae(prior_name, latent_size=16, encoder_units=(256, 256), decoder_units
   else:
     raise ValueError(f"`prior_name` must be one of {PRIORS}; got {prior_name!r}.")
   encoder = GaussianEncoder((8, 8, 1), latent_size, NUM_LEVELS, hidden_units=encoder_units)
-  decoder = DiscretizedLogisticDecoder(latent_size, (8, 8, 1), NUM_LEVELS, hidden_units=decoder_units,
-                                       dropout=decoder_dropout)
+  decoder = DiscretizedLogisticDecoder(
+    latent_size, (8, 8, 1), NUM_LEVELS, hidden_units=decoder_units, dropout=decoder_dropout
+  )
   return VariationalAutoencoder(encoder, decoder, prior)
 
 
@@ -57,8 +65,12 @@ def train(vae, images, num_steps, batch_size=100, learning_rate=1e-3, seed=0, lo
   """Minimizes the mean negative ELBO with Adam and a cosine learning-rate decay; returns the per-step losses."""
   variables = vae.trainable_variables
   optimizer = tfk.optimizers.Adam(tfk.optimizers.schedules.CosineDecay(learning_rate, num_steps))
-  batches = (tf.data.Dataset.from_tensor_slices(images).shuffle(len(images), seed=seed).repeat()
-             .batch(batch_size, drop_remainder=True))
+  batches = (
+    tf.data.Dataset.from_tensor_slices(images)
+    .shuffle(len(images), seed=seed)
+    .repeat()
+    .batch(batch_size, drop_remainder=True)
+  )
 
   @tf.function
   def train_step(step, batch):
@@ -73,15 +85,19 @@ def train(vae, images, num_steps, batch_size=100, learning_rate=1e-3, seed=0, lo
   for step, batch in enumerate(batches.take(num_steps), start=1):
     losses.append(float(train_step(tf.constant(step, tf.int32), batch)))
     if step % log_every == 0 or step == num_steps:
-      print(f"train | prior: {label} | step: {step}/{num_steps} | steps/sec: {step / (time.time() - start):.1f} | "
-            f"negative_elbo: {np.mean(losses[-log_every:]):.2f} nats", flush=True)
+      print(
+        f"train | prior: {label} | step: {step}/{num_steps} | steps/sec: {step / (time.time() - start):.1f} | "
+        f"negative_elbo: {np.mean(losses[-log_every:]):.2f} nats",
+        flush=True,
+      )
   return losses
 
 
 def evaluate(vae, images, num_samples=100, seed=0):
   """Mean negative ELBO and importance-weighted negative log-likelihood of `images`, in nats per image."""
   bounds = tf.function(vae.log_likelihood_bounds)(
-      tf.constant(images), num_samples, tf.constant([seed, 2], tf.int32))
+    tf.constant(images), num_samples, tf.constant([seed, 2], tf.int32)
+  )
   return -float(tf.reduce_mean(bounds.elbo)), -float(tf.reduce_mean(bounds.importance_weighted))
 
 
@@ -95,8 +111,9 @@ def save_samples(vaes, output, num_samples=64, seed=0):
     pixels = np.clip(loc.numpy()[..., 0], 0, NUM_LEVELS - 1).reshape(side, side, 8, 8)
     # A pale blue NaN border around each digit: the digits' own background is white.
     pixels = np.pad(pixels, [(0, 0), (0, 0), (1, 0), (1, 0)], constant_values=np.nan)
-    grid = np.pad(pixels.transpose(0, 2, 1, 3).reshape(9 * side, 9 * side), [(0, 1), (0, 1)],
-                  constant_values=np.nan)
+    grid = np.pad(
+      pixels.transpose(0, 2, 1, 3).reshape(9 * side, 9 * side), [(0, 1), (0, 1)], constant_values=np.nan
+    )
     colormap = plt.get_cmap("gray_r").with_extremes(bad="#c6dbef")
     axis.imshow(grid, cmap=colormap, vmin=0, vmax=NUM_LEVELS - 1)
     axis.set_title(f"{name.replace('_', ' ')} prior")
@@ -124,20 +141,35 @@ def main():
   for name in PRIORS:
     tf.random.set_seed(args.seed)  # the same initial weights and dropout masks for both priors
     vaes[name] = make_vae(name, args.latent_size)
-    train(vaes[name], train_images, args.num_steps, args.batch_size, args.learning_rate, args.seed,
-          args.log_every, label=name)
+    train(
+      vaes[name],
+      train_images,
+      args.num_steps,
+      args.batch_size,
+      args.learning_rate,
+      args.seed,
+      args.log_every,
+      label=name,
+    )
     results[name] = evaluate(vaes[name], test_images, args.num_eval_samples, args.seed)
-    print(f"eval | prior: {name} | test negative ELBO: {results[name][0]:.2f} nats | test negative "
-          f"log-likelihood (IW, {args.num_eval_samples} samples): {results[name][1]:.2f} nats", flush=True)
+    print(
+      f"eval | prior: {name} | test negative ELBO: {results[name][0]:.2f} nats | test negative "
+      f"log-likelihood (IW, {args.num_eval_samples} samples): {results[name][1]:.2f} nats",
+      flush=True,
+    )
   save_samples(vaes, args.output, seed=args.seed)
 
   nats_per_bit = test_images[0].size * math.log(2.0)
-  print(f"\nDigits test split ({len(test_images)} images), nats per image (bits per pixel), lower is better:\n")
+  print(
+    f"\nDigits test split ({len(test_images)} images), nats per image (bits per pixel), lower is better:\n"
+  )
   print(f"| prior | negative ELBO | negative log-likelihood, IW {args.num_eval_samples} samples |")
   print("|---|---|---|")
   for name, (negative_elbo, negative_log_likelihood) in results.items():
-    print(f"| {name.replace('_', ' ')} | {negative_elbo:.2f} ({negative_elbo / nats_per_bit:.3f}) | "
-          f"{negative_log_likelihood:.2f} ({negative_log_likelihood / nats_per_bit:.3f}) |")
+    print(
+      f"| {name.replace('_', ' ')} | {negative_elbo:.2f} ({negative_elbo / nats_per_bit:.3f}) | "
+      f"{negative_log_likelihood:.2f} ({negative_log_likelihood / nats_per_bit:.3f}) |"
+    )
   print(f"\nsaved {args.output}; total time {time.time() - start:.0f} s")
 
 

@@ -12,22 +12,29 @@ NUMBER = r"(-?[\d.]+(?:e[-+]\d+)?)"
 
 
 def _run_example(name, *arguments):
-  result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", name), *arguments],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+  result = subprocess.run(
+    [sys.executable, os.path.join(ROOT, "examples", name), *arguments],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    cwd=ROOT,
+  )
   if result.returncode != 0:
     raise AssertionError(f"{name} exited with {result.returncode}:\n{result.stderr[-3000:]}")
   return result.stdout
 
 
 class VaePriorExampleTest(unittest.TestCase):
-
   def test_prints_both_bounds_for_both_priors_and_saves_a_png(self):
     output = os.path.join(tempfile.mkdtemp(), "samples.png")
-    stdout = _run_example("vae_prior.py", "--num_steps", "60", "--log_every", "30", "--num_eval_samples", "10",
-                          "--output", output)
+    stdout = _run_example(
+      "vae_prior.py", "--num_steps", "60", "--log_every", "30", "--num_eval_samples", "10", "--output", output
+    )
     self.assertIn("train | prior: realnvp | step: 60/60", stdout)
     for prior in ("standard normal", "realnvp"):
-      match = re.search(rf"^\| {prior} \| {NUMBER} \({NUMBER}\) \| {NUMBER} \({NUMBER}\) \|$", stdout, re.MULTILINE)
+      match = re.search(
+        rf"^\| {prior} \| {NUMBER} \({NUMBER}\) \| {NUMBER} \({NUMBER}\) \|$", stdout, re.MULTILINE
+      )
       self.assertIsNotNone(match, stdout)
       negative_elbo, elbo_bits, negative_log_likelihood, _ = map(float, match.groups())
       # The importance-weighted bound uses the ELBO's samples, so it is never looser.
@@ -38,7 +45,6 @@ class VaePriorExampleTest(unittest.TestCase):
 
 
 class JointDistributionExamplesTest(unittest.TestCase):
-
   def test_joint_scores_prior_plus_likelihood_and_the_flow_denoises(self):
     stdout = _run_example("joint_distribution.py", "--num_steps", "300", "--num_test_points", "300")
     match = re.search(r"log p\(z, x\) = \[(.*)\] \(prior \+ likelihood: \[(.*)\]\)", stdout)

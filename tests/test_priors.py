@@ -13,18 +13,21 @@ tfd = tfp.distributions
 
 
 def _gaussians():
-  q = tfd.MultivariateNormalDiag(loc=[[0.5, -1.0, 0.3], [0.0, 0.2, -0.4]],
-                                 scale_diag=[[0.7, 1.3, 0.9], [1.0, 0.5, 2.0]])
+  q = tfd.MultivariateNormalDiag(
+    loc=[[0.5, -1.0, 0.3], [0.0, 0.2, -0.4]], scale_diag=[[0.7, 1.3, 0.9], [1.0, 0.5, 2.0]]
+  )
   p = tfd.MultivariateNormalDiag(loc=[-0.2, 0.4, 0.0], scale_diag=[1.1, 0.8, 1.5])
   return q, p
 
 
 class MonteCarloKLDivergenceTest(tf.test.TestCase, parameterized.TestCase):
-
   @parameterized.named_parameters(("eager", False), ("tf_function", True))
   def test_agrees_with_the_closed_form_between_gaussians_within_its_standard_error(self, use_tf_function):
     q, p = _gaussians()
-    estimate_fn = lambda seed: priors.monte_carlo_kl_divergence(q, p, num_samples=4000, seed=seed)
+
+    def estimate_fn(seed):
+      return priors.monte_carlo_kl_divergence(q, p, num_samples=4000, seed=seed)
+
     if use_tf_function:
       estimate_fn = tf.function(estimate_fn)
     estimate = estimate_fn(tf.constant([1, 2]))
@@ -36,8 +39,9 @@ class MonteCarloKLDivergenceTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_standard_error_matches_the_spread_of_independent_estimates(self):
     q, p = _gaussians()
-    estimates = [priors.monte_carlo_kl_divergence(q, p, num_samples=200, seed=tf.constant([7, i]))
-                 for i in range(60)]
+    estimates = [
+      priors.monte_carlo_kl_divergence(q, p, num_samples=200, seed=tf.constant([7, i])) for i in range(60)
+    ]
     spread = np.std([e.value.numpy() for e in estimates], axis=0, ddof=1)
     mean_standard_error = np.mean([e.standard_error.numpy() for e in estimates], axis=0)
     # With 60 replicates the sample standard deviation is within ~20% of the truth.
@@ -89,7 +93,6 @@ class MonteCarloKLDivergenceTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class KLDivergenceTest(tf.test.TestCase):
-
   def test_uses_the_closed_form_when_tfp_has_one(self):
     q, p = _gaussians()
     self.assertAllEqual(priors.kl_divergence(q, p, seed=tf.constant([1, 2])), tfd.kl_divergence(q, p))
@@ -100,8 +103,10 @@ class KLDivergenceTest(tf.test.TestCase):
     with self.assertRaises(NotImplementedError):
       tfd.kl_divergence(q, flow)
     seed = tf.constant([8, 9])
-    self.assertAllEqual(priors.kl_divergence(q, flow, num_samples=7, seed=seed),
-                        priors.monte_carlo_kl_divergence(q, flow, 7, seed=seed).value)
+    self.assertAllEqual(
+      priors.kl_divergence(q, flow, num_samples=7, seed=seed),
+      priors.monte_carlo_kl_divergence(q, flow, 7, seed=seed).value,
+    )
 
   def test_standard_normal_kl_has_the_textbook_value(self):
     q = tfd.MultivariateNormalDiag(loc=[1.0, 0.0], scale_diag=[1.0, 2.0])

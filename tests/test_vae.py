@@ -1,6 +1,7 @@
 """Tests for the VAE building blocks of `tfp_realnvp.vae`, with a standard normal and a RealNVP prior."""
 
 import math
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -39,7 +40,6 @@ def _images(num_images, seed=0):
 
 
 class VariationalAutoencoderTest(tf.test.TestCase, parameterized.TestCase):
-
   def test_trains_jointly_with_a_realnvp_prior(self):
     vae = _tiny_vae("realnvp")
     variables = vae.trainable_variables
@@ -75,6 +75,16 @@ class VariationalAutoencoderTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotEmpty(vae.prior.trainable_variables)
     self.assertEqual({id(v) for v in vae.trainable_variables}, expected)
     self.assertLen(vae.trainable_variables, len(expected))
+
+  def test_checkpoint_restores_the_flow_prior(self):
+    trained, fresh = _tiny_vae("realnvp", seed=0), _tiny_vae("realnvp", seed=1)
+    for variable in trained.prior.trainable_variables:
+      variable.assign(variable + 0.3)
+    path = tf.train.Checkpoint(vae=trained).save(os.path.join(self.get_temp_dir(), "vae"))
+    tf.train.Checkpoint(vae=fresh).restore(path).assert_consumed()
+    latents = tf.random.normal([5, LATENT_SIZE])
+    self.assertAllEqual(fresh.prior.log_prob(latents), trained.prior.log_prob(latents))
+    self.assertAllEqual(fresh.encoder(_images(2)).mean(), trained.encoder(_images(2)).mean())
 
   @parameterized.named_parameters(("standard_normal", "standard_normal"), ("realnvp", "realnvp"))
   def test_importance_weighted_bound_is_never_below_the_elbo(self, prior_name):
@@ -118,7 +128,6 @@ class VariationalAutoencoderTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class DecoderAndEncoderTest(tf.test.TestCase, parameterized.TestCase):
-
   def test_decoder_probabilities_over_the_levels_sum_to_one(self):
     tf.random.set_seed(1)
     decoder = DiscretizedLogisticDecoder(2, (3,), NUM_LEVELS, hidden_units=(8,))
@@ -132,7 +141,9 @@ class DecoderAndEncoderTest(tf.test.TestCase, parameterized.TestCase):
   def test_decoder_puts_most_mass_on_the_level_at_its_location(self):
     decoder = DiscretizedLogisticDecoder(2, (1,), NUM_LEVELS, hidden_units=(8,), min_scale=0.0)
     decoder.network.output_bias.assign([2.5, -8.0])  # loc = 7.5 + 2.5 = 10, scale = softplus(-8 + 0.54)
-    probabilities = tf.exp(decoder(tf.zeros([1, 2])).log_prob(tf.range(NUM_LEVELS, dtype=tf.float32)[:, None]))
+    probabilities = tf.exp(
+      decoder(tf.zeros([1, 2])).log_prob(tf.range(NUM_LEVELS, dtype=tf.float32)[:, None])
+    )
     self.assertEqual(int(tf.argmax(probabilities)), 10)
     self.assertGreater(float(probabilities[10]), 0.99)
 
@@ -143,9 +154,11 @@ class DecoderAndEncoderTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(posterior.mean(), tf.zeros([3, LATENT_SIZE]))
     self.assertAllClose(posterior.stddev(), tf.ones([3, LATENT_SIZE]), atol=2e-4)
 
-  @parameterized.named_parameters(("levels", dict(num_levels=1), "`num_levels` must be an integer of at least 2"),
-                                  ("latent", dict(latent_size=0), "`latent_size` must be a positive integer"),
-                                  ("shape", dict(event_shape=(4, 0)), "`event_shape` must be a non-empty"))
+  @parameterized.named_parameters(
+    ("levels", dict(num_levels=1), "`num_levels` must be an integer of at least 2"),
+    ("latent", dict(latent_size=0), "`latent_size` must be a positive integer"),
+    ("shape", dict(event_shape=(4, 0)), "`event_shape` must be a non-empty"),
+  )
   def test_rejects_bad_arguments(self, overrides, message):
     arguments = dict(event_shape=EVENT_SHAPE, latent_size=LATENT_SIZE, num_levels=NUM_LEVELS)
     with self.assertRaisesRegex(ValueError, message):

@@ -28,21 +28,36 @@ class GaussianEncoder(tf.Module):
   min_scale`. The MLP's output layer starts at zero, so at initialization every posterior is `N(0, I)`.
   """
 
-  def __init__(self, event_shape, latent_size, num_levels, hidden_units=(256, 256), dropout=0.0,
-               min_scale=1e-4, dtype=tf.float32, name="gaussian_encoder"):
+  def __init__(
+    self,
+    event_shape,
+    latent_size,
+    num_levels,
+    hidden_units=(256, 256),
+    dropout=0.0,
+    min_scale=1e-4,
+    dtype=tf.float32,
+    name="gaussian_encoder",
+  ):
     super().__init__(name=name)
     self.event_shape = _check_shape(event_shape)
     self.latent_size = _check_positive("latent_size", latent_size)
     self.num_levels = _check_num_levels(num_levels)
     self.min_scale = min_scale
     with self.name_scope:
-      self.network = networks.MLP(math.prod(self.event_shape), 2 * self.latent_size, hidden_units,
-                                  dropout=dropout, dtype=dtype, name="mlp")
+      self.network = networks.MLP(
+        math.prod(self.event_shape),
+        2 * self.latent_size,
+        hidden_units,
+        dropout=dropout,
+        dtype=dtype,
+        name="mlp",
+      )
 
   def __call__(self, x, training=False):
     """The posterior `q(z | x)`: a `tfd.MultivariateNormalDiag` with `x`'s batch shape."""
     x = tf.convert_to_tensor(x)
-    batch_shape = tf.shape(x)[:x.shape.rank - len(self.event_shape)]
+    batch_shape = tf.shape(x)[: x.shape.rank - len(self.event_shape)]
     pixels = tf.reshape(x, [-1, math.prod(self.event_shape)])
     outputs = self.network(2.0 * pixels / (self.num_levels - 1) - 1.0, training=training)
     outputs = tf.reshape(outputs, tf.concat([batch_shape, [2 * self.latent_size]], 0))
@@ -59,16 +74,31 @@ class DiscretizedLogisticDecoder(tf.Module):
   PixelCNN++). A likelihood of the discrete data itself, whose neighbouring levels share probability.
   """
 
-  def __init__(self, latent_size, event_shape, num_levels, hidden_units=(256,), dropout=0.0, min_scale=1e-2,
-               dtype=tf.float32, name="discretized_logistic_decoder"):
+  def __init__(
+    self,
+    latent_size,
+    event_shape,
+    num_levels,
+    hidden_units=(256,),
+    dropout=0.0,
+    min_scale=1e-2,
+    dtype=tf.float32,
+    name="discretized_logistic_decoder",
+  ):
     super().__init__(name=name)
     self.latent_size = _check_positive("latent_size", latent_size)
     self.event_shape = _check_shape(event_shape)
     self.num_levels = _check_num_levels(num_levels)
     self.min_scale = min_scale
     with self.name_scope:
-      self.network = networks.MLP(self.latent_size, 2 * math.prod(self.event_shape), hidden_units,
-                                  dropout=dropout, dtype=dtype, name="mlp")
+      self.network = networks.MLP(
+        self.latent_size,
+        2 * math.prod(self.event_shape),
+        hidden_units,
+        dropout=dropout,
+        dtype=dtype,
+        name="mlp",
+      )
 
   def loc_and_scale(self, z, training=False):
     """Each pixel's logistic location and scale, shaped `[batch..., *event_shape]`."""
@@ -130,8 +160,9 @@ class VariationalAutoencoder(tf.Module):
     latent_shape = tf.TensorShape(prior.event_shape)
     if latent_shape != [encoder.latent_size] or decoder.latent_size != encoder.latent_size:
       raise ValueError(
-          "`prior.event_shape`, `encoder.latent_size` and `decoder.latent_size` must agree; got "
-          f"{latent_shape}, {encoder.latent_size} and {decoder.latent_size}.")
+        "`prior.event_shape`, `encoder.latent_size` and `decoder.latent_size` must agree; got "
+        f"{latent_shape}, {encoder.latent_size} and {decoder.latent_size}."
+      )
     self.encoder = encoder
     self.decoder = decoder
     self.prior = prior
@@ -176,8 +207,9 @@ class VariationalAutoencoder(tf.Module):
     """The ELBO and the importance-weighted bound on `log p(x)` per example, from `num_samples` weights."""
     log_weights = self.log_importance_weights(x, num_samples, seed)
     return LogLikelihoodBounds(
-        elbo=tf.reduce_mean(log_weights, axis=0),
-        importance_weighted=tf.reduce_logsumexp(log_weights, axis=0) - math.log(num_samples))
+      elbo=tf.reduce_mean(log_weights, axis=0),
+      importance_weighted=tf.reduce_logsumexp(log_weights, axis=0) - math.log(num_samples),
+    )
 
 
 def _check_positive(name, value):
@@ -195,6 +227,7 @@ def _check_shape(event_shape):
 
 def _check_num_levels(num_levels):
   if isinstance(num_levels, bool) or int(num_levels) != num_levels or num_levels < 2:
-    raise ValueError(f"`num_levels` must be an integer of at least 2 (pixel values 0..num_levels-1); "
-                     f"got {num_levels!r}.")
+    raise ValueError(
+      f"`num_levels` must be an integer of at least 2 (pixel values 0..num_levels-1); got {num_levels!r}."
+    )
   return int(num_levels)
