@@ -76,7 +76,6 @@ class FusedBatchNormTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class ComputeDtypeTest(tf.test.TestCase, parameterized.TestCase):
-
   def test_bfloat16_resnet_is_close_to_float32_with_float32_variables_and_output(self):
     exact = networks.ResNet(3, 6, num_blocks=2, num_filters=16)
     mixed = networks.ResNet(3, 6, num_blocks=2, num_filters=16, compute_dtype=tf.bfloat16)

@@ -1,0 +1,243 @@
+"""Flow speed: train-step, log_prob and sample images/s, trace time, peak RSS and achieved GFLOP/s.
+
+Usage, from the repository root:
+
+  python bench/bench_flow.py                                  # small and cifar10, fp32 and bf16
+  python bench/bench_flow.py --models=small --modes=fp32,bf16,fp32_xla,bf16_xla,auto_bf16,fp32_composite_bn
+
+Each (model, mode) runs in a fresh subprocess, so its peak RSS is its own, on random pixel data at batch 64
+with 2 intra-op threads. Each phase is traced, run `--warmup_runs` times, then timed `--timed_runs` times;
+throughput is the batch over the median time. One JSON line per (model, mode), then one summary line with
+every mode's ratio to the first mode of its model and to the reference PyTorch figures of issue 7.
+
+Fields: `images_per_s`; `trace_s` (Python tracing of the `tf.function`); `first_call_s` (graph optimization
+or XLA compilation plus one step); `gflop_per_image` (TensorFlow's profiler on the traced graph) and `gflops`
+achieved; `cpu_per_wall` (process CPU seconds per wall second while timed: about `--threads` when the cores
+were ours, less when other processes took them); `peak_rss_train_mb` (after the train phase, which runs
+first) and `peak_rss_mb` (at the end); `load_average` (1-minute, before the run).
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+from flop_count import graph_flops
+
+from tfp_realnvp import networks, optimization
+from tfp_realnvp.flows import RealNVP
+
+_MODELS = flags.DEFINE_list("models", ["small", "cifar10"], "Models: small, cifar10, tiny (for tests).")
+_MODES = flags.DEFINE_list("modes", ["fp32", "bf16"], "Speed modes, the first is the baseline; see MODES.")
+_PHASES = flags.DEFINE_list("phases", ["train", "log_prob", "sample"], "Phases, in this order.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per step.")
+_THREADS = flags.DEFINE_integer("threads", 2, "Intra-op threads (`set_intra_op_parallelism_threads`).")
+_INTER_OP_THREADS = flags.DEFINE_integer(
+  "inter_op_threads", 0, "Inter-op threads; 0 is TensorFlow's default."
+)
+_WARMUP_RUNS = flags.DEFINE_integer("warmup_runs", 2, "Untimed runs after the first call.")
+_TIMED_RUNS = flags.DEFINE_integer("timed_runs", 5, "Timed runs; throughput uses their median.")
+_TIMEOUT = flags.DEFINE_integer("timeout", 900, "Seconds allowed to each (model, mode) subprocess.")
+_WORKER = flags.DEFINE_bool("worker", False, "Internal: run one (model, mode) in this process.")
+
+# Model shapes; `RealNVP(**MODELS[name])`.
+MODELS = {
+  "small": dict(event_shape=(32, 32, 3), num_scales=2, num_blocks=4, num_filters=32),
+  "cifar10": dict(event_shape=(32, 32, 3), num_scales=2, num_blocks=8, num_filters=64),  # the paper's
+  "tiny": dict(event_shape=(8, 8, 3), num_scales=2, num_blocks=1, num_filters=8),
+}
+
+# Speed modes: conditioner compute dtype, XLA, TensorFlow's automatic oneDNN bfloat16 rewrite, environment,
+# and an ablation that disables the fused batch norm of the ResNet conditioners.
+MODES = {
+  "fp32": dict(),
+  "bf16": dict(compute_dtype="bfloat16"),
+  "fp32_xla": dict(jit_compile=True),
+  "bf16_xla": dict(compute_dtype="bfloat16", jit_compile=True),
+  "auto_bf16": dict(auto_bfloat16=True),
+  "fp32_no_onednn": dict(env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
+  "fp32_composite_bn": dict(composite_batch_norm=True),
+  "bf16_composite_bn": dict(compute_dtype="bfloat16", composite_batch_norm=True),
+}
+
+# chrischute/real-nvp (PyTorch) on a machine like this one, batch 64, 2 threads, fp32 (issue 7). Its
+# architecture is larger than ours at the same settings (it doubles the features of the channel couplings and
+# adds 1x1 skip convolutions: 2.51M and 19.57M parameters), so `gflop_per_image` (2 x multiply-adds of its
+# convolutions, counted from its code) gives the FLOP-normalized comparison.
+REFERENCE = {
+  "small": dict(train=35.6, log_prob=130.6, sample=118.8, peak_rss_gb=2.1, gflop_per_image=1.654),
+  "cifar10": dict(train=6.1, log_prob=20.0, sample=18.9, peak_rss_gb=6.7, gflop_per_image=12.913),
+}
+
+
+def _peak_rss_mb():
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def _cpu_seconds():
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def _time_phase(function, args, batch_size, warmup_runs, timed_runs):
+  """Trace, first call, warm-up, then the timed runs of one phase."""
+  start = time.perf_counter()
+  concrete = function.get_concrete_function(*args)
+  trace_s = time.perf_counter() - start
+  flops = graph_flops(concrete)
+  start = time.perf_counter()
+  np.asarray(function(*args))
+  first_call_s = time.perf_counter() - start
+  for _ in range(warmup_runs):
+    np.asarray(function(*args))
+  times, cpu = [], 0.0
+  for _ in range(timed_runs):
+    start, start_cpu = time.perf_counter(), _cpu_seconds()
+    np.asarray(function(*args))
+    times.append(time.perf_counter() - start)
+    cpu += _cpu_seconds() - start_cpu
+  median = float(np.median(times))
+  return dict(
+    images_per_s=round(batch_size / median, 2),
+    step_s=[round(t, 4) for t in times],
+    trace_s=round(trace_s, 2),
+    first_call_s=round(first_call_s, 2),
+    gflop_per_image=round(flops / batch_size / 1e9, 6),
+    gflops=round(flops / median / 1e9, 1),
+    cpu_per_wall=round(cpu / sum(times), 2),
+  )
+
+
+def _worker(model, mode):
+  """Builds `model` in `mode`, times every phase and returns the JSON-able result."""
+  load_average = os.getloadavg()[0]
+  settings = MODES[mode]
+  tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value)
+  if _INTER_OP_THREADS.value:
+    tf.config.threading.set_inter_op_parallelism_threads(_INTER_OP_THREADS.value)
+  if settings.get("auto_bfloat16"):
+    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
+  if settings.get("composite_batch_norm"):
+    networks._FUSED_BATCH_NORM_DTYPES = ()  # ablation only: every batch norm takes the composite path
+
+  batch_size = _BATCH_SIZE.value
+  start = time.perf_counter()
+  flow = RealNVP(**MODELS[model], compute_dtype=settings.get("compute_dtype"))
+  optimizer = optimization.adam(1e-3)
+  optimizer.build(flow.trainable_variables)
+  build_s = time.perf_counter() - start
+  pixels = tf.random.stateless_uniform(
+    [batch_size, *flow.event_shape], seed=[7, 11], maxval=2.0**flow.num_bits
+  )
+  jit_compile = settings.get("jit_compile", False)
+
+  @tf.function(jit_compile=jit_compile)
+  def train(images):
+    # The training loss of `train_lib`: mean bits/dim plus the paper's L2 penalty; Adam clipping at norm 100.
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_mean(flow.bits_per_dim(images, training=True)) + optimization.l2_penalty(
+        flow.regularized_variables, 5e-5
+      )
+    gradients = tape.gradient(loss, flow.trainable_variables)
+    optimizer.apply_gradients(zip(gradients, flow.trainable_variables))
+    return loss
+
+  @tf.function(jit_compile=jit_compile)
+  def log_prob(images):
+    return flow.log_prob(images)
+
+  @tf.function(jit_compile=jit_compile)
+  def sample():
+    return flow.sample(batch_size, seed=tf.constant([1, 2]))
+
+  phases = {"train": (train, (pixels,)), "log_prob": (log_prob, (pixels,)), "sample": (sample, ())}
+  result = dict(
+    model=model,
+    mode=mode,
+    batch_size=batch_size,
+    threads=_THREADS.value,
+    num_parameters=int(sum(v.shape.num_elements() for v in flow.trainable_variables)),
+    load_average=round(load_average, 2),
+    build_s=round(build_s, 2),
+  )
+  for phase in _PHASES.value:
+    function, args = phases[phase]
+    result[phase] = _time_phase(function, args, batch_size, _WARMUP_RUNS.value, _TIMED_RUNS.value)
+    if phase == "train":
+      result["peak_rss_train_mb"] = round(_peak_rss_mb())
+  result["peak_rss_mb"] = round(_peak_rss_mb())
+  result["tensorflow"] = tf.__version__
+  return result
+
+
+def _run_in_subprocess(model, mode):
+  """Runs one (model, mode) in a fresh Python and returns its result (or an `error`)."""
+  command = [sys.executable, os.path.abspath(__file__), "--worker", f"--models={model}", f"--modes={mode}"]
+  for flag in (_PHASES, _BATCH_SIZE, _THREADS, _INTER_OP_THREADS, _WARMUP_RUNS, _TIMED_RUNS):
+    value = flag.value
+    command.append(f"--{flag.name}={','.join(value) if isinstance(value, list) else value}")
+  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **MODES[mode].get("env", {}))
+  try:
+    completed = subprocess.run(
+      command, capture_output=True, text=True, env=environment, timeout=_TIMEOUT.value
+    )
+  except subprocess.TimeoutExpired:
+    return dict(model=model, mode=mode, error=f"timed out after {_TIMEOUT.value} s")
+  lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
+  if completed.returncode or not lines:
+    return dict(model=model, mode=mode, error=completed.stderr.strip().splitlines()[-1:] or "no output")
+  return json.loads(lines[-1])
+
+
+def _summary(results):
+  """Ratios of every mode to its model's baseline (the first mode) and to the reference figures."""
+  summary = {}
+  for result in results:
+    if "error" in result:
+      continue
+    model, mode = result["model"], result["mode"]
+    baseline = next(r for r in results if r["model"] == model and "error" not in r)
+    reference = REFERENCE.get(model, {})
+    entry = {}
+    for phase in _PHASES.value:
+      speed = result[phase]["images_per_s"]
+      entry[f"{phase}_vs_{baseline['mode']}"] = round(speed / baseline[phase]["images_per_s"], 2)
+      if phase in reference:
+        entry[f"{phase}_vs_reference"] = round(speed / reference[phase], 2)
+        reference_gflops = reference[phase] * reference["gflop_per_image"] * (3 if phase == "train" else 1)
+        entry[f"{phase}_gflops_vs_reference"] = round(result[phase]["gflops"] / reference_gflops, 2)
+    if "peak_rss_gb" in reference and "peak_rss_train_mb" in result:
+      entry["peak_rss_train_vs_reference"] = round(
+        result["peak_rss_train_mb"] / 1024 / reference["peak_rss_gb"], 2
+      )
+    summary[f"{model}/{mode}"] = entry
+  return summary
+
+
+def main(argv):
+  del argv
+  unknown = [m for m in _MODELS.value if m not in MODELS] + [m for m in _MODES.value if m not in MODES]
+  unknown += [p for p in _PHASES.value if p not in ("train", "log_prob", "sample")]
+  if unknown:
+    raise app.UsageError(
+      f"Unknown models, modes or phases {unknown}; models: {sorted(MODELS)}, modes: "
+      f"{sorted(MODES)}, phases: train, log_prob, sample."
+    )
+  if _WORKER.value:
+    print(json.dumps(_worker(_MODELS.value[0], _MODES.value[0])), flush=True)
+    return
+  results = []
+  for model in _MODELS.value:
+    for mode in _MODES.value:
+      results.append(_run_in_subprocess(model, mode))
+      print(json.dumps(results[-1]), flush=True)
+  print(json.dumps({"summary": _summary(results)}), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,94 @@
+"""The benchmark's measuring tools: FLOP counts from first principles, and one end-to-end bench run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import tensorflow as tf
+
+from tfp_realnvp import networks
+from tfp_realnvp.bijectors import AffineCoupling
+from tfp_realnvp.flows import RealNVP
+
+_BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+sys.path.insert(0, _BENCH_DIR)
+from flop_count import graph_flops  # noqa: E402
+
+
+def _conv_flops_per_image(flow):
+  """`2 * multiply-adds` of every conditioner convolution in one pass of one image, counted by hand."""
+  total = 0
+  for coupling in flow.submodules:
+    if not isinstance(coupling, AffineCoupling):
+      continue
+    height, width = coupling.mask.shape[:2]
+    for conv in coupling.conditioner.submodules:
+      if isinstance(conv, networks.WeightNormConv2D):
+        total += 2 * height * width * conv.direction.shape.num_elements()
+  return total
+
+
+class FlopCountTest(tf.test.TestCase):
+  def test_convolution_forward_and_backward(self):
+    kernel = tf.Variable(tf.random.normal([3, 3, 4, 5]))
+    images = tf.random.normal([2, 6, 6, 4])
+    forward = 2 * 2 * 6 * 6 * 3 * 3 * 4 * 5
+
+    @tf.function
+    def convolve(images):
+      return tf.nn.conv2d(images, kernel, 1, "SAME")
+
+    @tf.function
+    def gradients(images):
+      with tf.GradientTape() as tape:
+        tape.watch(images)
+        outputs = tf.nn.conv2d(images, kernel, 1, "SAME")
+      return tape.gradient(outputs, [images, kernel])
+
+    self.assertEqual(graph_flops(convolve.get_concrete_function(images)), forward)
+    # Forward, gradient of the input and gradient of the kernel: three times the forward.
+    self.assertEqual(graph_flops(gradients.get_concrete_function(images)), 3 * forward)
+
+  def test_flow_log_prob_is_its_convolutions_plus_a_little_elementwise_work(self):
+    flow = RealNVP(event_shape=(8, 8, 3), num_scales=2, num_blocks=1, num_filters=8)
+    images = tf.random.uniform([4, 8, 8, 3], maxval=256.0)
+    counted = graph_flops(tf.function(flow.log_prob).get_concrete_function(images)) / 4
+    by_hand = _conv_flops_per_image(flow)
+    self.assertGreater(counted, by_hand)
+    self.assertLess(counted, 1.1 * by_hand)
+
+
+class BenchFlowTest(tf.test.TestCase):
+  def test_one_run_prints_consistent_figures(self):
+    command = [
+      sys.executable,
+      os.path.join(_BENCH_DIR, "bench_flow.py"),
+      "--models=tiny",
+      "--modes=fp32",
+      "--phases=log_prob,sample",
+      "--batch_size=8",
+      "--warmup_runs=0",
+      "--timed_runs=2",
+    ]
+    completed = subprocess.run(
+      command, capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    )
+    self.assertEqual(completed.returncode, 0, completed.stderr[-2000:])
+    lines = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+    result, summary = lines[0], lines[-1]["summary"]
+    self.assertNotIn("error", result)
+    self.assertEqual((result["model"], result["mode"], result["batch_size"]), ("tiny", "fp32", 8))
+    for phase in ("log_prob", "sample"):
+      figures = result[phase]
+      self.assertLen(figures["step_s"], 2)
+      self.assertAllClose(figures["images_per_s"], 8 / (sum(figures["step_s"]) / 2), rtol=0.05)  # median of 2
+      self.assertAllClose(figures["gflops"], figures["images_per_s"] * figures["gflop_per_image"], rtol=0.05)
+    # Sampling runs the same conditioners as the density, in the other direction.
+    self.assertAllClose(result["sample"]["gflop_per_image"], result["log_prob"]["gflop_per_image"], rtol=0.05)
+    self.assertGreater(result["peak_rss_mb"], 100)
+    self.assertEqual(summary["tiny/fp32"]["log_prob_vs_fp32"], 1.0)
+
+
+if __name__ == "__main__":
+  tf.test.main()
