@@ -10,8 +10,8 @@
    of `z` as proposals and its likelihood part `log p(x | z)` as log-weights. Beside it, the same model with a
    Gaussian prior fitted to the same clean points.
 
-Prints the mean squared error to the clean points of the noisy observations and of each denoiser. About 30 s on
-2 CPU cores.
+Prints the mean squared error to the clean points of the noisy observations and of each denoiser. 40-65 s on 2
+CPU cores shared with other jobs.
 """
 
 import argparse

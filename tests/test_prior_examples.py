@@ -31,7 +31,7 @@ class VaePriorExampleTest(unittest.TestCase):
       "vae_prior.py", "--num_steps", "60", "--log_every", "30", "--num_eval_samples", "10", "--output", output
     )
     self.assertIn("train | prior: realnvp | step: 60/60", stdout)
-    for prior in ("standard normal", "realnvp"):
+    for prior in ("standard normal", "RealNVP"):
       match = re.search(
         rf"^\| {prior} \| {NUMBER} \({NUMBER}\) \| {NUMBER} \({NUMBER}\) \|$", stdout, re.MULTILINE
       )
