@@ -26,15 +26,16 @@ import time
 
 import numpy as np
 import tensorflow as tf
+import workloads
 from absl import app, flags
 from flop_count import graph_flops
-
-from tfp_realnvp import networks, optimization
-from tfp_realnvp.flows import RealNVP
+from workloads import MODELS, MODES, PHASES, REFERENCE
 
 _MODELS = flags.DEFINE_list("models", ["small", "cifar10"], "Models: small, cifar10, tiny (for tests).")
-_MODES = flags.DEFINE_list("modes", ["fp32", "bf16"], "Speed modes, the first is the baseline; see MODES.")
-_PHASES = flags.DEFINE_list("phases", ["train", "log_prob", "sample"], "Phases, in this order.")
+_MODES = flags.DEFINE_list(
+  "modes", ["fp32", "bf16"], "Speed modes (see `workloads.MODES`); the first is the baseline."
+)
+_PHASES = flags.DEFINE_list("phases", list(PHASES), "Phases, in this order.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per step.")
 _THREADS = flags.DEFINE_integer("threads", 2, "Intra-op threads (`set_intra_op_parallelism_threads`).")
 _INTER_OP_THREADS = flags.DEFINE_integer(
@@ -44,35 +45,6 @@ _WARMUP_RUNS = flags.DEFINE_integer("warmup_runs", 2, "Untimed runs after the fi
 _TIMED_RUNS = flags.DEFINE_integer("timed_runs", 5, "Timed runs; throughput uses their median.")
 _TIMEOUT = flags.DEFINE_integer("timeout", 900, "Seconds allowed to each (model, mode) subprocess.")
 _WORKER = flags.DEFINE_bool("worker", False, "Internal: run one (model, mode) in this process.")
-
-# Model shapes; `RealNVP(**MODELS[name])`.
-MODELS = {
-  "small": dict(event_shape=(32, 32, 3), num_scales=2, num_blocks=4, num_filters=32),
-  "cifar10": dict(event_shape=(32, 32, 3), num_scales=2, num_blocks=8, num_filters=64),  # the paper's
-  "tiny": dict(event_shape=(8, 8, 3), num_scales=2, num_blocks=1, num_filters=8),
-}
-
-# Speed modes: conditioner compute dtype, XLA, TensorFlow's automatic oneDNN bfloat16 rewrite, environment,
-# and an ablation that disables the fused batch norm of the ResNet conditioners.
-MODES = {
-  "fp32": dict(),
-  "bf16": dict(compute_dtype="bfloat16"),
-  "fp32_xla": dict(jit_compile=True),
-  "bf16_xla": dict(compute_dtype="bfloat16", jit_compile=True),
-  "auto_bf16": dict(auto_bfloat16=True),
-  "fp32_no_onednn": dict(env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
-  "fp32_composite_bn": dict(composite_batch_norm=True),
-  "bf16_composite_bn": dict(compute_dtype="bfloat16", composite_batch_norm=True),
-}
-
-# chrischute/real-nvp (PyTorch) on a machine like this one, batch 64, 2 threads, fp32 (issue 7). Its
-# architecture is larger than ours at the same settings (it doubles the features of the channel couplings and
-# adds 1x1 skip convolutions: 2.51M and 19.57M parameters), so `gflop_per_image` (2 x multiply-adds of its
-# convolutions, counted from its code) gives the FLOP-normalized comparison.
-REFERENCE = {
-  "small": dict(train=35.6, log_prob=130.6, sample=118.8, peak_rss_gb=2.1, gflop_per_image=1.654),
-  "cifar10": dict(train=6.1, log_prob=20.0, sample=18.9, peak_rss_gb=6.7, gflop_per_image=12.913),
-}
 
 
 def _peak_rss_mb():
@@ -116,58 +88,22 @@ def _time_phase(function, args, batch_size, warmup_runs, timed_runs):
 def _worker(model, mode):
   """Builds `model` in `mode`, times every phase and returns the JSON-able result."""
   load_average = os.getloadavg()[0]
-  settings = MODES[mode]
-  tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value)
-  if _INTER_OP_THREADS.value:
-    tf.config.threading.set_inter_op_parallelism_threads(_INTER_OP_THREADS.value)
-  if settings.get("auto_bfloat16"):
-    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
-  if settings.get("composite_batch_norm"):
-    networks._FUSED_BATCH_NORM_DTYPES = ()  # ablation only: every batch norm takes the composite path
-
-  batch_size = _BATCH_SIZE.value
+  workloads.configure(mode, _THREADS.value, _INTER_OP_THREADS.value)
   start = time.perf_counter()
-  flow = RealNVP(**MODELS[model], compute_dtype=settings.get("compute_dtype"))
-  optimizer = optimization.adam(1e-3)
-  optimizer.build(flow.trainable_variables)
+  workload = workloads.build(model, mode, _BATCH_SIZE.value)
   build_s = time.perf_counter() - start
-  pixels = tf.random.stateless_uniform(
-    [batch_size, *flow.event_shape], seed=[7, 11], maxval=2.0**flow.num_bits
-  )
-  jit_compile = settings.get("jit_compile", False)
-
-  @tf.function(jit_compile=jit_compile)
-  def train(images):
-    # The training loss of `train_lib`: mean bits/dim plus the paper's L2 penalty; Adam clipping at norm 100.
-    with tf.GradientTape() as tape:
-      loss = tf.reduce_mean(flow.bits_per_dim(images, training=True)) + optimization.l2_penalty(
-        flow.regularized_variables, 5e-5
-      )
-    gradients = tape.gradient(loss, flow.trainable_variables)
-    optimizer.apply_gradients(zip(gradients, flow.trainable_variables))
-    return loss
-
-  @tf.function(jit_compile=jit_compile)
-  def log_prob(images):
-    return flow.log_prob(images)
-
-  @tf.function(jit_compile=jit_compile)
-  def sample():
-    return flow.sample(batch_size, seed=tf.constant([1, 2]))
-
-  phases = {"train": (train, (pixels,)), "log_prob": (log_prob, (pixels,)), "sample": (sample, ())}
   result = dict(
     model=model,
     mode=mode,
-    batch_size=batch_size,
+    batch_size=_BATCH_SIZE.value,
     threads=_THREADS.value,
-    num_parameters=int(sum(v.shape.num_elements() for v in flow.trainable_variables)),
+    num_parameters=int(sum(v.shape.num_elements() for v in workload.flow.trainable_variables)),
     load_average=round(load_average, 2),
     build_s=round(build_s, 2),
   )
   for phase in _PHASES.value:
-    function, args = phases[phase]
-    result[phase] = _time_phase(function, args, batch_size, _WARMUP_RUNS.value, _TIMED_RUNS.value)
+    function, arguments = workload.phases[phase], workload.arguments[phase]
+    result[phase] = _time_phase(function, arguments, _BATCH_SIZE.value, _WARMUP_RUNS.value, _TIMED_RUNS.value)
     if phase == "train":
       result["peak_rss_train_mb"] = round(_peak_rss_mb())
   result["peak_rss_mb"] = round(_peak_rss_mb())
@@ -222,11 +158,11 @@ def _summary(results):
 def main(argv):
   del argv
   unknown = [m for m in _MODELS.value if m not in MODELS] + [m for m in _MODES.value if m not in MODES]
-  unknown += [p for p in _PHASES.value if p not in ("train", "log_prob", "sample")]
+  unknown += [p for p in _PHASES.value if p not in PHASES]
   if unknown:
     raise app.UsageError(
       f"Unknown models, modes or phases {unknown}; models: {sorted(MODELS)}, modes: "
-      f"{sorted(MODES)}, phases: train, log_prob, sample."
+      f"{sorted(MODES)}, phases: {list(PHASES)}."
     )
   if _WORKER.value:
     print(json.dumps(_worker(_MODELS.value[0], _MODES.value[0])), flush=True)

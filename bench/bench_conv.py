@@ -1,0 +1,98 @@
+"""The ceiling: GFLOP/s of the conditioners' 3x3 convolutions alone, per pass, dtype and memory layout.
+
+Usage, from the repository root:
+
+  python bench/bench_conv.py
+  python bench/bench_conv.py --dtypes=float32,bfloat16 --layouts=NHWC,NCHW --shapes=32x32x32,16x16x64
+
+For every (shape `HxWxC`, dtype, layout) a chain of `--depth` same-size convolutions runs forward, then forward
+and backward (input and kernel gradients); one JSON line each with the median GFLOP/s of `--timed_runs` runs
+(`2 * multiply-adds` per convolution, 3 convolutions' worth for forward+backward). The default shapes are the
+residual-block convolutions of the small model (scale 0: 32x32x32; scale 1 and the channel couplings:
+16x16x64, 16x16x32); cifar10 doubles their channels.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+_SHAPES = flags.DEFINE_list(
+  "shapes", ["32x32x32", "16x16x64", "32x32x64", "16x16x128"], "`HxWxC` feature maps."
+)
+_DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"], "Compute dtypes.")
+_LAYOUTS = flags.DEFINE_list("layouts", ["NHWC", "NCHW"], "Memory layouts.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per call.")
+_DEPTH = flags.DEFINE_integer("depth", 8, "Convolutions per chain.")
+_THREADS = flags.DEFINE_integer("threads", 2, "Intra-op threads.")
+_TIMED_RUNS = flags.DEFINE_integer(
+  "timed_runs", 5, "Timed runs after two warm-up runs; GFLOP/s uses the median."
+)
+
+
+def _median_seconds(function, argument, timed_runs):
+  for _ in range(2):
+    np.asarray(function(argument))
+  times = []
+  for _ in range(timed_runs):
+    start = time.perf_counter()
+    np.asarray(function(argument))
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def _measure(height, width, channels, dtype, layout):
+  batch_size, depth = _BATCH_SIZE.value, _DEPTH.value
+  shape = [batch_size, height, width, channels] if layout == "NHWC" else [batch_size, channels, height, width]
+  images = tf.cast(tf.random.stateless_normal(shape, seed=[1, 2]), dtype)
+  kernels = [
+    tf.Variable(tf.cast(tf.random.stateless_normal([3, 3, channels, channels], seed=[3, i]) * 0.05, dtype))
+    for i in range(depth)
+  ]
+
+  def chain(x):
+    for kernel in kernels:
+      x = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME", data_format=layout))
+    return x
+
+  @tf.function
+  def forward(x):
+    return tf.reduce_sum(tf.cast(chain(x), tf.float32))
+
+  @tf.function
+  def forward_backward(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      loss = tf.reduce_sum(tf.cast(chain(x), tf.float32))
+    input_gradient, *kernel_gradients = tape.gradient(loss, [x, *kernels])
+    return tf.reduce_sum(tf.cast(input_gradient, tf.float32)) + tf.add_n(
+      [tf.reduce_sum(tf.cast(g, tf.float32)) for g in kernel_gradients]
+    )
+
+  flops = 2 * batch_size * height * width * 9 * channels * channels * depth
+  result = dict(shape=f"{height}x{width}x{channels}", dtype=dtype, layout=layout, batch_size=batch_size)
+  for name, function, multiple in (("forward", forward, 1), ("forward_backward", forward_backward, 3)):
+    try:
+      seconds = _median_seconds(function, images, _TIMED_RUNS.value)
+      result[f"{name}_gflops"] = round(multiple * flops / seconds / 1e9, 1)
+    except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError) as error:
+      result[f"{name}_error"] = str(error).splitlines()[0][:200]
+  return result
+
+
+def main(argv):
+  del argv
+  tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value)
+  print(json.dumps(dict(load_average=round(os.getloadavg()[0], 2), threads=_THREADS.value)), flush=True)
+  for shape in _SHAPES.value:
+    height, width, channels = (int(size) for size in shape.split("x"))
+    for dtype in _DTYPES.value:
+      for layout in _LAYOUTS.value:
+        print(json.dumps(_measure(height, width, channels, dtype, layout)), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

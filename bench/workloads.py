@@ -1,0 +1,107 @@
+"""The benchmarked models, speed modes and phases, shared by `bench_flow.py` and `profile_flow.py` (no flags).
+
+```python
+workload = workloads.build("small", "bf16", batch_size=64)
+loss = workload.phases["train"](*workload.arguments["train"])
+```
+"""
+
+import dataclasses
+
+import tensorflow as tf
+
+from tfp_realnvp import networks, optimization
+from tfp_realnvp.flows import RealNVP
+
+__all__ = ["MODELS", "MODES", "PHASES", "REFERENCE", "Workload", "build", "configure"]
+
+PHASES = ("train", "log_prob", "sample")
+
+# Model shapes; `RealNVP(**MODELS[name])`.
+MODELS = {
+  "small": dict(event_shape=(32, 32, 3), num_scales=2, num_blocks=4, num_filters=32),
+  "cifar10": dict(event_shape=(32, 32, 3), num_scales=2, num_blocks=8, num_filters=64),  # the paper's
+  "tiny": dict(event_shape=(8, 8, 3), num_scales=2, num_blocks=1, num_filters=8),
+}
+
+# Speed modes: conditioner compute dtype, XLA, TensorFlow's automatic oneDNN bfloat16 rewrite, environment
+# (set before TensorFlow loads, so only in a fresh process), and an ablation that disables the fused batch norm
+# of the ResNet conditioners.
+MODES = {
+  "fp32": dict(),
+  "bf16": dict(compute_dtype="bfloat16"),
+  "fp32_xla": dict(jit_compile=True),
+  "bf16_xla": dict(compute_dtype="bfloat16", jit_compile=True),
+  "auto_bf16": dict(auto_bfloat16=True),
+  "fp32_no_onednn": dict(env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
+  "fp32_composite_bn": dict(composite_batch_norm=True),
+  "bf16_composite_bn": dict(compute_dtype="bfloat16", composite_batch_norm=True),
+}
+
+# chrischute/real-nvp (PyTorch) on a machine like this one, batch 64, 2 threads, fp32 (issue 7). Its
+# architecture is larger than ours at the same settings (it doubles the features of the channel couplings and
+# adds 1x1 skip convolutions: 2.51M and 19.57M parameters), so `gflop_per_image` (2 x multiply-adds of its
+# convolutions, counted from its code) gives the FLOP-normalized comparison.
+REFERENCE = {
+  "small": dict(train=35.6, log_prob=130.6, sample=118.8, peak_rss_gb=2.1, gflop_per_image=1.654),
+  "cifar10": dict(train=6.1, log_prob=20.0, sample=18.9, peak_rss_gb=6.7, gflop_per_image=12.913),
+}
+
+
+@dataclasses.dataclass
+class Workload:
+  """A flow, its optimizer, and each phase as a `tf.function` with the arguments to call it with."""
+
+  flow: RealNVP
+  optimizer: object
+  phases: dict
+  arguments: dict
+
+
+def configure(mode, threads, inter_op_threads=0):
+  """Process-wide settings of `mode`; call before building anything."""
+  settings = MODES[mode]
+  tf.config.threading.set_intra_op_parallelism_threads(threads)
+  if inter_op_threads:
+    tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
+  if settings.get("auto_bfloat16"):
+    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
+  if settings.get("composite_batch_norm"):
+    networks._FUSED_BATCH_NORM_DTYPES = ()  # ablation only: every batch norm takes the composite path
+
+
+def build(model, mode, batch_size):
+  """`model` in `mode` on a fixed batch of random pixels (uniform on `[0, 2**num_bits)`)."""
+  settings = MODES[mode]
+  flow = RealNVP(**MODELS[model], compute_dtype=settings.get("compute_dtype"))
+  optimizer = optimization.adam(1e-3)
+  optimizer.build(flow.trainable_variables)
+  pixels = tf.random.stateless_uniform(
+    [batch_size, *flow.event_shape], seed=[7, 11], maxval=2.0**flow.num_bits
+  )
+  jit_compile = settings.get("jit_compile", False)
+
+  @tf.function(jit_compile=jit_compile)
+  def train(images):
+    # The loss of `train_lib`: mean bits/dim plus the paper's L2 penalty; Adam clipping at global norm 100.
+    with tf.GradientTape() as tape:
+      bits_per_dim = tf.reduce_mean(flow.bits_per_dim(images, training=True))
+      loss = bits_per_dim + optimization.l2_penalty(flow.regularized_variables, 5e-5)
+    gradients = tape.gradient(loss, flow.trainable_variables)
+    optimizer.apply_gradients(zip(gradients, flow.trainable_variables))
+    return loss
+
+  @tf.function(jit_compile=jit_compile)
+  def log_prob(images):
+    return flow.log_prob(images)
+
+  @tf.function(jit_compile=jit_compile)
+  def sample():
+    return flow.sample(batch_size, seed=tf.constant([1, 2]))
+
+  return Workload(
+    flow=flow,
+    optimizer=optimizer,
+    phases={"train": train, "log_prob": log_prob, "sample": sample},
+    arguments={"train": (pixels,), "log_prob": (pixels,), "sample": ()},
+  )
