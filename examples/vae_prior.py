@@ -7,7 +7,7 @@ trained jointly with the encoder and decoder. The likelihood is a discretized lo
 levels, so both report log-likelihoods of the same discrete test images. Prints progress, then for both priors the
 negative ELBO and the importance-weighted negative log-likelihood (100 samples) on the 297 test digits, in nats
 per image and bits per pixel, and saves decoded samples from both priors. About a minute on 2 idle CPU cores
-(53 s measured; 94 s while other jobs loaded them).
+(53 s measured; 94-149 s while other jobs loaded them).
 """
 
 import argparse
