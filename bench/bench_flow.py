@@ -31,7 +31,7 @@ from absl import app, flags
 from flop_count import graph_flops
 from workloads import MODELS, MODES, PHASES, REFERENCE
 
-_MODELS = flags.DEFINE_list("models", ["small", "cifar10"], "Models: small, cifar10, tiny (for tests).")
+_MODELS = flags.DEFINE_list("models", ["small", "cifar10"], "Models: small, cifar10, digits, tiny (tests).")
 _MODES = flags.DEFINE_list(
   "modes", ["fp32", "bf16"], "Speed modes (see `workloads.MODES`); the first is the baseline."
 )

@@ -17,10 +17,11 @@ __all__ = ["MODELS", "MODES", "PHASES", "REFERENCE", "Workload", "build", "confi
 
 PHASES = ("train", "log_prob", "sample")
 
-# Model shapes; `RealNVP(**MODELS[name])`.
+# Model shapes; `RealNVP(**MODELS[name])`. `digits` is the preset of the bundled-digits training run.
 MODELS = {
   "small": dict(event_shape=(32, 32, 3), num_scales=2, num_blocks=4, num_filters=32),
   "cifar10": dict(event_shape=(32, 32, 3), num_scales=2, num_blocks=8, num_filters=64),  # the paper's
+  "digits": dict(event_shape=(8, 8, 1), num_scales=2, num_blocks=2, num_filters=32, num_bits=4, dropout=0.2),
   "tiny": dict(event_shape=(8, 8, 3), num_scales=2, num_blocks=1, num_filters=8),
 }
 

@@ -1,5 +1,7 @@
 """Speed paths keep the numbers: fused batch norm and bfloat16 conditioners (`compute_dtype`)."""
 
+import os
+
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
@@ -122,6 +124,17 @@ class ComputeDtypeTest(tf.test.TestCase, parameterized.TestCase):
     # Sampling inverts the same bfloat16 conditioners: encode(decode(z)) returns z to bfloat16 accuracy.
     z = tf.random.stateless_normal([4, 8, 8, 1], seed=[15, 16])
     self.assertAllClose(mixed.encode(mixed.decode(z)), z, atol=1e-3)
+
+  def test_checkpoints_move_between_float32_and_bfloat16_flows(self):
+    # The variables are float32 either way: train in bfloat16, evaluate or export in float32.
+    kwargs = dict(event_shape=(8, 8, 1), num_scales=1, num_blocks=1, num_filters=8, num_bits=4)
+    mixed = RealNVP(**kwargs, compute_dtype=tf.bfloat16)
+    _perturb(mixed, seed=4)
+    path = tf.train.Checkpoint(flow=mixed).save(os.path.join(self.get_temp_dir(), "ckpt"))
+    exact = RealNVP(**kwargs)
+    tf.train.Checkpoint(flow=exact).restore(path).assert_existing_objects_matched()
+    for restored, saved in zip(exact.variables, mixed.variables):
+      self.assertAllEqual(restored, saved)
 
   @parameterized.parameters("int32", "float8", tf.string)
   def test_bad_compute_dtype(self, compute_dtype):
