@@ -41,7 +41,9 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_is_a_tfp_distribution_with_the_event_shape(self):
     flow = small_image_flow()
-    self.assertIsInstance(flow, tfd.TransformedDistribution)
+    self.assertIsInstance(flow, tfd.Distribution)
+    # The class TFP's own `tfd.TransformedDistribution(...)` returns for bijectors that hold variables.
+    self.assertIsInstance(flow, type(tfd.TransformedDistribution(tfd.Normal(0.0, 1.0), flow.bijector)))
     self.assertEqual(flow.event_shape, [8, 8, 1])
     self.assertEqual(flow.batch_shape, [])
     self.assertEqual(flow.num_bits, 4)
@@ -77,6 +79,21 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     moved = [not np.allclose(b, v.numpy()) for b, v in zip(before, running)]
     # Every batch norm, in the flow and in every conditioner, has moved.
     self.assertTrue(all(moved), f"{sum(moved)} of {len(moved)} running averages moved")
+
+  def test_containers_see_every_variable(self):
+    flow = small_image_flow()
+
+    class Holder(tf.Module):
+
+      def __init__(self, flow):
+        super().__init__()
+        self.flow = flow
+
+    variables = {v.ref() for v in flow.trainable_variables}
+    self.assertGreater(len(variables), 100)
+    self.assertEqual({v.ref() for v in Holder(flow).trainable_variables}, variables)
+    joint = tfd.JointDistributionSequential([flow, lambda x: tfd.Normal(tf.reduce_mean(x), 1.0)])
+    self.assertEqual({v.ref() for v in joint.trainable_variables}, variables)
 
   def test_every_trainable_variable_gets_a_gradient(self):
     flow = small_image_flow(dropout=0.2)

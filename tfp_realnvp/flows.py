@@ -6,6 +6,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+# TFP turns every subclass of the public `tfd.TransformedDistribution` into a CompositeTensor, and containers
+# (`tf.Module`, joint distributions) flatten a CompositeTensor through its constructor arguments, so they would
+# list none of the flow's variables. `tfd.TransformedDistribution(...)` itself returns this class whenever its
+# parts hold variables; RealNVP subclasses it for the same reason.
+from tensorflow_probability.python.distributions.transformed_distribution import _TransformedDistribution
+
 from tfp_realnvp import networks
 from tfp_realnvp.bijectors import AffineCoupling, BatchNorm, FactorOut, LogitTransform, Squeeze
 
@@ -32,7 +38,7 @@ _IMAGE_ARGS = ("num_scales", "num_blocks", "num_filters", "num_bits")
 _VECTOR_ARGS = ("num_couplings", "hidden_units")
 
 
-class RealNVP(tfd.TransformedDistribution):
+class RealNVP(_TransformedDistribution):
   """RealNVP (Dinh et al., 2016): `log p(x) = log N(f(x); 0, I) + log|det df/dx|`.
 
   **Image events** `(H, W, C)`: the data are dequantized pixel values in `[0, 2**num_bits)`, and `f` is the
@@ -173,13 +179,6 @@ class RealNVP(tfd.TransformedDistribution):
   def regularized_variables(self):
     """The variables the paper's L2 penalty applies to: weight-norm scales and coupling tanh scales."""
     return tuple(v for v in self.trainable_variables if networks.is_regularized(v))
-
-  @property
-  def _type_spec(self):
-    # A RealNVP owns its variables; rebuilding it from a type spec would make new, untrained ones.
-    raise TypeError(
-        "RealNVP holds tf.Variables and cannot be passed through tf.function or tf.nest as a CompositeTensor; "
-        "capture it from the enclosing scope instead.")
 
   def _split_kwargs(self, kwargs):
     unknown = set(kwargs) - {"training"}
