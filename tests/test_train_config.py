@@ -37,7 +37,7 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
     ("image_size", dict(image_size=0), r"`image_size` must be a positive integer or None; got 0\."),
     ("learning_rate", dict(learning_rate=0.0), r"`learning_rate` must be > 0; got 0\.0\."),
     ("decay", dict(learning_rate_decay="linear"), r"`learning_rate_decay` must be one of cosine, constant"),
-    ("warmup", dict(warmup_steps=5000), r"`warmup_steps` must be < num_train_steps=3000; got 5000\."),
+    ("warmup", dict(warmup_steps=5000), r"`warmup_steps` must be < num_train_steps=2000; got 5000\."),
     ("temperatures", dict(sample_temperatures=()), r"`sample_temperatures` must be one or more positive"),
     ("model_overrides", dict(model_overrides=["dropout"]), r"`model_overrides` must be a dict"),
   )
@@ -95,12 +95,16 @@ class ReportingTest(tf.test.TestCase):
 
   def test_image_grid_places_images_row_by_row(self):
     images = np.stack([np.full([2, 3, 1], value, np.float32) for value in (0.0, 4.0, 8.0)])
-    grid = reporting.image_grid(images, num_bits=4, columns=2)
-    self.assertEqual(grid.shape, (4, 6, 1))
+    grid = reporting.image_grid(images, num_bits=4, columns=2, padding=1, padding_value=0.5)
+    self.assertEqual(grid.shape, (5, 7, 1))
     self.assertAllEqual(grid[:2, :3], np.zeros([2, 3, 1]))
-    self.assertAllEqual(grid[:2, 3:], np.full([2, 3, 1], 0.25))
-    self.assertAllEqual(grid[2:, :3], np.full([2, 3, 1], 0.5))
-    self.assertAllEqual(grid[2:, 3:], np.zeros([2, 3, 1]))  # the missing fourth image is black
+    self.assertAllEqual(grid[:2, 4:], np.full([2, 3, 1], 0.25))
+    self.assertAllEqual(grid[3:, :3], np.full([2, 3, 1], 0.5))
+    self.assertAllEqual(grid[3:, 4:], np.zeros([2, 3, 1]))  # the missing fourth image is black
+    self.assertAllEqual(grid[2, :], np.full([7, 1], 0.5))  # the padding between rows
+    self.assertAllEqual(grid[:, 3], np.full([5, 1], 0.5))  # and between columns
+    unpadded = reporting.image_grid(images, num_bits=4, columns=3, padding=0)
+    self.assertAllEqual(unpadded, np.concatenate(list(images / 16.0), axis=1))
 
   def test_png_and_summaries(self):
     grid = reporting.image_grid(np.random.default_rng(0).uniform(0, 16, [4, 8, 8, 1]), num_bits=4)
@@ -122,7 +126,7 @@ class ReportingTest(tf.test.TestCase):
     step, plugin, scalar = values["train/bits_per_dim"]
     self.assertEqual((step, plugin, float(scalar)), (3, "scalars", 1.5))
     step, plugin, image = values["samples/t"]
-    self.assertEqual((step, plugin, image[0], image[1]), (3, "images", b"64", b"8"))
+    self.assertEqual((step, plugin, image[0], image[1]), (3, "images", b"71", b"8"))
     decoded = tf.io.decode_png(image[2]).numpy()
     self.assertAllEqual(decoded, np.round(grid * 255).astype(np.uint8))
 

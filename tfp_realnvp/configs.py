@@ -32,11 +32,12 @@ class TrainConfig:
 
   # Model: `RealNVP.from_preset(preset or the dataset's preset, **model_overrides)`.
   preset: str | None = None
-  model_overrides: dict = dataclasses.field(default_factory=lambda: {"dropout": 0.2})
+  # Digits: dropout 0.4 in the conditioners (the preset has 0.2) is what keeps 1500 images from overfitting.
+  model_overrides: dict = dataclasses.field(default_factory=lambda: {"dropout": 0.4})
 
   # Optimization (paper: Adam 1e-3, L2 5e-5 on weight-norm and tanh scales, clip norm 100).
   batch_size: int = 64
-  num_train_steps: int = 3000
+  num_train_steps: int = 2000
   learning_rate: float = 1e-3
   warmup_steps: int = 100
   learning_rate_decay: str = "cosine"  # `cosine` to 0 at `num_train_steps`, or `constant`
@@ -52,7 +53,7 @@ class TrainConfig:
   # Loop.
   log_every_steps: int = 250
   checkpoint_every_steps: int = 500
-  eval_every_steps: int = 1000  # 0: evaluate only at the end
+  eval_every_steps: int = 500  # 0: evaluate only at the end
   max_checkpoints_to_keep: int = 3
 
   # Output.

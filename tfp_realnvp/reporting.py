@@ -64,16 +64,25 @@ def _format(key, value):
   return str(value)
 
 
-def image_grid(images, num_bits, columns=8):
-  """Tiles `images` `[N, H, W, C]` (pixel values in `[0, 2**num_bits)`) into one `[rows*H, columns*W, C]`
-  float array in `[0, 1]`; missing tiles are black."""
+def image_grid(images, num_bits, columns=8, padding=1, padding_value=0.5):
+  """Tiles `images` `[N, H, W, C]` (pixel values in `[0, 2**num_bits)`) into one float array in `[0, 1]`.
+
+  Tiles are separated by `padding` pixels of `padding_value` (grey: digits touch the edges of their 8x8
+  frame) and filled row by row; missing tiles are black. The result has shape
+  `[rows * (H + padding) - padding, columns * (W + padding) - padding, C]`.
+  """
   images = np.clip(np.asarray(images, np.float32) / 2**num_bits, 0.0, 1.0)
   count, height, width, channels = images.shape
   rows = -(-count // columns)
-  grid = np.zeros([rows * height, columns * width, channels], np.float32)
-  for index, image in enumerate(images):
+  grid = np.full(
+    [rows * (height + padding) - padding, columns * (width + padding) - padding, channels],
+    padding_value,
+    np.float32,
+  )
+  for index in range(rows * columns):
     row, column = divmod(index, columns)
-    grid[row * height : (row + 1) * height, column * width : (column + 1) * width] = image
+    top, left = row * (height + padding), column * (width + padding)
+    grid[top : top + height, left : left + width] = images[index] if index < count else 0.0
   return grid
 
 

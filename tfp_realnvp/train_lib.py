@@ -76,8 +76,12 @@ class Trainer:
     self._eval_functions = {}  # by dataset element spec: one trace serves full and partial batches
 
   def _train_step(self, batch):
-    # The forward pass moves the batch-norm running averages; a skipped step puts them back.
-    saved_averages = [tf.identity(variable) for variable in self._running_averages]
+    # The forward pass moves the batch-norm running averages; a skipped step puts them back. Every replica
+    # holds the same averages (batch moments are pooled), so the first local copy is saved without a reduce.
+    saved_averages = [
+      tf.identity(self.strategy.experimental_local_results(variable)[0])
+      for variable in self._running_averages
+    ]
     gradients, bits_per_dim, is_finite = self.strategy.run(self._replica_gradients, args=(batch,))
     # All-reduced, so every replica and worker holds the same value and takes the same branch.
     is_finite = self.strategy.experimental_local_results(is_finite)[0]
@@ -141,7 +145,7 @@ class Trainer:
     return all(bool(tf.reduce_all(tf.math.is_finite(variable))) for variable in self.flow.variables)
 
   def sample_grid(self, temperature, num_samples):
-    """`[rows*H, 8*W, C]` grid in `[0, 1]` of `num_samples` samples drawn with `SAMPLE_SEED`."""
+    """A `reporting.image_grid` of `num_samples` samples at `temperature`, drawn with `SAMPLE_SEED`."""
     seed = tf.constant(SAMPLE_SEED, tf.int32)
     images = self.flow.sample(num_samples, seed=seed, temperature=temperature)
     return reporting.image_grid(images.numpy(), self.flow.num_bits)
@@ -205,36 +209,41 @@ def train_and_evaluate(config, workdir):
       else tf.summary.create_noop_writer()
     )
     _train(trainer, config, spec, manager, writer, reporter, eval_dataset, start_step)
-    test_bits_per_dim, num_examples = trainer.evaluate(eval_dataset)
-    step = int(trainer.step.numpy())
-    reporter.log("test", step=step, bits_per_dim=test_bits_per_dim, examples=num_examples)
-    metrics = {
-      "dataset": config.dataset,
-      "split": spec.eval_split,
-      "step": step,
-      "test_bits_per_dim": test_bits_per_dim,
-      "num_test_examples": num_examples,
-    }
-    grids = {
-      f"temperature {temperature}": trainer.sample_grid(temperature, config.num_samples)
-      for temperature in config.sample_temperatures
-    }
-    with writer.as_default():
-      reporting.summary_scalar("eval/bits_per_dim", test_bits_per_dim, step)
-      for title, grid in grids.items():
-        reporting.summary_image(f"samples/{title.replace(' ', '_')}", grid, step)
-    writer.flush()
-    if is_chief:
-      _write_text(os.path.join(workdir, "metrics.json"), json.dumps(metrics, indent=2) + "\n")
-      with tf.io.gfile.GFile(os.path.join(workdir, "samples.png"), "wb") as file:
-        file.write(reporting.sample_grids_png(grids))
-      reporter.log(
-        "wrote", metrics=os.path.join(workdir, "metrics.json"), samples=os.path.join(workdir, "samples.png")
-      )
+    metrics = _evaluate_and_report(trainer, config, spec, eval_dataset, writer, reporter, workdir, is_chief)
   finally:
     if scratch_dir:
       shutil.rmtree(scratch_dir, ignore_errors=True)
-  return TrainResult(flow=trainer.flow, step=step, metrics=metrics)
+  return TrainResult(flow=trainer.flow, step=metrics["step"], metrics=metrics)
+
+
+def _evaluate_and_report(trainer, config, spec, eval_dataset, writer, reporter, workdir, is_chief):
+  """The test bits/dim over the whole eval split and the sample grids: logged, summarized and (chief) saved."""
+  test_bits_per_dim, num_examples = trainer.evaluate(eval_dataset)
+  step = int(trainer.step.numpy())
+  reporter.log("test", step=step, bits_per_dim=test_bits_per_dim, examples=num_examples)
+  metrics = {
+    "dataset": config.dataset,
+    "split": spec.eval_split,
+    "step": step,
+    "test_bits_per_dim": test_bits_per_dim,
+    "num_test_examples": num_examples,
+  }
+  grids = {
+    f"temperature {temperature}": trainer.sample_grid(temperature, config.num_samples)
+    for temperature in config.sample_temperatures
+  }
+  with writer.as_default():
+    reporting.summary_scalar("eval/bits_per_dim", test_bits_per_dim, step)
+    for title, grid in grids.items():
+      reporting.summary_image(f"samples/{title.replace(' ', '_')}", grid, step)
+  writer.flush()
+  if is_chief:
+    metrics_path, samples_path = os.path.join(workdir, "metrics.json"), os.path.join(workdir, "samples.png")
+    _write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    with tf.io.gfile.GFile(samples_path, "wb") as file:
+      file.write(reporting.sample_grids_png(grids))
+    reporter.log("wrote", metrics=metrics_path, samples=samples_path)
+  return metrics
 
 
 def _train(trainer, config, spec, manager, writer, reporter, eval_dataset, start_step):
