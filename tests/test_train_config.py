@@ -37,7 +37,6 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
     ("image_size", dict(image_size=0), r"`image_size` must be a positive integer or None; got 0\."),
     ("learning_rate", dict(learning_rate=0.0), r"`learning_rate` must be > 0; got 0\.0\."),
     ("decay", dict(learning_rate_decay="linear"), r"`learning_rate_decay` must be one of cosine, constant"),
-    ("warmup", dict(warmup_steps=5000), r"`warmup_steps` must be < num_train_steps=2000; got 5000\."),
     ("temperatures", dict(sample_temperatures=()), r"`sample_temperatures` must be one or more positive"),
     ("model_overrides", dict(model_overrides=["dropout"]), r"`model_overrides` must be a dict"),
   )
@@ -51,6 +50,10 @@ class OptimizationTest(tf.test.TestCase):
     schedule = optimization.learning_rate_schedule(1e-3, 1000, warmup_steps=100, decay="cosine")
     rates = [float(schedule(step)) for step in (0, 50, 100, 550, 1000)]
     self.assertAllClose(rates, [0.0, 5e-4, 1e-3, 5e-4, 0.0], atol=1e-9)
+
+  def test_warmup_longer_than_the_run_only_warms_up(self):
+    schedule = optimization.learning_rate_schedule(1e-3, 40, warmup_steps=100, decay="cosine")
+    self.assertAllClose([float(schedule(step)) for step in (0, 20, 40)], [0.0, 2e-4, 4e-4])
 
   def test_constant(self):
     self.assertEqual(optimization.learning_rate_schedule(1e-3, 1000), 1e-3)

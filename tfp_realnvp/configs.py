@@ -103,12 +103,6 @@ class TrainConfig:
       self.learning_rate_decay,
     )
     _check(
-      self.warmup_steps < self.num_train_steps or self.warmup_steps == 0,
-      "warmup_steps",
-      f"< num_train_steps={self.num_train_steps}",
-      self.warmup_steps,
-    )
-    _check(
       len(self.sample_temperatures) >= 1 and all(t > 0 for t in self.sample_temperatures),
       "sample_temperatures",
       "one or more positive numbers",
