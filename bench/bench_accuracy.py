@@ -2,11 +2,11 @@
 
 Usage, from the repository root:
 
-  python bench/bench_accuracy.py                       # fp32:0, bf16:0 and fp32:1 (mode:init seed), 1000 steps
-  python bench/bench_accuracy.py --runs=fp32:0,bf16:0 --num_train_steps=3000
+  python bench/bench_accuracy.py                       # fp32:0, bf16:0 and fp32:1 (mode:init seed)
+  python bench/bench_accuracy.py --runs=fp32:0,bf16:0 --num_train_steps=1000
 
-Every run (mode, init seed) trains the digits headline config (`configs.get_config()`, with `num_train_steps`
-overridden) through `train_lib.train_and_evaluate`, in a fresh subprocess with the global TensorFlow seed set,
+Every run (mode, init seed) trains the digits headline config (`configs.get_config()`, its `num_train_steps`
+unless overridden, evaluating only at the end) through `train_lib.train_and_evaluate`, in a fresh subprocess with the global TensorFlow seed set,
 so two modes with the same init seed start from the same weights and see the same batches: they differ only
 by arithmetic. One JSON line per run, then a summary with each run's test bits/dim minus the first run's. The
 default's fp32 run with a second init seed shows how far two fp32 runs land apart: the yardstick for a mode's
@@ -29,7 +29,9 @@ _RUNS = flags.DEFINE_list(
   "`mode:init_seed` runs; the first is the baseline. Modes: see MODES; the init seed is "
   "the global TensorFlow seed (weight initialization).",
 )
-_NUM_TRAIN_STEPS = flags.DEFINE_integer("num_train_steps", 1000, "Training steps of every run.")
+_NUM_TRAIN_STEPS = flags.DEFINE_integer(
+  "num_train_steps", None, "Training steps of every run (default: the config's)."
+)
 _THREADS = flags.DEFINE_integer("threads", 2, "Intra-op threads.")
 _TIMEOUT = flags.DEFINE_integer("timeout", 3600, "Seconds allowed to each run.")
 _WORKER = flags.DEFINE_string("worker", None, "Internal: `mode:seed` to run in this process.")
@@ -49,12 +51,13 @@ def _worker(mode, seed):
   tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value)
   tf.random.set_seed(seed)
   config = configs.get_config()
+  num_train_steps = _NUM_TRAIN_STEPS.value or config.num_train_steps
   config = dataclasses.replace(
     config,
-    num_train_steps=_NUM_TRAIN_STEPS.value,
+    num_train_steps=num_train_steps,
     eval_every_steps=0,
-    checkpoint_every_steps=_NUM_TRAIN_STEPS.value,
-    log_every_steps=_NUM_TRAIN_STEPS.value,
+    checkpoint_every_steps=num_train_steps,
+    log_every_steps=num_train_steps,
     model_overrides={**config.model_overrides, **MODES[mode]},
   )
   start = time.perf_counter()
@@ -77,9 +80,8 @@ def _run_in_subprocess(mode, seed):
     sys.executable,
     os.path.abspath(__file__),
     f"--worker={mode}:{seed}",
-    f"--num_train_steps={_NUM_TRAIN_STEPS.value}",
     f"--threads={_THREADS.value}",
-  ]
+  ] + ([f"--num_train_steps={_NUM_TRAIN_STEPS.value}"] if _NUM_TRAIN_STEPS.value else [])
   environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   try:
     completed = subprocess.run(

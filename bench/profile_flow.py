@@ -41,6 +41,8 @@ _STAGES = (
   ("batch_norm", lambda kind, name: "BatchNorm" in kind or "batch_norm" in name or "/norm_" in name),
   ("optimizer", lambda kind, name: "Adam" in name or "clip" in name.lower() or "global_norm" in name),
   ("relu", lambda kind, name: kind.startswith("Relu")),
+  ("weight_norm", lambda kind, name: "l2_normalize" in name),
+  ("casts", lambda kind, name: kind == "Cast"),
 )
 
 
