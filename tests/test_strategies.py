@@ -94,18 +94,14 @@ class DistributedTrainingTest(tf.test.TestCase):
     )
     with open(out_path) as file:
       report = json.load(file)
-    for optimizer in ("sgd", "adam"):
-      result = report[optimizer]
-      self.assertEqual(result["replicas"], [1, 2])
-      # Same global batches, so the same losses: batch norm pools the moments of both replicas.
-      self.assertLess(result["loss_difference"], 1e-5, optimizer)
-      self.assertLess(result["running_average_difference"], 1e-4, optimizer)
-    # SGD is linear in the gradient: a loss not averaged over the global batch would be off by 2x here.
-    self.assertGreater(report["sgd"]["weight_change"], 1e-2)
-    self.assertLess(report["sgd"]["weight_difference"], 1e-5)
-    # Adam turns round-off in near-zero gradients (conv biases before batch norm have exactly zero gradient)
-    # into steps of up to `learning_rate`; anything beyond that would be a real difference.
-    self.assertLess(report["adam"]["weight_difference"], 1e-3)
+    self.assertEqual(report["replicas"], [1, 2])
+    # Same global batches, so the same losses: batch norm pools the moments of both replicas.
+    self.assertLess(report["loss_difference"], 1e-5)
+    # Trained (SGD is linear in the gradient: a loss not averaged over the global batch would be off by 2x)...
+    self.assertGreater(report["weight_change"], 1e-2)
+    # ... to the same weights and running averages.
+    self.assertLess(report["weight_difference"], 1e-5)
+    self.assertLess(report["running_average_difference"], 1e-5)
     keras_loss = report["keras_mirrored_loss"]
     self.assertLess(keras_loss[-1], keras_loss[0])
 
