@@ -7,8 +7,10 @@ Usage, from the repository root:
 Traces and warms up the phase as `bench_flow.py` does, records `--steps` steps with `tf.profiler`, and prints
 one JSON line: milliseconds per step by op type (`_MklNative*` are oneDNN kernels) and by stage (conditioner
 convolutions forward/backward, batch norms, optimizer, the rest), with each one's share of the op time.
-`op_ms_per_step` sums the op times of every thread, so it is about `--threads` times the step's wall time when
-the cores are busy. Under load the shares stay meaningful while the milliseconds grow.
+With `--inter_op_threads=1` (the default here) ops run one at a time, so `op_ms_per_step` is about the step's
+wall time and the shares are shares of it; with TensorFlow's default, independent ops (the two backward passes
+of a convolution) overlap and their times count twice. Under load the shares stay meaningful while the
+milliseconds grow.
 """
 
 import collections
@@ -30,6 +32,9 @@ _MODE = flags.DEFINE_enum("mode", "fp32", [m for m in MODES if not MODES[m].get(
 _PHASE = flags.DEFINE_enum("phase", "train", list(PHASES), "Phase to profile.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per step.")
 _THREADS = flags.DEFINE_integer("threads", 2, "Intra-op threads.")
+_INTER_OP_THREADS = flags.DEFINE_integer(
+  "inter_op_threads", 1, "Inter-op threads; 1 (the default here) runs one op at a time, so op times add up."
+)
 _STEPS = flags.DEFINE_integer("steps", 2, "Profiled steps, after two warm-up steps.")
 _TOP = flags.DEFINE_integer("top", 20, "Op types listed.")
 
@@ -67,7 +72,7 @@ def _op_times(trace_dir):
 
 def main(argv):
   del argv
-  workloads.configure(_MODE.value, _THREADS.value)
+  workloads.configure(_MODE.value, _THREADS.value, _INTER_OP_THREADS.value)
   workload = workloads.build(_MODEL.value, _MODE.value, _BATCH_SIZE.value)
   step, arguments = workload.phases[_PHASE.value], workload.arguments[_PHASE.value]
   for _ in range(2):
