@@ -120,7 +120,10 @@ def worker(index, port0, port1, workdir, out_path):
   from tfp_realnvp import train_lib
 
   config = tiny_config(
-    strategy="multi_worker_mirrored", num_train_steps=3, model_overrides={**TINY_MODEL, "dropout": 0.2}
+    strategy="multi_worker_mirrored",
+    num_train_steps=3,
+    checkpoint_every_steps=3,
+    model_overrides={**TINY_MODEL, "dropout": 0.2},
   )
   result = train_lib.train_and_evaluate(config, workdir)
   np.savez(

@@ -74,6 +74,7 @@ class Trainer:
     self._running_averages = [variable for variable in self.flow.variables if not variable.trainable]
     self.train_step = tf.function(self._train_step)
     self._eval_functions = {}  # by dataset element spec: one trace serves full and partial batches
+    self._sample_functions = {}  # by number of samples
 
   def _train_step(self, batch):
     # The forward pass moves the batch-norm running averages; a skipped step puts them back. Every replica
@@ -141,14 +142,31 @@ class Trainer:
     return total / count, int(count)
 
   def variables_are_finite(self):
-    """Whether every variable of the flow (weights and running averages) is finite."""
-    return all(bool(tf.reduce_all(tf.math.is_finite(variable))) for variable in self.flow.variables)
+    """Whether every variable of the flow (weights and running averages) is finite on this worker."""
+    # Local copies: reading a running average across replicas would be a collective per variable.
+    return all(
+      bool(tf.reduce_all(tf.math.is_finite(copy)))
+      for variable in self.flow.variables
+      for copy in self.strategy.experimental_local_results(variable)
+    )
 
   def sample_grid(self, temperature, num_samples):
     """A `reporting.image_grid` of `num_samples` samples at `temperature`, drawn with `SAMPLE_SEED`."""
-    seed = tf.constant(SAMPLE_SEED, tf.int32)
-    images = self.flow.sample(num_samples, seed=seed, temperature=temperature)
+    if num_samples not in self._sample_functions:
+      self._sample_functions[num_samples] = tf.function(
+        functools.partial(self._samples, num_samples), input_signature=[tf.TensorSpec([], tf.float32)]
+      )
+    images = self._sample_functions[num_samples](tf.constant(temperature, tf.float32))
     return reporting.image_grid(images.numpy(), self.flow.num_bits)
+
+  def _samples(self, num_samples, temperature):
+    # In replica context every replica reads its own running averages; across replicas each read would be a
+    # collective. Every replica draws the same samples (same seed); the first replica's are returned.
+    seed = tf.constant(SAMPLE_SEED, tf.int32)
+    samples = self.strategy.run(
+      lambda: self.flow.sample(num_samples, seed=seed, temperature=temperature),
+    )
+    return self.strategy.experimental_local_results(samples)[0]
 
 
 def train_and_evaluate(config, workdir):
