@@ -82,7 +82,7 @@ class GetStrategyTest(tf.test.TestCase):
       strategies.configure_cpu_devices(0)
 
 
-class DistributedTrainingTest(tf.test.TestCase):
+class MirroredTrainingTest(tf.test.TestCase):
   def test_mirrored_on_two_cpus_matches_one_device(self):
     out_path = os.path.join(self.get_temp_dir(), "mirrored.json")
     subprocess.run(
@@ -104,6 +104,10 @@ class DistributedTrainingTest(tf.test.TestCase):
     self.assertLess(report["running_average_difference"], 1e-5)
     keras_loss = report["keras_mirrored_loss"]
     self.assertLess(keras_loss[-1], keras_loss[0])
+
+
+class MultiWorkerTrainingTest(tf.test.TestCase):
+  """Its own class, so that pytest-xdist's `--dist loadscope` can run it beside the mirrored test."""
 
   def test_two_workers_on_localhost_end_with_identical_weights(self):
     workdir = os.path.join(self.get_temp_dir(), "workdir")
