@@ -22,6 +22,7 @@ setuptools.setup(
         "pillow",  # image decoding in tfds and PNG output
         "scikit-learn",  # ships the bundled 8x8 digits and two moons
         "matplotlib",
+        "tensorboard==2.21.*",  # the Keras TensorBoard callback (FlowModel.fit) needs it
     ],
     extras_require={
         # The gRPC client test builds real PredictRequests, so the tests need the serving API too.

@@ -7,6 +7,7 @@ Public names are imported lazily so that `import tfp_realnvp` stays cheap and ea
 import importlib
 
 _PUBLIC_NAMES = {
+    "FlowModel": "tfp_realnvp.keras_model",
     "RealNVP": "tfp_realnvp.flows",
     "export_saved_model": "tfp_realnvp.export_lib",
     "load_distribution": "tfp_realnvp.export_lib",
