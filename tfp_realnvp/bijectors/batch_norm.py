@@ -1,17 +1,14 @@
 """Batch normalization as a flow layer (RealNVP, eqs. 17-18), with the mode chosen at call time."""
 
 import tensorflow as tf
-import tensorflow_probability as tfp
-from tensorflow_probability.python.internal import cache_util
 
+from tfp_realnvp.bijectors.joint_log_det import JointLogDetBijector
 from tfp_realnvp.moments import moments_for_mode, moving_average_variable
 
 __all__ = ["BatchNorm"]
 
-tfb = tfp.bijectors
 
-
-class BatchNorm(tfb.Bijector):
+class BatchNorm(JointLogDetBijector):
   """`y = (x - mean) / sqrt(var + epsilon) * exp(log_scale) + shift`, per feature (the last axis).
 
   `log|det dy/dx| = sum_features(log_scale - 0.5 * log(var + epsilon))` for each position; on an image event
@@ -24,10 +21,6 @@ class BatchNorm(tfb.Bijector):
   construction, the same object serves training and evaluation. The inverse always uses the running
   averages: the batch statistics of the unknown `x` do not exist there.
   """
-
-  # The transform and its log-det share one set of batch moments, and the running averages move once.
-  _cache = cache_util.BijectorCacheWithGreedyAttrs(
-      forward_name="_augmented_forward", inverse_name="_augmented_inverse")
 
   def __init__(self, num_features, momentum=0.99, epsilon=1e-4, validate_args=False, dtype=tf.float32,
                name="batch_norm"):
@@ -68,15 +61,3 @@ class BatchNorm(tfb.Bijector):
     x = (y - self.shift) * tf.exp(-self.log_scale) * tf.sqrt(variance + self._epsilon) + mean
     ildj = -self._log_det_per_position(variance, y)
     return x, {"ildj": ildj, "fldj": -ildj}
-
-  def _forward(self, x, training=False):
-    return self._augmented_forward(x, training)[0]
-
-  def _inverse(self, y, training=False):
-    return self._augmented_inverse(y, training)[0]
-
-  def _forward_log_det_jacobian(self, x, training=False):
-    return self._augmented_forward(x, training)[1]["fldj"]
-
-  def _inverse_log_det_jacobian(self, y, training=False):
-    return self._augmented_inverse(y, training)[1]["ildj"]

@@ -5,17 +5,14 @@ import inspect
 import types
 
 import tensorflow as tf
-import tensorflow_probability as tfp
-from tensorflow_probability.python.internal import cache_util
 
+from tfp_realnvp.bijectors.joint_log_det import JointLogDetBijector
 from tfp_realnvp.bijectors.masks import make_mask
 
 __all__ = ["AffineCoupling"]
 
-tfb = tfp.bijectors
 
-
-class AffineCoupling(tfb.Bijector):
+class AffineCoupling(JointLogDetBijector):
   """Masked affine coupling `y = b*x + (1-b)*(x*exp(log_scale) + shift)`.
 
   `(shift, raw) = conditioner(b*x)` and `log_scale = tanh_scale * tanh(raw)`, with a learned per-channel
@@ -45,10 +42,6 @@ class AffineCoupling(tfb.Bijector):
   [1]: Laurent Dinh, Jascha Sohl-Dickstein and Samy Bengio. Density estimation using Real NVP. In
        _International Conference on Learning Representations_, 2017. https://arxiv.org/abs/1605.08803
   """
-
-  # The transform and its log-det come from one conditioner call; this cache stores both at once.
-  _cache = cache_util.BijectorCacheWithGreedyAttrs(
-      forward_name="_augmented_forward", inverse_name="_augmented_inverse")
 
   def __init__(self, conditioner, event_shape, mask_type, parity=0, validate_args=False, dtype=tf.float32,
                name="affine_coupling"):
@@ -119,17 +112,9 @@ class AffineCoupling(tfb.Bijector):
     ildj = -self._event_sum(log_scale)
     return (y - shift) * tf.exp(-log_scale), {"ildj": ildj, "fldj": -ildj}
 
-  def _forward(self, x, training=False):
-    return self._augmented_forward(x, training)[0]
 
-  def _inverse(self, y, training=False):
-    return self._augmented_inverse(y, training)[0]
 
-  def _forward_log_det_jacobian(self, x, training=False):
-    return self._augmented_forward(x, training)[1]["fldj"]
 
-  def _inverse_log_det_jacobian(self, y, training=False):
-    return self._augmented_inverse(y, training)[1]["ildj"]
 
 
 def _check_conditioner(conditioner):

@@ -2,14 +2,15 @@
 
 import tensorflow as tf
 import tensorflow_probability as tfp
-from tensorflow_probability.python.internal import cache_util
+
+from tfp_realnvp.bijectors.joint_log_det import JointLogDetBijector
 
 __all__ = ["FactorOut"]
 
 tfb = tfp.bijectors
 
 
-class FactorOut(tfb.Bijector):
+class FactorOut(JointLogDetBijector):
   """`y = concat([x_out, inner(x_in)], axis=-1)` with `[x_out, x_in] = split(x, 2, axis=-1)`.
 
   The first half of the channels is factored out (RealNVP eqs. 13-16): it is final, and only the second half
@@ -17,9 +18,6 @@ class FactorOut(tfb.Bijector):
   inverse of its squeeze). `log|det J| = log|det J_inner(x_in)|`. Keyword arguments (e.g. `training` routing
   for a `tfb.Chain` inside) are passed to `inner` as they are.
   """
-
-  _cache = cache_util.BijectorCacheWithGreedyAttrs(
-      forward_name="_augmented_forward", inverse_name="_augmented_inverse")
 
   def __init__(self, inner, event_ndims=3, validate_args=False, name="factor_out"):
     parameters = dict(locals())
@@ -49,15 +47,3 @@ class FactorOut(tfb.Bijector):
     x_in = self._inner.inverse(y_in, **kwargs)
     ildj = self._inner.inverse_log_det_jacobian(y_in, event_ndims=self.forward_min_event_ndims, **kwargs)
     return tf.concat([y_out, x_in], axis=-1), {"ildj": ildj, "fldj": -ildj}
-
-  def _forward(self, x, **kwargs):
-    return self._augmented_forward(x, **kwargs)[0]
-
-  def _inverse(self, y, **kwargs):
-    return self._augmented_inverse(y, **kwargs)[0]
-
-  def _forward_log_det_jacobian(self, x, **kwargs):
-    return self._augmented_forward(x, **kwargs)[1]["fldj"]
-
-  def _inverse_log_det_jacobian(self, y, **kwargs):
-    return self._augmented_inverse(y, **kwargs)[1]["ildj"]
