@@ -11,7 +11,7 @@ import dataclasses
 import tensorflow as tf
 
 from tfp_realnvp import networks, optimization
-from tfp_realnvp.flows import RealNVP
+from tfp_realnvp.flows import PRESETS, RealNVP
 
 __all__ = ["MODELS", "MODES", "PHASES", "REFERENCE", "Workload", "build", "configure"]
 
@@ -21,7 +21,7 @@ PHASES = ("train", "log_prob", "sample")
 MODELS = {
   "small": dict(event_shape=(32, 32, 3), num_scales=2, num_blocks=4, num_filters=32),
   "cifar10": dict(event_shape=(32, 32, 3), num_scales=2, num_blocks=8, num_filters=64),  # the paper's
-  "digits": dict(event_shape=(8, 8, 1), num_scales=2, num_blocks=2, num_filters=32, num_bits=4, dropout=0.2),
+  "digits": PRESETS["digits"],
   "tiny": dict(event_shape=(8, 8, 3), num_scales=2, num_blocks=1, num_filters=8),
 }
 
@@ -35,6 +35,7 @@ MODES = {
   "bf16_xla": dict(compute_dtype="bfloat16", jit_compile=True),
   "auto_bf16": dict(auto_bfloat16=True),
   "fp32_no_onednn": dict(env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
+  "fp32_onednn_bf16_math": dict(env={"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"}),
   "fp32_composite_bn": dict(composite_batch_norm=True),
   "bf16_composite_bn": dict(compute_dtype="bfloat16", composite_batch_norm=True),
 }
