@@ -13,7 +13,7 @@ every mode's ratio to the first mode of its model and to the reference PyTorch f
 Fields: `images_per_s`; `trace_s` (Python tracing of the `tf.function`); `first_call_s` (graph optimization
 or XLA compilation plus one step); `gflop_per_image` (TensorFlow's profiler on the traced graph) and `gflops`
 achieved; `cpu_per_wall` (process CPU seconds per wall second while timed: about `--threads` when the cores
-were ours, less when other processes took them); `peak_rss_train_mb` (after the train phase, which runs
+were ours, less when other processes took them); `peak_rss_train_mb` (MiB, after the train phase, which runs
 first) and `peak_rss_mb` (at the end); `load_average` (1-minute, before the run).
 """
 
@@ -148,8 +148,9 @@ def _summary(results):
         reference_gflops = reference[phase] * reference["gflop_per_image"] * (3 if phase == "train" else 1)
         entry[f"{phase}_gflops_vs_reference"] = round(result[phase]["gflops"] / reference_gflops, 2)
     if "peak_rss_gb" in reference and "peak_rss_train_mb" in result:
+      # MiB to GB (10^9 bytes): if the reference's GB were GiB, our ratio would be 6% lower.
       entry["peak_rss_train_vs_reference"] = round(
-        result["peak_rss_train_mb"] / 1024 / reference["peak_rss_gb"], 2
+        result["peak_rss_train_mb"] * 2**20 / 1e9 / reference["peak_rss_gb"], 2
       )
     summary[f"{model}/{mode}"] = entry
   return summary
