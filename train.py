@@ -4,6 +4,7 @@ r"""Trains a RealNVP flow and reports its test bits/dim: a thin command line ove
   python train.py --dataset=cifar10 --data_dir=~/tensorflow_datasets --workdir=runs/cifar10
   python train.py --strategy=mirrored --num_cpu_devices=2 --workdir=runs/digits_mirrored
   python train.py --model=num_blocks=4 --model=dropout=0.3 --num_train_steps=5000
+  python train.py --dataset=cifar10 --compute_dtype=bfloat16        # mixed precision on AVX512-BF16 CPUs
 
 Flags left unset take the dataset's default config (`configs.get_config`). Rerunning a command resumes from
 the latest checkpoint in its workdir. A setting that cannot work prints one `error:` line and exits with 2.
@@ -34,6 +35,15 @@ flags.DEFINE_integer("warmup_steps", None, "Linear learning-rate warm-up steps "
 flags.DEFINE_string("learning_rate_decay", None, "`cosine` or `constant` " + _DEFAULT)
 flags.DEFINE_float("l2_coefficient", None, "L2 on weight-norm and tanh scales " + _DEFAULT)
 flags.DEFINE_float("clip_global_norm", None, "Gradient clipping by global norm " + _DEFAULT)
+flags.DEFINE_enum(
+  "compute_dtype",
+  None,
+  ["float32", "bfloat16", "float16"],
+  "Conditioner arithmetic: bfloat16 is 1.5-1.9x faster on 32x32 images on CPUs with AVX512-BF16 "
+  "(bench/README.md); "
+  "float16 for GPUs, with dynamic loss scaling " + _DEFAULT,
+)
+flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA (slower on CPUs) " + _DEFAULT)
 flags.DEFINE_string("strategy", None, "default | one_device | mirrored | multi_worker_mirrored | tpu.")
 flags.DEFINE_integer("num_cpu_devices", None, "Split the CPU into this many logical devices (for mirrored).")
 flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu.")
@@ -60,6 +70,8 @@ _CONFIG_FLAGS = {
     "learning_rate_decay",
     "l2_coefficient",
     "clip_global_norm",
+    "compute_dtype",
+    "jit_compile",
     "strategy",
     "num_cpu_devices",
     "log_every_steps",

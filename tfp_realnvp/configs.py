@@ -13,6 +13,9 @@ import json
 __all__ = ["ConfigError", "TrainConfig", "from_json", "get_config", "to_json"]
 
 
+COMPUTE_DTYPES = (None, "float32", "bfloat16", "float16")
+
+
 class ConfigError(ValueError):
   """A configuration value that cannot work; its message is one line naming the setting."""
 
@@ -34,6 +37,11 @@ class TrainConfig:
   preset: str | None = None
   # Keyword arguments that override the preset's (the digits preset already has its measured dropout, 0.4).
   model_overrides: dict = dataclasses.field(default_factory=dict)
+
+  # Speed (see bench/README.md): the conditioners' compute dtype, `float32` (None), `bfloat16` (CPUs with
+  # AVX512-BF16 or AMX, TPUs) or `float16` (GPUs, with dynamic loss scaling); XLA for the train step.
+  compute_dtype: str | None = None
+  jit_compile: bool = False
 
   # Optimization (paper: Adam 1e-3, L2 5e-5 on weight-norm and tanh scales, clip norm 100).
   batch_size: int = 64
@@ -108,6 +116,13 @@ class TrainConfig:
       "one or more positive numbers",
       self.sample_temperatures,
     )
+    _check(
+      self.compute_dtype in COMPUTE_DTYPES,
+      "compute_dtype",
+      f"one of {', '.join(str(d) for d in COMPUTE_DTYPES)}",
+      self.compute_dtype,
+    )
+    _check(isinstance(self.jit_compile, bool), "jit_compile", "True or False", self.jit_compile)
     _check(isinstance(self.model_overrides, dict), "model_overrides", "a dict", self.model_overrides)
 
 

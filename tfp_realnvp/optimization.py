@@ -11,7 +11,7 @@ import math
 import tensorflow as tf
 import tf_keras as tfk
 
-__all__ = ["WarmupCosineDecay", "adam", "l2_penalty", "learning_rate_schedule"]
+__all__ = ["DynamicLossScale", "WarmupCosineDecay", "adam", "l2_penalty", "learning_rate_schedule"]
 
 
 def adam(learning_rate=1e-3, clip_global_norm=100.0):
@@ -76,3 +76,40 @@ def l2_penalty(variables, coefficient):
   if not variables or coefficient == 0:
     return tf.constant(0.0)
   return coefficient * tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
+
+
+class DynamicLossScale(tf.Module):
+  """Dynamic loss scaling for float16 conditioners: differentiate `scale * loss`, then divide the gradients
+  by `scale`, so small float16 gradients do not flush to zero.
+
+  `update(is_finite)` after every step: a step whose gradients were not finite (its update is skipped) halves
+  `scale` (never below 1); `growth_interval` finite steps in a row double it. Powers of two keep the scaling
+  exact. The state is two variables, so it lives in checkpoints and works under `tf.distribute` (update it in
+  cross-replica context with a value every replica agrees on).
+  """
+
+  def __init__(self, initial_scale=2.0**15, growth_interval=2000, name=None):
+    super().__init__(name=name)
+    if not initial_scale >= 1:
+      raise ValueError(f"`initial_scale` must be >= 1; got {initial_scale!r}.")
+    if int(growth_interval) < 1:
+      raise ValueError(f"`growth_interval` must be a positive integer; got {growth_interval!r}.")
+    self.growth_interval = int(growth_interval)
+    first_replica = tf.VariableAggregation.ONLY_FIRST_REPLICA
+    with self.name_scope:
+      self.scale = tf.Variable(
+        float(initial_scale), trainable=False, name="scale", aggregation=first_replica
+      )
+      self.finite_steps = tf.Variable(
+        0, dtype=tf.int64, trainable=False, name="finite_steps", aggregation=first_replica
+      )
+
+  def update(self, is_finite):
+    """Halves `scale` after a non-finite step; doubles it after `growth_interval` finite steps in a row."""
+    finite_steps = tf.where(is_finite, self.finite_steps + 1, tf.zeros_like(self.finite_steps))
+    grow = finite_steps >= self.growth_interval
+    scale = tf.convert_to_tensor(self.scale)
+    self.scale.assign(
+      tf.where(is_finite, tf.where(grow, 2.0 * scale, scale), tf.maximum(0.5 * scale, 1.0))
+    )
+    self.finite_steps.assign(tf.where(grow, tf.zeros_like(finite_steps), finite_steps))

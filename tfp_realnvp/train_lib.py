@@ -54,10 +54,22 @@ class Trainer:
   the global batch whatever the number of replicas; the optimizer sums the replicas' gradients and clips the
   sum by global norm. A step whose loss or gradient is not finite changes nothing (neither weights, optimizer
   state nor batch-norm running averages) and returns `applied=False`.
+
+  `loss_scale`: an `optimization.DynamicLossScale`, None, or `'auto'` (the default: dynamic loss scaling when
+  the flow's conditioners compute in float16, none otherwise). `jit_compile=True` compiles the train step with
+  XLA (slower on CPUs, see `bench/README.md`).
   """
 
   def __init__(
-    self, strategy, make_flow, *, global_batch_size, make_optimizer=optimization.adam, l2_coefficient=5e-5
+    self,
+    strategy,
+    make_flow,
+    *,
+    global_batch_size,
+    make_optimizer=optimization.adam,
+    l2_coefficient=5e-5,
+    loss_scale="auto",
+    jit_compile=False,
   ):
     self.strategy = strategy
     self.global_batch_size = global_batch_size
@@ -70,9 +82,17 @@ class Trainer:
       self.step = tf.Variable(
         0, dtype=tf.int64, trainable=False, name="step", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA
       )
-      self.checkpoint = tf.train.Checkpoint(flow=self.flow, optimizer=self.optimizer, step=self.step)
+      if isinstance(loss_scale, str) and loss_scale == "auto":
+        loss_scale = optimization.DynamicLossScale() if _computes_in_float16(self.flow) else None
+      elif not (loss_scale is None or isinstance(loss_scale, optimization.DynamicLossScale)):
+        raise TypeError(
+          f"`loss_scale` must be 'auto', None or an optimization.DynamicLossScale; got {loss_scale!r}."
+        )
+      self.loss_scale = loss_scale
+      optional = {} if loss_scale is None else {"loss_scale": loss_scale}
+      self.checkpoint = tf.train.Checkpoint(flow=self.flow, optimizer=self.optimizer, step=self.step, **optional)
     self._running_averages = [variable for variable in self.flow.variables if not variable.trainable]
-    self.train_step = tf.function(self._train_step)
+    self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
     self._eval_functions = {}  # by dataset element spec: one trace serves full and partial batches
     self._sample_functions = {}  # by number of samples
 
@@ -97,6 +117,8 @@ class Trainer:
       return tf.constant(False)
 
     applied = tf.cond(is_finite, apply, skip)
+    if self.loss_scale is not None:
+      self.loss_scale.update(is_finite)
     self.step.assign_add(1)
     return self.strategy.experimental_local_results(bits_per_dim)[0], applied
 
@@ -107,7 +129,12 @@ class Trainer:
       data_loss = tf.nn.compute_average_loss(bits_per_dim, global_batch_size=self.global_batch_size)
       penalty = optimization.l2_penalty(self.flow.regularized_variables, self.l2_coefficient)
       loss = data_loss + tf.nn.scale_regularization_loss(penalty)
-    gradients = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+      # Dynamic loss scaling: `d(scale * loss) / scale`, so float16 gradients stay above underflow.
+      scale = None if self.loss_scale is None else tf.convert_to_tensor(self.loss_scale.scale)
+      differentiated = loss if scale is None else scale * loss
+    gradients = tape.gradient(differentiated, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    if scale is not None:
+      gradients = [gradient / scale for gradient in gradients]
     squared_norm = tf.add_n([tf.reduce_sum(tf.square(gradient)) for gradient in gradients])
     context = tf.distribute.get_replica_context()
     global_bits_per_dim, global_loss, global_squared_norm = context.all_reduce(
@@ -202,6 +229,7 @@ def train_and_evaluate(config, workdir):
     global_batch_size=config.batch_size,
     make_optimizer=make_optimizer,
     l2_coefficient=config.l2_coefficient,
+    jit_compile=config.jit_compile,
   )
   is_chief = _is_chief(strategy)
   tf.io.gfile.makedirs(workdir)
@@ -290,7 +318,8 @@ def _train(trainer, config, spec, manager, writer, reporter, eval_dataset, start
       interval_bits_per_dim.append(float(bits_per_dim))
     else:
       consecutive_skips += 1
-      reporter.log("skip", step=step, reason="non-finite loss or gradient; update not applied")
+      details = {} if trainer.loss_scale is None else {"loss_scale": float(trainer.loss_scale.scale.numpy())}
+      reporter.log("skip", step=step, reason="non-finite loss or gradient; update not applied", **details)
       if consecutive_skips >= config.max_consecutive_non_finite:
         raise NonFiniteLossError(
           f"Training stopped at step {step}: the loss or gradient was not finite for {consecutive_skips} "
@@ -352,6 +381,8 @@ def _make_flow(config, spec):
   if preset is None:
     raise ConfigError(f"Dataset {config.dataset!r} has no default preset; set `preset`.")
   overrides = dict(config.model_overrides)
+  if config.compute_dtype is not None:
+    overrides["compute_dtype"] = config.compute_dtype
   if config.image_size is not None:
     overrides.setdefault("event_shape", spec.image_shape)
   try:
@@ -399,6 +430,11 @@ def _restore(trainer, checkpoint_dir, strategy):
         f"config?): {str(error).splitlines()[0]}"
       ) from error
   return int(trainer.step.numpy())
+
+
+def _computes_in_float16(flow):
+  compute_dtype = getattr(flow, "parameters", {}).get("compute_dtype")
+  return compute_dtype is not None and tf.as_dtype(compute_dtype) == tf.float16
 
 
 def _is_chief(strategy):
