@@ -112,6 +112,18 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(flow.log_prob(x).shape, batch_shape)
     self.assertEqual(tf.function(flow.log_prob)(x).shape, batch_shape)
 
+  def test_empty_batches_eager_and_in_a_function_with_an_unknown_batch(self):
+    flow = small_image_flow()
+    x = pixels([3, 8, 8, 1], 4, seed=2)
+    log_prob = tf.function(flow.log_prob, input_signature=[tf.TensorSpec([None, 8, 8, 1])])
+    self.assertEqual(flow.log_prob(x[:0]).shape, [0])
+    self.assertEqual(log_prob(x[:0]).shape, [0])
+    self.assertAllClose(log_prob(x), flow.log_prob(x), rtol=1e-5)  # the filler row never reaches a full batch
+    self.assertEqual(flow.bits_per_dim(x[:0], training=True).shape, [0])
+    self.assertEqual(flow.sample(0, seed=[1, 2]).shape, [0, 8, 8, 1])
+    self.assertEqual(flow.encode(x[:0]).shape, [0, 8, 8, 1])
+    self.assertEqual(flow.decode(x[:0]).shape, [0, 8, 8, 1])
+
   def test_cifar10_preset_round_trips_with_perturbed_weights(self):
     tf.random.set_seed(1)
     flow = RealNVP.from_preset("cifar10")

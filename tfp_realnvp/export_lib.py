@@ -117,18 +117,12 @@ class ServingModule(tf.Module):
     return tf.ensure_shape(rows, [None, *self._event_shape])
 
   def _flow_input(self, rows):
-    """Checked `rows` cast for the flow, plus one filler row when there are none.
-
-    TF 2.21's oneDNN `conv2d` returns an empty batch with its input's channel count, which
-    breaks the next layer: an empty batch runs on a filler row that `[:batch_size]` drops.
-    """
-    num_fillers = 1 - tf.minimum(tf.shape(rows)[0], 1)
-    rows = tf.concat([rows, tf.zeros([num_fillers, *self._event_shape], rows.dtype)], 0)
+    """Checked `rows` cast to the flow's dtype."""
     return tf.cast(rows, self.flow.dtype)
 
   def _log_prob(self, x):
     x = self._event_rows(x)
-    log_prob = self.flow.log_prob(self._flow_input(x), training=False)[: tf.shape(x)[0]]
+    log_prob = self.flow.log_prob(self._flow_input(x), training=False)
     log_prob = tf.cast(log_prob, tf.float32)
     # Image flows score pixels outside [0, 2**num_bits) -inf themselves; this adds the rule
     # for any flow: a row holding NaN scores NaN, one holding +-inf scores -inf.
@@ -148,13 +142,12 @@ class ServingModule(tf.Module):
       tf.debugging.assert_all_finite(temperature, message="`temperature` must be finite"),
     ]
     with tf.control_dependencies(checks):
-      # At least one sample, for the reason of `_flow_input`'s filler row.
       samples = self.flow.sample(
-        tf.maximum(num_samples, 1),
+        num_samples,
         seed=seed,
         temperature=tf.cast(temperature, self.flow.dtype),
       )
-    samples = self._event_rows(tf.cast(samples[:num_samples], tf.float32))
+    samples = self._event_rows(tf.cast(samples, tf.float32))
     outputs = {"samples": samples}
     if self._is_image:
       outputs["images"] = uint8_images(samples, self._num_bits)
@@ -162,12 +155,12 @@ class ServingModule(tf.Module):
 
   def _encode(self, x):
     x = self._event_rows(x)
-    z = self.flow.encode(self._flow_input(x))[: tf.shape(x)[0]]
+    z = self.flow.encode(self._flow_input(x))
     return {"z": self._event_rows(tf.cast(z, tf.float32))}
 
   def _decode(self, z):
     z = self._event_rows(z)
-    x = self.flow.decode(self._flow_input(z))[: tf.shape(z)[0]]
+    x = self.flow.decode(self._flow_input(z))
     return {"x": self._event_rows(tf.cast(x, tf.float32))}
 
 

@@ -153,6 +153,15 @@ class ResNet(tf.Module):
                                        name="conv_out")
 
   def __call__(self, x, training=False):
+    if x.shape[0] is None or x.shape[0] == 0:
+      # TF 2.21's oneDNN `conv2d` returns an empty batch with its input's channel count, which breaks the
+      # next layer: a batch that may be empty gets one zero row when it is, and the output drops it.
+      batch_size = tf.shape(x)[0]
+      filler = tf.zeros(tf.concat([[1 - tf.minimum(batch_size, 1)], tf.shape(x)[1:]], 0), x.dtype)
+      return self._apply(tf.concat([x, filler], 0), training)[:batch_size]
+    return self._apply(x, training)
+
+  def _apply(self, x, training):
     h = self.conv_in(tf.cast(x, self.compute_dtype))
     for block in self.blocks:
       h = block(h, training)

@@ -113,10 +113,6 @@ class AffineCoupling(JointLogDetBijector):
     return (y - shift) * tf.exp(-log_scale), {"ildj": ildj, "fldj": -ildj}
 
 
-
-
-
-
 def _check_conditioner(conditioner):
   if any(cls.__module__.split(".")[0] == "keras" for cls in type(conditioner).__mro__):
     raise TypeError(
