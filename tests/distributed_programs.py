@@ -36,8 +36,8 @@ def tiny_config(**changes):
 def mirrored(out_path):
   """Trains the same tiny flow on the same global batches on 1 device and on 2 mirrored logical CPUs, with SGD:
   linear in the gradient, so a loss not averaged over the global batch, or batch moments not pooled across
-  replicas, would show. (Adam turns round-off in exactly-zero gradients, such as those of conv biases before a
-  batch norm, into steps of up to its learning rate, which hides nothing but proves less.) Then `FlowModel.fit`
+  replicas, would show. (Adam turns round-off in near-zero gradients into steps of up to its learning rate,
+  which hides nothing but proves less.) Then `FlowModel.fit`
   with the paper's Adam on the 2 replicas.
   """
   from tfp_realnvp import strategies

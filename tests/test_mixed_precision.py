@@ -110,9 +110,10 @@ class ComputeDtypeTest(tf.test.TestCase, parameterized.TestCase):
     _perturb(exact, seed=3)
     _copy_weights(exact, mixed)
     x = tf.random.stateless_uniform([16, 8, 8, 1], seed=[13, 14], maxval=16.0)
-    # bfloat16 rounding moves single images by ~0.01 bits/dim here. Inference first: the training call
-    # below moves the running averages.
-    self.assertAllClose(mixed.bits_per_dim(x), exact.bits_per_dim(x), atol=0.03)
+    # bfloat16 rounding moves single images by up to ~1% of their bits/dim here (10-26 bits/dim: the perturbed
+    # weights are far from a trained model's). Inference first: the training call below moves the running
+    # averages.
+    self.assertAllClose(mixed.bits_per_dim(x), exact.bits_per_dim(x), rtol=0.02, atol=0.03)
     with tf.GradientTape() as tape:
       got = mixed.bits_per_dim(x, training=True)
       loss = tf.reduce_mean(got)
@@ -120,7 +121,7 @@ class ComputeDtypeTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(got.dtype, tf.float32)
     self.assertTrue(all(g.dtype == tf.float32 for g in gradients))
     self.assertTrue(all(np.isfinite(g.numpy()).all() for g in gradients))
-    self.assertAllClose(got, exact.bits_per_dim(x, training=True), atol=0.03)
+    self.assertAllClose(got, exact.bits_per_dim(x, training=True), rtol=0.02, atol=0.03)
     # Sampling inverts the same bfloat16 conditioners: encode(decode(z)) returns z to bfloat16 accuracy.
     z = tf.random.stateless_normal([4, 8, 8, 1], seed=[15, 16])
     self.assertAllClose(mixed.encode(mixed.decode(z)), z, atol=1e-3)

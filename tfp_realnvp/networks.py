@@ -77,12 +77,13 @@ class WeightNormConv2D(tf.Module):
   """A 2-d convolution with weight normalization: `w = weight_scale * direction / ||direction||`.
 
   The norm is taken per output channel over `[kernel, kernel, in]` (Salimans & Kingma, 2016). With
-  `zero_init=True` the scale starts at 0, so the layer outputs exactly its (zero) bias. The kernel is
-  normalized in the variables' dtype and the convolution runs in the dtype of its input (e.g. bfloat16).
+  `zero_init=True` the scale starts at 0, so the layer outputs exactly its (zero) bias. `use_bias=False` for a
+  convolution whose output only reaches a batch norm, which would cancel a bias (its gradient is zero). The
+  kernel is normalized in the variables' dtype and the convolution runs in the dtype of its input (e.g. bfloat16).
   """
 
-  def __init__(self, in_channels, out_channels, kernel_size=3, zero_init=False, dtype=tf.float32,
-               name=None):
+  def __init__(self, in_channels, out_channels, kernel_size=3, zero_init=False, use_bias=True,
+               dtype=tf.float32, name=None):
     super().__init__(name=name)
     with self.name_scope:
       fan_in = kernel_size * kernel_size * in_channels
@@ -93,28 +94,31 @@ class WeightNormConv2D(tf.Module):
       initial_scale = (tf.zeros([out_channels], dtype) if zero_init
                        else tf.norm(tf.reshape(self.direction, [-1, out_channels]), axis=0))
       self.weight_scale = tf.Variable(initial_scale, name="weight_scale")
-      self.bias = tf.Variable(tf.zeros([out_channels], dtype), name="bias")
+      self.bias = tf.Variable(tf.zeros([out_channels], dtype), name="bias") if use_bias else None
 
   @property
   def kernel(self):
     return self.weight_scale * tf.math.l2_normalize(self.direction, axis=[0, 1, 2])
 
   def __call__(self, x):
-    kernel, bias = tf.cast(self.kernel, x.dtype), tf.cast(self.bias, x.dtype)
-    return tf.nn.bias_add(tf.nn.conv2d(x, kernel, strides=1, padding="SAME"), bias)
+    y = tf.nn.conv2d(x, tf.cast(self.kernel, x.dtype), strides=1, padding="SAME")
+    return y if self.bias is None else tf.nn.bias_add(y, tf.cast(self.bias, x.dtype))
 
 
 class ResidualBlock(tf.Module):
-  """Pre-activation residual block: `h + conv(dropout(relu(bn(conv(relu(bn(h)))))))`."""
+  """Pre-activation residual block: `h + conv(dropout(relu(bn(conv(relu(bn(h)))))))`.
+
+  Its convolutions have no bias: each output reaches the rest of the network only through a batch norm.
+  """
 
   def __init__(self, num_filters, dropout=0.0, batch_norm_momentum=0.99, dtype=tf.float32, name=None):
     super().__init__(name=name)
     self.dropout = dropout
     with self.name_scope:
       self.norm_in = BatchNormalization(num_filters, batch_norm_momentum, dtype=dtype, name="norm_in")
-      self.conv_in = WeightNormConv2D(num_filters, num_filters, dtype=dtype, name="conv_in")
+      self.conv_in = WeightNormConv2D(num_filters, num_filters, use_bias=False, dtype=dtype, name="conv_in")
       self.norm_out = BatchNormalization(num_filters, batch_norm_momentum, dtype=dtype, name="norm_out")
-      self.conv_out = WeightNormConv2D(num_filters, num_filters, dtype=dtype, name="conv_out")
+      self.conv_out = WeightNormConv2D(num_filters, num_filters, use_bias=False, dtype=dtype, name="conv_out")
 
   def __call__(self, h, training=False):
     residual = self.conv_in(tf.nn.relu(self.norm_in(h, training)))
@@ -128,7 +132,8 @@ class ResNet(tf.Module):
   """The paper's conditioner for image events: `[N, H, W, in_channels] -> [N, H, W, out_channels]`.
 
   A 3x3 weight-normalized input convolution to `num_filters` features, `num_blocks` pre-activation residual
-  blocks, batch norm and ReLU, and a zero-initialized 3x3 output convolution.
+  blocks, batch norm and ReLU, and a zero-initialized 3x3 output convolution. Every path from a hidden
+  convolution to the output passes a batch norm, so only the output convolution has a bias.
 
   With `compute_dtype=tf.bfloat16` (mixed precision) the convolutions, batch norms and activations run in
   bfloat16 while the variables, batch statistics and running averages stay in `dtype`; the output convolution
@@ -143,7 +148,7 @@ class ResNet(tf.Module):
     _check_rate(dropout)
     self.compute_dtype = _check_compute_dtype(compute_dtype, dtype)
     with self.name_scope:
-      self.conv_in = WeightNormConv2D(in_channels, num_filters, dtype=dtype, name="conv_in")
+      self.conv_in = WeightNormConv2D(in_channels, num_filters, use_bias=False, dtype=dtype, name="conv_in")
       self.blocks = [
           ResidualBlock(num_filters, dropout, batch_norm_momentum, dtype=dtype, name=f"block_{i}")
           for i in range(num_blocks)
