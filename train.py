@@ -39,7 +39,7 @@ flags.DEFINE_enum(
   "compute_dtype",
   None,
   ["float32", "bfloat16", "float16"],
-  "Conditioner arithmetic: bfloat16 is 1.5-1.9x faster on 32x32 images on CPUs with AVX512-BF16 "
+  "Conditioner arithmetic: bfloat16 is 1.5-2x faster on 32x32 images on CPUs with AVX512-BF16 "
   "(bench/README.md); "
   "float16 for GPUs, with dynamic loss scaling " + _DEFAULT,
 )

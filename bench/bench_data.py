@@ -49,7 +49,9 @@ def main(argv):
     for label, (name, split, training, image_size) in pipelines.items():
       dataset = data.load(name, split, batch_size=batch_size, training=training, image_size=image_size)
       rate = _images_per_second(dataset, num_batches, batch_size)
-      print(json.dumps({"pipeline": label, "batch_size": batch_size, "images_per_s": round(rate)}), flush=True)
+      print(
+        json.dumps({"pipeline": label, "batch_size": batch_size, "images_per_s": round(rate)}), flush=True
+      )
 
 
 if __name__ == "__main__":

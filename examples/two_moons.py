@@ -45,8 +45,11 @@ def fit(flow, train, test, num_steps, batch_size, learning_rate, log_every=250):
     loss = train_step(batch)
     if step % log_every == 0 or step == num_steps:
       test_nll = -float(tf.reduce_mean(flow.log_prob(test)))
-      print(f"train | step: {step} | steps/sec: {step / (time.time() - start):.1f} | "
-            f"train nll: {float(loss):.3f} | test nll: {test_nll:.3f}", flush=True)
+      print(
+        f"train | step: {step} | steps/sec: {step / (time.time() - start):.1f} | "
+        f"train nll: {float(loss):.3f} | test nll: {test_nll:.3f}",
+        flush=True,
+      )
   return test_nll
 
 
@@ -84,8 +87,10 @@ def main():
   test_nll = fit(flow, train, test, args.num_steps, args.batch_size, args.learning_rate)
   plot(flow, test, args.output)
   standard_normal_nll = -float(tf.reduce_mean(tfd.Sample(tfd.Normal(0.0, 1.0), [2]).log_prob(test)))
-  print(f"held-out negative log-likelihood: {test_nll:.3f} nats (standard normal: {standard_normal_nll:.3f}); "
-        f"saved {args.output}")
+  print(
+    f"held-out negative log-likelihood: {test_nll:.3f} nats (standard normal: {standard_normal_nll:.3f}); "
+    f"saved {args.output}"
+  )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ def perturb(module, stddev=0.3, seed=0):
 
 
 def flat_event_size(shape, event_ndims):
-  return int(np.prod(shape[len(shape) - event_ndims:]))
+  return int(np.prod(shape[len(shape) - event_ndims :]))
 
 
 def autodiff_log_det(fn, x, event_ndims):
@@ -39,8 +39,12 @@ class BijectorChecks:
     y = bijector.forward(x, **kwargs)
     # tf.identity defeats the bijector cache, which would otherwise hand back `x` itself.
     self.assertAllClose(x, bijector.inverse(tf.identity(y), **kwargs), atol=atol, rtol=atol)
-    self.assertAllClose(y, bijector.forward(tf.identity(bijector.inverse(tf.identity(y), **kwargs)), **kwargs),
-                        atol=atol, rtol=atol)
+    self.assertAllClose(
+      y,
+      bijector.forward(tf.identity(bijector.inverse(tf.identity(y), **kwargs)), **kwargs),
+      atol=atol,
+      rtol=atol,
+    )
 
   def assert_log_dets_consistent(self, bijector, x, event_ndims, atol=1e-5, **kwargs):
     y = tf.identity(bijector.forward(x, **kwargs))
@@ -48,7 +52,9 @@ class BijectorChecks:
     ildj = bijector.inverse_log_det_jacobian(y, event_ndims=event_ndims, **kwargs)
     self.assertAllClose(fldj, -ildj, atol=atol, rtol=atol)
 
-  def assert_log_det_matches_autodiff(self, bijector, x, event_ndims, rtol=1e-4, min_abs_log_det=0.0, **kwargs):
+  def assert_log_det_matches_autodiff(
+    self, bijector, x, event_ndims, rtol=1e-4, min_abs_log_det=0.0, **kwargs
+  ):
     """fldj equals the autodiff `log|det J|` to `rtol` (relative) in both directions."""
     fldj = bijector.forward_log_det_jacobian(x, event_ndims=event_ndims, **kwargs)
     expected = autodiff_log_det(lambda t: bijector.forward(t, **kwargs), tf.identity(x), event_ndims)

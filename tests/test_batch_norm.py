@@ -18,7 +18,6 @@ def perturbed_batch_norm(num_features=2, dtype=tf.float32):
 
 
 class BatchNormTest(tf.test.TestCase, parameterized.TestCase, BijectorChecks):
-
   @parameterized.parameters(tf.float32, tf.float64)
   def test_inference_mode_inverse_and_log_det_are_exact(self, dtype):
     batch_norm = perturbed_batch_norm(dtype=dtype)
@@ -56,8 +55,11 @@ class BatchNormTest(tf.test.TestCase, parameterized.TestCase, BijectorChecks):
     self.assertAllClose(variance, [1.0, 1.0], atol=1e-3)
     _, batch_variance = tf.nn.moments(x, [0, 1, 2])
     expected_log_det = 16 * np.sum(-0.5 * np.log(batch_variance + 1e-4))
-    self.assertAllClose(batch_norm.forward_log_det_jacobian(x, event_ndims=3, training=True),
-                        tf.fill([64], expected_log_det), rtol=1e-5)
+    self.assertAllClose(
+      batch_norm.forward_log_det_jacobian(x, event_ndims=3, training=True),
+      tf.fill([64], expected_log_det),
+      rtol=1e-5,
+    )
 
   def test_inverse_refuses_training_mode(self):
     with self.assertRaisesRegex(ValueError, "training=True"):
@@ -71,8 +73,10 @@ class BatchNormTest(tf.test.TestCase, parameterized.TestCase, BijectorChecks):
     self.assertEqual(tf.function(batch_norm.forward)(x).shape, x.shape)
 
   @parameterized.parameters(
-      (dict(num_features=0), "`num_features`"), (dict(num_features=2, momentum=1.0), "`momentum`"),
-      (dict(num_features=2, epsilon=0.0), "`epsilon`"))
+    (dict(num_features=0), "`num_features`"),
+    (dict(num_features=2, momentum=1.0), "`momentum`"),
+    (dict(num_features=2, epsilon=0.0), "`epsilon`"),
+  )
   def test_bad_arguments(self, kwargs, message):
     with self.assertRaisesRegex(ValueError, message):
       BatchNorm(**kwargs)

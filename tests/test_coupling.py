@@ -18,11 +18,15 @@ tfd = tfp.distributions
 IMAGE_SHAPE = (4, 4, 2)
 VECTOR_SHAPE = (6,)
 CASES = [
-    dict(testcase_name=f"{mask_type}_parity{parity}_{np.dtype(dtype.as_numpy_dtype).name}",
-         mask_type=mask_type, parity=parity, dtype=dtype)
-    for mask_type in ("checkerboard", "channel", "half")
-    for parity in (0, 1)
-    for dtype in (tf.float32, tf.float64)
+  dict(
+    testcase_name=f"{mask_type}_parity{parity}_{np.dtype(dtype.as_numpy_dtype).name}",
+    mask_type=mask_type,
+    parity=parity,
+    dtype=dtype,
+  )
+  for mask_type in ("checkerboard", "channel", "half")
+  for parity in (0, 1)
+  for dtype in (tf.float32, tf.float64)
 ]
 
 
@@ -40,7 +44,6 @@ def make_coupling(mask_type, parity, dtype=tf.float32, seed=1):
 
 
 class AffineCouplingTest(tf.test.TestCase, parameterized.TestCase, BijectorChecks):
-
   @parameterized.named_parameters(*CASES)
   def test_inverse_and_log_det_are_exact(self, mask_type, parity, dtype):
     coupling, event_shape = make_coupling(mask_type, parity, dtype)
@@ -60,16 +63,20 @@ class AffineCouplingTest(tf.test.TestCase, parameterized.TestCase, BijectorCheck
     changed = tf.abs(tf.boolean_mask(x - y, ~mask, axis=1))
     self.assertGreater(float(tf.reduce_min(changed)), 0.0)
 
-  @parameterized.product(mask_type=("checkerboard", "half"), batch_shape=((), (3,), (2, 3)),
-                         use_tf_function=(False, True))
+  @parameterized.product(
+    mask_type=("checkerboard", "half"), batch_shape=((), (3,), (2, 3)), use_tf_function=(False, True)
+  )
   def test_shapes_for_any_batch_shape(self, mask_type, batch_shape, use_tf_function):
     coupling, event_shape = make_coupling(mask_type, 0)
     x = tf.random.stateless_normal([*batch_shape, *event_shape], seed=[5, 0])
 
     def transform(x):
       y = coupling.forward(x)
-      return y, coupling.forward_log_det_jacobian(x, event_ndims=len(event_shape)), coupling.inverse(
-          tf.identity(y))
+      return (
+        y,
+        coupling.forward_log_det_jacobian(x, event_ndims=len(event_shape)),
+        coupling.inverse(tf.identity(y)),
+      )
 
     if use_tf_function:
       transform = tf.function(transform)
@@ -88,8 +95,9 @@ class AffineCouplingTest(tf.test.TestCase, parameterized.TestCase, BijectorCheck
     x = tf.random.stateless_normal([8, *event_shape], seed=[6, 0])
     with tf.GradientTape() as tape:
       z = coupling.forward(x, training=True)
-      loss = -tf.reduce_mean(base.log_prob(z) + coupling.forward_log_det_jacobian(
-          x, event_ndims=len(event_shape), training=True))
+      loss = -tf.reduce_mean(
+        base.log_prob(z) + coupling.forward_log_det_jacobian(x, event_ndims=len(event_shape), training=True)
+      )
     variables = coupling.trainable_variables
     self.assertNotEmpty(variables)
     self.assertIn(coupling.tanh_scale.ref(), {v.ref() for v in variables})
@@ -102,7 +110,6 @@ class AffineCouplingTest(tf.test.TestCase, parameterized.TestCase, BijectorCheck
     calls = []
 
     class CountingMLP(networks.MLP):
-
       def __call__(self, x, training=False):
         calls.append(1)
         return super().__call__(x, training)
@@ -132,16 +139,24 @@ class AffineCouplingTest(tf.test.TestCase, parameterized.TestCase, BijectorCheck
       AffineCoupling(functools.partial(network.__call__, training=False), VECTOR_SHAPE, "half")
 
   @parameterized.named_parameters(
-      ("unknown_mask", dict(mask_type="stripes"), r"`mask_type`.*'checkerboard', 'channel', 'half'.*'stripes'"),
-      ("bad_parity", dict(parity=2), r"`parity` must be 0 or 1; got 2"),
-      ("vector_mask_on_image", dict(mask_type="half"), r"`mask_type='half'`.*vector.*\(4, 4, 2\)"),
-      ("image_mask_on_vector", dict(mask_type="checkerboard", event_shape=(6,)),
-       r"`mask_type='checkerboard'`.*image.*\(6,\)"),
-      ("odd_channels", dict(mask_type="channel", event_shape=(4, 4, 3)), r"even number of channels.*\(4, 4, 3\)"),
+    ("unknown_mask", dict(mask_type="stripes"), r"`mask_type`.*'checkerboard', 'channel', 'half'.*'stripes'"),
+    ("bad_parity", dict(parity=2), r"`parity` must be 0 or 1; got 2"),
+    ("vector_mask_on_image", dict(mask_type="half"), r"`mask_type='half'`.*vector.*\(4, 4, 2\)"),
+    (
+      "image_mask_on_vector",
+      dict(mask_type="checkerboard", event_shape=(6,)),
+      r"`mask_type='checkerboard'`.*image.*\(6,\)",
+    ),
+    (
+      "odd_channels",
+      dict(mask_type="channel", event_shape=(4, 4, 3)),
+      r"even number of channels.*\(4, 4, 3\)",
+    ),
   )
   def test_bad_arguments_raise_naming_the_argument(self, overrides, message):
-    arguments = dict(conditioner=networks.MLP(6, 12), event_shape=IMAGE_SHAPE, mask_type="checkerboard",
-                     parity=0)
+    arguments = dict(
+      conditioner=networks.MLP(6, 12), event_shape=IMAGE_SHAPE, mask_type="checkerboard", parity=0
+    )
     arguments.update(overrides)
     with self.assertRaisesRegex(ValueError, message):
       AffineCoupling(**arguments)

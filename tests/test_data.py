@@ -23,7 +23,9 @@ def _take(dataset, num_batches):
 
 
 def _raw_tfds_images(name, split):
-  return np.stack([example["image"] for example in tfds.as_numpy(tfds.load(name, split=split, download=False))])
+  return np.stack(
+    [example["image"] for example in tfds.as_numpy(tfds.load(name, split=split, download=False))]
+  )
 
 
 def _assert_dequantized(test, values, num_bits):
@@ -92,7 +94,9 @@ class EvaluationDeterminismTest(tf.test.TestCase):
     dataset = data.load("digits", "test", batch_size=64, training=False, seed=3)
     first, second = _collect(dataset), _collect(dataset)
     np.testing.assert_array_equal(first, second)
-    np.testing.assert_array_equal(first, _collect(data.load("digits", "test", batch_size=100, training=False, seed=3)))
+    np.testing.assert_array_equal(
+      first, _collect(data.load("digits", "test", batch_size=100, training=False, seed=3))
+    )
     other_seed = _collect(data.load("digits", "test", batch_size=64, training=False, seed=4))
     self.assertFalse(np.array_equal(first, other_seed))
     np.testing.assert_array_equal(np.floor(first), np.floor(other_seed))
@@ -108,7 +112,9 @@ class EvaluationDeterminismTest(tf.test.TestCase):
 
 class ShardingTest(tf.test.TestCase):
   def _context(self, pipeline_id):
-    return tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=2)
+    return tf.distribute.InputContext(
+      num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=2
+    )
 
   def test_evaluation_shards_partition_the_split_with_per_replica_batches(self):
     shards = [
@@ -120,11 +126,15 @@ class ShardingTest(tf.test.TestCase):
     union = np.concatenate([np.concatenate(shard) for shard in shards])
     self.assertEqual(len(union), 297)
     # Noise is keyed by the global example index, so shards reproduce the unsharded values exactly.
-    np.testing.assert_array_equal(np.sort(union.reshape(297, -1), axis=0), np.sort(full.reshape(297, -1), axis=0))
+    np.testing.assert_array_equal(
+      np.sort(union.reshape(297, -1), axis=0), np.sort(full.reshape(297, -1), axis=0)
+    )
 
   def test_training_shards_read_disjoint_examples(self):
     firsts = [
-      np.floor(_take(data.load("digits", "train", batch_size=8, training=True, input_context=self._context(i)), 1))
+      np.floor(
+        _take(data.load("digits", "train", batch_size=8, training=True, input_context=self._context(i)), 1)
+      )
       for i in range(2)
     ]
     self.assertEqual(firsts[0].shape, (4, 8, 8, 1))
@@ -137,10 +147,14 @@ class ShardingTest(tf.test.TestCase):
 
 
 class TfdsMockTest(parameterized.TestCase, tf.test.TestCase):
-  @parameterized.named_parameters(("mnist", "mnist", (28, 28, 1), False), ("cifar10", "cifar10", (32, 32, 3), True))
+  @parameterized.named_parameters(
+    ("mnist", "mnist", (28, 28, 1), False), ("cifar10", "cifar10", (32, 32, 3), True)
+  )
   def test_values_fill_the_bins_of_the_dataset_pixels(self, name, image_shape, horizontal_flip):
     spec = data.dataset_spec(name)
-    self.assertEqual((spec.image_shape, spec.num_bits, spec.horizontal_flip), (image_shape, 8, horizontal_flip))
+    self.assertEqual(
+      (spec.image_shape, spec.num_bits, spec.horizontal_flip), (image_shape, 8, horizontal_flip)
+    )
     with tfds.testing.mock_data(num_examples=6):
       raw = _raw_tfds_images(name, "test")
       evaluation = _collect(data.load(name, "test", batch_size=4, training=False))
@@ -158,8 +172,10 @@ class TfdsMockTest(parameterized.TestCase, tf.test.TestCase):
       training = np.floor(_take(data.load("cifar10", "train", batch_size=8, training=True), 8))
     originals = {bytes(image) for image in raw}
     mirrored = {bytes(image[:, ::-1]) for image in raw}
-    kinds = ["original" if bytes(x) in originals else "mirrored" if bytes(x) in mirrored else "other"
-             for x in training.astype(np.uint8)]
+    kinds = [
+      "original" if bytes(x) in originals else "mirrored" if bytes(x) in mirrored else "other"
+      for x in training.astype(np.uint8)
+    ]
     self.assertNotIn("other", kinds)
     self.assertGreater(kinds.count("mirrored"), 8)
     self.assertGreater(kinds.count("original"), 8)
@@ -205,7 +221,9 @@ class OfflineErrorsTest(tf.test.TestCase):
     self.assertLess(time.monotonic() - start, 2.0)
 
   def test_unknown_names_list_the_supported_ones(self):
-    with self.assertRaisesRegex(ValueError, "Unknown dataset 'not_a_dataset_at_all'; supported: digits, mnist"):
+    with self.assertRaisesRegex(
+      ValueError, "Unknown dataset 'not_a_dataset_at_all'; supported: digits, mnist"
+    ):
       data.load("not_a_dataset_at_all", "train", batch_size=8, training=True)
     with self.assertRaisesRegex(ValueError, "'/no/such/directory' is not a directory"):
       data.load("dir:/no/such/directory", "train", batch_size=8, training=True)
@@ -238,12 +256,15 @@ class DirectoryTest(tf.test.TestCase):
     images = self._write_images(directory, 10, (10, 12, 3), seed=0)
     name = data.DIRECTORY_PREFIX + directory
     spec = data.dataset_spec(name)
-    self.assertEqual((spec.image_shape, spec.num_bits, spec.train_split, spec.eval_split),
-                     ((10, 12, 3), 8, "train[:90%]", "train[90%:]"))
+    self.assertEqual(
+      (spec.image_shape, spec.num_bits, spec.train_split, spec.eval_split),
+      ((10, 12, 3), 8, "train[:90%]", "train[90%:]"),
+    )
     native = _collect(data.load(name, "train", batch_size=4, training=False))
     np.testing.assert_array_equal(np.floor(native), images)
-    np.testing.assert_array_equal(np.floor(_collect(data.load(name, spec.eval_split, batch_size=4, training=False))),
-                                  images[9:])
+    np.testing.assert_array_equal(
+      np.floor(_collect(data.load(name, spec.eval_split, batch_size=4, training=False))), images[9:]
+    )
     resized = _take(data.load(name, spec.train_split, batch_size=4, training=True, image_size=8), 3)
     self.assertEqual(resized.shape, (12, 8, 8, 3))
     _assert_dequantized(self, resized, num_bits=8)

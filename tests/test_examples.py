@@ -11,15 +11,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class TwoMoonsTest(unittest.TestCase):
-
   def test_fits_better_than_the_base_and_saves_a_png(self):
     output = os.path.join(tempfile.mkdtemp(), "moons.png")
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "examples", "two_moons.py"), "--num_steps", "500",
-         "--output", output], capture_output=True, text=True, timeout=300, cwd=ROOT)
+      [
+        sys.executable,
+        os.path.join(ROOT, "examples", "two_moons.py"),
+        "--num_steps",
+        "500",
+        "--output",
+        output,
+      ],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      cwd=ROOT,
+    )
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
-    match = re.search(r"held-out negative log-likelihood: ([\d.]+) nats \(standard normal: ([\d.]+)\)",
-                      result.stdout)
+    match = re.search(
+      r"held-out negative log-likelihood: ([\d.]+) nats \(standard normal: ([\d.]+)\)", result.stdout
+    )
     self.assertIsNotNone(match, result.stdout)
     flow_nll, normal_nll = map(float, match.groups())
     self.assertLess(flow_nll, normal_nll - 0.8)

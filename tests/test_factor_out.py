@@ -18,7 +18,6 @@ def make_factor_out():
 
 
 class FactorOutTest(tf.test.TestCase, BijectorChecks):
-
   def test_inverse_and_log_det_are_exact(self):
     factor_out = make_factor_out()
     x = tf.random.stateless_normal([3, 4, 4, 2], seed=[1, 1])

@@ -38,7 +38,6 @@ def perturb_running_averages(flow, seed=1):
 
 
 class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
-
   def test_is_a_tfp_distribution_with_the_event_shape(self):
     flow = small_image_flow()
     self.assertIsInstance(flow, tfd.Distribution)
@@ -84,7 +83,6 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     flow = small_image_flow()
 
     class Holder(tf.Module):
-
       def __init__(self, flow):
         super().__init__()
         self.flow = flow
@@ -103,7 +101,9 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     gradients = tape.gradient(loss, flow.trainable_variables)
     self.assertTrue(all(g is not None for g in gradients))
     self.assertTrue(flow.regularized_variables)
-    self.assertTrue(all(("weight_scale" in v.name or "tanh_scale" in v.name) for v in flow.regularized_variables))
+    self.assertTrue(
+      all(("weight_scale" in v.name or "tanh_scale" in v.name) for v in flow.regularized_variables)
+    )
 
   @parameterized.parameters((), (3,), (2, 3))
   def test_log_prob_shape_for_any_batch_shape(self, *batch_shape):
@@ -202,10 +202,14 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
       flow.encode(tf.zeros(shape))
 
   @parameterized.named_parameters(
-      ("vector_args_on_image", dict(event_shape=(8, 8, 1), num_couplings=4), r"`num_couplings` only apply to vector"),
-      ("image_args_on_vector", dict(event_shape=(4,), num_blocks=2), r"`num_blocks` only apply to image"),
-      ("bad_rank", dict(event_shape=(4, 4)), r"`event_shape` must be"),
-      ("too_many_scales", dict(event_shape=(8, 8, 1), num_scales=5), r"`num_scales=5`.*divisible by 16"),
+    (
+      "vector_args_on_image",
+      dict(event_shape=(8, 8, 1), num_couplings=4),
+      r"`num_couplings` only apply to vector",
+    ),
+    ("image_args_on_vector", dict(event_shape=(4,), num_blocks=2), r"`num_blocks` only apply to image"),
+    ("bad_rank", dict(event_shape=(4, 4)), r"`event_shape` must be"),
+    ("too_many_scales", dict(event_shape=(8, 8, 1), num_scales=5), r"`num_scales=5`.*divisible by 16"),
   )
   def test_bad_constructor_arguments(self, kwargs, message):
     with self.assertRaisesRegex(ValueError, message):
@@ -222,7 +226,6 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class RealNVPVectorTest(tf.test.TestCase):
-
   def make_flow(self):
     tf.random.set_seed(3)
     flow = RealNVP(event_shape=(2,), num_couplings=4, hidden_units=(16, 16))
@@ -241,8 +244,12 @@ class RealNVPVectorTest(tf.test.TestCase):
     cell_area = (grid_x[1] - grid_x[0]) * (grid_y[1] - grid_y[0])
     self.assertAllClose(density.sum() * cell_area, 1.0, atol=0.01)
     # Not a standard normal: the perturbed couplings reshaped it.
-    self.assertGreater(np.abs(flow.log_prob(points[:1000]) - tfd.MultivariateNormalDiag(
-        tf.zeros(2)).log_prob(points[:1000])).max(), 0.1)
+    self.assertGreater(
+      np.abs(
+        flow.log_prob(points[:1000]) - tfd.MultivariateNormalDiag(tf.zeros(2)).log_prob(points[:1000])
+      ).max(),
+      0.1,
+    )
 
   def test_encode_decode_and_sampling(self):
     flow = self.make_flow()
@@ -250,7 +257,9 @@ class RealNVPVectorTest(tf.test.TestCase):
     self.assertAllClose(x, flow.decode(tf.identity(flow.encode(x))), atol=1e-5)
     samples = flow.sample(4, seed=tf.constant([1, 1]))
     self.assertAllEqual(samples, flow.sample(4, seed=tf.constant([1, 1])))
-    self.assertAllClose(flow.sample(2, seed=tf.constant([1, 1]), temperature=0.0), flow.decode(tf.zeros([2, 2])))
+    self.assertAllClose(
+      flow.sample(2, seed=tf.constant([1, 1]), temperature=0.0), flow.decode(tf.zeros([2, 2]))
+    )
 
   def test_bits_per_dim_is_for_images_only(self):
     with self.assertRaisesRegex(ValueError, "image flows"):

@@ -14,7 +14,6 @@ tfd = tfp.distributions
 
 
 class LogitTransformTest(tf.test.TestCase, parameterized.TestCase, BijectorChecks):
-
   @parameterized.product(num_bits=(4, 8), dtype=(tf.float32, tf.float64))
   def test_inverse_and_log_det_are_exact(self, num_bits, dtype):
     bijector = LogitTransform(num_bits)
@@ -34,15 +33,16 @@ class LogitTransformTest(tf.test.TestCase, parameterized.TestCase, BijectorCheck
     # spread over 2**num_bits pixel values per dimension: bits/dim = num_bits - log2(1 - 2*alpha).
     dims = 5
     model = tfd.TransformedDistribution(
-        tfd.Sample(tfd.Logistic(0.0, 1.0), [dims]), tfb.Invert(LogitTransform(num_bits)))
+      tfd.Sample(tfd.Logistic(0.0, 1.0), [dims]), tfb.Invert(LogitTransform(num_bits))
+    )
     x = tf.random.stateless_uniform([7, dims], seed=[2, 3], maxval=2.0**num_bits)
     bits_per_dim = -model.log_prob(x) / (dims * math.log(2.0))
     self.assertAllClose(bits_per_dim, tf.fill([7], num_bits - math.log2(0.9)), rtol=1e-5)
 
   @parameterized.parameters(
-      (dict(num_bits=0), r"`num_bits` must be an integer in \[1, 16\]; got 0"),
-      (dict(num_bits=2.5), r"`num_bits`.*got 2.5"),
-      (dict(alpha=0.5), r"`alpha` must be in \(0, 0.5\); got 0.5"),
+    (dict(num_bits=0), r"`num_bits` must be an integer in \[1, 16\]; got 0"),
+    (dict(num_bits=2.5), r"`num_bits`.*got 2.5"),
+    (dict(alpha=0.5), r"`alpha` must be in \(0, 0.5\); got 0.5"),
   )
   def test_bad_arguments(self, kwargs, message):
     with self.assertRaisesRegex(ValueError, message):

@@ -43,7 +43,6 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
 
 
 class BatchMomentsTest(tf.test.TestCase):
-
   def test_single_device_matches_tf_nn_moments(self):
     x = tf.random.normal([6, 3, 3, 4])
     for got, expected in zip(batch_moments(x, [0, 1, 2]), tf.nn.moments(x, [0, 1, 2])):
@@ -51,8 +50,9 @@ class BatchMomentsTest(tf.test.TestCase):
 
   def test_mirrored_replicas_see_global_batch_statistics(self):
     # Logical CPU devices must be configured before TensorFlow runs any op: use a fresh process.
-    result = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT], capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+      [sys.executable, "-c", _MIRRORED_SCRIPT], capture_output=True, text=True, timeout=300
+    )
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     self.assertIn("OK 2", result.stdout)
 

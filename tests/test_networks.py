@@ -7,7 +7,6 @@ from tfp_realnvp import networks
 
 
 class ResNetTest(tf.test.TestCase, parameterized.TestCase):
-
   def test_output_is_zero_at_initialization_and_has_the_requested_shape(self):
     resnet = networks.ResNet(3, 6, num_blocks=2, num_filters=8)
     out = resnet(tf.random.normal([2, 8, 8, 3]), training=True)
@@ -44,15 +43,15 @@ class ResNetTest(tf.test.TestCase, parameterized.TestCase):
     self.assertTrue(all("weight_scale" in v.name for v in regularized))
 
   @parameterized.parameters(
-      (dict(num_blocks=0), "`num_blocks` must be a positive integer; got 0"),
-      (dict(dropout=1.0), r"`dropout` must be in \[0, 1\); got 1.0"))
+    (dict(num_blocks=0), "`num_blocks` must be a positive integer; got 0"),
+    (dict(dropout=1.0), r"`dropout` must be in \[0, 1\); got 1.0"),
+  )
   def test_bad_arguments(self, kwargs, message):
     with self.assertRaisesRegex(ValueError, message):
       networks.ResNet(2, 4, **kwargs)
 
 
 class MLPTest(tf.test.TestCase):
-
   def test_output_is_zero_at_initialization(self):
     mlp = networks.MLP(3, 6, hidden_units=(16, 16))
     out = mlp(tf.random.normal([5, 3]))

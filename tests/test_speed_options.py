@@ -92,7 +92,9 @@ class LossScaledTrainingTest(tf.test.TestCase):
     full = make_trainer(seed=7)
     self.assertIsInstance(half.loss_scale, optimization.DynamicLossScale)
     self.assertIsNone(full.loss_scale)
-    self.assertIsNone(make_trainer(seed=7, compute_dtype="bfloat16").loss_scale)  # bfloat16 has float32's range
+    self.assertIsNone(
+      make_trainer(seed=7, compute_dtype="bfloat16").loss_scale
+    )  # bfloat16 has float32's range
     # The first step's conditioners output exactly zero (zero-initialized output layers); later ones do not.
     half_losses, applied = train(half, 4)
     full_losses, _ = train(full, 4)

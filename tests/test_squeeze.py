@@ -9,7 +9,6 @@ from tfp_realnvp.bijectors import Squeeze
 
 
 class SqueezeTest(tf.test.TestCase, parameterized.TestCase, BijectorChecks):
-
   def test_each_2x2_square_becomes_one_pixel_of_4c_channels(self):
     x = np.arange(4 * 4 * 2, dtype=np.float32).reshape(4, 4, 2)
     y = Squeeze().forward(x).numpy()

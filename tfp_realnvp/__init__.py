@@ -7,21 +7,21 @@ Public names are imported lazily so that `import tfp_realnvp` stays cheap and ea
 import importlib
 
 _PUBLIC_NAMES = {
-    "FlowModel": "tfp_realnvp.keras_model",
-    "RealNVP": "tfp_realnvp.flows",
-    "export_saved_model": "tfp_realnvp.export_lib",
-    "load_distribution": "tfp_realnvp.export_lib",
-    "train_and_evaluate": "tfp_realnvp.train_lib",
+  "FlowModel": "tfp_realnvp.keras_model",
+  "RealNVP": "tfp_realnvp.flows",
+  "export_saved_model": "tfp_realnvp.export_lib",
+  "load_distribution": "tfp_realnvp.export_lib",
+  "train_and_evaluate": "tfp_realnvp.train_lib",
 }
 
 __all__ = sorted(_PUBLIC_NAMES)
 
 
 def __getattr__(name):
-    if name not in _PUBLIC_NAMES:
-        raise AttributeError(f"module 'tfp_realnvp' has no attribute {name!r}")
-    return getattr(importlib.import_module(_PUBLIC_NAMES[name]), name)
+  if name not in _PUBLIC_NAMES:
+    raise AttributeError(f"module 'tfp_realnvp' has no attribute {name!r}")
+  return getattr(importlib.import_module(_PUBLIC_NAMES[name]), name)
 
 
 def __dir__():
-    return sorted(list(globals()) + __all__)
+  return sorted(list(globals()) + __all__)

@@ -106,7 +106,9 @@ def _check_image_size(image_size):
     return None
   size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
   if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
-    raise ValueError(f"`image_size` must be a positive int or a (height, width) pair of them; got {image_size!r}.")
+    raise ValueError(
+      f"`image_size` must be a positive int or a (height, width) pair of them; got {image_size!r}."
+    )
   return size
 
 
@@ -148,13 +150,17 @@ def _directory_split_files(directory, split):
   elif split_name == "train":
     files = _image_files(directory)
   else:
-    raise ValueError(f"`split` {split!r} names no subdirectory of {directory!r}; a flat directory has only 'train'.")
+    raise ValueError(
+      f"`split` {split!r} names no subdirectory of {directory!r}; a flat directory has only 'train'."
+    )
   return _slice(files, start, stop, split)
 
 
 def _tfds_image_feature(builder, name):
   if "image" not in builder.info.features:
-    raise ValueError(f"tfds dataset {name!r} has no 'image' feature; its features: {list(builder.info.features)}.")
+    raise ValueError(
+      f"tfds dataset {name!r} has no 'image' feature; its features: {list(builder.info.features)}."
+    )
   return builder.info.features["image"].shape
 
 
@@ -199,12 +205,21 @@ def dataset_spec(name, *, image_size=None, num_bits=None, data_dir=None):
       raise ValueError(f"Dataset {name!r}: {directory!r} is not a directory.")
     files = _image_files(directory)
     if not files:
-      raise ValueError(f"Dataset {name!r}: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {directory!r}.")
+      raise ValueError(
+        f"Dataset {name!r}: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {directory!r}."
+      )
     first = tf.io.decode_image(tf.io.read_file(files[0]), expand_animations=False)
     height, width = size or tuple(first.shape[:2])
     train_split, eval_split = _directory_splits(directory)
-    return DatasetSpec(name, (height, width, first.shape[-1]), _check_num_bits(num_bits, 8, name), False,
-                       train_split, eval_split, None)
+    return DatasetSpec(
+      name,
+      (height, width, first.shape[-1]),
+      _check_num_bits(num_bits, 8, name),
+      False,
+      train_split,
+      eval_split,
+      None,
+    )
   builder = _tfds_builder(name, data_dir)
   feature_shape = _tfds_image_feature(builder, name)
   if feature_shape[-1] is None:
@@ -213,8 +228,15 @@ def dataset_spec(name, *, image_size=None, num_bits=None, data_dir=None):
     raise ValueError(f"tfds dataset {name!r} has images of varying size {feature_shape}; pass `image_size`.")
   height, width = size or tuple(feature_shape[:2])
   train_split, eval_split = _generic_tfds_splits(builder)
-  return DatasetSpec(name, (height, width, feature_shape[-1]), _check_num_bits(num_bits, 8, name), False,
-                     train_split, eval_split, None)
+  return DatasetSpec(
+    name,
+    (height, width, feature_shape[-1]),
+    _check_num_bits(num_bits, 8, name),
+    False,
+    train_split,
+    eval_split,
+    None,
+  )
 
 
 def _parse_split(split):
@@ -282,7 +304,9 @@ def _directory_source(directory, split, channels):
   files = _directory_split_files(directory, split)
 
   def read(path):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, dtype=tf.uint8, expand_animations=False)
+    image = tf.io.decode_image(
+      tf.io.read_file(path), channels=channels, dtype=tf.uint8, expand_animations=False
+    )
     image.set_shape([None, None, channels])
     return image
 
@@ -392,8 +416,20 @@ def _check_batch_size(batch_size, input_context):
   return batch_size // replicas
 
 
-def load(name, split, *, batch_size, training, data_dir=None, image_size=None, seed=0, input_context=None,
-         num_bits=None, shuffle_buffer_size=10_000, cache=None):
+def load(
+  name,
+  split,
+  *,
+  batch_size,
+  training,
+  data_dir=None,
+  image_size=None,
+  seed=0,
+  input_context=None,
+  num_bits=None,
+  shuffle_buffer_size=10_000,
+  cache=None,
+):
   """Returns a `tf.data.Dataset` of float32 batches `[batch, H, W, C]` of dequantized pixels in `[0, 2**num_bits)`.
 
   Training (`training=True`) shuffles, flips where `dataset_spec(name).horizontal_flip`, draws fresh noise
@@ -424,14 +460,17 @@ def load(name, split, *, batch_size, training, data_dir=None, image_size=None, s
 
   num_pipelines = input_context.num_input_pipelines if input_context else 1
   pipeline_id = input_context.input_pipeline_id if input_context else 0
-  dataset = source if training else source.enumerate()  # evaluation noise is keyed by the global example index
+  dataset = (
+    source if training else source.enumerate()
+  )  # evaluation noise is keyed by the global example index
   if num_pipelines > 1:
     dataset = dataset.shard(num_pipelines, pipeline_id)
   if training:
     dataset = dataset.map(preprocessor.prepare, num_parallel_calls=tf.data.AUTOTUNE)
   else:
-    dataset = dataset.map(lambda index, image: (index, preprocessor.prepare(image)),
-                          num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(
+      lambda index, image: (index, preprocessor.prepare(image)), num_parallel_calls=tf.data.AUTOTUNE
+    )
   stored_bytes = np.prod(spec.image_shape) * (LSUN_RESIZE_FACTOR**2 if preprocessor.geometry == "lsun" else 1)
   if cache or (cache is None and (num_examples or 0) * stored_bytes <= CACHE_LIMIT_BYTES):
     dataset = dataset.cache()
@@ -441,10 +480,16 @@ def load(name, split, *, batch_size, training, data_dir=None, image_size=None, s
     if preprocessor.random_crop:
       dataset = dataset.enumerate().map(
         lambda count, image: preprocessor.crop_example(count * num_pipelines + pipeline_id, image),
-        num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.batch(per_replica_batch_size, drop_remainder=True).enumerate().map(
-      lambda count, images: preprocessor.augment_batch(count * num_pipelines + pipeline_id, images),
-      num_parallel_calls=tf.data.AUTOTUNE)
+        num_parallel_calls=tf.data.AUTOTUNE,
+      )
+    dataset = (
+      dataset.batch(per_replica_batch_size, drop_remainder=True)
+      .enumerate()
+      .map(
+        lambda count, images: preprocessor.augment_batch(count * num_pipelines + pipeline_id, images),
+        num_parallel_calls=tf.data.AUTOTUNE,
+      )
+    )
   else:
     dataset = dataset.map(preprocessor.evaluation_example, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.batch(per_replica_batch_size, num_parallel_calls=tf.data.AUTOTUNE)

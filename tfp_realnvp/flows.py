@@ -22,17 +22,16 @@ tfd = tfp.distributions
 
 # The paper's settings (section 4.1 and appendix), and small presets for the bundled data.
 PRESETS = {
-    "cifar10": dict(event_shape=(32, 32, 3), num_scales=2, num_blocks=8, num_filters=64),
-    "imagenet32": dict(event_shape=(32, 32, 3), num_scales=4, num_blocks=4, num_filters=32),
-    "imagenet64": dict(event_shape=(64, 64, 3), num_scales=5, num_blocks=2, num_filters=32),
-    "celeba64": dict(event_shape=(64, 64, 3), num_scales=5, num_blocks=2, num_filters=32),
-    "lsun64": dict(event_shape=(64, 64, 3), num_scales=5, num_blocks=2, num_filters=32),
-    # 28 = 4 * 7: two scales fit MNIST as it is (the last at 14x14x2); padding to 32x32 would add constant
-    # pixels that change `D` and make bits/dim incomparable with the literature.
-    "mnist": dict(event_shape=(28, 28, 1), num_scales=2, num_blocks=4, num_filters=32),
-    # Dropout 0.4 keeps the 1500 training digits from being memorized (chosen on the digits protocol).
-    "digits": dict(event_shape=(8, 8, 1), num_scales=2, num_blocks=2, num_filters=32, num_bits=4,
-                   dropout=0.4),
+  "cifar10": dict(event_shape=(32, 32, 3), num_scales=2, num_blocks=8, num_filters=64),
+  "imagenet32": dict(event_shape=(32, 32, 3), num_scales=4, num_blocks=4, num_filters=32),
+  "imagenet64": dict(event_shape=(64, 64, 3), num_scales=5, num_blocks=2, num_filters=32),
+  "celeba64": dict(event_shape=(64, 64, 3), num_scales=5, num_blocks=2, num_filters=32),
+  "lsun64": dict(event_shape=(64, 64, 3), num_scales=5, num_blocks=2, num_filters=32),
+  # 28 = 4 * 7: two scales fit MNIST as it is (the last at 14x14x2); padding to 32x32 would add constant
+  # pixels that change `D` and make bits/dim incomparable with the literature.
+  "mnist": dict(event_shape=(28, 28, 1), num_scales=2, num_blocks=4, num_filters=32),
+  # Dropout 0.4 keeps the 1500 training digits from being memorized (chosen on the digits protocol).
+  "digits": dict(event_shape=(8, 8, 1), num_scales=2, num_blocks=2, num_filters=32, num_bits=4, dropout=0.4),
 }
 
 _IMAGE_ARGS = ("num_scales", "num_blocks", "num_filters", "num_bits")
@@ -72,10 +71,23 @@ class RealNVP(_TransformedDistribution):
        _International Conference on Learning Representations_, 2017. https://arxiv.org/abs/1605.08803
   """
 
-  def __init__(self, event_shape, num_scales=None, num_blocks=None, num_filters=None, num_bits=None,
-               num_couplings=None, hidden_units=None, dropout=0.0, batch_norm=None,
-               batch_norm_momentum=0.99, dtype=tf.float32, compute_dtype=None, validate_args=False,
-               name="real_nvp"):
+  def __init__(
+    self,
+    event_shape,
+    num_scales=None,
+    num_blocks=None,
+    num_filters=None,
+    num_bits=None,
+    num_couplings=None,
+    hidden_units=None,
+    dropout=0.0,
+    batch_norm=None,
+    batch_norm_momentum=0.99,
+    dtype=tf.float32,
+    compute_dtype=None,
+    validate_args=False,
+    name="real_nvp",
+  ):
     """Builds the flow.
 
     Args:
@@ -104,51 +116,57 @@ class RealNVP(_TransformedDistribution):
     kind = {3: "image", 1: "vector"}.get(len(event_shape))
     if kind is None or min(event_shape) <= 0:
       raise ValueError(
-          "`event_shape` must be `(height, width, channels)` for images or `(dims,)` for vectors, with "
-          f"positive sizes; got {event_shape}.")
+        "`event_shape` must be `(height, width, channels)` for images or `(dims,)` for vectors, with "
+        f"positive sizes; got {event_shape}."
+      )
     own_args, other_args = (_IMAGE_ARGS, _VECTOR_ARGS) if kind == "image" else (_VECTOR_ARGS, _IMAGE_ARGS)
     misplaced = [arg for arg in other_args if parameters[arg] is not None]
     if misplaced:
       raise ValueError(
-          f"{', '.join(f'`{arg}`' for arg in misplaced)} only apply to "
-          f"{'vector' if kind == 'image' else 'image'} flows; this is a {kind} flow with "
-          f"`event_shape={event_shape}`, which takes {', '.join(f'`{arg}`' for arg in own_args)}.")
+        f"{', '.join(f'`{arg}`' for arg in misplaced)} only apply to "
+        f"{'vector' if kind == 'image' else 'image'} flows; this is a {kind} flow with "
+        f"`event_shape={event_shape}`, which takes {', '.join(f'`{arg}`' for arg in own_args)}."
+      )
     self._event_shape_tuple = event_shape
     self._num_bits = None
     with tf.name_scope(name) as name:
       if kind == "image":
         self._num_bits = 8 if num_bits is None else num_bits
         data_to_latent = _image_flow(
-            event_shape,
-            num_scales=2 if num_scales is None else num_scales,
-            num_blocks=4 if num_blocks is None else num_blocks,
-            num_filters=32 if num_filters is None else num_filters,
-            num_bits=self._num_bits,
-            dropout=dropout,
-            batch_norm=True if batch_norm is None else batch_norm,
-            batch_norm_momentum=batch_norm_momentum,
-            dtype=dtype,
-            compute_dtype=compute_dtype)
+          event_shape,
+          num_scales=2 if num_scales is None else num_scales,
+          num_blocks=4 if num_blocks is None else num_blocks,
+          num_filters=32 if num_filters is None else num_filters,
+          num_bits=self._num_bits,
+          dropout=dropout,
+          batch_norm=True if batch_norm is None else batch_norm,
+          batch_norm_momentum=batch_norm_momentum,
+          dtype=dtype,
+          compute_dtype=compute_dtype,
+        )
       else:
         data_to_latent = _vector_flow(
-            event_shape[0],
-            num_couplings=4 if num_couplings is None else num_couplings,
-            hidden_units=(64, 64) if hidden_units is None else tuple(hidden_units),
-            dropout=dropout,
-            batch_norm=False if batch_norm is None else batch_norm,
-            batch_norm_momentum=batch_norm_momentum,
-            dtype=dtype,
-            compute_dtype=compute_dtype)
+          event_shape[0],
+          num_couplings=4 if num_couplings is None else num_couplings,
+          hidden_units=(64, 64) if hidden_units is None else tuple(hidden_units),
+          dropout=dropout,
+          batch_norm=False if batch_norm is None else batch_norm,
+          batch_norm_momentum=batch_norm_momentum,
+          dtype=dtype,
+          compute_dtype=compute_dtype,
+        )
       self._data_to_latent = data_to_latent
       base = tfd.Sample(
-          tfd.Normal(loc=tf.constant(0.0, dtype), scale=tf.constant(1.0, dtype)), sample_shape=event_shape)
+        tfd.Normal(loc=tf.constant(0.0, dtype), scale=tf.constant(1.0, dtype)), sample_shape=event_shape
+      )
       super().__init__(
-          distribution=base,
-          bijector=tfb.Invert(data_to_latent),  # TFP's bijectors map latent to data.
-          kwargs_split_fn=self._split_kwargs,
-          validate_args=validate_args,
-          parameters=parameters,
-          name=name)
+        distribution=base,
+        bijector=tfb.Invert(data_to_latent),  # TFP's bijectors map latent to data.
+        kwargs_split_fn=self._split_kwargs,
+        validate_args=validate_args,
+        parameters=parameters,
+        name=name,
+      )
     self._parameters = parameters  # RealNVP's own arguments, not the base class's.
 
   @classmethod
@@ -191,10 +209,12 @@ class RealNVP(_TransformedDistribution):
     shape = x.shape
     rank = len(self._event_shape_tuple)
     if shape.rank is not None and (
-        shape.rank < rank or not shape[-rank:].is_compatible_with(self._event_shape_tuple)):
+      shape.rank < rank or not shape[-rank:].is_compatible_with(self._event_shape_tuple)
+    ):
       raise ValueError(
-          f"`{arg_name}` must have shape `[..., {', '.join(map(str, self._event_shape_tuple))}]` "
-          f"(batch dimensions, then the event shape); got shape {shape.as_list()}.")
+        f"`{arg_name}` must have shape `[..., {', '.join(map(str, self._event_shape_tuple))}]` "
+        f"(batch dimensions, then the event shape); got shape {shape.as_list()}."
+      )
 
   def _log_prob(self, x, **kwargs):
     self._check_event_shape(x)
@@ -207,8 +227,9 @@ class RealNVP(_TransformedDistribution):
     safe_x = tf.where(in_range, x, tf.constant(2.0 ** (self._num_bits - 1), x.dtype))
     log_prob = super()._log_prob(safe_x, **kwargs)
     log_prob = tf.where(tf.reduce_all(in_range, event_axes), log_prob, tf.constant(-np.inf, log_prob.dtype))
-    return tf.where(tf.reduce_any(tf.math.is_nan(x), event_axes), tf.constant(np.nan, log_prob.dtype),
-                    log_prob)
+    return tf.where(
+      tf.reduce_any(tf.math.is_nan(x), event_axes), tf.constant(np.nan, log_prob.dtype), log_prob
+    )
 
   def _prob(self, x, **kwargs):
     return tf.exp(self._log_prob(x, **kwargs))
@@ -251,8 +272,18 @@ class RealNVP(_TransformedDistribution):
     return self.decode(tf.cos(angles) * z_start + tf.sin(angles) * z_end)
 
 
-def _image_flow(event_shape, num_scales, num_blocks, num_filters, num_bits, dropout, batch_norm,
-                batch_norm_momentum, dtype, compute_dtype):
+def _image_flow(
+  event_shape,
+  num_scales,
+  num_blocks,
+  num_filters,
+  num_bits,
+  dropout,
+  batch_norm,
+  batch_norm_momentum,
+  dtype,
+  compute_dtype,
+):
   """The data-to-latent map `f` of the multi-scale architecture, a `tfb.Chain`."""
   height, width, _ = event_shape
   if isinstance(num_scales, bool) or int(num_scales) != num_scales or num_scales < 1:
@@ -260,28 +291,70 @@ def _image_flow(event_shape, num_scales, num_blocks, num_filters, num_bits, drop
   factor = 2 ** (num_scales - 1)
   if height % factor or width % factor:
     raise ValueError(
-        f"`num_scales={num_scales}` squeezes {num_scales - 1} time(s), so height and width must be divisible "
-        f"by {factor}; got `event_shape={event_shape}`.")
-  layers = _scale(event_shape, 0, num_scales, num_blocks, num_filters, dropout, batch_norm,
-                  batch_norm_momentum, dtype, compute_dtype)
+      f"`num_scales={num_scales}` squeezes {num_scales - 1} time(s), so height and width must be divisible "
+      f"by {factor}; got `event_shape={event_shape}`."
+    )
+  layers = _scale(
+    event_shape,
+    0,
+    num_scales,
+    num_blocks,
+    num_filters,
+    dropout,
+    batch_norm,
+    batch_norm_momentum,
+    dtype,
+    compute_dtype,
+  )
   return _chain([LogitTransform(num_bits)] + layers, name="data_to_latent")
 
 
-def _scale(shape, scale, num_scales, num_blocks, num_filters, dropout, batch_norm, batch_norm_momentum,
-           dtype, compute_dtype):
+def _scale(
+  shape,
+  scale,
+  num_scales,
+  num_blocks,
+  num_filters,
+  dropout,
+  batch_norm,
+  batch_norm_momentum,
+  dtype,
+  compute_dtype,
+):
   """The layers of one scale and, recursively, of the coarser ones, in data-to-latent order."""
   height, width, channels = shape
 
   def coupling_and_norm(mask_type, index, event_shape):
     conditioner = networks.ResNet(
-        event_shape[-1], 2 * event_shape[-1], num_blocks=num_blocks, num_filters=num_filters * 2**scale,
-        dropout=dropout, batch_norm_momentum=batch_norm_momentum, dtype=dtype, compute_dtype=compute_dtype,
-        name=f"scale{scale}_{mask_type}{index}_resnet")
-    layers = [AffineCoupling(conditioner, event_shape, mask_type, parity=index % 2, dtype=dtype,
-                             name=f"scale{scale}_{mask_type}{index}")]
+      event_shape[-1],
+      2 * event_shape[-1],
+      num_blocks=num_blocks,
+      num_filters=num_filters * 2**scale,
+      dropout=dropout,
+      batch_norm_momentum=batch_norm_momentum,
+      dtype=dtype,
+      compute_dtype=compute_dtype,
+      name=f"scale{scale}_{mask_type}{index}_resnet",
+    )
+    layers = [
+      AffineCoupling(
+        conditioner,
+        event_shape,
+        mask_type,
+        parity=index % 2,
+        dtype=dtype,
+        name=f"scale{scale}_{mask_type}{index}",
+      )
+    ]
     if batch_norm:
-      layers.append(BatchNorm(event_shape[-1], momentum=batch_norm_momentum, dtype=dtype,
-                              name=f"scale{scale}_{mask_type}{index}_batch_norm"))
+      layers.append(
+        BatchNorm(
+          event_shape[-1],
+          momentum=batch_norm_momentum,
+          dtype=dtype,
+          name=f"scale{scale}_{mask_type}{index}_batch_norm",
+        )
+      )
     return layers
 
   if scale == num_scales - 1:
@@ -290,24 +363,46 @@ def _scale(shape, scale, num_scales, num_blocks, num_filters, dropout, batch_nor
   layers = [layer for i in range(3) for layer in coupling_and_norm("checkerboard", i, shape)]
   layers.append(Squeeze(name=f"scale{scale}_squeeze"))
   layers += [layer for i in range(3) for layer in coupling_and_norm("channel", i, squeezed)]
-  coarser = _scale((height // 2, width // 2, 2 * channels), scale + 1, num_scales, num_blocks, num_filters,
-                   dropout, batch_norm, batch_norm_momentum, dtype, compute_dtype)
+  coarser = _scale(
+    (height // 2, width // 2, 2 * channels),
+    scale + 1,
+    num_scales,
+    num_blocks,
+    num_filters,
+    dropout,
+    batch_norm,
+    batch_norm_momentum,
+    dtype,
+    compute_dtype,
+  )
   layers.append(FactorOut(_chain(coarser, name=f"scale{scale + 1}"), name=f"scale{scale}_factor_out"))
   layers.append(tfb.Invert(Squeeze(), name=f"scale{scale}_unsqueeze"))
   return layers
 
 
-def _vector_flow(dims, num_couplings, hidden_units, dropout, batch_norm, batch_norm_momentum, dtype,
-                 compute_dtype):
+def _vector_flow(
+  dims, num_couplings, hidden_units, dropout, batch_norm, batch_norm_momentum, dtype, compute_dtype
+):
   if isinstance(num_couplings, bool) or int(num_couplings) != num_couplings or num_couplings < 1:
     raise ValueError(f"`num_couplings` must be a positive integer; got {num_couplings!r}.")
   layers = []
   for i in range(num_couplings):
-    conditioner = networks.MLP(dims, 2 * dims, hidden_units, dropout=dropout, dtype=dtype,
-                               compute_dtype=compute_dtype, name=f"coupling{i}_mlp")
-    layers.append(AffineCoupling(conditioner, (dims,), "half", parity=i % 2, dtype=dtype, name=f"coupling{i}"))
+    conditioner = networks.MLP(
+      dims,
+      2 * dims,
+      hidden_units,
+      dropout=dropout,
+      dtype=dtype,
+      compute_dtype=compute_dtype,
+      name=f"coupling{i}_mlp",
+    )
+    layers.append(
+      AffineCoupling(conditioner, (dims,), "half", parity=i % 2, dtype=dtype, name=f"coupling{i}")
+    )
     if batch_norm:
-      layers.append(BatchNorm(dims, momentum=batch_norm_momentum, dtype=dtype, name=f"coupling{i}_batch_norm"))
+      layers.append(
+        BatchNorm(dims, momentum=batch_norm_momentum, dtype=dtype, name=f"coupling{i}_batch_norm")
+      )
   return _chain(layers, name="data_to_latent")
 
 

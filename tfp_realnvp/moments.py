@@ -27,11 +27,12 @@ def moving_average_variable(initial_value, name):
   """A non-trainable running-average variable."""
   # ON_READ + MEAN, like Keras: each replica updates its own copy, reads and checkpoints see the mean.
   return tf.Variable(
-      initial_value,
-      trainable=False,
-      name=name,
-      synchronization=tf.VariableSynchronization.ON_READ,
-      aggregation=tf.VariableAggregation.MEAN)
+    initial_value,
+    trainable=False,
+    name=name,
+    synchronization=tf.VariableSynchronization.ON_READ,
+    aggregation=tf.VariableAggregation.MEAN,
+  )
 
 
 def moments_for_mode(x, moving_mean, moving_variance, momentum, training):

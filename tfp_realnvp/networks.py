@@ -45,13 +45,18 @@ class BatchNormalization(tf.Module):
       self.moving_variance = moving_average_variable(tf.ones([num_features], dtype), "moving_variance")
 
   def __call__(self, x, training=False):
-    if (x.shape.rank == 4 and self.gamma.dtype == tf.float32 and x.dtype in _FUSED_BATCH_NORM_DTYPES
-        and not (training and _num_replicas_in_sync() > 1)):
+    if (
+      x.shape.rank == 4
+      and self.gamma.dtype == tf.float32
+      and x.dtype in _FUSED_BATCH_NORM_DTYPES
+      and not (training and _num_replicas_in_sync() > 1)
+    ):
       return self._fused(x, training)
     # Cross-replica batch statistics, or a rank or dtype the fused kernel does not take: composite ops in
     # the parameters' dtype, folded into one scale and offset applied in the dtype of `x`.
     mean, variance = moments_for_mode(
-        tf.cast(x, self.gamma.dtype), self.moving_mean, self.moving_variance, self.momentum, training)
+      tf.cast(x, self.gamma.dtype), self.moving_mean, self.moving_variance, self.momentum, training
+    )
     scale = self.gamma * tf.math.rsqrt(variance + self.epsilon)
     offset = self.beta - mean * scale
     return x * tf.cast(scale, x.dtype) + tf.cast(offset, x.dtype)
@@ -59,11 +64,18 @@ class BatchNormalization(tf.Module):
   def _fused(self, x, training):
     if not training:
       y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-          x, self.gamma, self.beta, mean=self.moving_mean, variance=self.moving_variance,
-          epsilon=self.epsilon, is_training=False)
+        x,
+        self.gamma,
+        self.beta,
+        mean=self.moving_mean,
+        variance=self.moving_variance,
+        epsilon=self.epsilon,
+        is_training=False,
+      )
       return y
     y, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
-        x, self.gamma, self.beta, epsilon=self.epsilon, is_training=True)
+      x, self.gamma, self.beta, epsilon=self.epsilon, is_training=True
+    )
     # The kernel normalizes with the biased variance but returns the unbiased one; average the biased one,
     # as `moments_for_mode` does.
     count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), unbiased_variance.dtype)
@@ -82,17 +94,30 @@ class WeightNormConv2D(tf.Module):
   kernel is normalized in the variables' dtype and the convolution runs in the dtype of its input (e.g. bfloat16).
   """
 
-  def __init__(self, in_channels, out_channels, kernel_size=3, zero_init=False, use_bias=True,
-               dtype=tf.float32, name=None):
+  def __init__(
+    self,
+    in_channels,
+    out_channels,
+    kernel_size=3,
+    zero_init=False,
+    use_bias=True,
+    dtype=tf.float32,
+    name=None,
+  ):
     super().__init__(name=name)
     with self.name_scope:
       fan_in = kernel_size * kernel_size * in_channels
       self.direction = tf.Variable(
-          tf.random.normal([kernel_size, kernel_size, in_channels, out_channels],
-                           stddev=(2.0 / fan_in) ** 0.5, dtype=dtype),
-          name="direction")
-      initial_scale = (tf.zeros([out_channels], dtype) if zero_init
-                       else tf.norm(tf.reshape(self.direction, [-1, out_channels]), axis=0))
+        tf.random.normal(
+          [kernel_size, kernel_size, in_channels, out_channels], stddev=(2.0 / fan_in) ** 0.5, dtype=dtype
+        ),
+        name="direction",
+      )
+      initial_scale = (
+        tf.zeros([out_channels], dtype)
+        if zero_init
+        else tf.norm(tf.reshape(self.direction, [-1, out_channels]), axis=0)
+      )
       self.weight_scale = tf.Variable(initial_scale, name="weight_scale")
       self.bias = tf.Variable(tf.zeros([out_channels], dtype), name="bias") if use_bias else None
 
@@ -140,22 +165,34 @@ class ResNet(tf.Module):
   runs in the dtype of the input, which is also the output's.
   """
 
-  def __init__(self, in_channels, out_channels, num_blocks=4, num_filters=32, dropout=0.0,
-               batch_norm_momentum=0.99, dtype=tf.float32, compute_dtype=None, name=None):
+  def __init__(
+    self,
+    in_channels,
+    out_channels,
+    num_blocks=4,
+    num_filters=32,
+    dropout=0.0,
+    batch_norm_momentum=0.99,
+    dtype=tf.float32,
+    compute_dtype=None,
+    name=None,
+  ):
     super().__init__(name=name)
-    _check_positive(num_blocks=num_blocks, num_filters=num_filters, in_channels=in_channels,
-                    out_channels=out_channels)
+    _check_positive(
+      num_blocks=num_blocks, num_filters=num_filters, in_channels=in_channels, out_channels=out_channels
+    )
     _check_rate(dropout)
     self.compute_dtype = _check_compute_dtype(compute_dtype, dtype)
     with self.name_scope:
       self.conv_in = WeightNormConv2D(in_channels, num_filters, use_bias=False, dtype=dtype, name="conv_in")
       self.blocks = [
-          ResidualBlock(num_filters, dropout, batch_norm_momentum, dtype=dtype, name=f"block_{i}")
-          for i in range(num_blocks)
+        ResidualBlock(num_filters, dropout, batch_norm_momentum, dtype=dtype, name=f"block_{i}")
+        for i in range(num_blocks)
       ]
       self.norm_out = BatchNormalization(num_filters, batch_norm_momentum, dtype=dtype, name="norm_out")
-      self.conv_out = WeightNormConv2D(num_filters, out_channels, zero_init=True, dtype=dtype,
-                                       name="conv_out")
+      self.conv_out = WeightNormConv2D(
+        num_filters, out_channels, zero_init=True, dtype=dtype, name="conv_out"
+      )
 
   def __call__(self, x, training=False):
     if x.shape[0] is None or x.shape[0] == 0:
@@ -183,24 +220,36 @@ class MLP(tf.Module):
   the input, which is also the output's.
   """
 
-  def __init__(self, in_features, out_features, hidden_units=(64, 64), dropout=0.0, dtype=tf.float32,
-               compute_dtype=None, name=None):
+  def __init__(
+    self,
+    in_features,
+    out_features,
+    hidden_units=(64, 64),
+    dropout=0.0,
+    dtype=tf.float32,
+    compute_dtype=None,
+    name=None,
+  ):
     super().__init__(name=name)
     _check_positive(in_features=in_features, out_features=out_features)
     if not hidden_units or any(int(units) <= 0 for units in hidden_units):
-      raise ValueError(f"`hidden_units` must be a non-empty sequence of positive integers; got {hidden_units!r}.")
+      raise ValueError(
+        f"`hidden_units` must be a non-empty sequence of positive integers; got {hidden_units!r}."
+      )
     _check_rate(dropout)
     self.dropout = dropout
     self.compute_dtype = _check_compute_dtype(compute_dtype, dtype)
     with self.name_scope:
       sizes = [in_features, *hidden_units]
       self.kernels = [
-          tf.Variable(tf.random.normal([fan_in, fan_out], stddev=(2.0 / fan_in) ** 0.5, dtype=dtype),
-                      name=f"kernel_{i}")
-          for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]))
+        tf.Variable(
+          tf.random.normal([fan_in, fan_out], stddev=(2.0 / fan_in) ** 0.5, dtype=dtype), name=f"kernel_{i}"
+        )
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]))
       ]
-      self.biases = [tf.Variable(tf.zeros([units], dtype), name=f"bias_{i}")
-                     for i, units in enumerate(hidden_units)]
+      self.biases = [
+        tf.Variable(tf.zeros([units], dtype), name=f"bias_{i}") for i, units in enumerate(hidden_units)
+      ]
       self.output_kernel = tf.Variable(tf.zeros([sizes[-1], out_features], dtype), name="output_kernel")
       self.output_bias = tf.Variable(tf.zeros([out_features], dtype), name="output_bias")
 
@@ -226,7 +275,8 @@ def _check_compute_dtype(compute_dtype, dtype):
     as_dtype = None
   if as_dtype not in allowed:
     raise ValueError(
-        f"`compute_dtype` must be None or one of {', '.join(d.name for d in allowed)}; got {compute_dtype!r}.")
+      f"`compute_dtype` must be None or one of {', '.join(d.name for d in allowed)}; got {compute_dtype!r}."
+    )
   return as_dtype
 
 

@@ -97,9 +97,7 @@ class DynamicLossScale(tf.Module):
     self.growth_interval = int(growth_interval)
     first_replica = tf.VariableAggregation.ONLY_FIRST_REPLICA
     with self.name_scope:
-      self.scale = tf.Variable(
-        float(initial_scale), trainable=False, name="scale", aggregation=first_replica
-      )
+      self.scale = tf.Variable(float(initial_scale), trainable=False, name="scale", aggregation=first_replica)
       self.finite_steps = tf.Variable(
         0, dtype=tf.int64, trainable=False, name="finite_steps", aggregation=first_replica
       )
@@ -109,7 +107,5 @@ class DynamicLossScale(tf.Module):
     finite_steps = tf.where(is_finite, self.finite_steps + 1, tf.zeros_like(self.finite_steps))
     grow = finite_steps >= self.growth_interval
     scale = tf.convert_to_tensor(self.scale)
-    self.scale.assign(
-      tf.where(is_finite, tf.where(grow, 2.0 * scale, scale), tf.maximum(0.5 * scale, 1.0))
-    )
+    self.scale.assign(tf.where(is_finite, tf.where(grow, 2.0 * scale, scale), tf.maximum(0.5 * scale, 1.0)))
     self.finite_steps.assign(tf.where(grow, tf.zeros_like(finite_steps), finite_steps))

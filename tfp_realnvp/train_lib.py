@@ -90,7 +90,9 @@ class Trainer:
         )
       self.loss_scale = loss_scale
       optional = {} if loss_scale is None else {"loss_scale": loss_scale}
-      self.checkpoint = tf.train.Checkpoint(flow=self.flow, optimizer=self.optimizer, step=self.step, **optional)
+      self.checkpoint = tf.train.Checkpoint(
+        flow=self.flow, optimizer=self.optimizer, step=self.step, **optional
+      )
     self._running_averages = [variable for variable in self.flow.variables if not variable.trainable]
     self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
     self._eval_functions = {}  # by dataset element spec: one trace serves full and partial batches

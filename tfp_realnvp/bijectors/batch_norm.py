@@ -22,8 +22,9 @@ class BatchNorm(JointLogDetBijector):
   averages: the batch statistics of the unknown `x` do not exist there.
   """
 
-  def __init__(self, num_features, momentum=0.99, epsilon=1e-4, validate_args=False, dtype=tf.float32,
-               name="batch_norm"):
+  def __init__(
+    self, num_features, momentum=0.99, epsilon=1e-4, validate_args=False, dtype=tf.float32, name="batch_norm"
+  ):
     parameters = dict(locals())
     if int(num_features) <= 0:
       raise ValueError(f"`num_features` must be a positive integer; got {num_features!r}.")
@@ -39,8 +40,8 @@ class BatchNorm(JointLogDetBijector):
       self.moving_mean = moving_average_variable(tf.zeros([num_features], dtype), "moving_mean")
       self.moving_variance = moving_average_variable(tf.ones([num_features], dtype), "moving_variance")
       super().__init__(
-          forward_min_event_ndims=1, validate_args=validate_args, dtype=dtype, parameters=parameters,
-          name=name)
+        forward_min_event_ndims=1, validate_args=validate_args, dtype=dtype, parameters=parameters, name=name
+      )
 
   def _log_det_per_position(self, variance, like):
     ldj = tf.reduce_sum(self.log_scale - 0.5 * tf.math.log(variance + self._epsilon))
@@ -55,8 +56,9 @@ class BatchNorm(JointLogDetBijector):
   def _augmented_inverse(self, y, training=False):
     if training:
       raise ValueError(
-          "`BatchNorm.inverse` got `training=True`: batch statistics exist only in the normalizing "
-          "(forward) direction; the inverse always uses the running averages.")
+        "`BatchNorm.inverse` got `training=True`: batch statistics exist only in the normalizing "
+        "(forward) direction; the inverse always uses the running averages."
+      )
     mean, variance = self.moving_mean, self.moving_variance
     x = (y - self.shift) * tf.exp(-self.log_scale) * tf.sqrt(variance + self._epsilon) + mean
     ildj = -self._log_det_per_position(variance, y)

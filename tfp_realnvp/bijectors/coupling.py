@@ -43,8 +43,16 @@ class AffineCoupling(JointLogDetBijector):
        _International Conference on Learning Representations_, 2017. https://arxiv.org/abs/1605.08803
   """
 
-  def __init__(self, conditioner, event_shape, mask_type, parity=0, validate_args=False, dtype=tf.float32,
-               name="affine_coupling"):
+  def __init__(
+    self,
+    conditioner,
+    event_shape,
+    mask_type,
+    parity=0,
+    validate_args=False,
+    dtype=tf.float32,
+    name="affine_coupling",
+  ):
     """Builds the coupling.
 
     Args:
@@ -68,11 +76,12 @@ class AffineCoupling(JointLogDetBijector):
       self._mask = tf.constant(mask, dtype=dtype)
       self._tanh_scale = tf.Variable(tf.ones(self._event_shape[-1:], dtype), name="tanh_scale")
       super().__init__(
-          forward_min_event_ndims=len(self._event_shape),
-          validate_args=validate_args,
-          dtype=dtype,
-          parameters=parameters,
-          name=name)
+        forward_min_event_ndims=len(self._event_shape),
+        validate_args=validate_args,
+        dtype=dtype,
+        parameters=parameters,
+        name=name,
+      )
 
   @property
   def conditioner(self):
@@ -116,15 +125,18 @@ class AffineCoupling(JointLogDetBijector):
 def _check_conditioner(conditioner):
   if any(cls.__module__.split(".")[0] == "keras" for cls in type(conditioner).__mro__):
     raise TypeError(
-        "`conditioner` is a Keras 3 object "
-        f"({type(conditioner).__module__}.{type(conditioner).__name__}). TensorFlow Probability cannot see "
-        "Keras 3 variables: the bijector would list no trainable variables and training would silently do "
-        "nothing. Use a `tf.Module` (e.g. `tfp_realnvp.networks.ResNet`) or a `tf_keras` (Keras 2) layer.")
-  if isinstance(conditioner, (types.FunctionType, types.MethodType, types.BuiltinFunctionType,
-                              functools.partial)):
+      "`conditioner` is a Keras 3 object "
+      f"({type(conditioner).__module__}.{type(conditioner).__name__}). TensorFlow Probability cannot see "
+      "Keras 3 variables: the bijector would list no trainable variables and training would silently do "
+      "nothing. Use a `tf.Module` (e.g. `tfp_realnvp.networks.ResNet`) or a `tf_keras` (Keras 2) layer."
+    )
+  if isinstance(
+    conditioner, (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)
+  ):
     raise TypeError(
-        f"`conditioner` must be a `tf.Module` or `tf_keras` layer object; got the function {conditioner!r}. "
-        "A closure hides the network's variables from TFP, so they would never train: pass the module itself.")
+      f"`conditioner` must be a `tf.Module` or `tf_keras` layer object; got the function {conditioner!r}. "
+      "A closure hides the network's variables from TFP, so they would never train: pass the module itself."
+    )
   if not callable(conditioner):
     raise TypeError(f"`conditioner` must be callable; got {type(conditioner).__name__}.")
 

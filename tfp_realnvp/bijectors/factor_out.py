@@ -25,12 +25,13 @@ class FactorOut(JointLogDetBijector):
       raise TypeError(f"`inner` must be a `tfb.Bijector`; got {type(inner).__name__}.")
     if inner.forward_min_event_ndims > event_ndims:
       raise ValueError(
-          f"`inner` needs events of rank {inner.forward_min_event_ndims}, more than `event_ndims={event_ndims}`.")
+        f"`inner` needs events of rank {inner.forward_min_event_ndims}, more than `event_ndims={event_ndims}`."
+      )
     with tf.name_scope(name) as name:
       self._inner = inner
       super().__init__(
-          forward_min_event_ndims=event_ndims, validate_args=validate_args, parameters=parameters,
-          name=name)
+        forward_min_event_ndims=event_ndims, validate_args=validate_args, parameters=parameters, name=name
+      )
 
   @property
   def inner(self):

@@ -16,7 +16,8 @@ class JointLogDetBijector(tfb.Bijector):
   """
 
   _cache = cache_util.BijectorCacheWithGreedyAttrs(
-      forward_name="_augmented_forward", inverse_name="_augmented_inverse")
+    forward_name="_augmented_forward", inverse_name="_augmented_inverse"
+  )
 
   def _forward(self, x, **kwargs):
     return self._augmented_forward(x, **kwargs)[0]

@@ -33,7 +33,8 @@ class LogitTransform(tfb.Bijector):
       self._num_bits = int(num_bits)
       self._alpha = float(alpha)
       super().__init__(
-          forward_min_event_ndims=0, validate_args=validate_args, parameters=parameters, name=name)
+        forward_min_event_ndims=0, validate_args=validate_args, parameters=parameters, name=name
+      )
 
   @property
   def num_bits(self):

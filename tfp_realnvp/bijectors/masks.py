@@ -24,11 +24,13 @@ def make_mask(mask_type, parity, event_shape):
   event_shape = tuple(int(d) for d in event_shape)
   if mask_type in IMAGE_MASKS and len(event_shape) != 3:
     raise ValueError(
-        f"`mask_type={mask_type!r}` needs an image event `[height, width, channels]`; "
-        f"got `event_shape={event_shape}`.")
+      f"`mask_type={mask_type!r}` needs an image event `[height, width, channels]`; "
+      f"got `event_shape={event_shape}`."
+    )
   if mask_type in VECTOR_MASKS and len(event_shape) != 1:
     raise ValueError(
-        f"`mask_type={mask_type!r}` needs a vector event `[dims]`; got `event_shape={event_shape}`.")
+      f"`mask_type={mask_type!r}` needs a vector event `[dims]`; got `event_shape={event_shape}`."
+    )
   if mask_type == "checkerboard":
     height, width, channels = event_shape
     rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
@@ -38,7 +40,8 @@ def make_mask(mask_type, parity, event_shape):
     channels = event_shape[-1]
     if channels % 2:
       raise ValueError(
-          f"`mask_type='channel'` needs an even number of channels; got `event_shape={event_shape}`.")
+        f"`mask_type='channel'` needs an even number of channels; got `event_shape={event_shape}`."
+      )
     first_half = (np.arange(channels) < channels // 2).astype(np.float32)
     return np.broadcast_to(first_half if parity == 0 else 1.0 - first_half, event_shape).copy()
   (dims,) = event_shape

@@ -20,11 +20,12 @@ class Squeeze(tfb.Bijector):
     parameters = dict(locals())
     with tf.name_scope(name) as name:
       super().__init__(
-          forward_min_event_ndims=3,
-          is_constant_jacobian=True,
-          validate_args=validate_args,
-          parameters=parameters,
-          name=name)
+        forward_min_event_ndims=3,
+        is_constant_jacobian=True,
+        validate_args=validate_args,
+        parameters=parameters,
+        name=name,
+      )
 
   def _forward(self, x):
     _check_even_spatial(x.shape[-3:])
