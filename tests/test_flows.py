@@ -100,6 +100,12 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
       loss = tf.reduce_mean(flow.bits_per_dim(x, training=True))
     gradients = tape.gradient(loss, flow.trainable_variables)
     self.assertTrue(all(g is not None for g in gradients))
+    # Every parameter matters: none has an identically zero gradient (as a bias before a batch norm would).
+    relative_norms = {
+      v.name: float(tf.norm(g) / (tf.norm(gradients[0]) + 1e-30))
+      for v, g in zip(flow.trainable_variables, gradients)
+    }
+    self.assertEmpty([name for name, norm in relative_norms.items() if norm < 1e-6], relative_norms)
     self.assertTrue(flow.regularized_variables)
     self.assertTrue(
       all(("weight_scale" in v.name or "tanh_scale" in v.name) for v in flow.regularized_variables)
