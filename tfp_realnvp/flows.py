@@ -294,87 +294,49 @@ def _image_flow(
       f"`num_scales={num_scales}` squeezes {num_scales - 1} time(s), so height and width must be divisible "
       f"by {factor}; got `event_shape={event_shape}`."
     )
-  layers = _scale(
-    event_shape,
-    0,
-    num_scales,
-    num_blocks,
-    num_filters,
-    dropout,
-    batch_norm,
-    batch_norm_momentum,
-    dtype,
-    compute_dtype,
-  )
-  return _chain([LogitTransform(num_bits)] + layers, name="data_to_latent")
 
-
-def _scale(
-  shape,
-  scale,
-  num_scales,
-  num_blocks,
-  num_filters,
-  dropout,
-  batch_norm,
-  batch_norm_momentum,
-  dtype,
-  compute_dtype,
-):
-  """The layers of one scale and, recursively, of the coarser ones, in data-to-latent order."""
-  height, width, channels = shape
-
-  def coupling_and_norm(mask_type, index, event_shape):
+  def coupling_and_norm(scale, mask_type, index, shape):
+    """An affine coupling with a ResNet conditioner (features doubled per scale) and, with `batch_norm`, a
+    batch norm."""
+    name = f"scale{scale}_{mask_type}{index}"
     conditioner = networks.ResNet(
-      event_shape[-1],
-      2 * event_shape[-1],
+      shape[-1],
+      2 * shape[-1],
       num_blocks=num_blocks,
       num_filters=num_filters * 2**scale,
       dropout=dropout,
       batch_norm_momentum=batch_norm_momentum,
       dtype=dtype,
       compute_dtype=compute_dtype,
-      name=f"scale{scale}_{mask_type}{index}_resnet",
+      name=f"{name}_resnet",
     )
-    layers = [
-      AffineCoupling(
-        conditioner,
-        event_shape,
-        mask_type,
-        parity=index % 2,
-        dtype=dtype,
-        name=f"scale{scale}_{mask_type}{index}",
-      )
-    ]
+    layers = [AffineCoupling(conditioner, shape, mask_type, parity=index % 2, dtype=dtype, name=name)]
     if batch_norm:
       layers.append(
-        BatchNorm(
-          event_shape[-1],
-          momentum=batch_norm_momentum,
-          dtype=dtype,
-          name=f"scale{scale}_{mask_type}{index}_batch_norm",
-        )
+        BatchNorm(shape[-1], momentum=batch_norm_momentum, dtype=dtype, name=f"{name}_batch_norm")
       )
     return layers
 
+  layers = _scale(event_shape, 0, num_scales, coupling_and_norm)
+  return _chain([LogitTransform(num_bits)] + layers, name="data_to_latent")
+
+
+def _scale(shape, scale, num_scales, coupling_and_norm):
+  """The layers of one scale and, recursively, of the coarser ones, in data-to-latent order.
+
+  `coupling_and_norm(scale, mask_type, index, shape)` makes one coupling and its batch norm.
+  """
+  height, width, channels = shape
+
+  def couplings(mask_type, count, event_shape):
+    return [layer for i in range(count) for layer in coupling_and_norm(scale, mask_type, i, event_shape)]
+
   if scale == num_scales - 1:
-    return [layer for i in range(4) for layer in coupling_and_norm("checkerboard", i, shape)]
-  squeezed = (height // 2, width // 2, 4 * channels)
-  layers = [layer for i in range(3) for layer in coupling_and_norm("checkerboard", i, shape)]
+    return couplings("checkerboard", 4, shape)
+  layers = couplings("checkerboard", 3, shape)
   layers.append(Squeeze(name=f"scale{scale}_squeeze"))
-  layers += [layer for i in range(3) for layer in coupling_and_norm("channel", i, squeezed)]
-  coarser = _scale(
-    (height // 2, width // 2, 2 * channels),
-    scale + 1,
-    num_scales,
-    num_blocks,
-    num_filters,
-    dropout,
-    batch_norm,
-    batch_norm_momentum,
-    dtype,
-    compute_dtype,
-  )
+  layers += couplings("channel", 3, (height // 2, width // 2, 4 * channels))
+  coarser = _scale((height // 2, width // 2, 2 * channels), scale + 1, num_scales, coupling_and_norm)
   layers.append(FactorOut(_chain(coarser, name=f"scale{scale + 1}"), name=f"scale{scale}_factor_out"))
   layers.append(tfb.Invert(Squeeze(), name=f"scale{scale}_unsqueeze"))
   return layers
