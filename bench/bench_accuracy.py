@@ -16,12 +16,12 @@ difference.
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
 from absl import app, flags
+from worker_process import run_worker
 
 _RUNS = flags.DEFINE_list(
   "runs",
@@ -82,17 +82,7 @@ def _run_in_subprocess(mode, seed):
     f"--worker={mode}:{seed}",
     f"--threads={_THREADS.value}",
   ] + ([f"--num_train_steps={_NUM_TRAIN_STEPS.value}"] if _NUM_TRAIN_STEPS.value else [])
-  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  try:
-    completed = subprocess.run(
-      command, capture_output=True, text=True, env=environment, timeout=_TIMEOUT.value
-    )
-  except subprocess.TimeoutExpired:
-    return dict(mode=mode, init_seed=seed, error=f"timed out after {_TIMEOUT.value} s")
-  lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
-  if completed.returncode or not lines:
-    return dict(mode=mode, init_seed=seed, error=completed.stderr.strip().splitlines()[-1:] or "no output")
-  return json.loads(lines[-1])
+  return run_worker(command, _TIMEOUT.value, dict(mode=mode, init_seed=seed))
 
 
 def _parse_run(run):

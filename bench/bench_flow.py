@@ -20,7 +20,6 @@ first) and `peak_rss_mb` (at the end); `load_average` (1-minute, before the run)
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 
@@ -29,6 +28,7 @@ import tensorflow as tf
 import workloads
 from absl import app, flags
 from flop_count import graph_flops
+from worker_process import run_worker
 from workloads import MODELS, MODES, PHASES, REFERENCE
 
 _MODELS = flags.DEFINE_list("models", ["small", "cifar10"], "Models: small, cifar10, digits, tiny (tests).")
@@ -117,17 +117,7 @@ def _run_in_subprocess(model, mode):
   for flag in (_PHASES, _BATCH_SIZE, _THREADS, _INTER_OP_THREADS, _WARMUP_RUNS, _TIMED_RUNS):
     value = flag.value
     command.append(f"--{flag.name}={','.join(value) if isinstance(value, list) else value}")
-  environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **MODES[mode].get("env", {}))
-  try:
-    completed = subprocess.run(
-      command, capture_output=True, text=True, env=environment, timeout=_TIMEOUT.value
-    )
-  except subprocess.TimeoutExpired:
-    return dict(model=model, mode=mode, error=f"timed out after {_TIMEOUT.value} s")
-  lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
-  if completed.returncode or not lines:
-    return dict(model=model, mode=mode, error=completed.stderr.strip().splitlines()[-1:] or "no output")
-  return json.loads(lines[-1])
+  return run_worker(command, _TIMEOUT.value, dict(model=model, mode=mode), env=MODES[mode].get("env"))
 
 
 def _summary(results):
