@@ -8,10 +8,10 @@ import tensorflow as tf
 import tf_keras as tfk
 from absl.testing import parameterized
 
+from tests.test_train_lib import TINY_MODEL, tiny_config
 from tfp_realnvp import configs, networks, optimization, train_lib
 from tfp_realnvp.flows import RealNVP
 
-TINY_MODEL = {"num_scales": 1, "num_blocks": 1, "num_filters": 8, "dropout": 0.0}
 IMAGES = np.random.default_rng(3).uniform(0, 16, size=[8, 8, 8, 1]).astype(np.float32)
 
 
@@ -145,16 +145,7 @@ class ConfigAndFlagsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(configs.from_json(configs.to_json(config)), config)
 
   def test_a_bfloat16_run_builds_bfloat16_conditioners(self):
-    config = dataclasses.replace(
-      configs.get_config(),
-      compute_dtype="bfloat16",
-      batch_size=16,
-      num_train_steps=2,
-      warmup_steps=0,
-      eval_every_steps=0,
-      num_samples=4,
-      model_overrides=TINY_MODEL,
-    )
+    config = tiny_config(compute_dtype="bfloat16", num_train_steps=2, eval_every_steps=0)
     result = train_lib.train_and_evaluate(config, os.path.join(self.get_temp_dir(), "bf16"))
     conditioners = [module for module in result.flow.submodules if isinstance(module, networks.ResNet)]
     self.assertNotEmpty(conditioners)
