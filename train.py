@@ -38,10 +38,9 @@ flags.DEFINE_float("clip_global_norm", None, "Gradient clipping by global norm "
 flags.DEFINE_enum(
   "compute_dtype",
   None,
-  ["float32", "bfloat16", "float16"],
+  [dtype for dtype in configs.COMPUTE_DTYPES if dtype is not None],
   "Conditioner arithmetic: bfloat16 is 1.5-2x faster on 32x32 images on CPUs with AVX512-BF16 "
-  "(bench/README.md); "
-  "float16 for GPUs, with dynamic loss scaling " + _DEFAULT,
+  "(bench/README.md); float16 for GPUs, with dynamic loss scaling " + _DEFAULT,
 )
 flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA (slower on CPUs) " + _DEFAULT)
 flags.DEFINE_string("strategy", None, "default | one_device | mirrored | multi_worker_mirrored | tpu.")
