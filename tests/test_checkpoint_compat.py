@@ -1,0 +1,69 @@
+"""Checkpoints written before the architecture change (commit 968b41f) still restore and export the same flow.
+
+`tests/data/digits_workdir_968b41f` was written by that commit's code: a `digits` run trained 40 steps (its
+`config.json`), the flow's checkpoint in the Trainer's layout (`root.flow`), the flow's `log_prob`/`encode`
+of eight fixed images in memory and through its SavedModel export (`reference.npz`), and the variable keys of
+the full Trainer checkpoint (flow, optimizer, step) that commit wrote (`trainer_checkpoint_keys.txt`).
+"""
+
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from tfp_realnvp import configs, export_lib, train_lib
+
+FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "digits_workdir_968b41f")
+
+
+class CheckpointCompatibilityTest(tf.test.TestCase):
+  def setUp(self):
+    super().setUp()
+    self.reference = np.load(os.path.join(FIXTURE, "reference.npz"))
+
+  def test_old_checkpoint_restores_the_same_flow(self):
+    flow, _ = export_lib.restore_flow(FIXTURE)
+    x = self.reference["x"]
+    np.testing.assert_allclose(flow.log_prob(x).numpy(), self.reference["log_prob"], rtol=1e-6)
+    np.testing.assert_allclose(flow.encode(x).numpy(), self.reference["z"], rtol=1e-5, atol=1e-5)
+
+  def test_export_from_old_checkpoint_matches_old_export(self):
+    export_base = tempfile.mkdtemp(dir=self.get_temp_dir())
+    path, _ = export_lib.export_workdir(FIXTURE, export_base)
+    loaded = tf.saved_model.load(path)
+    log_prob = loaded.signatures["log_prob"](x=tf.constant(self.reference["x"]))["log_prob"].numpy()
+    np.testing.assert_allclose(log_prob, self.reference["export_log_prob"], rtol=1e-6)
+
+  def test_trainer_writes_the_old_checkpoint_keys(self):
+    with open(os.path.join(FIXTURE, "config.json")) as file:
+      config = configs.from_json(file.read())
+    workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
+    trainer = train_lib.build_trainer(config) if hasattr(train_lib, "build_trainer") else None
+    if trainer is None:
+      import functools
+
+      from tfp_realnvp import data, optimization
+
+      spec = data.dataset_spec(config.dataset)
+      trainer = train_lib.Trainer(
+        tf.distribute.get_strategy(),
+        functools.partial(train_lib._make_flow, config, spec),
+        global_batch_size=config.batch_size,
+        make_optimizer=functools.partial(
+          optimization.adam,
+          optimization.learning_rate_schedule(
+            config.learning_rate, config.num_train_steps, config.warmup_steps, config.learning_rate_decay
+          ),
+          config.clip_global_norm,
+        ),
+      )
+    path = trainer.checkpoint.save(os.path.join(workdir, "ckpt"))
+    keys = sorted(name for name, _ in tf.train.list_variables(path))
+    with open(os.path.join(FIXTURE, "trainer_checkpoint_keys.txt")) as file:
+      old_keys = file.read().split()
+    self.assertEqual(keys, old_keys)
+
+
+if __name__ == "__main__":
+  tf.test.main()
