@@ -6,121 +6,182 @@ r"""Trains a RealNVP flow and reports its test bits/dim: a thin command line ove
   python train.py --model=num_blocks=4 --model=dropout=0.3 --num_train_steps=5000
   python train.py --dataset=cifar10 --compute_dtype=bfloat16        # mixed precision on AVX512-BF16 CPUs
 
-Flags left unset take the dataset's default config (`configs.get_config`). Rerunning a command resumes from
-the latest checkpoint in its workdir. A setting that cannot work prints one `error:` line and exits with 2.
+Every field of `configs.TrainConfig` is a flag of the same name (`--tpu` sets `tpu_address`;
+`--model=name=VALUE`, repeatable, adds to `model_overrides`, VALUE being JSON such as 0.3, 4, [32, 32] or
+false, or a plain word such as bfloat16). Flags left unset take the dataset's default config
+(`configs.get_config`). Rerunning a command resumes from the latest checkpoint in its workdir. A setting
+that cannot work prints one `error:` line and exits with 2.
 """
 
-import ast
 import dataclasses
+import json
+import re
 import sys
+import types
+import typing
 
 from absl import app, flags, logging
 
 from tfp_realnvp import configs, train_lib
 
-_DEFAULT = "(default: the dataset's config)"
+# Fields whose flag has another name: the names the command line has always used.
+FLAG_NAMES = {"tpu_address": "tpu", "model_overrides": "model"}
 
-flags.DEFINE_string("workdir", None, "Output directory (default: runs/<dataset>). Rerunning resumes from it.")
-flags.DEFINE_string(
-  "dataset", "digits", "`digits` (bundled), a tfds name such as mnist or cifar10, or dir:PATH."
-)
-flags.DEFINE_string("data_dir", None, "tfds data directory " + _DEFAULT)
-flags.DEFINE_integer("image_size", None, "Resize images to this height and width " + _DEFAULT)
-flags.DEFINE_string("preset", None, "RealNVP preset (default: the dataset's).")
-flags.DEFINE_multi_string("model", [], "Preset override `name=value`, repeatable, e.g. --model=dropout=0.3.")
-flags.DEFINE_integer("batch_size", None, "Global batch size, split across replicas " + _DEFAULT)
-flags.DEFINE_integer("num_train_steps", None, "Training steps " + _DEFAULT)
-flags.DEFINE_float("learning_rate", None, "Adam learning rate " + _DEFAULT)
-flags.DEFINE_integer("warmup_steps", None, "Linear learning-rate warm-up steps " + _DEFAULT)
-flags.DEFINE_string("learning_rate_decay", None, "`cosine` or `constant` " + _DEFAULT)
-flags.DEFINE_float("l2_coefficient", None, "L2 on weight-norm and tanh scales " + _DEFAULT)
-flags.DEFINE_float("clip_global_norm", None, "Gradient clipping by global norm " + _DEFAULT)
-flags.DEFINE_enum(
-  "compute_dtype",
-  None,
-  [dtype for dtype in configs.COMPUTE_DTYPES if dtype is not None],
-  "Conditioner arithmetic: bfloat16 is 1.5-2x faster on 32x32 images on CPUs with AVX512-BF16 "
-  "(bench/README.md); float16 for GPUs, with dynamic loss scaling " + _DEFAULT,
-)
-flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA (slower on CPUs) " + _DEFAULT)
-flags.DEFINE_string("strategy", None, "default | one_device | mirrored | multi_worker_mirrored | tpu.")
-flags.DEFINE_integer("num_cpu_devices", None, "Split the CPU into this many logical devices (for mirrored).")
-flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu.")
-flags.DEFINE_integer("log_every_steps", None, "Steps between log lines " + _DEFAULT)
-flags.DEFINE_integer("checkpoint_every_steps", None, "Steps between checkpoints " + _DEFAULT)
-flags.DEFINE_integer(
-  "eval_every_steps", None, "Steps between test evaluations, 0: only at the end " + _DEFAULT
-)
-flags.DEFINE_integer("num_samples", None, "Samples per grid " + _DEFAULT)
-flags.DEFINE_integer("seed", None, "Seed of the input pipeline " + _DEFAULT)
-
-FLAGS = flags.FLAGS
-# Flags that set the config field of the same name (`tpu` sets `tpu_address`).
-_CONFIG_FLAGS = {
-  name: name
-  for name in (
-    "data_dir",
-    "image_size",
-    "preset",
-    "batch_size",
-    "num_train_steps",
-    "learning_rate",
-    "warmup_steps",
-    "learning_rate_decay",
-    "l2_coefficient",
-    "clip_global_norm",
-    "compute_dtype",
-    "jit_compile",
-    "strategy",
-    "num_cpu_devices",
-    "log_every_steps",
-    "checkpoint_every_steps",
-    "eval_every_steps",
-    "num_samples",
-    "seed",
-  )
+_DEFINE_BY_TYPE = {
+  bool: flags.DEFINE_bool,
+  int: flags.DEFINE_integer,
+  float: flags.DEFINE_float,
+  str: flags.DEFINE_string,
 }
-_CONFIG_FLAGS["tpu"] = "tpu_address"
 
 
-def _model_overrides(assignments):
-  overrides = {}
-  for assignment in assignments:
-    name, separator, text = assignment.partition("=")
-    if not separator or not name.isidentifier():
-      raise configs.ConfigError(
-        f"`--model` must look like name=value (e.g. dropout=0.3); got {assignment!r}."
+def define_flags(flag_values=flags.FLAGS):
+  """Defines this command line's flags in `flag_values`: `--workdir`, and one per `TrainConfig` field."""
+  flags.DEFINE_string(
+    "workdir",
+    None,
+    "Output directory (default: runs/<dataset>). Rerunning resumes from it.",
+    flag_values=flag_values,
+  )
+  dataset = next(field for field in dataclasses.fields(configs.TrainConfig) if field.name == "dataset")
+  help_text = f"{dataset.metadata['help']} Its config is every other flag's default."
+  flags.DEFINE_string("dataset", dataset.default, help_text, flag_values=flag_values)
+  define_config_flags(configs.TrainConfig, flag_values, exclude=("dataset",))
+
+
+def define_config_flags(config_class, flag_values, exclude=()):
+  """Defines one flag per field of the dataclass `config_class` in `flag_values`, except `exclude`.
+
+  A flag is named after its field (or by `FLAG_NAMES`), is unset (None) by default, takes its help from
+  `field.metadata["help"]` and its type from the annotation: `bool`, `int`, `float`, `str` (an enum when
+  `field.metadata["choices"]` lists the values), any of these `| None`, `tuple[float, ...]` (comma-separated
+  numbers) or `dict[str, ...]` (repeatable `name=VALUE`, see `NameValueParser`).
+
+  (`ml_collections.config_flags` would rename every flag to `--config.NAME`, add a dependency, and fix the
+  defaults when the flag is defined, while ours come from `--dataset` after parsing.)
+  """
+  for field in dataclasses.fields(config_class):
+    if field.name in exclude:
+      continue
+    name, help_text = FLAG_NAMES.get(field.name, field.name), field.metadata.get("help", "")
+    kind = _without_none(field.type)
+    if field.metadata.get("choices") is not None:
+      choices = [choice for choice in field.metadata["choices"] if choice is not None]
+      flags.DEFINE_enum(name, None, choices, help_text, flag_values=flag_values)
+    elif kind in _DEFINE_BY_TYPE:
+      _DEFINE_BY_TYPE[kind](name, None, help_text, flag_values=flag_values)
+    elif kind == tuple[float, ...]:
+      flags.DEFINE(FloatsParser(), name, None, help_text, flag_values=flag_values, serializer=FloatsParser())
+    elif _is_dict(kind):
+      flags.DEFINE_multi(NameValueParser(), NameValueParser(), name, None, help_text, flag_values=flag_values)
+    else:
+      raise TypeError(
+        f"Field `{config_class.__name__}.{field.name}` has type {field.type}, which has no flag; use bool, "
+        "int, float, str, one of these | None, tuple[float, ...] or dict[str, object]."
       )
+
+
+def config_values_from_flags(config, flag_values):
+  """`{field: value}` for every flag of `config`'s fields that is set in `flag_values`; a dict field's
+  `name=VALUE` entries update `config`'s dict."""
+  values = {}
+  for field in dataclasses.fields(config):
+    name = FLAG_NAMES.get(field.name, field.name)
+    value = flag_values[name].value if name in flag_values else None
+    if value is not None:
+      values[field.name] = {**getattr(config, field.name), **dict(value)} if _is_dict(field.type) else value
+  return values
+
+
+def config_from_flags(flag_values=flags.FLAGS):
+  """The config of `--dataset` (`configs.get_config`) with every set flag of the parsed `flag_values` applied."""
+  config = configs.get_config(flag_values["dataset"].value)
+  return dataclasses.replace(config, **config_values_from_flags(config, flag_values))
+
+
+class FloatsParser(flags.ArgumentParser):
+  """Parses comma-separated numbers such as `1.0,0.7` into a tuple of floats (and writes them back)."""
+
+  syntactic_help = "comma-separated numbers"
+
+  def parse(self, argument):
+    if isinstance(argument, tuple):
+      return argument
     try:
-      overrides[name] = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      overrides[name] = text
-  return overrides
+      return tuple(float(item) for item in argument.split(","))
+    except ValueError:
+      raise ValueError(f"expected comma-separated numbers such as 1.0,0.7; got {argument!r}") from None
+
+  def flag_type(self):
+    return "floats"
+
+  def serialize(self, value):
+    return ",".join(map(repr, value))
 
 
-def _config_from_flags():
-  config = configs.get_config(FLAGS.dataset)
-  values = {
-    field: FLAGS[flag].value for flag, field in _CONFIG_FLAGS.items() if FLAGS[flag].value is not None
-  }
-  if FLAGS.model:
-    values["model_overrides"] = {**config.model_overrides, **_model_overrides(FLAGS.model)}
-  return dataclasses.replace(config, **values)
+class NameValueParser(flags.ArgumentParser):
+  """Parses `name=VALUE` into `(name, value)`: VALUE is JSON (`0.3`, `4`, `[32, 32]`, `false`, `null`, `"a"`),
+  or a plain word (letters first, then letters, digits, `_`, `.` or `-`) such as `bfloat16`, which is a string.
+  Python's `True`, `False` and `None` are refused rather than read as strings."""
+
+  syntactic_help = "name=VALUE"
+  _WORD = re.compile(r"[A-Za-z_][\w.\-]*")
+
+  def parse(self, argument):
+    name, separator, text = argument.partition("=")
+    if not separator or not name.isidentifier():
+      raise ValueError(f"expected name=VALUE such as dropout=0.3; got {argument!r}")
+    try:
+      return name, json.loads(text)
+    except json.JSONDecodeError:
+      if self._WORD.fullmatch(text) and text not in ("True", "False", "None"):
+        return name, text
+    raise ValueError(
+      f"VALUE of `{name}` must be JSON (0.3, 4, [32, 32], true, false, null) or a plain word such as "
+      f"bfloat16; got {text!r}"
+    )
+
+  def flag_type(self):
+    return "name=value"
+
+  def serialize(self, value):
+    return f"{value[0]}={json.dumps(value[1])}"
+
+
+def _without_none(annotation):
+  """`X` for an annotation `X | None` (or `Optional[X]`), else the annotation itself."""
+  if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+    others = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    if len(others) == 1:
+      return others[0]
+  return annotation
+
+
+def _is_dict(annotation):
+  return annotation is dict or typing.get_origin(annotation) is dict
 
 
 def main(argv):
-  if not FLAGS["verbosity"].present:
+  if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # our own log lines are the output; INFO chatter hides them
   if len(argv) > 1:
     _exit_with_error(f"unexpected arguments {argv[1:]}; every setting is a --flag (see --help).", status=2)
   try:
-    config = _config_from_flags()
-    workdir = FLAGS.workdir or f"runs/{config.dataset.replace('/', '_').replace(':', '_')}"
+    config = config_from_flags(flags.FLAGS)
+    workdir = flags.FLAGS.workdir or f"runs/{config.dataset.replace('/', '_').replace(':', '_')}"
     train_lib.train_and_evaluate(config, workdir)
   except configs.ConfigError as error:
     _exit_with_error(str(error), status=2)
   except train_lib.NonFiniteLossError as error:
     _exit_with_error(str(error), status=1)
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with a bad flag reported as one `error:` line and status 2, like a bad setting."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    _exit_with_error(f"{error} (see --help)", status=2)
 
 
 def _exit_with_error(message, status):
@@ -129,4 +190,5 @@ def _exit_with_error(message, status):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  define_flags()
+  app.run(main, flags_parser=_parse_flags)

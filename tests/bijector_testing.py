@@ -4,15 +4,22 @@ import numpy as np
 import tensorflow as tf
 
 
-def perturb(module, stddev=0.3, seed=0):
+def perturb(module, stddev=0.3, seed=0, stateless=False):
   """Adds `N(0, stddev)` noise to every trainable variable of `module`.
 
   Zero-initialized output layers make each coupling the identity, and a log-det test of the identity proves
-  nothing; after this every coupling has a non-trivial shift and scale.
+  nothing; after this every coupling has a non-trivial shift and scale. The noise comes from one
+  `tf.random.Generator` seeded with `seed`, or with `stateless=True` from
+  `tf.random.stateless_normal(seed=[seed, i])` for the `i`-th variable (its noise then does not depend on
+  the sizes of the variables before it).
   """
-  generator = tf.random.Generator.from_seed(seed)
-  for variable in module.trainable_variables:
-    variable.assign_add(generator.normal(variable.shape, stddev=stddev, dtype=variable.dtype))
+  generator = None if stateless else tf.random.Generator.from_seed(seed)
+  for i, variable in enumerate(module.trainable_variables):
+    if stateless:
+      noise = stddev * tf.random.stateless_normal(variable.shape, seed=[seed, i], dtype=variable.dtype)
+    else:
+      noise = generator.normal(variable.shape, stddev=stddev, dtype=variable.dtype)
+    variable.assign_add(noise)
 
 
 def flat_event_size(shape, event_ndims):

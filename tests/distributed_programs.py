@@ -6,31 +6,15 @@ before TensorFlow's first op, which a pytest process has long run).
   python tests/distributed_programs.py train WORKDIR NUM_TRAIN_STEPS
 """
 
-import dataclasses
 import json
 import os
 import signal
 import sys
 
+from tests.fixtures import TINY_MODEL, tiny_config  # no TensorFlow yet
+
 # The worker must outlive no test: a peer that never starts would otherwise block it forever (TF ignores SIGTERM).
 signal.alarm(int(os.environ.get("TEST_PROGRAM_TIMEOUT_S", "240")))
-
-TINY_MODEL = {"num_scales": 1, "num_blocks": 1, "num_filters": 8, "dropout": 0.0}
-
-
-def tiny_config(**changes):
-  from tfp_realnvp import configs
-
-  values = dict(
-    batch_size=16,
-    warmup_steps=0,
-    log_every_steps=1,
-    checkpoint_every_steps=2,
-    eval_every_steps=0,
-    num_samples=4,
-    model_overrides=TINY_MODEL,
-  )
-  return dataclasses.replace(configs.get_config(), **{**values, **changes})
 
 
 def mirrored(out_path):
@@ -122,7 +106,9 @@ def worker(index, port0, port1, workdir, out_path):
   config = tiny_config(
     strategy="multi_worker_mirrored",
     num_train_steps=3,
+    log_every_steps=1,
     checkpoint_every_steps=3,
+    eval_every_steps=0,
     model_overrides={**TINY_MODEL, "dropout": 0.2},
   )
   result = train_lib.train_and_evaluate(config, workdir)
@@ -140,7 +126,10 @@ def train(workdir, num_train_steps):
   """A long single-process run, checkpointing every 2 steps, for the kill-and-resume test."""
   from tfp_realnvp import train_lib
 
-  train_lib.train_and_evaluate(tiny_config(num_train_steps=int(num_train_steps)), workdir)
+  config = tiny_config(
+    num_train_steps=int(num_train_steps), log_every_steps=1, checkpoint_every_steps=2, eval_every_steps=0
+  )
+  train_lib.train_and_evaluate(config, workdir)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as tfk
 
+from tests.fixtures import TINY_MODEL
 from tfp_realnvp import data, keras_model
 from tfp_realnvp.flows import RealNVP
-
-TINY_MODEL = {"num_scales": 1, "num_blocks": 1, "num_filters": 8, "dropout": 0.0}
 
 
 class FlowModelTest(tf.test.TestCase):

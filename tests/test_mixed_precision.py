@@ -6,15 +6,9 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
+from tests.bijector_testing import perturb
 from tfp_realnvp import networks
 from tfp_realnvp.flows import RealNVP
-
-
-def _perturb(module, seed):
-  """Moves every variable away from its initial value, so no layer is an exact identity or zero."""
-  for i, variable in enumerate(module.trainable_variables):
-    noise = tf.random.stateless_normal(variable.shape, seed=[seed, i], dtype=variable.dtype)
-    variable.assign_add(0.3 * noise)
 
 
 def _copy_weights(source, target):
@@ -81,7 +75,7 @@ class ComputeDtypeTest(tf.test.TestCase, parameterized.TestCase):
   def test_bfloat16_resnet_is_close_to_float32_with_float32_variables_and_output(self):
     exact = networks.ResNet(3, 6, num_blocks=2, num_filters=16)
     mixed = networks.ResNet(3, 6, num_blocks=2, num_filters=16, compute_dtype=tf.bfloat16)
-    _perturb(exact, seed=1)
+    perturb(exact, seed=1, stateless=True)
     _copy_weights(exact, mixed)
     self.assertTrue(all(v.dtype == tf.float32 for v in mixed.variables))
     x = tf.random.stateless_normal([4, 8, 8, 3], seed=[9, 10])
@@ -95,7 +89,7 @@ class ComputeDtypeTest(tf.test.TestCase, parameterized.TestCase):
   def test_bfloat16_mlp_is_close_to_float32(self):
     exact = networks.MLP(4, 8, hidden_units=(32, 32))
     mixed = networks.MLP(4, 8, hidden_units=(32, 32), compute_dtype="bfloat16")
-    _perturb(exact, seed=2)
+    perturb(exact, seed=2, stateless=True)
     _copy_weights(exact, mixed)
     x = tf.random.stateless_normal([16, 4], seed=[11, 12])
     expected, got = exact(x), mixed(x)
@@ -107,7 +101,7 @@ class ComputeDtypeTest(tf.test.TestCase, parameterized.TestCase):
     kwargs = dict(event_shape=(8, 8, 1), num_scales=2, num_blocks=1, num_filters=8, num_bits=4)
     exact = RealNVP(**kwargs)
     mixed = RealNVP(**kwargs, compute_dtype=tf.bfloat16)
-    _perturb(exact, seed=3)
+    perturb(exact, seed=3, stateless=True)
     _copy_weights(exact, mixed)
     x = tf.random.stateless_uniform([16, 8, 8, 1], seed=[13, 14], maxval=16.0)
     # bfloat16 rounding moves single images by up to ~1% of their bits/dim here (10-26 bits/dim: the perturbed
@@ -130,7 +124,7 @@ class ComputeDtypeTest(tf.test.TestCase, parameterized.TestCase):
     # The variables are float32 either way: train in bfloat16, evaluate or export in float32.
     kwargs = dict(event_shape=(8, 8, 1), num_scales=1, num_blocks=1, num_filters=8, num_bits=4)
     mixed = RealNVP(**kwargs, compute_dtype=tf.bfloat16)
-    _perturb(mixed, seed=4)
+    perturb(mixed, seed=4, stateless=True)
     path = tf.train.Checkpoint(flow=mixed).save(os.path.join(self.get_temp_dir(), "ckpt"))
     exact = RealNVP(**kwargs)
     tf.train.Checkpoint(flow=exact).restore(path).assert_existing_objects_matched()

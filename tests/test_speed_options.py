@@ -8,7 +8,7 @@ import tensorflow as tf
 import tf_keras as tfk
 from absl.testing import parameterized
 
-from tests.test_train_lib import TINY_MODEL, tiny_config
+from tests.fixtures import TINY_MODEL, tiny_config
 from tfp_realnvp import configs, networks, optimization, train_lib
 from tfp_realnvp.flows import RealNVP
 
@@ -132,17 +132,6 @@ class ConfigAndFlagsTest(tf.test.TestCase, parameterized.TestCase):
   def test_bad_values_name_the_setting(self, changes, message):
     with self.assertRaisesRegex(configs.ConfigError, message):
       dataclasses.replace(configs.get_config(), **changes).validate()
-
-  def test_flags_set_the_config(self):
-    import train  # noqa: PLC0415 (defines the command line's flags)
-
-    train.FLAGS(["train.py", "--compute_dtype=bfloat16", "--jit_compile"])
-    try:
-      config = train._config_from_flags()
-    finally:
-      train.FLAGS.unparse_flags()
-    self.assertEqual((config.compute_dtype, config.jit_compile), ("bfloat16", True))
-    self.assertEqual(configs.from_json(configs.to_json(config)), config)
 
   def test_a_bfloat16_run_builds_bfloat16_conditioners(self):
     config = tiny_config(compute_dtype="bfloat16", num_train_steps=2, eval_every_steps=0)

@@ -1,14 +1,29 @@
-"""The pieces around the training loop: config, optimizer and schedule, log lines, sample grids, summaries."""
+"""The pieces around the training loop: config and its flags, optimizer and schedule, log lines, sample grids,
+summaries."""
 
 import dataclasses
 import io
 import os
+import subprocess
+import sys
 
 import numpy as np
 import tensorflow as tf
+from absl import flags
 from absl.testing import parameterized
 
+import train
 from tfp_realnvp import configs, optimization, reporting
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parsed_flags(*argv):
+  """`train.py`'s flags, parsed from `argv`, in a `FlagValues` of their own."""
+  flag_values = flags.FlagValues()
+  train.define_flags(flag_values)
+  flag_values(["train.py", *argv])
+  return flag_values
 
 
 class ConfigTest(tf.test.TestCase, parameterized.TestCase):
@@ -43,6 +58,152 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
   def test_validate_names_the_setting(self, changes, message):
     with self.assertRaisesRegex(configs.ConfigError, message):
       dataclasses.replace(configs.get_config(), **changes).validate()
+
+
+class FlagsTest(tf.test.TestCase, parameterized.TestCase):
+  def test_every_config_field_has_a_flag_with_help(self):
+    flag_values = parsed_flags()
+    names = {
+      train.FLAG_NAMES.get(field.name, field.name) for field in dataclasses.fields(configs.TrainConfig)
+    }
+    self.assertEqual(set(flag_values), names | {"workdir"})
+    self.assertTrue({"tpu", "model", "dataset", "compute_dtype", "batch_size"} <= names)
+    for name in names:
+      self.assertNotEmpty(flag_values[name].help, name)
+
+  def test_unset_flags_keep_the_datasets_defaults(self):
+    self.assertEqual(train.config_from_flags(parsed_flags()), configs.get_config())
+    self.assertEqual(
+      train.config_from_flags(parsed_flags("--dataset=cifar10")), configs.get_config("cifar10")
+    )
+    config = train.config_from_flags(parsed_flags("--dataset=mnist", "--batch_size=32"))
+    self.assertEqual(config, dataclasses.replace(configs.get_config("mnist"), batch_size=32))
+
+  def test_flags_set_the_config(self):
+    config = train.config_from_flags(parsed_flags("--compute_dtype=bfloat16", "--jit_compile"))
+    self.assertEqual((config.compute_dtype, config.jit_compile), ("bfloat16", True))
+    self.assertEqual(configs.from_json(configs.to_json(config)), config)
+
+  def test_flag_values_are_typed(self):
+    config = train.config_from_flags(
+      parsed_flags(
+        "--tpu=grpc://10.0.0.2:8470",
+        "--learning_rate=3e-4",
+        "--num_train_steps=10",
+        "--nojit_compile",
+        "--image_size=16",
+        "--learning_rate_decay=constant",
+        "--sample_temperatures=1,0.5,0.25",
+        "--model=dropout=0.3",
+        "--model=num_blocks=4",
+        "--model=hidden_units=[32,32]",
+        "--model=compute_dtype=bfloat16",
+        "--model=batch_norm=false",
+        '--model=name="7"',
+      )
+    )
+    self.assertEqual(config.tpu_address, "grpc://10.0.0.2:8470")
+    self.assertEqual((config.learning_rate, config.num_train_steps, config.image_size), (3e-4, 10, 16))
+    self.assertIs(config.jit_compile, False)
+    self.assertEqual(config.learning_rate_decay, "constant")
+    self.assertEqual(config.sample_temperatures, (1.0, 0.5, 0.25))
+    overrides = dict(
+      dropout=0.3, num_blocks=4, hidden_units=[32, 32], compute_dtype="bfloat16", batch_norm=False, name="7"
+    )
+    self.assertEqual(config.model_overrides, overrides)
+    self.assertEqual(
+      {k: type(v) for k, v in config.model_overrides.items()}, {k: type(v) for k, v in overrides.items()}
+    )
+    self.assertEqual(configs.from_json(configs.to_json(config)), config)
+
+  def test_model_flags_update_the_datasets_overrides(self):
+    base = dataclasses.replace(configs.get_config(), model_overrides={"num_blocks": 2, "dropout": 0.4})
+    flag_values = parsed_flags("--model=dropout=0.1", "--model=num_filters=8")
+    values = train.config_values_from_flags(base, flag_values)
+    self.assertEqual(
+      values, {"dataset": "digits", "model_overrides": {"num_blocks": 2, "dropout": 0.1, "num_filters": 8}}
+    )
+
+  @parameterized.named_parameters(
+    (
+      "model_without_value",
+      "--model=dropout",
+      r"flag --model=dropout: expected name=VALUE such as dropout=0\.3",
+    ),
+    (
+      "model_bad_json",
+      "--model=hidden_units=[32,32",
+      r"VALUE of `hidden_units` must be JSON .*; got '\[32,32'",
+    ),
+    (
+      "model_python_literal",
+      "--model=batch_norm=False",
+      r"VALUE of `batch_norm` must be JSON .*; got 'False'",
+    ),
+    ("temperatures", "--sample_temperatures=1,hot", r"expected comma-separated numbers such as 1\.0,0\.7"),
+    ("compute_dtype", "--compute_dtype=int8", r"flag --compute_dtype=int8: value should be one of"),
+    ("integer", "--batch_size=many", r"flag --batch_size=many: "),
+  )
+  def test_a_bad_value_names_the_flag(self, argument, message):
+    with self.assertRaisesRegex(flags.IllegalFlagValueError, message):
+      parsed_flags(argument)
+
+  def test_a_field_added_to_a_dataclass_gets_a_typed_flag(self):
+    @dataclasses.dataclass(frozen=True)
+    class Settings:
+      steps: int = dataclasses.field(default=1, metadata={"help": "Steps."})
+      rate: float = 0.5
+      label: str | None = None
+      fast: bool = False
+      mode: str = dataclasses.field(default="a", metadata={"help": "Mode.", "choices": ("a", "b")})
+      scales: tuple[float, ...] = (1.0,)
+      extras: dict[str, object] = dataclasses.field(default_factory=dict)
+
+    flag_values = flags.FlagValues()
+    train.define_config_flags(Settings, flag_values)
+    self.assertEqual(set(flag_values), {field.name for field in dataclasses.fields(Settings)})
+    self.assertEqual(flag_values["steps"].help, "Steps.")
+    flag_values(
+      ["prog", "--steps=3", "--rate=2", "--label=x", "--fast", "--mode=b", "--scales=2,3", "--extras=k=[1]"]
+    )
+    values = train.config_values_from_flags(Settings(extras={"j": 0}), flag_values)
+    expected = dict(
+      steps=3, rate=2.0, label="x", fast=True, mode="b", scales=(2.0, 3.0), extras={"j": 0, "k": [1]}
+    )
+    self.assertEqual(values, expected)
+    self.assertEqual(dataclasses.replace(Settings(), **values).rate, 2.0)
+    flag_values.unparse_flags()
+    flag_values(["prog", "--rate=2"])
+    self.assertEqual(train.config_values_from_flags(Settings(), flag_values), {"rate": 2.0})
+
+  def test_a_field_type_without_a_flag_is_refused(self):
+    @dataclasses.dataclass
+    class Settings:
+      shape: list = dataclasses.field(default_factory=list)
+
+    with self.assertRaisesRegex(
+      TypeError, r"Field `Settings.shape` has type <class 'list'>, which has no flag"
+    ):
+      train.define_config_flags(Settings, flags.FlagValues())
+
+  @parameterized.named_parameters(
+    ("model", "--model=dropout=0.3.1", "error: flag --model=dropout=0.3.1: VALUE of `dropout` must be JSON"),
+    ("unknown_flag", "--num_steps=3", "error: Unknown command line flag 'num_steps'"),
+  )
+  def test_the_command_line_prints_one_error_line_for_a_bad_flag(self, argument, message):
+    completed = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, "train.py"), argument],
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT},
+      capture_output=True,
+      text=True,
+      timeout=120,
+    )
+    self.assertEqual(completed.returncode, 2)
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+    self.assertLen(errors, 1)
+    self.assertStartsWith(errors[0], message)
+    self.assertNotIn("Traceback", completed.stderr)
+    self.assertEqual(completed.stdout, "")
 
 
 class OptimizationTest(tf.test.TestCase):

@@ -19,26 +19,12 @@ from absl.testing import parameterized
 from PIL import Image
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
+from tests.fixtures import TINY_MODEL, tiny_config
 from tfp_realnvp import configs, data, train_lib
 from tfp_realnvp.flows import RealNVP
 
 PROGRAMS = os.path.join(os.path.dirname(__file__), "distributed_programs.py")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_MODEL = {"num_scales": 1, "num_blocks": 1, "num_filters": 8, "dropout": 0.0}
-
-
-def tiny_config(**changes):
-  values = dict(
-    batch_size=16,
-    num_train_steps=6,
-    warmup_steps=0,
-    log_every_steps=2,
-    checkpoint_every_steps=3,
-    eval_every_steps=4,
-    num_samples=4,
-    model_overrides=TINY_MODEL,
-  )
-  return dataclasses.replace(configs.get_config(), **{**values, **changes})
 
 
 def run(config, workdir):

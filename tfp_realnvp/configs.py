@@ -20,54 +20,70 @@ class ConfigError(ValueError):
   """A configuration value that cannot work; its message is one line naming the setting."""
 
 
+def _field(default, help, choices=None):
+  """A `TrainConfig` field: its default, a one-line `help` (the `train.py` flag's) and the allowed `choices`."""
+  metadata = {"help": help} if choices is None else {"help": help, "choices": choices}
+  if isinstance(default, dict):
+    return dataclasses.field(default_factory=lambda: dict(default), metadata=metadata)
+  return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Everything `train_lib.train_and_evaluate` needs besides the workdir.
 
-  Fields are grouped as data, model, optimization, distribution, loop and output settings;
-  `batch_size` is the global batch, split evenly across replicas.
+  Fields are grouped as data, model, speed, optimization, distribution, loop and output settings. Each
+  field's `metadata` holds its one-line `help` and, where the values are a fixed set, its `choices`;
+  `train.py` makes one flag per field from these.
   """
 
   # Data.
-  dataset: str = "digits"  # tfds name, `digits` (bundled) or a directory of images
-  data_dir: str | None = None  # tfds data directory (`None`: tfds's default)
-  image_size: int | None = None  # resize images to `image_size x image_size` (`None`: native)
+  dataset: str = _field("digits", "`digits` (bundled), a tfds name such as mnist or cifar10, or dir:PATH.")
+  data_dir: str | None = _field(None, "tfds data directory (None: tfds's default).")
+  image_size: int | None = _field(None, "Resize images to this height and width (None: native).")
 
   # Model: `RealNVP.from_preset(preset or the dataset's preset, **model_overrides)`.
-  preset: str | None = None
-  # Keyword arguments that override the preset's (the digits preset already has its measured dropout, 0.4).
-  model_overrides: dict = dataclasses.field(default_factory=dict)
+  preset: str | None = _field(None, "RealNVP preset (None: the dataset's).")
+  model_overrides: dict[str, object] = _field(
+    {}, "Keyword arguments that override the preset's (the digits preset has its measured dropout, 0.4)."
+  )
 
-  # Speed (see bench/README.md): the conditioners' compute dtype, `float32` (None), `bfloat16` (CPUs with
-  # AVX512-BF16 or AMX, TPUs) or `float16` (GPUs, with dynamic loss scaling); XLA for the train step.
-  compute_dtype: str | None = None
-  jit_compile: bool = False
+  # Speed (see bench/README.md).
+  compute_dtype: str | None = _field(
+    None,
+    "Conditioner arithmetic (None: float32): bfloat16 is 1.5-2x faster on 32x32 images on CPUs with "
+    "AVX512-BF16 or AMX (bench/README.md), and for TPUs; float16 for GPUs, with dynamic loss scaling.",
+    choices=COMPUTE_DTYPES,
+  )
+  jit_compile: bool = _field(False, "Compile the train step with XLA (slower on CPUs).")
 
   # Optimization (paper: Adam 1e-3, L2 5e-5 on weight-norm and tanh scales, clip norm 100).
-  batch_size: int = 64
-  num_train_steps: int = 2000
-  learning_rate: float = 1e-3
-  warmup_steps: int = 100
-  learning_rate_decay: str = "cosine"  # `cosine` to 0 at `num_train_steps`, or `constant`
-  l2_coefficient: float = 5e-5
-  clip_global_norm: float = 100.0
-  max_consecutive_non_finite: int = 10  # skipped non-finite steps in a row before stopping
+  batch_size: int = _field(64, "Global batch size, split evenly across replicas.")
+  num_train_steps: int = _field(2000, "Training steps.")
+  learning_rate: float = _field(1e-3, "Adam learning rate.")
+  warmup_steps: int = _field(100, "Linear learning-rate warm-up steps.")
+  learning_rate_decay: str = _field(
+    "cosine", "`cosine` to 0 at `num_train_steps`, or `constant`.", choices=("cosine", "constant")
+  )
+  l2_coefficient: float = _field(5e-5, "L2 on weight-norm and tanh scales.")
+  clip_global_norm: float = _field(100.0, "Gradient clipping by global norm.")
+  max_consecutive_non_finite: int = _field(10, "Skipped non-finite steps in a row before stopping.")
 
   # Distribution.
-  strategy: str = "default"
-  num_cpu_devices: int = 1  # split the CPU into this many logical devices (for `mirrored`)
-  tpu_address: str | None = None
+  strategy: str = _field("default", "default | one_device | mirrored | multi_worker_mirrored | tpu.")
+  num_cpu_devices: int = _field(1, "Split the CPU into this many logical devices (for `mirrored`).")
+  tpu_address: str | None = _field(None, "TPU name or grpc:// address for `strategy=tpu`.")
 
   # Loop.
-  log_every_steps: int = 250
-  checkpoint_every_steps: int = 500
-  eval_every_steps: int = 500  # 0: evaluate only at the end
-  max_checkpoints_to_keep: int = 3
+  log_every_steps: int = _field(250, "Steps between log lines.")
+  checkpoint_every_steps: int = _field(500, "Steps between checkpoints.")
+  eval_every_steps: int = _field(500, "Steps between test evaluations, 0: only at the end.")
+  max_checkpoints_to_keep: int = _field(3, "Checkpoints kept in the workdir.")
 
   # Output.
-  num_samples: int = 64
-  sample_temperatures: tuple = (1.0, 0.7)
-  seed: int = 0
+  num_samples: int = _field(64, "Samples per grid.")
+  sample_temperatures: tuple[float, ...] = _field((1.0, 0.7), "Prior temperatures of the sample grids.")
+  seed: int = _field(0, "Seed of the input pipeline.")
 
   def validate(self):
     """Raises `ConfigError` for a value no run can use (dataset and preset names are checked
@@ -105,23 +121,16 @@ class TrainConfig:
     _check(self.l2_coefficient >= 0, "l2_coefficient", ">= 0", self.l2_coefficient)
     _check(self.clip_global_norm > 0, "clip_global_norm", "> 0", self.clip_global_norm)
     _check(
-      self.learning_rate_decay in ("cosine", "constant"),
-      "learning_rate_decay",
-      "one of cosine, constant",
-      self.learning_rate_decay,
-    )
-    _check(
       len(self.sample_temperatures) >= 1 and all(t > 0 for t in self.sample_temperatures),
       "sample_temperatures",
       "one or more positive numbers",
       self.sample_temperatures,
     )
-    _check(
-      self.compute_dtype in COMPUTE_DTYPES,
-      "compute_dtype",
-      f"one of {', '.join(str(d) for d in COMPUTE_DTYPES)}",
-      self.compute_dtype,
-    )
+    for field in dataclasses.fields(self):
+      choices = field.metadata.get("choices")
+      if choices is not None:
+        value = getattr(self, field.name)
+        _check(value in choices, field.name, f"one of {', '.join(map(str, choices))}", value)
     _check(isinstance(self.jit_compile, bool), "jit_compile", "True or False", self.jit_compile)
     _check(isinstance(self.model_overrides, dict), "model_overrides", "a dict", self.model_overrides)
 
