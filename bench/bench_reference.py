@@ -266,9 +266,12 @@ def _usage_error():
     return f"error: --models has {unknown + unmatched}; expected some of {comparable} (settings the peer has)"
   if [phase for phase in _PHASES.value if phase not in PHASES]:
     return f"error: --phases={','.join(_PHASES.value)}; expected some of {list(PHASES)}"
-  probe = subprocess.run([_REFERENCE_PYTHON.value, "-c", "import torch"], capture_output=True, text=True)
-  if probe.returncode:
-    reason = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+  try:
+    probe = subprocess.run([_REFERENCE_PYTHON.value, "-c", "import torch"], capture_output=True, text=True)
+    reason = (probe.stderr.strip().splitlines() or ["no output"])[-1] if probe.returncode else None
+  except OSError as error:
+    reason = str(error)
+  if reason:
     return f"error: --reference_python={_REFERENCE_PYTHON.value} cannot import torch ({reason})"
   return None
 
