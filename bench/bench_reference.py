@@ -1,0 +1,299 @@
+"""Speed against the peer, chrischute/real-nvp (PyTorch), side by side in one run, with same-run ratios.
+
+Usage, from the repository root (see `bench/REFERENCE.md` for getting torch and the peer's checkout):
+
+  python bench/bench_reference.py --reference_dir=PATH --reference_python=/path/to/torch/venv/bin/python
+  python bench/bench_reference.py --reference_dir=PATH --models=small --rounds=1 --timed_runs=2
+
+For each model, each round runs four workers, each in a fresh subprocess (so each peak RSS is its own),
+alternating ours and the peer's: ours fp32, peer fp32, ours bf16 (`workloads` mode "bf16",
+`compute_dtype=bfloat16`), peer under `torch.autocast("cpu", torch.bfloat16)`; odd rounds start with the
+peer. The peer runs in `--reference_python` from `--reference_dir`, a user's own checkout, nothing in it
+patched on disk (`reference_worker.py`). Both sides take a train step (forward, backward and Adam on a fixed
+random batch, each with its own loss: ours `train_lib`'s, the peer's `RealNVPLoss` and L2), `log_prob` and
+`sample`, at the same architecture (`workloads.MODELS`: scales, residual blocks, features) and batch, timed
+by the same code (`phase_timing.time_calls`).
+
+Prints one JSON line per worker (per phase `images_per_s`, `gflop_per_image`, `gflops`, `step_s`,
+`cpu_per_wall`; `peak_rss_train_mb`, `peak_rss_mb`), then one summary line per model: the best images/s of
+each (implementation, mode) over the rounds (load only ever slows a run down), `best_vs_best` (our best
+mode over the peer's best), `fp32_vs_fp32`, `bf16_vs_autocast_bf16`, the matched-FLOP ratios (GFLOP/s over
+GFLOP/s: `images/s x GFLOP/image`, ours from TensorFlow's profiler, the peer's from its convolutions), peak
+RSS ratios per mode, the highest 1-minute load average before a worker (`load_average_max`), and the CPU's
+model name and whether it has AMX-BF16 and AVX512-BF16.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+import workloads
+from absl import app, flags
+from flop_count import graph_flops
+from phase_timing import time_phases
+from worker_process import run_worker
+from workloads import MODELS, PHASES
+
+_REFERENCE_DIR = flags.DEFINE_string(
+  "reference_dir", None, "A checkout of https://github.com/chrischute/real-nvp (required)."
+)
+_REFERENCE_PYTHON = flags.DEFINE_string(
+  "reference_python", sys.executable, "A Python interpreter with torch (2.13.0 CPU measured) for the peer."
+)
+_MODELS = flags.DEFINE_list(
+  "models", ["small", "cifar10"], "Models (`workloads.MODELS`): small, cifar10, tiny."
+)
+_PHASES = flags.DEFINE_list("phases", list(PHASES), "Phases, in this order.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per step.")
+_THREADS = flags.DEFINE_integer(
+  "threads", 2, "Intra-op threads of both (TensorFlow's and `torch.set_num_threads`)."
+)
+_ROUNDS = flags.DEFINE_integer(
+  "rounds", 2, "Rounds of the four runs per model; the summary takes each run's best."
+)
+_WARMUP_RUNS = flags.DEFINE_integer("warmup_runs", 2, "Untimed runs after the first call.")
+_TIMED_RUNS = flags.DEFINE_integer("timed_runs", 5, "Timed runs; throughput uses their median.")
+_TIMEOUT = flags.DEFINE_integer("timeout", 1800, "Seconds allowed to each worker subprocess.")
+_WORKER = flags.DEFINE_string("worker", None, "Internal: run ours in this mode, in this process.")
+
+# Each round's runs, as (implementation, mode) pairs; the peer's mode of the same precision follows ours.
+OUR_MODES = ("fp32", "bf16")
+PEER_MODES = ("fp32", "autocast_bf16")
+RUNS = tuple(run for modes in zip(OUR_MODES, PEER_MODES) for run in (("ours", modes[0]), ("peer", modes[1])))
+
+# The model settings the peer has a counterpart for: `RealNVP(num_scales, in_channels, mid_channels, num_blocks)`.
+_PEER_SETTINGS = {"event_shape", "num_scales", "num_blocks", "num_filters"}
+_PEER_MODEL_FILE = os.path.join("models", "real_nvp", "real_nvp.py")
+_REFERENCE_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_worker.py")
+
+
+def round_order(round_index):
+  """`RUNS` in the order of round `round_index`: odd rounds put the peer first in each pair, so neither side
+  always runs first."""
+  if round_index % 2 == 0:
+    return RUNS
+  return tuple(run for pair in zip(RUNS[1::2], RUNS[::2]) for run in pair)
+
+
+def reference_dir_error(reference_dir):
+  """Why `reference_dir` is not a checkout of the peer, or None when it is."""
+  if not reference_dir:
+    return (
+      "error: --reference_dir is required: the path of a checkout of chrischute/real-nvp "
+      "(git clone https://github.com/chrischute/real-nvp); got none"
+    )
+  if not os.path.isfile(os.path.join(reference_dir, _PEER_MODEL_FILE)):
+    return (
+      f"error: --reference_dir={reference_dir} is not a checkout of chrischute/real-nvp: "
+      f"expected {_PEER_MODEL_FILE} in it"
+    )
+  return None
+
+
+def cpu_description(text):
+  """The CPU's model name and bfloat16 flags from `lscpu` (or `/proc/cpuinfo`) output."""
+  fields = {}
+  for line in text.splitlines():
+    key, separator, value = line.partition(":")
+    key = key.strip().lower()
+    if separator and key in ("model name", "flags") and key not in fields:
+      fields[key] = value.strip()
+  cpu_flags = set(fields.get("flags", "").split())
+  return dict(
+    cpu=fields.get("model name", "unknown"),
+    amx_bf16="amx_bf16" in cpu_flags,
+    avx512_bf16="avx512_bf16" in cpu_flags,
+  )
+
+
+def _cpu_text():
+  try:
+    return subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+  except (OSError, subprocess.CalledProcessError):
+    with open("/proc/cpuinfo") as cpuinfo:
+      return cpuinfo.read()
+
+
+def _ratio(numerator, denominator):
+  return round(numerator / denominator, 2) if numerator and denominator else None
+
+
+def _phase_summary(runs, phase):
+  """Best images/s of each run over the rounds, its GFLOP/s, and the ratios between ours and the peer's."""
+  best = {}
+  for run in runs:
+    key = f"{run['implementation']}_{run['mode']}"
+    if phase in run and (key not in best or run[phase]["images_per_s"] > best[key]["images_per_s"]):
+      best[key] = run[phase]
+  speed = {key: figures["images_per_s"] for key, figures in best.items()}
+  gflops = {key: figures["images_per_s"] * figures["gflop_per_image"] for key, figures in best.items()}
+  ours = [f"ours_{mode}" for mode in OUR_MODES if f"ours_{mode}" in speed]
+  peers = [f"peer_{mode}" for mode in PEER_MODES if f"peer_{mode}" in speed]
+  entry = dict(
+    images_per_s=speed,
+    gflop_per_image={key: figures["gflop_per_image"] for key, figures in best.items()},
+    gflops={key: round(value, 1) for key, value in gflops.items()},
+  )
+  if not ours or not peers:
+    return entry
+  our_best, peer_best = max(ours, key=speed.get), max(peers, key=speed.get)
+  entry.update(ours_best=our_best.removeprefix("ours_"), peer_best=peer_best.removeprefix("peer_"))
+  entry["best_vs_best"] = _ratio(speed[our_best], speed[peer_best])
+  entry["matched_flop_best_vs_best"] = _ratio(gflops[our_best], gflops[peer_best])
+  for our_mode, peer_mode in zip(OUR_MODES, PEER_MODES):
+    ours_key, peer_key = f"ours_{our_mode}", f"peer_{peer_mode}"
+    if ours_key in speed and peer_key in speed:
+      entry[f"{our_mode}_vs_{peer_mode}"] = _ratio(speed[ours_key], speed[peer_key])
+      entry[f"matched_flop_{our_mode}_vs_{peer_mode}"] = _ratio(gflops[ours_key], gflops[peer_key])
+  by_round = []
+  for round_index in sorted({run["round"] for run in runs}):
+    in_round = [run for run in runs if run["round"] == round_index and phase in run]
+    ours_speed = [run[phase]["images_per_s"] for run in in_round if run["implementation"] == "ours"]
+    peer_speed = [run[phase]["images_per_s"] for run in in_round if run["implementation"] == "peer"]
+    if ours_speed and peer_speed:
+      by_round.append(_ratio(max(ours_speed), max(peer_speed)))
+  entry["best_vs_best_by_round"] = by_round
+  return entry
+
+
+def summarize(results, phases, cpu):
+  """One summary per model of the worker `results` (those with an `error` are listed, not used)."""
+  summaries = []
+  for model in dict.fromkeys(result["model"] for result in results):
+    of_model = [result for result in results if result["model"] == model]
+    runs = [result for result in of_model if "error" not in result]
+    summary = dict(summary=model, **cpu, rounds=len({result["round"] for result in of_model}))
+    # Other processes slow the peer's OpenMP threads far more than TensorFlow's: trust ratios taken idle.
+    summary["load_average_max"] = max((run["load_average"] for run in runs), default=None)
+    for phase in phases:
+      summary[phase] = _phase_summary(runs, phase)
+    peak_rss = {}
+    for run in runs:
+      key = f"{run['implementation']}_{run['mode']}"
+      if "peak_rss_train_mb" in run:
+        peak_rss[key] = max(peak_rss.get(key, 0), run["peak_rss_train_mb"])
+    if peak_rss:
+      summary["peak_rss_train_mb"] = peak_rss
+      for our_mode, peer_mode in zip(OUR_MODES, PEER_MODES):
+        ratio = _ratio(peak_rss.get(f"ours_{our_mode}"), peak_rss.get(f"peer_{peer_mode}"))
+        if ratio:
+          summary[f"peak_rss_train_{our_mode}_vs_{peer_mode}"] = ratio
+    errors = [
+      f"{r['implementation']} {r['mode']} round {r['round']}: {r['error']}" for r in of_model if "error" in r
+    ]
+    if errors:
+      summary["errors"] = errors
+    summaries.append(summary)
+  return summaries
+
+
+def _our_worker(model, mode):
+  """Times `model` in our `mode` in this process; the JSON-able result."""
+  load_average = os.getloadavg()[0]
+  workloads.configure(mode, _THREADS.value)
+  start = time.perf_counter()
+  workload = workloads.build(model, mode, _BATCH_SIZE.value)
+  result = dict(
+    implementation="ours",
+    mode=mode,
+    batch_size=_BATCH_SIZE.value,
+    threads=_THREADS.value,
+    num_parameters=int(sum(v.shape.num_elements() for v in workload.flow.trainable_variables)),
+    load_average=round(load_average, 2),
+    build_s=round(time.perf_counter() - start, 2),
+  )
+  phases = {phase: workload.phases[phase] for phase in _PHASES.value}
+  arguments = workload.arguments
+
+  def count_flops(phase):
+    return graph_flops(phases[phase].get_concrete_function(*arguments[phase]))  # traces the phase
+
+  def call(phase):
+    return lambda: np.asarray(phases[phase](*arguments[phase]))  # returns once the step is done
+
+  calls = {phase: call(phase) for phase in phases}
+  result.update(time_phases(calls, count_flops, _BATCH_SIZE.value, _WARMUP_RUNS.value, _TIMED_RUNS.value))
+  result["tensorflow"] = tf.__version__
+  return result
+
+
+def _common_flags():
+  return [
+    f"--phases={','.join(_PHASES.value)}",
+    f"--batch_size={_BATCH_SIZE.value}",
+    f"--threads={_THREADS.value}",
+    f"--warmup_runs={_WARMUP_RUNS.value}",
+    f"--timed_runs={_TIMED_RUNS.value}",
+  ]
+
+
+def _run(implementation, model, mode, round_index):
+  """One worker subprocess; its result with the run's identity, or the identity and an `error`."""
+  identity = dict(implementation=implementation, model=model, mode=mode, round=round_index)
+  if implementation == "ours":
+    command = [sys.executable, os.path.abspath(__file__), f"--worker={mode}", f"--models={model}"]
+    environment = workloads.MODES[mode].get("env")
+  else:
+    settings = MODELS[model]
+    command = [
+      _REFERENCE_PYTHON.value,
+      _REFERENCE_WORKER,
+      f"--reference_dir={os.path.abspath(_REFERENCE_DIR.value)}",
+      f"--mode={mode}",
+      f"--num_scales={settings['num_scales']}",
+      f"--num_blocks={settings['num_blocks']}",
+      f"--mid_channels={settings['num_filters']}",
+      f"--image_shape={','.join(str(n) for n in settings['event_shape'])}",
+    ]
+    environment = None
+  result = run_worker(command + _common_flags(), _TIMEOUT.value, identity, env=environment)
+  return dict(identity, **result)
+
+
+def _usage_error():
+  """The first problem with the flags as an `error:` line, or None."""
+  problem = reference_dir_error(_REFERENCE_DIR.value)
+  if problem:
+    return problem
+  unknown = [model for model in _MODELS.value if model not in MODELS]
+  unmatched = [model for model in _MODELS.value if model in MODELS and set(MODELS[model]) - _PEER_SETTINGS]
+  if unknown or unmatched:
+    comparable = sorted(model for model in MODELS if not set(MODELS[model]) - _PEER_SETTINGS)
+    return f"error: --models has {unknown + unmatched}; expected some of {comparable} (settings the peer has)"
+  if [phase for phase in _PHASES.value if phase not in PHASES]:
+    return f"error: --phases={','.join(_PHASES.value)}; expected some of {list(PHASES)}"
+  try:
+    probe = subprocess.run([_REFERENCE_PYTHON.value, "-c", "import torch"], capture_output=True, text=True)
+    reason = (probe.stderr.strip().splitlines() or ["no output"])[-1] if probe.returncode else None
+  except OSError as error:
+    reason = str(error)
+  if reason:
+    return f"error: --reference_python={_REFERENCE_PYTHON.value} cannot import torch ({reason})"
+  return None
+
+
+def main(argv):
+  del argv
+  if _WORKER.value:
+    print(json.dumps(_our_worker(_MODELS.value[0], _WORKER.value)), flush=True)
+    return
+  problem = _usage_error()
+  if problem:
+    sys.exit(problem)
+  cpu = cpu_description(_cpu_text())
+  results = []
+  for model in _MODELS.value:
+    for round_index in range(_ROUNDS.value):
+      for implementation, mode in round_order(round_index):
+        results.append(_run(implementation, model, mode, round_index))
+        print(json.dumps(results[-1]), flush=True)
+  for summary in summarize(results, _PHASES.value, cpu):
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
