@@ -10,7 +10,7 @@ _PUBLIC_NAMES = {
   "FlowModel": "tfp_realnvp.keras_model",
   "RealNVP": "tfp_realnvp.flows",
   "export_saved_model": "tfp_realnvp.export_lib",
-  "load_distribution": "tfp_realnvp.export_lib",
+  "load_distribution": "tfp_realnvp.saved_model_distribution",
   "train_and_evaluate": "tfp_realnvp.train_lib",
 }
 
