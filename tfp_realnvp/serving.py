@@ -11,6 +11,8 @@ The names of the signatures, of their inputs and of their outputs are public API
 `saved_model_distribution` reads them). A flow of pixel data is one whose `num_bits` is not None.
 """
 
+import math
+
 import tensorflow as tf
 
 from tfp_realnvp import data
@@ -77,9 +79,13 @@ class ServingModule(tf.Module):
 
   def _log_prob(self, x):
     x = tf.cast(self._event_rows(x), self.flow.dtype)
-    outputs = {"log_prob": tf.cast(self.flow.log_prob(x, training=False), tf.float32)}
+    log_prob = tf.cast(self.flow.log_prob(x, training=False), tf.float32)
+    outputs = {"log_prob": log_prob}
     if self._num_bits is not None:
-      outputs["bits_per_dim"] = tf.cast(self.flow.bits_per_dim(x, training=False), tf.float32)
+      # `flow.bits_per_dim(x)`'s formula applied to the log_prob above: calling it would run the flow a second
+      # time in the graph (measured with bench/bench_export.py, small model: SavedModel 19.9 -> 22.4 MB and
+      # about 0.65x the log_prob throughput).
+      outputs["bits_per_dim"] = -log_prob / (math.prod(self._event_shape) * math.log(2.0))
     return outputs
 
   def _sample(self, num_samples, temperature, seed):
