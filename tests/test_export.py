@@ -191,14 +191,22 @@ def import_grpc_client():
 HAS_SERVING_API = importlib.util.find_spec("tensorflow_serving") is not None
 
 
-class ExportedFlowTest(tf.test.TestCase):
+class WorkspaceTestCase(tf.test.TestCase):
+  """`cls.workspace`: a directory for the whole class, removed after its last test."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.workspace = tempfile.mkdtemp(prefix=f"{cls.__name__}_")
+    cls.addClassCleanup(shutil.rmtree, cls.workspace, ignore_errors=True)
+
+
+class ExportedFlowTest(WorkspaceTestCase):
   """One export of an image and a vector flow, checked through every loader."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.workspace = tempfile.mkdtemp(prefix="test_export_")
-    cls.addClassCleanup(shutil.rmtree, cls.workspace, ignore_errors=True)
     # gcc, the fresh loader process and the C program run while this process works.
     cls.binary = os.path.join(cls.workspace, "realnvp_serve")
     gcc = subprocess.Popen(
@@ -556,14 +564,12 @@ class Uint8ImagesTest(tf.test.TestCase):
     )
 
 
-class ExportDirectoryTest(tf.test.TestCase):
+class ExportDirectoryTest(WorkspaceTestCase):
   """Version directories, interrupted exports and exports of training workdirs."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.workspace = tempfile.mkdtemp(prefix="test_export_directory_")
-    cls.addClassCleanup(shutil.rmtree, cls.workspace, ignore_errors=True)
     cls.vector_flow = small_vector_flow()
     cls.vector_export = export_lib.export_saved_model(
       cls.vector_flow, os.path.join(cls.workspace, "exports"), "vector", version=4
