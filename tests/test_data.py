@@ -1,6 +1,7 @@
-"""Tests for the input pipelines: values, splits, augmentation, determinism, sharding and offline errors."""
+"""Tests for the input pipelines: values, splits, labels, augmentation, determinism, sharding and errors."""
 
 import os
+import re
 import tempfile
 import time
 
@@ -20,6 +21,61 @@ def _collect(dataset):
 
 def _take(dataset, num_batches):
   return np.concatenate([batch.numpy() for batch in dataset.take(num_batches)])
+
+
+def _collect_labelled(dataset, num_batches=-1):
+  """(images, labels) of a `with_labels=True` pipeline, checking each batch's label dtype and shape."""
+  images, labels = [], []
+  for batch_images, batch_labels in dataset.take(num_batches):
+    assert batch_labels.dtype == tf.int32 and batch_labels.shape == batch_images.shape[:1], batch_labels
+    images.append(batch_images.numpy())
+    labels.append(batch_labels.numpy())
+  return np.concatenate(images), np.concatenate(labels)
+
+
+def _label_of_image(raw_images, raw_labels):
+  """Maps the bytes of each raw image (and, for flips, of its mirror image) to its label."""
+  labels = {}
+  for image, label in zip(raw_images.astype(np.uint8), raw_labels):
+    for view in (image, image[:, ::-1]):
+      assert labels.setdefault(bytes(view), label) == label, "two labels for one image"
+  return labels
+
+
+def _assert_labels_match_images(test, images, labels, raw_images, raw_labels):
+  """Every (image, label) pair is one of the raw pairs (an image may be mirrored)."""
+  label_of = _label_of_image(raw_images, raw_labels)
+  expected = [label_of[bytes(image)] for image in np.floor(images).astype(np.uint8)]
+  np.testing.assert_array_equal(labels, expected)
+
+
+class TinyLabelled(tfds.core.GeneratorBasedBuilder):
+  """A prepared tfds dataset (real files and split metadata, unlike `mock_data`): 4x4 RGB images, 3 classes."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  NUM_TRAIN = 20
+
+  def _info(self):
+    return tfds.core.DatasetInfo(
+      builder=self,
+      features=tfds.features.FeaturesDict(
+        {"image": tfds.features.Image(shape=(4, 4, 3)), "label": tfds.features.ClassLabel(num_classes=3)}
+      ),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {"train": self._generate_examples(0, self.NUM_TRAIN), "test": self._generate_examples(100, 6)}
+
+  def _generate_examples(self, seed, count):
+    images = np.random.default_rng(seed).integers(0, 256, size=(count, 4, 4, 3), dtype=np.uint8)
+    for i, image in enumerate(images):
+      yield i, {"image": image, "label": (i * 7 + seed) % 3}
+
+
+def _tiny_labelled_examples(data_dir, split):
+  examples = list(tfds.as_numpy(tfds.load("tiny_labelled", split=split, data_dir=data_dir, download=False)))
+  return np.stack([e["image"] for e in examples]), np.array([e["label"] for e in examples])
 
 
 def _raw_tfds_images(name, split):
@@ -48,7 +104,7 @@ class DigitsTest(tf.test.TestCase):
   def test_spec(self):
     self.assertEqual(
       data.dataset_spec("digits"),
-      data.DatasetSpec("digits", (8, 8, 1), 4, False, "train", "test", "digits"),
+      data.DatasetSpec("digits", (8, 8, 1), 4, False, "train", "test", "digits", num_classes=10),
     )
 
   def test_splits_are_the_first_1500_and_the_last_297_images_mapped_to_4_bits(self):
@@ -277,6 +333,239 @@ class DirectoryTest(tf.test.TestCase):
     self.assertEqual((spec.image_shape, spec.train_split, spec.eval_split), ((6, 6, 1), "train", "test"))
     test = _collect(data.load(data.DIRECTORY_PREFIX + directory, "test", batch_size=4, training=False))
     np.testing.assert_array_equal(np.floor(test), test_images[..., np.newaxis])
+
+
+class DigitsLabelsTest(tf.test.TestCase):
+  def setUp(self):
+    super().setUp()
+    digits = load_digits()
+    self.images, self.labels = np.minimum(digits.images, 15)[..., np.newaxis], digits.target
+
+  def test_spec_and_label_counts(self):
+    self.assertEqual(data.dataset_spec("digits").num_classes, 10)
+    counts = data.label_counts("digits", "train")
+    self.assertEqual(counts.dtype, np.int64)
+    np.testing.assert_array_equal(counts, np.bincount(self.labels[:1500], minlength=10))
+    np.testing.assert_array_equal(
+      data.label_counts("digits", "train[1200:]"), np.bincount(self.labels[1200:1500], minlength=10)
+    )
+
+  def test_evaluation_labels_are_the_targets_in_order_beside_the_same_images(self):
+    for split, expected in (("train", slice(1500)), ("test", slice(1500, None))):
+      images, labels = _collect_labelled(
+        data.load("digits", split, batch_size=128, training=False, seed=5, with_labels=True)
+      )
+      np.testing.assert_array_equal(labels, self.labels[expected])
+      np.testing.assert_array_equal(
+        images, _collect(data.load("digits", split, batch_size=128, training=False, seed=5))
+      )
+
+  def test_training_labels_follow_their_shuffled_images(self):
+    def make(with_labels, cache):
+      return data.load(
+        "digits", "train", batch_size=100, training=True, seed=2, cache=cache, with_labels=with_labels
+      )
+
+    # 32 batches: more than two epochs, so the cached second epoch (reshuffled) is covered too.
+    images, labels = _collect_labelled(make(True, None), 32)
+    _assert_labels_match_images(self, images, labels, self.images[:1500], self.labels[:1500])
+    np.testing.assert_array_equal(images, _take(make(False, None), 32))
+    uncached_images, uncached_labels = _collect_labelled(make(True, False), 32)
+    np.testing.assert_array_equal(uncached_images, images)
+    np.testing.assert_array_equal(uncached_labels, labels)
+
+  def test_sharded_labels_stay_with_their_images(self):
+    def context(pipeline_id):
+      return tf.distribute.InputContext(
+        num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=2
+      )
+
+    for training, num_batches in ((False, -1), (True, 20)):
+      shards = [
+        _collect_labelled(
+          data.load(
+            "digits", "train", batch_size=64, training=training, input_context=context(i), with_labels=True
+          ),
+          num_batches,
+        )
+        for i in range(2)
+      ]
+      for images, labels in shards:
+        self.assertEqual(images.shape[1:], (8, 8, 1))
+        _assert_labels_match_images(self, images, labels, self.images[:1500], self.labels[:1500])
+      if not training:  # one pass: the two shards partition the split
+        union = np.concatenate([labels for _, labels in shards])
+        np.testing.assert_array_equal(np.sort(union), np.sort(self.labels[:1500]))
+
+  def test_unlabelled_datasets_and_bad_flags_are_errors_naming_with_labels(self):
+    directory = tempfile.mkdtemp(dir=self.get_temp_dir())
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(os.path.join(directory, "a.png"))
+    name = data.DIRECTORY_PREFIX + directory
+    self.assertIsNone(data.dataset_spec(name).num_classes)
+    with self.assertRaisesRegex(ValueError, rf"`with_labels=True`.*{re.escape(repr(name))} has none"):
+      data.load(name, "train", batch_size=1, training=False, with_labels=True)
+    with self.assertRaisesRegex(ValueError, "label_counts"):
+      data.label_counts(name, "train")
+    with self.assertRaisesRegex(TypeError, "`with_labels` must be a bool"):
+      data.load("digits", "test", batch_size=8, training=False, with_labels="yes")
+
+  def test_num_classes_of_the_known_datasets(self):
+    self.assertEqual(
+      {name: data.dataset_spec(name).num_classes for name in ("mnist", "cifar10", "celeb_a", "lsun/bedroom")},
+      {"mnist": 10, "cifar10": 10, "celeb_a": None, "lsun/bedroom": None},
+    )
+
+
+class ValidationSplitTest(tf.test.TestCase):
+  def test_fit_and_validation_splits_partition_the_1500_training_digits(self):
+    train_images, train_labels = _collect_labelled(
+      data.load("digits", "train", batch_size=256, training=False, with_labels=True)
+    )
+    fit_images, fit_labels = _collect_labelled(
+      data.load("digits", data.DIGITS_FIT_SPLIT, batch_size=256, training=False, with_labels=True)
+    )
+    validation_images, validation_labels = _collect_labelled(
+      data.load("digits", data.DIGITS_VALIDATION_SPLIT, batch_size=256, training=False, with_labels=True)
+    )
+    self.assertEqual((len(fit_images), len(validation_images)), (1200, 300))
+    np.testing.assert_array_equal(np.floor(fit_images), np.floor(train_images[:1200]))
+    np.testing.assert_array_equal(np.floor(validation_images), np.floor(train_images[1200:]))
+    np.testing.assert_array_equal(np.concatenate([fit_labels, validation_labels]), train_labels)
+    self.assertEqual(set(validation_labels.tolist()), set(range(10)))
+    fit_training = _take(data.load("digits", data.DIGITS_FIT_SPLIT, batch_size=100, training=True), 12)
+    self.assertCountEqual(
+      map(bytes, np.floor(fit_training).astype(np.uint8)),
+      map(bytes, np.floor(fit_images).astype(np.uint8)),
+    )
+
+  def test_validation_split_never_overlaps_the_test_split(self):
+    validation = _collect(data.load("digits", data.DIGITS_VALIDATION_SPLIT, batch_size=300, training=False))
+    test = _collect(data.load("digits", "test", batch_size=300, training=False))
+    validation_set = set(map(bytes, np.floor(validation).astype(np.uint8)))
+    self.assertFalse(validation_set & set(map(bytes, np.floor(test).astype(np.uint8))))
+
+
+class TfdsLabelsTest(parameterized.TestCase, tf.test.TestCase):
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.data_dir = tempfile.mkdtemp()
+    TinyLabelled(data_dir=cls.data_dir).download_and_prepare()
+
+  @parameterized.named_parameters(("mnist", "mnist"), ("cifar10", "cifar10"))
+  def test_mock_labels_follow_images_in_evaluation_and_flipped_training(self, name):
+    with tfds.testing.mock_data(num_examples=8):
+      raw = list(tfds.as_numpy(tfds.load(name, split="train", download=False)))
+      evaluation = _collect_labelled(data.load(name, "train", batch_size=4, training=False, with_labels=True))
+      training = _collect_labelled(data.load(name, "train", batch_size=4, training=True, with_labels=True), 8)
+      counts = data.label_counts(name, "train")
+    raw_images, raw_labels = np.stack([e["image"] for e in raw]), np.array([e["label"] for e in raw])
+    np.testing.assert_array_equal(np.floor(evaluation[0]), raw_images)
+    np.testing.assert_array_equal(evaluation[1], raw_labels)
+    _assert_labels_match_images(self, *training, raw_images, raw_labels)
+    np.testing.assert_array_equal(counts, np.bincount(raw_labels, minlength=10))
+
+  def test_spec_of_a_tfds_dataset_with_a_class_label(self):
+    spec = data.dataset_spec("tiny_labelled", data_dir=self.data_dir)
+    self.assertEqual((spec.image_shape, spec.num_classes, spec.train_split), ((4, 4, 3), 3, "train"))
+
+  def test_sliced_splits_with_labels_partition_the_train_split(self):
+    train_images, train_labels = _tiny_labelled_examples(self.data_dir, "train")
+    pieces = [
+      _collect_labelled(
+        data.load(
+          "tiny_labelled", split, batch_size=5, training=False, data_dir=self.data_dir, with_labels=True
+        )
+      )
+      for split in ("train[:12]", "train[12:]")
+    ]
+    self.assertEqual([len(labels) for _, labels in pieces], [12, TinyLabelled.NUM_TRAIN - 12])
+    np.testing.assert_array_equal(np.floor(np.concatenate([p[0] for p in pieces])), train_images)
+    np.testing.assert_array_equal(np.concatenate([p[1] for p in pieces]), train_labels)
+    training = _collect_labelled(
+      data.load(
+        "tiny_labelled", "train[:12]", batch_size=4, training=True, data_dir=self.data_dir, with_labels=True
+      ),
+      6,
+    )
+    _assert_labels_match_images(self, *training, train_images[:12], train_labels[:12])
+
+  def test_label_counts(self):
+    _, train_labels = _tiny_labelled_examples(self.data_dir, "train")
+    np.testing.assert_array_equal(
+      data.label_counts("tiny_labelled", "train", data_dir=self.data_dir),
+      np.bincount(train_labels, minlength=3),
+    )
+    np.testing.assert_array_equal(
+      data.label_counts("tiny_labelled", "train[12:]", data_dir=self.data_dir),
+      np.bincount(train_labels[12:], minlength=3),
+    )
+
+  def test_tfds_dataset_without_labels_is_an_error(self):
+    with self.assertRaisesRegex(ValueError, r"`with_labels=True`.*'celeb_a' has none"):
+      data.load("celeb_a", "test", batch_size=2, training=False, with_labels=True)
+
+
+class DirectoryCheckTest(tf.test.TestCase):
+  """Every file of an image directory is checked before any training: a misfit is named in one line."""
+
+  def _directory(self, shapes):
+    directory = tempfile.mkdtemp(dir=self.get_temp_dir())
+    rng = np.random.default_rng(0)
+    for i, shape in enumerate(shapes):
+      Image.fromarray(rng.integers(0, 256, size=shape, dtype=np.uint8)).save(
+        os.path.join(directory, f"image_{i:02d}.png")
+      )
+    return directory
+
+  def _assert_names(self, error, directory, *file_names):
+    message = str(error.exception)
+    self.assertNotIn("\n", message)
+    for file_name in file_names:
+      self.assertIn(repr(os.path.join(directory, file_name)), message)
+
+  def test_a_file_of_another_size_is_named_unless_image_size_is_given(self):
+    # The issue's case: twelve 10x12 RGB images and one 20x30 one that sorts first.
+    directory = self._directory([(20, 30, 3)] + [(10, 12, 3)] * 12)
+    name = data.DIRECTORY_PREFIX + directory
+    for call in (
+      lambda: data.dataset_spec(name),
+      lambda: data.load(name, "train", batch_size=4, training=True),
+    ):
+      with self.assertRaisesRegex(
+        ValueError, r"is 10x12 but the first file .* is 20x30; pass `image_size`"
+      ) as error:
+        call()
+      self._assert_names(error, directory, "image_01.png", "image_00.png")
+    resized = _collect(data.load(name, "train", batch_size=4, training=False, image_size=(10, 12)))
+    self.assertEqual(resized.shape, (13, 10, 12, 3))
+
+  def test_a_file_with_another_channel_count_is_named_even_with_image_size(self):
+    directory = self._directory([(10, 12, 3)] * 3 + [(10, 12)] + [(10, 12, 3)])
+    name = data.DIRECTORY_PREFIX + directory
+    for image_size in (None, 8):
+      with self.assertRaisesRegex(ValueError, "has 1 channels but the first file .* has 3") as error:
+        data.dataset_spec(name, image_size=image_size)
+      self._assert_names(error, directory, "image_03.png", "image_00.png")
+
+  def test_a_corrupt_file_is_named_before_training_even_with_image_size(self):
+    directory = self._directory([(10, 12, 3)] * 4)
+    path = os.path.join(directory, "image_02.png")
+    with open(path, "rb") as file:
+      encoded = file.read()
+    with open(path, "wb") as file:
+      file.write(encoded[: len(encoded) // 2])  # a truncated PNG
+    with open(os.path.join(directory, "image_03.png"), "wb") as file:
+      file.write(b"not an image")
+    name = data.DIRECTORY_PREFIX + directory
+    for image_size in (None, 8):
+      with self.assertRaisesRegex(ValueError, "image file .* does not decode: Invalid PNG") as error:
+        data.load(name, "train", batch_size=2, training=True, image_size=image_size)
+      self._assert_names(error, directory, "image_02.png")
+    os.remove(path)
+    with self.assertRaisesRegex(ValueError, "does not decode: Unknown image file format") as error:
+      data.dataset_spec(name)
+    self._assert_names(error, directory, "image_03.png")
 
 
 if __name__ == "__main__":
