@@ -304,7 +304,7 @@ class ExportedFlowTest(WorkspaceTestCase):
     for model, flow in cls.flows.items():
       x, z = cls.inputs[model]["x"], cls.inputs[model]["z"].astype(np.float32)
       log_prob = {"log_prob": flow.log_prob(x).numpy()}
-      if flow.is_image:
+      if flow.num_bits is not None:
         log_prob["bits_per_dim"] = flow.bits_per_dim(x).numpy()
       samples = flow.sample(3, seed=tf.constant([7, 11]), temperature=0.7).numpy()
       cls.expected.update(

@@ -35,7 +35,7 @@ class FlowModel(tfk.Model):
 
   def __init__(self, flow, l2_coefficient=5e-5, **kwargs):
     super().__init__(**kwargs)
-    if getattr(flow, "num_bits", None) is None:
+    if flow.num_bits is None:
       raise ValueError(
         f"`flow` must be an image flow over pixel values with `num_bits` (bits/dim is the loss); got {flow!r}."
       )

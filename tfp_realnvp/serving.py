@@ -41,7 +41,7 @@ class ServingModule(tf.Module):
       raise ValueError(f"`flow.event_shape` must be fully defined to export; got {event_shape}.")
     self.flow = flow
     self._event_shape = event_shape.as_list()
-    self._num_bits = getattr(flow, "num_bits", None)
+    self._num_bits = flow.num_bits
     batch_spec = [None, *self._event_shape]
     self.log_prob = tf.function(
       self._log_prob, input_signature=[tf.TensorSpec(batch_spec, tf.float32, name="x")]
