@@ -10,7 +10,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from tfp_realnvp import networks, optimization
+from tfp_realnvp import losses, optimization
 from tfp_realnvp.flows import PRESETS, RealNVP
 
 __all__ = ["MODELS", "MODES", "PHASES", "REFERENCE", "Workload", "build", "configure"]
@@ -68,14 +68,17 @@ def configure(mode, threads, inter_op_threads=0):
     tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
   if settings.get("auto_bfloat16"):
     tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
-  if settings.get("composite_batch_norm"):
-    networks._FUSED_BATCH_NORM_DTYPES = ()  # ablation only: every batch norm takes the composite path
 
 
 def build(model, mode, batch_size):
   """`model` in `mode` on a fixed batch of random pixels (uniform on `[0, 2**num_bits)`)."""
   settings = MODES[mode]
-  flow = RealNVP(**MODELS[model], compute_dtype=settings.get("compute_dtype"))
+  flow = RealNVP(
+    **MODELS[model],
+    compute_dtype=settings.get("compute_dtype"),
+    # Ablation only: every batch norm of the conditioners takes the composite path.
+    fused_batch_norm=not settings.get("composite_batch_norm", False),
+  )
   optimizer = optimization.adam(1e-3)
   optimizer.build(flow.trainable_variables)
   pixels = tf.random.stateless_uniform(
@@ -85,10 +88,9 @@ def build(model, mode, batch_size):
 
   @tf.function(jit_compile=jit_compile)
   def train(images):
-    # The loss of `train_lib`: mean bits/dim plus the paper's L2 penalty; Adam clipping at global norm 100.
+    # The loss of every trainer; Adam clipping at global norm 100.
     with tf.GradientTape() as tape:
-      bits_per_dim = tf.reduce_mean(flow.bits_per_dim(images, training=True))
-      loss = bits_per_dim + optimization.l2_penalty(flow.regularized_variables, 5e-5)
+      loss = losses.bits_per_dim_loss(flow, images, l2_coefficient=5e-5).total
     gradients = tape.gradient(loss, flow.trainable_variables)
     optimizer.apply_gradients(zip(gradients, flow.trainable_variables))
     return loss

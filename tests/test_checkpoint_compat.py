@@ -12,7 +12,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import configs, export_lib, train_lib
+from tfp_realnvp import checkpoints, configs, export_lib, train_lib
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "digits_workdir_968b41f")
 
@@ -23,7 +23,7 @@ class CheckpointCompatibilityTest(tf.test.TestCase):
     self.reference = np.load(os.path.join(FIXTURE, "reference.npz"))
 
   def test_old_checkpoint_restores_the_same_flow(self):
-    flow, _ = export_lib.restore_flow(FIXTURE)
+    flow, _ = checkpoints.restore_flow(FIXTURE)
     x = self.reference["x"]
     np.testing.assert_allclose(flow.log_prob(x).numpy(), self.reference["log_prob"], rtol=1e-6)
     np.testing.assert_allclose(flow.encode(x).numpy(), self.reference["z"], rtol=1e-5, atol=1e-5)
@@ -39,25 +39,7 @@ class CheckpointCompatibilityTest(tf.test.TestCase):
     with open(os.path.join(FIXTURE, "config.json")) as file:
       config = configs.from_json(file.read())
     workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
-    trainer = train_lib.build_trainer(config) if hasattr(train_lib, "build_trainer") else None
-    if trainer is None:
-      import functools
-
-      from tfp_realnvp import data, optimization
-
-      spec = data.dataset_spec(config.dataset)
-      trainer = train_lib.Trainer(
-        tf.distribute.get_strategy(),
-        functools.partial(train_lib._make_flow, config, spec),
-        global_batch_size=config.batch_size,
-        make_optimizer=functools.partial(
-          optimization.adam,
-          optimization.learning_rate_schedule(
-            config.learning_rate, config.num_train_steps, config.warmup_steps, config.learning_rate_decay
-          ),
-          config.clip_global_norm,
-        ),
-      )
+    trainer = train_lib.build_trainer(config)  # the flow of `flow_builder.build_flow`, as in training
     path = trainer.checkpoint.save(os.path.join(workdir, "ckpt"))
     keys = sorted(name for name, _ in tf.train.list_variables(path))
     with open(os.path.join(FIXTURE, "trainer_checkpoint_keys.txt")) as file:

@@ -20,7 +20,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from tests.bijector_testing import perturb
-from tfp_realnvp import RealNVP, configs, export_lib
+from tfp_realnvp import RealNVP, checkpoints, configs, data, export_lib, saved_model_distribution, serving
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TF_DIR = os.path.dirname(tf.__file__)
@@ -191,14 +191,22 @@ def import_grpc_client():
 HAS_SERVING_API = importlib.util.find_spec("tensorflow_serving") is not None
 
 
-class ExportedFlowTest(tf.test.TestCase):
+class WorkspaceTestCase(tf.test.TestCase):
+  """`cls.workspace`: a directory for the whole class, removed after its last test."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.workspace = tempfile.mkdtemp(prefix=f"{cls.__name__}_")
+    cls.addClassCleanup(shutil.rmtree, cls.workspace, ignore_errors=True)
+
+
+class ExportedFlowTest(WorkspaceTestCase):
   """One export of an image and a vector flow, checked through every loader."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.workspace = tempfile.mkdtemp(prefix="test_export_")
-    cls.addClassCleanup(shutil.rmtree, cls.workspace, ignore_errors=True)
     # gcc, the fresh loader process and the C program run while this process works.
     cls.binary = os.path.join(cls.workspace, "realnvp_serve")
     gcc = subprocess.Popen(
@@ -296,7 +304,7 @@ class ExportedFlowTest(tf.test.TestCase):
     for model, flow in cls.flows.items():
       x, z = cls.inputs[model]["x"], cls.inputs[model]["z"].astype(np.float32)
       log_prob = {"log_prob": flow.log_prob(x).numpy()}
-      if flow.is_image:
+      if flow.num_bits is not None:
         log_prob["bits_per_dim"] = flow.bits_per_dim(x).numpy()
       samples = flow.sample(3, seed=tf.constant([7, 11]), temperature=0.7).numpy()
       cls.expected.update(
@@ -373,13 +381,13 @@ class ExportedFlowTest(tf.test.TestCase):
           actual = self.loader_result(loader, model, signature, case)
           if signature == "sample" and model == "realnvp":
             self.assertEqual(set(actual), {"samples", "images"})
-            self.assertAllEqual(export_lib.uint8_images(actual["samples"], 4), actual["images"])
+            self.assertAllEqual(data.uint8_images(actual["samples"], 4), actual["images"])
             del actual["images"]
           self.assertEqual(set(expected), set(actual))
           for name in expected:
             assert_close_relative(self, expected[name], actual[name])
     covered = {(model, signature) for model, signature, _ in self.expected}
-    self.assertEqual(covered, {(m, s) for m in self.flows for s in export_lib.SIGNATURE_NAMES})
+    self.assertEqual(covered, {(m, s) for m in self.flows for s in serving.SIGNATURE_NAMES})
 
   def test_signatures_have_the_documented_names_dtypes_and_shapes(self):
     image, vector = [-1, 8, 8, 1], [-1, 3]
@@ -396,7 +404,7 @@ class ExportedFlowTest(tf.test.TestCase):
       # TF adds `__saved_model_init_op`; TF Serving ignores it.
       self.assertEqual(
         {name for name in definitions if not name.startswith("__")},
-        set(export_lib.SIGNATURE_NAMES),
+        set(serving.SIGNATURE_NAMES),
       )
       expected = {
         "serving_default": ({"x": ("float32", event)}, log_prob_outputs),
@@ -525,7 +533,7 @@ class ExportedFlowTest(tf.test.TestCase):
 
   def test_load_distribution_is_a_distribution_backed_by_the_export(self):
     flow = self.flows["vector"]
-    distribution = export_lib.load_distribution(self.paths["vector"])
+    distribution = saved_model_distribution.load_distribution(self.paths["vector"])
     self.assertEqual(distribution.event_shape, [3])
     self.assertEqual(distribution.batch_shape, [])
     self.assertEmpty(distribution.trainable_variables)
@@ -549,21 +557,19 @@ class ExportedFlowTest(tf.test.TestCase):
 class Uint8ImagesTest(tf.test.TestCase):
   def test_levels_are_floored_clipped_and_stretched_to_0_255(self):
     samples = np.array([-3.0, 0.0, 0.99, 1.0, 7.5, 15.0, 15.99, 16.0, 40.0, np.nan], np.float32)
-    self.assertAllEqual(export_lib.uint8_images(samples, 4), [0, 0, 0, 17, 119, 255, 255, 255, 255, 0])
+    self.assertAllEqual(data.uint8_images(samples, 4), [0, 0, 0, 17, 119, 255, 255, 255, 255, 0])
     self.assertAllEqual(
-      export_lib.uint8_images(np.array([-1.0, 0.5, 254.9, 255.5, 300.0], np.float32), 8),
+      data.uint8_images(np.array([-1.0, 0.5, 254.9, 255.5, 300.0], np.float32), 8),
       [0, 0, 254, 255, 255],
     )
 
 
-class ExportDirectoryTest(tf.test.TestCase):
+class ExportDirectoryTest(WorkspaceTestCase):
   """Version directories, interrupted exports and exports of training workdirs."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.workspace = tempfile.mkdtemp(prefix="test_export_directory_")
-    cls.addClassCleanup(shutil.rmtree, cls.workspace, ignore_errors=True)
     cls.vector_flow = small_vector_flow()
     cls.vector_export = export_lib.export_saved_model(
       cls.vector_flow, os.path.join(cls.workspace, "exports"), "vector", version=4
@@ -657,17 +663,17 @@ class ExportDirectoryTest(tf.test.TestCase):
 
   def test_restore_flow_errors_name_what_is_missing_or_wrong(self):
     with self.assertRaisesRegex(FileNotFoundError, "config.json"):
-      export_lib.restore_flow(os.path.join(self.workspace, "no_such_run"))
+      checkpoints.restore_flow(os.path.join(self.workspace, "no_such_run"))
     with self.assertRaisesRegex(FileNotFoundError, "no checkpoint"):
       empty_run = os.path.join(self.workspace, "empty_run")
       os.makedirs(empty_run)
       shutil.copy(os.path.join(self.workdir, "config.json"), empty_run)
-      export_lib.restore_flow(empty_run)
+      checkpoints.restore_flow(empty_run)
     vector_checkpoint = tf.train.Checkpoint(flow=self.vector_flow).save(
       os.path.join(self.workspace, "vector_checkpoint", "ckpt")
     )
     with self.assertRaisesRegex(ValueError, "does not hold the flow"):
-      export_lib.restore_flow(self.workdir, checkpoint=vector_checkpoint)
+      checkpoints.restore_flow(self.workdir, checkpoint=vector_checkpoint)
 
   def test_bad_arguments_name_the_argument(self):
     base = os.path.join(self.workspace, "bad_arguments")

@@ -1,7 +1,9 @@
 """The RealNVP distribution: exact density, invertibility, sampling, presets and bad input."""
 
+import inspect
 import math
 import tempfile
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -9,8 +11,8 @@ import tensorflow_probability as tfp
 from absl.testing import parameterized
 
 from tests.bijector_testing import autodiff_log_det, perturb
-from tfp_realnvp import RealNVP
-from tfp_realnvp.bijectors import LogitTransform
+from tfp_realnvp import ImageRealNVP, RealNVP, VectorRealNVP, networks
+from tfp_realnvp.bijectors import AffineCoupling, LogitTransform
 from tfp_realnvp.flows import PRESETS
 
 tfd = tfp.distributions
@@ -221,9 +223,103 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, message):
       RealNVP(**kwargs)
 
+  def test_log_prob_calls_each_conditioner_once(self):
+    flow = RealNVP.from_preset("digits", num_blocks=1, num_filters=4)
+    num_couplings = len([m for m in flow.submodules if isinstance(m, AffineCoupling)])
+    self.assertEqual(num_couplings, 10)
+    x = pixels([4, 8, 8, 1], 4, seed=12)
+    calls = []
+    call = networks.ResNet.__call__
+
+    def counting_call(resnet, inputs, training=False):
+      calls.append(training)
+      return call(resnet, inputs, training)
+
+    with mock.patch.object(networks.ResNet, "__call__", counting_call):
+      for training in (False, True):
+        calls.clear()
+        flow.log_prob(x, training=training)
+        # TFP's cache hands each coupling's log-det to `log_prob` with its transform.
+        self.assertEqual(calls, [training] * num_couplings)
+      calls.clear()
+      tf.function(flow.log_prob)(x, training=True)
+      self.assertEqual(calls, [True] * num_couplings)
+      calls.clear()
+      flow.sample(2, seed=[1, 2])
+      self.assertEqual(calls, [False] * num_couplings)
+
+  def test_unknown_keyword_is_a_type_error_naming_it(self):
+    flow = small_image_flow()
+    with self.assertRaisesRegex(
+      TypeError, r"unexpected keyword argument\(s\) \['trainnig'\].*\['training'\]"
+    ):
+      flow.log_prob(pixels([1, 8, 8, 1], 4, seed=13), trainnig=True)
+
+  def test_unfused_batch_norms_give_the_same_flow(self):
+    fused = small_image_flow()
+    unfused = small_image_flow(fused_batch_norm=False)
+    for variable, unfused_variable in zip(fused.variables, unfused.variables):
+      self.assertAllEqual(variable, unfused_variable)
+    x = pixels([16, 8, 8, 1], 4, seed=14)
+    self.assertAllClose(fused.log_prob(x), unfused.log_prob(x), rtol=1e-5)
+    self.assertAllClose(fused.log_prob(x, training=True), unfused.log_prob(x, training=True), rtol=1e-5)
+    for variable, unfused_variable in zip(fused.variables, unfused.variables):
+      self.assertAllClose(variable, unfused_variable, atol=1e-5)  # the running averages moved alike
+
+  def test_properties_for_other_modules(self):
+    flow = small_image_flow()
+    self.assertIsNone(flow.compute_dtype)
+    self.assertEqual(small_image_flow(compute_dtype="bfloat16").compute_dtype, tf.bfloat16)
+    self.assertEqual((flow.num_bits, flow.num_dims), (4, 64))
+    self.assertEqual(flow.event_shape, [8, 8, 1])
+
   def test_unknown_preset(self):
     with self.assertRaisesRegex(ValueError, r"Unknown preset.*'cifar10'"):
       RealNVP.from_preset("cifar100")
+
+  def test_realnvp_builds_the_kind_for_the_event_rank_with_visible_defaults(self):
+    self.assertIsInstance(RealNVP(event_shape=(8, 8, 1), num_blocks=1, num_filters=4), ImageRealNVP)
+    self.assertIsInstance(RealNVP((4,), num_couplings=1), VectorRealNVP)
+    self.assertIsInstance(RealNVP.from_preset("digits"), ImageRealNVP)
+    self.assertIsInstance(small_image_flow().copy(), ImageRealNVP)
+    image_defaults = {k: p.default for k, p in inspect.signature(ImageRealNVP).parameters.items()}
+    self.assertEqual(
+      image_defaults,
+      dict(
+        event_shape=inspect.Parameter.empty,
+        num_scales=2,
+        num_blocks=4,
+        num_filters=32,
+        num_bits=8,
+        dropout=0.0,
+        batch_norm=True,
+        batch_norm_momentum=0.99,
+        fused_batch_norm=True,
+        dtype=tf.float32,
+        compute_dtype=None,
+        validate_args=False,
+        name="real_nvp",
+      ),
+    )
+    vector_defaults = {k: p.default for k, p in inspect.signature(VectorRealNVP).parameters.items()}
+    self.assertEqual(
+      {k: vector_defaults[k] for k in ("num_couplings", "hidden_units", "dropout", "batch_norm")},
+      dict(num_couplings=4, hidden_units=(64, 64), dropout=0.0, batch_norm=False),
+    )
+    # The same flow either way: same variables, same values from the same seed.
+    tf.random.set_seed(5)
+    generic = RealNVP(event_shape=(8, 8, 1), num_blocks=1, num_filters=4)
+    tf.random.set_seed(5)
+    specific = ImageRealNVP((8, 8, 1), num_blocks=1, num_filters=4)
+    self.assertEqual([v.name for v in generic.variables], [v.name for v in specific.variables])
+    for a, b in zip(generic.variables, specific.variables):
+      self.assertAllEqual(a, b)
+
+  def test_a_subclass_refuses_the_other_kinds_arguments(self):
+    with self.assertRaisesRegex(TypeError, "num_couplings"):
+      ImageRealNVP(event_shape=(8, 8, 1), num_couplings=2)
+    with self.assertRaisesRegex(ValueError, r"`event_shape` must be `\(dims,\)`"):
+      VectorRealNVP(event_shape=(8, 8, 1))
 
   def test_every_preset_builds_with_its_event_shape(self):
     for name, settings in PRESETS.items():
@@ -270,6 +366,32 @@ class RealNVPVectorTest(tf.test.TestCase):
   def test_bits_per_dim_is_for_images_only(self):
     with self.assertRaisesRegex(ValueError, "image flows"):
       self.make_flow().bits_per_dim(tf.zeros([1, 2]))
+
+  def test_infinite_values_have_zero_density_and_nan_gives_nan(self):
+    flow = self.make_flow()
+    x = np.array([[0.5, -0.3], [np.inf, 0.0], [0.0, -np.inf], [np.nan, 1.0], [np.nan, np.inf]], np.float32)
+    log_prob = flow.log_prob(x).numpy()
+    self.assertTrue(np.isfinite(log_prob[0]))
+    self.assertEqual(log_prob[1], -np.inf)
+    self.assertEqual(log_prob[2], -np.inf)
+    self.assertTrue(np.isnan(log_prob[3]))
+    self.assertTrue(np.isnan(log_prob[4]))
+    self.assertAllClose(log_prob[0], flow.log_prob(x[:1])[0])
+    with tf.GradientTape() as tape:
+      x_tensor = tf.constant(x)
+      tape.watch(x_tensor)
+      finite_part = flow.log_prob(x_tensor)[0]
+    variables = flow.trainable_variables
+    gradients = tape.gradient(finite_part, [x_tensor, *variables])
+    self.assertTrue(all(np.all(np.isfinite(g)) for g in gradients))
+    self.assertAllEqual(gradients[0][1:], tf.zeros_like(x[1:]))
+
+  def test_properties_for_other_modules(self):
+    flow = self.make_flow()
+    self.assertIsNone(flow.num_bits)
+    self.assertIsNone(flow.compute_dtype)
+    self.assertFalse(flow.is_image)
+    self.assertEqual(flow.num_dims, 2)
 
   def test_float64(self):
     flow = RealNVP(event_shape=(3,), num_couplings=2, dtype=tf.float64)

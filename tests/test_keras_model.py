@@ -1,5 +1,6 @@
 """`FlowModel`: `model.fit` trains a flow with standard Keras callbacks."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -7,7 +8,7 @@ import tensorflow as tf
 import tf_keras as tfk
 
 from tests.fixtures import TINY_MODEL
-from tfp_realnvp import data, keras_model
+from tfp_realnvp import configs, data, flow_builder, keras_model
 from tfp_realnvp.flows import RealNVP
 
 
@@ -52,6 +53,17 @@ class FlowModelTest(tf.test.TestCase):
     images = np.random.default_rng(0).uniform(0, 16, size=[5, 8, 8, 1]).astype(np.float32)
     self.assertAllClose(model(images), flow.bits_per_dim(images, training=False))
     self.assertAllClose(model(images, training=True), flow.bits_per_dim(images, training=True))
+
+  def test_from_train_config_builds_the_flow_and_l2_coefficient_of_training(self):
+    config = dataclasses.replace(configs.get_config(), model_overrides=TINY_MODEL, l2_coefficient=1e-3)
+    tf.random.set_seed(2)
+    model = keras_model.FlowModel.from_train_config(config)
+    tf.random.set_seed(2)
+    flow = flow_builder.build_flow(config)
+    self.assertEqual(model.l2_coefficient, 1e-3)
+    self.assertEqual([v.name for v in model.flow.variables], [v.name for v in flow.variables])
+    images = np.random.default_rng(0).uniform(0, 16, size=[5, 8, 8, 1]).astype(np.float32)
+    self.assertAllEqual(model(images), flow.bits_per_dim(images))
 
   def test_a_vector_flow_is_refused(self):
     with self.assertRaisesRegex(ValueError, "`flow` must be an image flow"):

@@ -42,6 +42,33 @@ class ResNetTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLen(regularized, 1 + 2 * 2 + 1)
     self.assertTrue(all("weight_scale" in v.name for v in regularized))
 
+  @parameterized.parameters(True, False)
+  def test_unfused_batch_norms_compute_the_same_values(self, training):
+    fused = networks.ResNet(2, 4, num_blocks=2, num_filters=8, batch_norm_momentum=0.5)
+    unfused = networks.ResNet(
+      2, 4, num_blocks=2, num_filters=8, batch_norm_momentum=0.5, fused_batch_norm=False
+    )
+    self.assertTrue(all(m.fused for m in fused.submodules if isinstance(m, networks.BatchNormalization)))
+    self.assertFalse(any(m.fused for m in unfused.submodules if isinstance(m, networks.BatchNormalization)))
+    generator = tf.random.Generator.from_seed(1)
+    for variable, unfused_variable in zip(fused.variables, unfused.variables):
+      if "moving_variance" in variable.name:
+        variable.assign(tf.exp(generator.normal(variable.shape, stddev=0.3)))
+      else:
+        variable.assign_add(generator.normal(variable.shape, stddev=0.3))
+      unfused_variable.assign(variable)
+    x = tf.random.stateless_normal([4, 6, 6, 2], seed=[1, 2])
+    with tf.GradientTape(persistent=True) as tape:
+      y_fused, y_unfused = fused(x, training=training), unfused(x, training=training)
+    self.assertNotAllClose(y_fused, tf.zeros_like(y_fused))
+    self.assertAllClose(y_fused, y_unfused, rtol=1e-4, atol=1e-4)
+    for variable, unfused_variable in zip(fused.variables, unfused.variables):
+      self.assertAllClose(variable, unfused_variable, rtol=1e-5, atol=1e-6)  # running averages moved alike
+    gradients = tape.gradient(y_fused, fused.trainable_variables)
+    unfused_gradients = tape.gradient(y_unfused, unfused.trainable_variables)
+    for gradient, unfused_gradient in zip(gradients, unfused_gradients):
+      self.assertAllClose(gradient, unfused_gradient, rtol=1e-3, atol=1e-3)
+
   @parameterized.parameters(
     (dict(num_blocks=0), "`num_blocks` must be a positive integer; got 0"),
     (dict(dropout=1.0), r"`dropout` must be in \[0, 1\); got 1.0"),

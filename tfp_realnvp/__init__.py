@@ -8,9 +8,11 @@ import importlib
 
 _PUBLIC_NAMES = {
   "FlowModel": "tfp_realnvp.keras_model",
+  "ImageRealNVP": "tfp_realnvp.flows",
   "RealNVP": "tfp_realnvp.flows",
+  "VectorRealNVP": "tfp_realnvp.flows",
   "export_saved_model": "tfp_realnvp.export_lib",
-  "load_distribution": "tfp_realnvp.export_lib",
+  "load_distribution": "tfp_realnvp.saved_model_distribution",
   "train_and_evaluate": "tfp_realnvp.train_lib",
 }
 

@@ -32,7 +32,15 @@ import re
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["SUPPORTED_DATASETS", "DatasetSpec", "dataset_spec", "dequantize", "label_counts", "load"]
+__all__ = [
+  "SUPPORTED_DATASETS",
+  "DatasetSpec",
+  "dataset_spec",
+  "dequantize",
+  "label_counts",
+  "load",
+  "uint8_images",
+]
 
 SUPPORTED_DATASETS = (
   "digits",
@@ -474,6 +482,21 @@ def dequantize(pixels, noise):
   """
   values = tf.cast(pixels, tf.float32)
   return tf.minimum(values + noise, tf.math.nextafter(values + 1.0, values))
+
+
+def uint8_images(samples, num_bits):
+  """Maps pixel values in `[0, 2**num_bits)` (dequantized data, or a flow's samples) to viewable uint8 images.
+
+  `images = round(floor(clip(samples, 0, L)) * 255 / L)` with `L = 2**num_bits - 1`: the sample's
+  discrete pixel level, stretched to `0..255` so that data with fewer than 8 bits (e.g. 4-bit
+  digits, levels 0..15 -> 0, 17, ..., 255) view like 8-bit images. For 8-bit data it is
+  `floor(clip(samples, 0, 255))`. NaN maps to 0.
+  """
+  max_level = 2.0**num_bits - 1.0
+  samples = tf.convert_to_tensor(samples)
+  levels = tf.floor(tf.clip_by_value(samples, 0.0, max_level))
+  levels = tf.where(tf.math.is_nan(samples), tf.zeros_like(levels), levels)
+  return tf.cast(tf.round(levels * (255.0 / max_level)), tf.uint8)
 
 
 def _random_seeds(seed, index):

@@ -1,5 +1,6 @@
-"""The RealNVP distribution: the paper's multi-scale flow as a `tfd.TransformedDistribution`."""
+"""The RealNVP distribution: the paper's multi-scale flow (and a vector flow) as a `tfd.TransformedDistribution`."""
 
+import inspect
 import math
 
 import numpy as np
@@ -13,9 +14,9 @@ import tensorflow_probability as tfp
 from tensorflow_probability.python.distributions.transformed_distribution import _TransformedDistribution
 
 from tfp_realnvp import networks
-from tfp_realnvp.bijectors import AffineCoupling, BatchNorm, FactorOut, LogitTransform, Squeeze
+from tfp_realnvp.bijectors import AffineCoupling, BatchNorm, KeywordChain, LogitTransform, MultiScale
 
-__all__ = ["PRESETS", "RealNVP"]
+__all__ = ["PRESETS", "ImageRealNVP", "RealNVP", "VectorRealNVP"]
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
@@ -34,35 +35,37 @@ PRESETS = {
   "digits": dict(event_shape=(8, 8, 1), num_scales=2, num_blocks=2, num_filters=32, num_bits=4, dropout=0.4),
 }
 
-_IMAGE_ARGS = ("num_scales", "num_blocks", "num_filters", "num_bits")
-_VECTOR_ARGS = ("num_couplings", "hidden_units")
-
 
 class RealNVP(_TransformedDistribution):
   """RealNVP (Dinh et al., 2016): `log p(x) = log N(f(x); 0, I) + log|det df/dx|`.
 
-  **Image events** `(H, W, C)`: the data are dequantized pixel values in `[0, 2**num_bits)`, and `f` is the
-  paper's multi-scale architecture: a `LogitTransform`, then per scale 3 alternating checkerboard couplings, a
-  squeeze, 3 alternating channel couplings and a factor-out of half the channels; the last scale has 4
-  checkerboard couplings. Every coupling is followed by a `BatchNorm` flow layer, and its conditioner is a
-  weight-normalized `networks.ResNet` whose width doubles at each coarser scale. The latent `z = f(x)` has the
-  shape of `x` (each scale un-squeezes what it squeezed), and `bits_per_dim(x) = -log_prob(x) / (D ln 2)` is
-  the figure the paper reports.
+  The base of the two kinds of flow, one class each:
 
-  **Vector events** `(D,)`: `num_couplings` alternating half-mask couplings with `networks.MLP` conditioners,
-  a flow over `R^D` for tabular data and learned priors.
+  - `ImageRealNVP`, for events `(H, W, C)` of dequantized pixel values in `[0, 2**num_bits)`: the paper's
+    multi-scale architecture (`bijectors.MultiScale`) after a `LogitTransform`, with ResNet conditioners.
+  - `VectorRealNVP`, for events `(D,)`: alternating half-mask couplings with MLP conditioners, a flow over
+    `R^D` for tabular data and learned priors.
 
+  `RealNVP(event_shape=..., **kwargs)` builds the kind that the rank of `event_shape` calls for, and
+  `RealNVP.from_preset(name, **overrides)` the paper's settings for a dataset (`PRESETS`).
+
+  `log_prob(x)` is `-inf` for a row outside the support (an infinite value; for images, a pixel outside
+  `[0, 2**num_bits)`) and NaN for a row holding NaN, with finite gradients for the other rows.
   `log_prob(x, training=True)` uses batch statistics in every batch norm and moves their running averages
-  (and enables dropout); the default `training=False` is for evaluation. `sample(n, seed, temperature)`
-  scales the base standard deviation by `temperature`.
+  (and enables dropout); the default `training=False` is for evaluation. Call-time keywords reach every
+  coupling and batch norm through `bijectors.KeywordChain`. `sample(n, seed, temperature)` scales the base
+  standard deviation by `temperature`. Other modules need only the public API: `event_shape`, `dtype`,
+  `compute_dtype`, `num_bits`, `num_dims`, `regularized_variables`, `log_prob`, `sample`, `encode`,
+  `decode`, and `bits_per_dim` on image flows.
 
   #### Examples
 
   ```python
-  flow = RealNVP.from_preset('digits')
+  flow = RealNVP.from_preset('digits')  # an ImageRealNVP
   x = tf.random.uniform([16, 8, 8, 1], 0., 16.)
   loss = tf.reduce_mean(flow.bits_per_dim(x, training=True))
   images = flow.sample(16, seed=tf.constant([1, 2]), temperature=0.7)
+  prior = RealNVP(event_shape=(16,), num_couplings=4)  # a VectorRealNVP
   ```
 
   #### References
@@ -71,103 +74,52 @@ class RealNVP(_TransformedDistribution):
        _International Conference on Learning Representations_, 2017. https://arxiv.org/abs/1605.08803
   """
 
-  def __init__(
-    self,
-    event_shape,
-    num_scales=None,
-    num_blocks=None,
-    num_filters=None,
-    num_bits=None,
-    num_couplings=None,
-    hidden_units=None,
-    dropout=0.0,
-    batch_norm=None,
-    batch_norm_momentum=0.99,
-    dtype=tf.float32,
-    compute_dtype=None,
-    validate_args=False,
-    name="real_nvp",
-  ):
-    """Builds the flow.
-
-    Args:
-      event_shape: `(height, width, channels)` for images, `(dims,)` for vectors.
-      num_scales: images: number of scales (default 2). Height and width must be divisible by
-        `2**(num_scales - 1)`.
-      num_blocks: images: residual blocks per conditioner (default 4).
-      num_filters: images: conditioner features at the finest scale, doubled at each coarser one (default 32).
-      num_bits: images: bits per pixel; data lie in `[0, 2**num_bits)` (default 8).
-      num_couplings: vectors: number of couplings (default 4).
-      hidden_units: vectors: MLP conditioner widths (default `(64, 64)`).
-      dropout: dropout rate inside the conditioners, active only with `training=True`.
-      batch_norm: whether a `BatchNorm` flow layer follows each coupling; default True for images, False for
-        vectors.
-      batch_norm_momentum: running-average momentum of every batch norm.
-      dtype: float dtype of data and variables.
-      compute_dtype: dtype the conditioner networks compute in (default: `dtype`). `tf.bfloat16` is mixed
-        precision for CPUs with bfloat16 instructions and TPUs (`tf.float16` for GPUs, with loss scaling):
-        convolutions, their batch norms and activations run in it, while the variables, the log-scales,
-        log-determinants, prior and loss stay in `dtype`.
-      validate_args: Python `bool`, passed to `tfd.TransformedDistribution`.
-      name: Python `str` name.
-    """
-    parameters = dict(locals())
-    event_shape = tuple(int(d) for d in event_shape)
-    kind = {3: "image", 1: "vector"}.get(len(event_shape))
-    if kind is None or min(event_shape) <= 0:
+  def __new__(cls, event_shape, *args, **kwargs):
+    """`RealNVP(event_shape=..., **kwargs)` is an `ImageRealNVP` for `(H, W, C)`, a `VectorRealNVP` for `(D,)`."""
+    if cls is not RealNVP:
+      return super().__new__(cls)
+    shape = tuple(int(d) for d in event_shape)
+    if len(shape) not in _KINDS or min(shape) <= 0:
       raise ValueError(
         "`event_shape` must be `(height, width, channels)` for images or `(dims,)` for vectors, with "
-        f"positive sizes; got {event_shape}."
+        f"positive sizes; got {shape}."
       )
-    own_args, other_args = (_IMAGE_ARGS, _VECTOR_ARGS) if kind == "image" else (_VECTOR_ARGS, _IMAGE_ARGS)
-    misplaced = [arg for arg in other_args if parameters[arg] is not None]
+    _, flow_class = _KINDS[len(shape)]
+    other_kind, other_class = next(value for value in _KINDS.values() if value[1] is not flow_class)
+    misplaced = [arg for arg in kwargs if arg in _args_only_of(other_class, flow_class)]
     if misplaced:
       raise ValueError(
-        f"{', '.join(f'`{arg}`' for arg in misplaced)} only apply to "
-        f"{'vector' if kind == 'image' else 'image'} flows; this is a {kind} flow with "
-        f"`event_shape={event_shape}`, which takes {', '.join(f'`{arg}`' for arg in own_args)}."
+        f"{', '.join(f'`{arg}`' for arg in misplaced)} only apply to {other_kind} flows "
+        f"(`{other_class.__name__}`); `event_shape={shape}` calls for `{flow_class.__name__}`, which takes "
+        f"{', '.join(f'`{arg}`' for arg in _args_only_of(flow_class, other_class))}."
       )
+    return super().__new__(flow_class)
+
+  def __init__(self, data_to_latent, event_shape, dtype, validate_args, parameters, name):
+    """For subclasses: the flow with latent `z = data_to_latent(x)` and a standard normal base.
+
+    Args:
+      data_to_latent: the `bijectors.KeywordChain` `f`, data to latent.
+      event_shape: the event shape, a tuple of Python ints.
+      dtype: float dtype of data and variables.
+      validate_args: Python `bool`, passed to `tfd.TransformedDistribution`.
+      parameters: the subclass's constructor arguments.
+      name: Python `str` name.
+    """
     self._event_shape_tuple = event_shape
-    self._num_bits = None
-    with tf.name_scope(name) as name:
-      if kind == "image":
-        self._num_bits = 8 if num_bits is None else num_bits
-        data_to_latent = _image_flow(
-          event_shape,
-          num_scales=2 if num_scales is None else num_scales,
-          num_blocks=4 if num_blocks is None else num_blocks,
-          num_filters=32 if num_filters is None else num_filters,
-          num_bits=self._num_bits,
-          dropout=dropout,
-          batch_norm=True if batch_norm is None else batch_norm,
-          batch_norm_momentum=batch_norm_momentum,
-          dtype=dtype,
-          compute_dtype=compute_dtype,
-        )
-      else:
-        data_to_latent = _vector_flow(
-          event_shape[0],
-          num_couplings=4 if num_couplings is None else num_couplings,
-          hidden_units=(64, 64) if hidden_units is None else tuple(hidden_units),
-          dropout=dropout,
-          batch_norm=False if batch_norm is None else batch_norm,
-          batch_norm_momentum=batch_norm_momentum,
-          dtype=dtype,
-          compute_dtype=compute_dtype,
-        )
-      self._data_to_latent = data_to_latent
-      base = tfd.Sample(
-        tfd.Normal(loc=tf.constant(0.0, dtype), scale=tf.constant(1.0, dtype)), sample_shape=event_shape
-      )
-      super().__init__(
-        distribution=base,
-        bijector=tfb.Invert(data_to_latent),  # TFP's bijectors map latent to data.
-        kwargs_split_fn=self._split_kwargs,
-        validate_args=validate_args,
-        parameters=parameters,
-        name=name,
-      )
-    self._parameters = parameters  # RealNVP's own arguments, not the base class's.
+    self._data_to_latent = data_to_latent
+    base = tfd.Sample(
+      tfd.Normal(loc=tf.constant(0.0, dtype), scale=tf.constant(1.0, dtype)), sample_shape=event_shape
+    )
+    super().__init__(
+      distribution=base,
+      bijector=tfb.Invert(data_to_latent),  # TFP's bijectors map latent to data.
+      kwargs_split_fn=self._split_kwargs,
+      validate_args=validate_args,
+      parameters=parameters,
+      name=name,
+    )
+    self._parameters = parameters  # The subclass's own arguments, not the base class's.
 
   @classmethod
   def _parameter_properties(cls, dtype, num_classes=None):
@@ -181,13 +133,15 @@ class RealNVP(_TransformedDistribution):
     return cls(**{**PRESETS[name], **overrides})
 
   @property
-  def is_image(self):
-    return len(self._event_shape_tuple) == 3
+  def compute_dtype(self):
+    """The `tf.DType` the conditioner networks compute in, or None when they compute in `dtype`."""
+    compute_dtype = self.parameters["compute_dtype"]
+    return None if compute_dtype is None else tf.as_dtype(compute_dtype)
 
   @property
   def num_bits(self):
     """Bits per pixel of image data (data lie in `[0, 2**num_bits)`); None for vector flows."""
-    return self._num_bits
+    return None
 
   @property
   def num_dims(self):
@@ -199,11 +153,17 @@ class RealNVP(_TransformedDistribution):
     """The variables the paper's L2 penalty applies to: weight-norm scales and coupling tanh scales."""
     return tuple(v for v in self.trainable_variables if networks.is_regularized(v))
 
+  def _in_support(self, x):
+    """Elementwise: where `x` lies in the support of the data (subclasses say)."""
+    raise NotImplementedError
+
+  def _interior_value(self, dtype):
+    """A value inside the support, which replaces values outside it before the transform."""
+    raise NotImplementedError
+
   def _split_kwargs(self, kwargs):
-    unknown = set(kwargs) - {"training"}
-    if unknown:
-      raise TypeError(f"Unexpected keyword arguments {sorted(unknown)}; RealNVP methods take `training`.")
-    return {}, _route_training(self._data_to_latent, bool(kwargs.get("training", False)))
+    # Every keyword goes to the bijector, whose `KeywordChain` rejects names no member takes.
+    return {}, {**kwargs, "training": bool(kwargs.get("training", False))}
 
   def _check_event_shape(self, x, arg_name="x"):
     shape = x.shape
@@ -218,15 +178,12 @@ class RealNVP(_TransformedDistribution):
 
   def _log_prob(self, x, **kwargs):
     self._check_event_shape(x)
-    if not self.is_image:
-      return super()._log_prob(x, **kwargs)
-    # Pixel data live in [0, 2**num_bits): zero density outside, NaN for NaN. Out-of-range values are
-    # replaced before the transform so that they can produce neither NaNs nor NaN gradients.
-    event_axes = [-3, -2, -1]
-    in_range = (x >= 0.0) & (x < 2.0**self._num_bits)
-    safe_x = tf.where(in_range, x, tf.constant(2.0 ** (self._num_bits - 1), x.dtype))
-    log_prob = super()._log_prob(safe_x, **kwargs)
-    log_prob = tf.where(tf.reduce_all(in_range, event_axes), log_prob, tf.constant(-np.inf, log_prob.dtype))
+    # Zero density outside the support, NaN for NaN. Values outside are replaced before the transform so
+    # that they can produce neither NaNs nor NaN gradients.
+    event_axes = list(range(-len(self._event_shape_tuple), 0))
+    in_support = self._in_support(x)
+    log_prob = super()._log_prob(tf.where(in_support, x, self._interior_value(x.dtype)), **kwargs)
+    log_prob = tf.where(tf.reduce_all(in_support, event_axes), log_prob, tf.constant(-np.inf, log_prob.dtype))
     return tf.where(
       tf.reduce_any(tf.math.is_nan(x), event_axes), tf.constant(np.nan, log_prob.dtype), log_prob
     )
@@ -239,24 +196,17 @@ class RealNVP(_TransformedDistribution):
     z = self.distribution.sample(sample_shape, seed=seed, **distribution_kwargs)
     return self.bijector.forward(z * tf.cast(temperature, z.dtype), **bijector_kwargs)
 
-  def bits_per_dim(self, x, training=False):
-    """`-log_prob(x) / (D ln 2)` for pixel-valued `x`: the paper's bits/dim (a uniform model gets `num_bits`)."""
-    if not self.is_image:
-      raise ValueError("`bits_per_dim` is defined for image flows over pixel values; this is a vector flow.")
-    x = tf.convert_to_tensor(x, self.dtype)
-    return -self.log_prob(x, training=training) / (self.num_dims * math.log(2.0))
-
   def encode(self, x):
     """The latent `z = f(x)` (inference mode), shaped like `x`."""
     x = tf.convert_to_tensor(x, self.dtype)
     self._check_event_shape(x)
-    return self._data_to_latent.forward(x, **_route_training(self._data_to_latent, False))
+    return self._data_to_latent.forward(x, training=False)
 
   def decode(self, z):
     """The data point `x = f^{-1}(z)` (inference mode), shaped like `z`."""
     z = tf.convert_to_tensor(z, self.dtype)
     self._check_event_shape(z, "z")
-    return self._data_to_latent.inverse(z, **_route_training(self._data_to_latent, False))
+    return self._data_to_latent.inverse(z, training=False)
 
   def interpolate(self, x_start, x_end, num_steps=8):
     """Decodes `cos(a) * z_start + sin(a) * z_end` for `a` from 0 to `pi/2` in `num_steps` steps.
@@ -272,118 +222,201 @@ class RealNVP(_TransformedDistribution):
     return self.decode(tf.cos(angles) * z_start + tf.sin(angles) * z_end)
 
 
-def _image_flow(
-  event_shape,
-  num_scales,
-  num_blocks,
-  num_filters,
-  num_bits,
-  dropout,
-  batch_norm,
-  batch_norm_momentum,
-  dtype,
-  compute_dtype,
-):
-  """The data-to-latent map `f` of the multi-scale architecture, a `tfb.Chain`."""
-  height, width, _ = event_shape
-  if isinstance(num_scales, bool) or int(num_scales) != num_scales or num_scales < 1:
-    raise ValueError(f"`num_scales` must be a positive integer; got {num_scales!r}.")
-  factor = 2 ** (num_scales - 1)
-  if height % factor or width % factor:
-    raise ValueError(
-      f"`num_scales={num_scales}` squeezes {num_scales - 1} time(s), so height and width must be divisible "
-      f"by {factor}; got `event_shape={event_shape}`."
-    )
+class ImageRealNVP(RealNVP):
+  """RealNVP over images `(H, W, C)` of dequantized pixel values in `[0, 2**num_bits)`.
 
-  def coupling_and_norm(scale, mask_type, index, shape):
-    """An affine coupling with a ResNet conditioner (features doubled per scale) and, with `batch_norm`, a
-    batch norm."""
-    name = f"scale{scale}_{mask_type}{index}"
-    conditioner = networks.ResNet(
-      shape[-1],
-      2 * shape[-1],
-      num_blocks=num_blocks,
-      num_filters=num_filters * 2**scale,
-      dropout=dropout,
-      batch_norm_momentum=batch_norm_momentum,
-      dtype=dtype,
-      compute_dtype=compute_dtype,
-      name=f"{name}_resnet",
-    )
-    layers = [AffineCoupling(conditioner, shape, mask_type, parity=index % 2, dtype=dtype, name=name)]
-    if batch_norm:
-      layers.append(
-        BatchNorm(shape[-1], momentum=batch_norm_momentum, dtype=dtype, name=f"{name}_batch_norm")
-      )
-    return layers
-
-  layers = _scale(event_shape, 0, num_scales, coupling_and_norm)
-  return _chain([LogitTransform(num_bits)] + layers, name="data_to_latent")
-
-
-def _scale(shape, scale, num_scales, coupling_and_norm):
-  """The layers of one scale and, recursively, of the coarser ones, in data-to-latent order.
-
-  `coupling_and_norm(scale, mask_type, index, shape)` makes one coupling and its batch norm.
+  `f` is a `LogitTransform` followed by the paper's multi-scale architecture (`bijectors.MultiScale`: per
+  scale 3 alternating checkerboard couplings, a squeeze, 3 alternating channel couplings and a factor-out of
+  half the channels; the last scale has 4 checkerboard couplings). Every coupling is an `AffineCoupling`
+  whose conditioner is a weight-normalized `networks.ResNet`, with twice the features at each coarser scale,
+  followed (with `batch_norm`) by a `BatchNorm` flow layer. The latent `z = f(x)` has the shape of `x`, and
+  `bits_per_dim(x) = -log_prob(x) / (D ln 2)` is the figure the paper reports.
   """
-  height, width, channels = shape
 
-  def couplings(mask_type, count, event_shape):
-    return [layer for i in range(count) for layer in coupling_and_norm(scale, mask_type, i, event_shape)]
+  is_image = True
 
-  if scale == num_scales - 1:
-    return couplings("checkerboard", 4, shape)
-  layers = couplings("checkerboard", 3, shape)
-  layers.append(Squeeze(name=f"scale{scale}_squeeze"))
-  layers += couplings("channel", 3, (height // 2, width // 2, 4 * channels))
-  coarser = _scale((height // 2, width // 2, 2 * channels), scale + 1, num_scales, coupling_and_norm)
-  layers.append(FactorOut(_chain(coarser, name=f"scale{scale + 1}"), name=f"scale{scale}_factor_out"))
-  layers.append(tfb.Invert(Squeeze(), name=f"scale{scale}_unsqueeze"))
-  return layers
+  def __init__(
+    self,
+    event_shape,
+    num_scales=2,
+    num_blocks=4,
+    num_filters=32,
+    num_bits=8,
+    dropout=0.0,
+    batch_norm=True,
+    batch_norm_momentum=0.99,
+    fused_batch_norm=True,
+    dtype=tf.float32,
+    compute_dtype=None,
+    validate_args=False,
+    name="real_nvp",
+  ):
+    """Builds the flow.
 
+    Args:
+      event_shape: `(height, width, channels)`; height and width divisible by `2**(num_scales - 1)`.
+      num_scales: number of scales.
+      num_blocks: residual blocks per conditioner.
+      num_filters: conditioner features at the finest scale, doubled at each coarser one.
+      num_bits: bits per pixel; data lie in `[0, 2**num_bits)`.
+      dropout: dropout rate inside the conditioners, active only with `training=True`.
+      batch_norm: whether a `BatchNorm` flow layer follows each coupling.
+      batch_norm_momentum: running-average momentum of every batch norm.
+      fused_batch_norm: whether the conditioners' batch norms may use TensorFlow's fused kernel (same values;
+        `False` is for measuring it).
+      dtype: float dtype of data and variables.
+      compute_dtype: dtype the conditioner networks compute in (default: `dtype`). `tf.bfloat16` is mixed
+        precision for CPUs with bfloat16 instructions and TPUs (`tf.float16` for GPUs, with loss scaling):
+        convolutions, their batch norms and activations run in it, while the variables, the log-scales,
+        log-determinants, prior and loss stay in `dtype`.
+      validate_args: Python `bool`, passed to `tfd.TransformedDistribution`.
+      name: Python `str` name.
+    """
+    parameters = dict(locals())
+    event_shape = tuple(int(d) for d in event_shape)
+    with tf.name_scope(name) as name:
 
-def _vector_flow(
-  dims, num_couplings, hidden_units, dropout, batch_norm, batch_norm_momentum, dtype, compute_dtype
-):
-  if isinstance(num_couplings, bool) or int(num_couplings) != num_couplings or num_couplings < 1:
-    raise ValueError(f"`num_couplings` must be a positive integer; got {num_couplings!r}.")
-  layers = []
-  for i in range(num_couplings):
-    conditioner = networks.MLP(
-      dims,
-      2 * dims,
-      hidden_units,
-      dropout=dropout,
-      dtype=dtype,
-      compute_dtype=compute_dtype,
-      name=f"coupling{i}_mlp",
-    )
-    layers.append(
-      AffineCoupling(conditioner, (dims,), "half", parity=i % 2, dtype=dtype, name=f"coupling{i}")
-    )
-    if batch_norm:
-      layers.append(
-        BatchNorm(dims, momentum=batch_norm_momentum, dtype=dtype, name=f"coupling{i}_batch_norm")
+      def make_coupling(scale, mask_type, index, shape):
+        """An affine coupling with a ResNet conditioner and, with `batch_norm`, a batch norm after it."""
+        layer_name = f"scale{scale}_{mask_type}{index}"
+        conditioner = networks.ResNet(
+          shape[-1],
+          2 * shape[-1],
+          num_blocks=num_blocks,
+          num_filters=num_filters * 2**scale,
+          dropout=dropout,
+          batch_norm_momentum=batch_norm_momentum,
+          fused_batch_norm=fused_batch_norm,
+          dtype=dtype,
+          compute_dtype=compute_dtype,
+          name=f"{layer_name}_resnet",
+        )
+        layers = [
+          AffineCoupling(conditioner, shape, mask_type, parity=index % 2, dtype=dtype, name=layer_name)
+        ]
+        if batch_norm:
+          layers.append(
+            BatchNorm(shape[-1], momentum=batch_norm_momentum, dtype=dtype, name=f"{layer_name}_batch_norm")
+          )
+        return layers
+
+      data_to_latent = MultiScale(
+        event_shape,
+        num_scales,
+        make_coupling,
+        preprocessing=LogitTransform(num_bits),
+        name="data_to_latent",
       )
-  return _chain(layers, name="data_to_latent")
+      super().__init__(data_to_latent, event_shape, dtype, validate_args, parameters, name)
+    self._num_bits = int(num_bits)
+
+  @classmethod
+  def _parameter_properties(cls, dtype, num_classes=None):
+    return {}
+
+  @property
+  def num_bits(self):
+    """Bits per pixel: data lie in `[0, 2**num_bits)`."""
+    return self._num_bits
+
+  def _in_support(self, x):
+    return (x >= 0.0) & (x < 2.0**self._num_bits)
+
+  def _interior_value(self, dtype):
+    return tf.constant(2.0 ** (self._num_bits - 1), dtype)
+
+  def bits_per_dim(self, x, training=False):
+    """`-log_prob(x) / (D ln 2)` for pixel-valued `x`: the paper's bits/dim (a uniform model gets `num_bits`)."""
+    x = tf.convert_to_tensor(x, self.dtype)
+    return -self.log_prob(x, training=training) / (self.num_dims * math.log(2.0))
 
 
-def _chain(layers_in_data_order, name):
-  # tfb.Chain applies its list right to left.
-  return tfb.Chain(list(reversed(layers_in_data_order)), name=name)
+class VectorRealNVP(RealNVP):
+  """RealNVP over vectors `(D,)`: `num_couplings` alternating half-mask `AffineCoupling`s.
 
-
-def _route_training(bijector, training):
-  """The nested keyword arguments that deliver `training` to every coupling and batch norm in `bijector`.
-
-  `tfb.Chain` hands each member `kwargs[member.name]`; `Invert` and `FactorOut` pass theirs on unchanged.
+  Each conditioner is a `networks.MLP`; with `batch_norm` a `BatchNorm` flow layer follows each coupling.
   """
-  if isinstance(bijector, (AffineCoupling, BatchNorm)):
-    return {"training": training}
-  if isinstance(bijector, tfb.Composition):  # `tfb.Chain(...)` builds a private subclass of it.
-    return {member.name: _route_training(member, training) for member in bijector.bijectors}
-  if isinstance(getattr(bijector, "bijector", None), tfb.Bijector):  # `tfb.Invert`, likewise.
-    return _route_training(bijector.bijector, training)
-  if isinstance(bijector, FactorOut):
-    return _route_training(bijector.inner, training)
-  return {}
+
+  is_image = False
+
+  def __init__(
+    self,
+    event_shape,
+    num_couplings=4,
+    hidden_units=(64, 64),
+    dropout=0.0,
+    batch_norm=False,
+    batch_norm_momentum=0.99,
+    dtype=tf.float32,
+    compute_dtype=None,
+    validate_args=False,
+    name="real_nvp",
+  ):
+    """Builds the flow.
+
+    Args:
+      event_shape: `(dims,)`, `dims >= 2`.
+      num_couplings: number of couplings; consecutive ones transform complementary halves.
+      hidden_units: MLP conditioner widths.
+      dropout: dropout rate inside the conditioners, active only with `training=True`.
+      batch_norm: whether a `BatchNorm` flow layer follows each coupling.
+      batch_norm_momentum: running-average momentum of every batch norm.
+      dtype: float dtype of data and variables.
+      compute_dtype: dtype the conditioner networks compute in (default: `dtype`); see `ImageRealNVP`.
+      validate_args: Python `bool`, passed to `tfd.TransformedDistribution`.
+      name: Python `str` name.
+    """
+    parameters = dict(locals())
+    event_shape = tuple(int(d) for d in event_shape)
+    if len(event_shape) != 1 or event_shape[0] <= 0:
+      raise ValueError(f"`event_shape` must be `(dims,)` with positive `dims`; got {event_shape}.")
+    if isinstance(num_couplings, bool) or int(num_couplings) != num_couplings or num_couplings < 1:
+      raise ValueError(f"`num_couplings` must be a positive integer; got {num_couplings!r}.")
+    (dims,) = event_shape
+    with tf.name_scope(name) as name:
+      layers = []
+      for i in range(num_couplings):
+        conditioner = networks.MLP(
+          dims,
+          2 * dims,
+          tuple(hidden_units),
+          dropout=dropout,
+          dtype=dtype,
+          compute_dtype=compute_dtype,
+          name=f"coupling{i}_mlp",
+        )
+        layers.append(
+          AffineCoupling(conditioner, (dims,), "half", parity=i % 2, dtype=dtype, name=f"coupling{i}")
+        )
+        if batch_norm:
+          layers.append(
+            BatchNorm(dims, momentum=batch_norm_momentum, dtype=dtype, name=f"coupling{i}_batch_norm")
+          )
+      # `KeywordChain`, like `tfb.Chain`, applies its list right to left.
+      data_to_latent = KeywordChain(list(reversed(layers)), name="data_to_latent")
+      super().__init__(data_to_latent, event_shape, dtype, validate_args, parameters, name)
+
+  @classmethod
+  def _parameter_properties(cls, dtype, num_classes=None):
+    return {}
+
+  def _in_support(self, x):
+    return tf.math.is_finite(x)
+
+  def _interior_value(self, dtype):
+    return tf.zeros([], dtype)
+
+  def bits_per_dim(self, x, training=False):
+    """Not defined: bits/dim needs pixel data (`ImageRealNVP`); raises `ValueError`."""
+    del x, training
+    raise ValueError("`bits_per_dim` is defined for image flows over pixel values; this is a vector flow.")
+
+
+# `RealNVP(event_shape=...)` builds the kind for the rank of `event_shape`.
+_KINDS = {3: ("image", ImageRealNVP), 1: ("vector", VectorRealNVP)}
+
+
+def _args_only_of(flow_class, other_class):
+  """The constructor arguments of `flow_class` that `other_class` does not take, in signature order."""
+  other_args = inspect.signature(other_class.__init__).parameters
+  return [arg for arg in inspect.signature(flow_class.__init__).parameters if arg not in other_args]

@@ -30,14 +30,17 @@ class BatchNormalization(tf.Module):
   Training uses batch statistics (pooled across replicas) and updates the running averages with
   `avg <- momentum * avg + (1 - momentum) * batch_stat`; inference uses the running averages. The parameters
   and statistics stay in their own dtype whatever the dtype of `x` (e.g. bfloat16 activations), and the output
-  has the dtype of `x`. Rank-4 inputs on one replica use TensorFlow's fused kernel: one op forward and one
-  backward instead of a dozen elementwise passes (see `bench/README.md`).
+  has the dtype of `x`. With `fused=True` (the default), rank-4 inputs on one replica use TensorFlow's fused
+  kernel: one op forward and one backward instead of a dozen elementwise passes (see `bench/README.md`).
+  `fused=False` always takes the composite path, which computes the same values; benchmarks use it to
+  measure the kernel.
   """
 
-  def __init__(self, num_features, momentum=0.99, epsilon=1e-4, dtype=tf.float32, name=None):
+  def __init__(self, num_features, momentum=0.99, epsilon=1e-4, fused=True, dtype=tf.float32, name=None):
     super().__init__(name=name)
     self.momentum = momentum
     self.epsilon = epsilon
+    self.fused = bool(fused)
     with self.name_scope:
       self.gamma = tf.Variable(tf.ones([num_features], dtype), name="gamma")
       self.beta = tf.Variable(tf.zeros([num_features], dtype), name="beta")
@@ -46,7 +49,8 @@ class BatchNormalization(tf.Module):
 
   def __call__(self, x, training=False):
     if (
-      x.shape.rank == 4
+      self.fused
+      and x.shape.rank == 4
       and self.gamma.dtype == tf.float32
       and x.dtype in _FUSED_BATCH_NORM_DTYPES
       and not (training and _num_replicas_in_sync() > 1)
@@ -134,15 +138,28 @@ class ResidualBlock(tf.Module):
   """Pre-activation residual block: `h + conv(dropout(relu(bn(conv(relu(bn(h)))))))`.
 
   Its convolutions have no bias: each output reaches the rest of the network only through a batch norm.
+  `fused_batch_norm` is `BatchNormalization`'s `fused`.
   """
 
-  def __init__(self, num_filters, dropout=0.0, batch_norm_momentum=0.99, dtype=tf.float32, name=None):
+  def __init__(
+    self,
+    num_filters,
+    dropout=0.0,
+    batch_norm_momentum=0.99,
+    fused_batch_norm=True,
+    dtype=tf.float32,
+    name=None,
+  ):
     super().__init__(name=name)
     self.dropout = dropout
     with self.name_scope:
-      self.norm_in = BatchNormalization(num_filters, batch_norm_momentum, dtype=dtype, name="norm_in")
+      self.norm_in = BatchNormalization(
+        num_filters, batch_norm_momentum, fused=fused_batch_norm, dtype=dtype, name="norm_in"
+      )
       self.conv_in = WeightNormConv2D(num_filters, num_filters, use_bias=False, dtype=dtype, name="conv_in")
-      self.norm_out = BatchNormalization(num_filters, batch_norm_momentum, dtype=dtype, name="norm_out")
+      self.norm_out = BatchNormalization(
+        num_filters, batch_norm_momentum, fused=fused_batch_norm, dtype=dtype, name="norm_out"
+      )
       self.conv_out = WeightNormConv2D(num_filters, num_filters, use_bias=False, dtype=dtype, name="conv_out")
 
   def __call__(self, h, training=False):
@@ -162,7 +179,8 @@ class ResNet(tf.Module):
 
   With `compute_dtype=tf.bfloat16` (mixed precision) the convolutions, batch norms and activations run in
   bfloat16 while the variables, batch statistics and running averages stay in `dtype`; the output convolution
-  runs in the dtype of the input, which is also the output's.
+  runs in the dtype of the input, which is also the output's. `fused_batch_norm=False` makes every batch norm
+  take the composite path instead of TensorFlow's fused kernel (same values; see `BatchNormalization`).
   """
 
   def __init__(
@@ -173,6 +191,7 @@ class ResNet(tf.Module):
     num_filters=32,
     dropout=0.0,
     batch_norm_momentum=0.99,
+    fused_batch_norm=True,
     dtype=tf.float32,
     compute_dtype=None,
     name=None,
@@ -186,10 +205,14 @@ class ResNet(tf.Module):
     with self.name_scope:
       self.conv_in = WeightNormConv2D(in_channels, num_filters, use_bias=False, dtype=dtype, name="conv_in")
       self.blocks = [
-        ResidualBlock(num_filters, dropout, batch_norm_momentum, dtype=dtype, name=f"block_{i}")
+        ResidualBlock(
+          num_filters, dropout, batch_norm_momentum, fused_batch_norm, dtype=dtype, name=f"block_{i}"
+        )
         for i in range(num_blocks)
       ]
-      self.norm_out = BatchNormalization(num_filters, batch_norm_momentum, dtype=dtype, name="norm_out")
+      self.norm_out = BatchNormalization(
+        num_filters, batch_norm_momentum, fused=fused_batch_norm, dtype=dtype, name="norm_out"
+      )
       self.conv_out = WeightNormConv2D(
         num_filters, out_channels, zero_init=True, dtype=dtype, name="conv_out"
       )

@@ -22,10 +22,17 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import configs, data, optimization, reporting, strategies
+from tfp_realnvp import checkpoints, configs, data, flow_builder, losses, optimization, reporting, strategies
 from tfp_realnvp.configs import ConfigError
 
-__all__ = ["NonFiniteLossError", "SAMPLE_SEED", "TrainResult", "Trainer", "train_and_evaluate"]
+__all__ = [
+  "NonFiniteLossError",
+  "SAMPLE_SEED",
+  "TrainResult",
+  "Trainer",
+  "build_trainer",
+  "train_and_evaluate",
+]
 
 SAMPLE_SEED = (2016, 5)  # every sample grid of every run uses this stateless seed
 
@@ -49,7 +56,7 @@ class Trainer:
   `make_flow()` and `make_optimizer()` (default: the paper's Adam) are called inside the scope.
 
   `train_step(batch)` takes one distributed global batch and returns `(bits_per_dim, applied)`: the mean
-  bits/dim of the global batch and whether the update was applied. The loss is
+  bits/dim of the global batch and whether the update was applied. The loss is `losses.bits_per_dim_loss`:
   `sum(bits_per_dim) / global_batch_size + l2_coefficient * sum ||regularized variables||^2`, averaged over
   the global batch whatever the number of replicas; the optimizer sums the replicas' gradients and clips the
   sum by global norm. A step whose loss or gradient is not finite changes nothing (neither weights, optimizer
@@ -127,10 +134,8 @@ class Trainer:
   def _replica_gradients(self, images):
     variables = self.flow.trainable_variables
     with tf.GradientTape() as tape:
-      bits_per_dim = self.flow.bits_per_dim(images, training=True)
-      data_loss = tf.nn.compute_average_loss(bits_per_dim, global_batch_size=self.global_batch_size)
-      penalty = optimization.l2_penalty(self.flow.regularized_variables, self.l2_coefficient)
-      loss = data_loss + tf.nn.scale_regularization_loss(penalty)
+      loss_terms = losses.bits_per_dim_loss(self.flow, images, self.l2_coefficient, self.global_batch_size)
+      data_loss, loss = loss_terms.mean_bits_per_dim, loss_terms.total
       # Dynamic loss scaling: `d(scale * loss) / scale`, so float16 gradients stay above underflow.
       scale = None if self.loss_scale is None else tf.convert_to_tensor(self.loss_scale.scale)
       differentiated = loss if scale is None else scale * loss
@@ -144,6 +149,20 @@ class Trainer:
     )
     is_finite = tf.math.is_finite(global_loss) & tf.math.is_finite(global_squared_norm)
     return gradients, global_bits_per_dim, is_finite
+
+  def restore(self, path):
+    """Restores the checkpoint file `path` (flow, optimizer, step and loss scale) in the scope; returns its step.
+
+    Raises:
+      ConfigError: the checkpoint is not of this model.
+    """
+    with self.strategy.scope():  # so restored optimizer slots are mirrored like the variables
+      checkpoints.restore(
+        self.checkpoint,
+        path,
+        f"The checkpoint {path} does not match this model (was the workdir used with another config?)",
+      )
+    return int(self.step.numpy())
 
   def _replica_apply(self, gradients):
     self.optimizer.apply_gradients(zip(gradients, self.flow.trainable_variables))
@@ -198,6 +217,30 @@ class Trainer:
     return self.strategy.experimental_local_results(samples)[0]
 
 
+def build_trainer(config, strategy=None, spec=None):
+  """The `Trainer` of `config` under `strategy` (default: the current one) for the dataset `spec`.
+
+  Its flow is `flow_builder.build_flow(config, spec)`, its optimizer the paper's Adam
+  (`optimization.adam`) with `config`'s learning-rate schedule and clipping; `l2_coefficient` and
+  `jit_compile` are `config`'s.
+
+  Raises:
+    ConfigError: `config` cannot build a flow for its dataset.
+  """
+  strategy = strategy or tf.distribute.get_strategy()
+  learning_rate = optimization.learning_rate_schedule(
+    config.learning_rate, config.num_train_steps, config.warmup_steps, config.learning_rate_decay
+  )
+  return Trainer(
+    strategy,
+    functools.partial(flow_builder.build_flow, config, spec),
+    global_batch_size=config.batch_size,
+    make_optimizer=functools.partial(optimization.adam, learning_rate, config.clip_global_norm),
+    l2_coefficient=config.l2_coefficient,
+    jit_compile=config.jit_compile,
+  )
+
+
 def train_and_evaluate(config, workdir):
   """Trains `config`'s flow on its dataset, evaluates the test bits/dim and writes everything to `workdir`.
 
@@ -210,7 +253,7 @@ def train_and_evaluate(config, workdir):
   """
   config.validate()
   strategy = _strategy(config)
-  spec = _dataset_spec(config)
+  spec = flow_builder.dataset_spec(config)
   if config.batch_size % strategy.num_replicas_in_sync:
     raise ConfigError(
       f"`batch_size` must be divisible by the {strategy.num_replicas_in_sync} replicas of "
@@ -220,25 +263,13 @@ def train_and_evaluate(config, workdir):
   eval_dataset = strategy.distribute_datasets_from_function(
     functools.partial(_load, config, spec.eval_split, training=False, seed=config.seed)
   )
-  make_flow = functools.partial(_make_flow, config, spec)
-  learning_rate = optimization.learning_rate_schedule(
-    config.learning_rate, config.num_train_steps, config.warmup_steps, config.learning_rate_decay
-  )
-  make_optimizer = functools.partial(optimization.adam, learning_rate, config.clip_global_norm)
-  trainer = Trainer(
-    strategy,
-    make_flow,
-    global_batch_size=config.batch_size,
-    make_optimizer=make_optimizer,
-    l2_coefficient=config.l2_coefficient,
-    jit_compile=config.jit_compile,
-  )
+  trainer = build_trainer(config, strategy, spec)
   is_chief = _is_chief(strategy)
   tf.io.gfile.makedirs(workdir)
   if is_chief:
-    _write_text(os.path.join(workdir, "config.json"), configs.to_json(config))
+    _write_text(checkpoints.config_path(workdir), configs.to_json(config))
   # Every worker saves (saving may run collectives); only the chief's copy is kept.
-  checkpoint_dir = os.path.join(workdir, "checkpoints")
+  checkpoint_dir = checkpoints.checkpoint_dir(workdir)
   scratch_dir = None if is_chief else tempfile.mkdtemp(prefix="tfp_realnvp_worker_")
   manager = tf.train.CheckpointManager(
     trainer.checkpoint,
@@ -248,9 +279,10 @@ def train_and_evaluate(config, workdir):
   )
   reporter = reporting.Reporter(config.num_train_steps)
   try:
-    start_step = _restore(trainer, checkpoint_dir, strategy)
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    start_step = 0 if latest is None else trainer.restore(latest)
     if start_step:
-      reporter.log("resume", step=start_step, checkpoint=tf.train.latest_checkpoint(checkpoint_dir))
+      reporter.log("resume", step=start_step, checkpoint=latest)
     writer = (
       tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
       if is_chief
@@ -368,38 +400,6 @@ def _strategy(config):
     raise ConfigError(str(error)) from error
 
 
-def _dataset_spec(config):
-  try:
-    return data.dataset_spec(config.dataset, image_size=config.image_size, data_dir=config.data_dir)
-  except (ValueError, FileNotFoundError) as error:
-    raise ConfigError(str(error)) from error
-
-
-def _make_flow(config, spec):
-  """`RealNVP.from_preset(...)` for `config` and `spec`, checked against the data it will model."""
-  from tfp_realnvp.flows import RealNVP  # noqa: PLC0415 (the flow module imports only when a flow is built)
-
-  preset = config.preset or spec.preset
-  if preset is None:
-    raise ConfigError(f"Dataset {config.dataset!r} has no default preset; set `preset`.")
-  overrides = dict(config.model_overrides)
-  if config.compute_dtype is not None:
-    overrides["compute_dtype"] = config.compute_dtype
-  if config.image_size is not None:
-    overrides.setdefault("event_shape", spec.image_shape)
-  try:
-    flow = RealNVP.from_preset(preset, **overrides)
-  except (ValueError, TypeError) as error:
-    raise ConfigError(f"`preset={preset}` with {overrides}: {error}") from error
-  if tuple(flow.event_shape) != tuple(spec.image_shape) or flow.num_bits != spec.num_bits:
-    raise ConfigError(
-      f"`preset={preset}` models {flow.num_bits}-bit images of shape {tuple(flow.event_shape)}, but dataset "
-      f"{config.dataset!r} gives {spec.num_bits}-bit images of shape {tuple(spec.image_shape)}; set `image_size` "
-      "or a matching `preset`."
-    )
-  return flow
-
-
 def _load(config, split, input_context, *, training, seed):
   try:
     return data.load(
@@ -416,27 +416,8 @@ def _load(config, split, input_context, *, training, seed):
     raise ConfigError(str(error)) from error
 
 
-def _restore(trainer, checkpoint_dir, strategy):
-  """Restores the latest checkpoint in `checkpoint_dir` inside the scope; returns its step (0 when none)."""
-  latest = tf.train.latest_checkpoint(checkpoint_dir)
-  if latest is None:
-    return 0
-  with strategy.scope():
-    try:
-      status = trainer.checkpoint.restore(latest)
-      status.expect_partial()  # a mismatch raises below; no extra warnings about unused values
-      status.assert_existing_objects_matched()
-    except (AssertionError, ValueError, tf.errors.OpError) as error:
-      raise ConfigError(
-        f"The checkpoint {latest} does not match this model (was the workdir used with another "
-        f"config?): {str(error).splitlines()[0]}"
-      ) from error
-  return int(trainer.step.numpy())
-
-
 def _computes_in_float16(flow):
-  compute_dtype = getattr(flow, "parameters", {}).get("compute_dtype")
-  return compute_dtype is not None and tf.as_dtype(compute_dtype) == tf.float16
+  return flow.compute_dtype is not None and tf.as_dtype(flow.compute_dtype) == tf.float16
 
 
 def _is_chief(strategy):

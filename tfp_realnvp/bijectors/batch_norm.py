@@ -19,8 +19,11 @@ class BatchNorm(JointLogDetBijector):
   `avg <- momentum * avg + (1 - momentum) * batch_stat`. Otherwise, the default, the running averages are used
   and nothing changes, as for evaluation and sampling. Unlike `tfb.BatchNormalization`, whose mode is fixed at
   construction, the same object serves training and evaluation. The inverse always uses the running
-  averages: the batch statistics of the unknown `x` do not exist there.
+  averages: the batch statistics of the unknown `x` do not exist there. `call_keywords` declares `training`,
+  so a `KeywordChain` delivers it.
   """
+
+  call_keywords = frozenset({"training"})
 
   def __init__(
     self, num_features, momentum=0.99, epsilon=1e-4, validate_args=False, dtype=tf.float32, name="batch_norm"

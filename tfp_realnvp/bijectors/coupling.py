@@ -27,7 +27,8 @@ class AffineCoupling(JointLogDetBijector):
   The conditioner maps `[N, *event_shape]` to `[N, *event_shape[:-1], 2 * channels]` (shift first, then the
   raw log-scale). It must be a `tf.Module` or a `tf_keras` layer, passed as the object itself, so that its
   variables are tracked; if its `__call__` takes `training`, the bijector's `training` keyword (default
-  `False`) is passed on, for batch norm and dropout.
+  `False`) is passed on, for batch norm and dropout. `call_keywords` declares that keyword, so a
+  `KeywordChain` delivers it (see `keyword_chain.py`).
 
   #### Examples
 
@@ -42,6 +43,8 @@ class AffineCoupling(JointLogDetBijector):
   [1]: Laurent Dinh, Jascha Sohl-Dickstein and Samy Bengio. Density estimation using Real NVP. In
        _International Conference on Learning Representations_, 2017. https://arxiv.org/abs/1605.08803
   """
+
+  call_keywords = frozenset({"training"})
 
   def __init__(
     self,

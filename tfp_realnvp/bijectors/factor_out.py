@@ -4,6 +4,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_realnvp.bijectors.joint_log_det import JointLogDetBijector
+from tfp_realnvp.bijectors.keyword_chain import call_keywords_of
 
 __all__ = ["FactorOut"]
 
@@ -15,8 +16,9 @@ class FactorOut(JointLogDetBijector):
 
   The first half of the channels is factored out (RealNVP eqs. 13-16): it is final, and only the second half
   is transformed further, by `inner`, which must keep its input shape (the next scale, ending with the
-  inverse of its squeeze). `log|det J| = log|det J_inner(x_in)|`. Keyword arguments (e.g. `training` routing
-  for a `tfb.Chain` inside) are passed to `inner` as they are.
+  inverse of its squeeze). `log|det J| = log|det J_inner(x_in)|`. Call-time keyword arguments (e.g.
+  `training`) are passed to `inner` as they are; `call_keywords` are those of `inner`, so a `KeywordChain`
+  delivers them.
   """
 
   def __init__(self, inner, event_ndims=3, validate_args=False, name="factor_out"):
@@ -36,6 +38,10 @@ class FactorOut(JointLogDetBijector):
   @property
   def inner(self):
     return self._inner
+
+  @property
+  def call_keywords(self):
+    return call_keywords_of(self._inner)
 
   def _augmented_forward(self, x, **kwargs):
     x_out, x_in = tf.split(x, 2, axis=-1)

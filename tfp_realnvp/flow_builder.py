@@ -1,0 +1,58 @@
+"""`build_flow(config)`: the `RealNVP` a `TrainConfig` describes, checked against the images of its dataset.
+
+```python
+config = configs.get_config()                     # digits
+flow = flow_builder.build_flow(config)            # RealNVP.from_preset("digits", **config.model_overrides)
+```
+
+Training (`train_lib`), export (`checkpoints.restore_flow`) and the Keras path (`FlowModel.from_train_config`)
+all build their flow here, so a checkpoint written by one restores into the others.
+"""
+
+from tfp_realnvp import data
+from tfp_realnvp.configs import ConfigError
+from tfp_realnvp.flows import RealNVP
+
+__all__ = ["build_flow", "dataset_spec"]
+
+
+def dataset_spec(config):
+  """The `data.DatasetSpec` of `config.dataset` at `config.image_size`; a bad dataset is a `ConfigError`."""
+  try:
+    return data.dataset_spec(config.dataset, image_size=config.image_size, data_dir=config.data_dir)
+  except (ValueError, FileNotFoundError) as error:
+    raise ConfigError(str(error)) from error
+
+
+def build_flow(config, spec=None):
+  """`RealNVP.from_preset(preset, **overrides)` for `config`, checked against the images of its dataset.
+
+  `preset` is `config.preset`, or the dataset's own preset; `overrides` are `config.model_overrides`, plus
+  `compute_dtype=config.compute_dtype` when set, plus `event_shape` of the resized images when
+  `config.image_size` is set (unless the overrides give one). `spec` (default: `dataset_spec(config)`) is the
+  dataset the flow will model.
+
+  Raises:
+    ConfigError: no preset, a preset or override the flow refuses, or a flow whose image shape or `num_bits`
+      is not the dataset's (one line naming the setting).
+  """
+  spec = dataset_spec(config) if spec is None else spec
+  preset = config.preset or spec.preset
+  if preset is None:
+    raise ConfigError(f"Dataset {config.dataset!r} has no default preset; set `preset`.")
+  overrides = dict(config.model_overrides)
+  if config.compute_dtype is not None:
+    overrides["compute_dtype"] = config.compute_dtype
+  if config.image_size is not None:
+    overrides.setdefault("event_shape", spec.image_shape)
+  try:
+    flow = RealNVP.from_preset(preset, **overrides)
+  except (ValueError, TypeError) as error:
+    raise ConfigError(f"`preset={preset}` with {overrides}: {error}") from error
+  if tuple(flow.event_shape) != tuple(spec.image_shape) or flow.num_bits != spec.num_bits:
+    raise ConfigError(
+      f"`preset={preset}` models {flow.num_bits}-bit images of shape {tuple(flow.event_shape)}, but dataset "
+      f"{config.dataset!r} gives {spec.num_bits}-bit images of shape {tuple(spec.image_shape)}; set `image_size` "
+      "or a matching `preset`."
+    )
+  return flow

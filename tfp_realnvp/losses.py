@@ -1,0 +1,41 @@
+"""The training loss of every trainer (`Trainer`, `FlowModel`, the benchmarks): bits/dim plus the paper's L2 term.
+
+```python
+with tf.GradientTape() as tape:
+  loss = losses.bits_per_dim_loss(flow, images, l2_coefficient=5e-5)
+gradients = tape.gradient(loss.total, flow.trainable_variables)
+```
+"""
+
+import typing
+
+import tensorflow as tf
+
+from tfp_realnvp import optimization
+
+__all__ = ["BitsPerDimLoss", "bits_per_dim_loss"]
+
+
+class BitsPerDimLoss(typing.NamedTuple):
+  """`total`, the value to minimize; `mean_bits_per_dim`, its data term; `bits_per_dim`, per example."""
+
+  total: tf.Tensor
+  mean_bits_per_dim: tf.Tensor
+  bits_per_dim: tf.Tensor
+
+
+def bits_per_dim_loss(flow, images, l2_coefficient, global_batch_size=None):
+  """`sum(bits_per_dim) / global_batch_size + l2_coefficient * sum_v ||v||^2 / num_replicas`, in training mode.
+
+  `bits_per_dim = flow.bits_per_dim(images, training=True)` (batch statistics, dropout) and `v` ranges over
+  `flow.regularized_variables` (`optimization.l2_penalty`). In a replica of a `tf.distribute` strategy both
+  terms are this replica's share (`tf.nn.compute_average_loss`, `tf.nn.scale_regularization_loss`): the
+  replicas' shares add up to the loss one device computes on the global batch, and the optimizer sums their
+  gradients, so N replicas take the step one device takes. `global_batch_size` defaults to the size of
+  `images` times the number of replicas.
+  """
+  bits_per_dim = flow.bits_per_dim(images, training=True)
+  mean_bits_per_dim = tf.nn.compute_average_loss(bits_per_dim, global_batch_size=global_batch_size)
+  penalty = optimization.l2_penalty(flow.regularized_variables, l2_coefficient)
+  total = mean_bits_per_dim + tf.nn.scale_regularization_loss(penalty)
+  return BitsPerDimLoss(total=total, mean_bits_per_dim=mean_bits_per_dim, bits_per_dim=bits_per_dim)
