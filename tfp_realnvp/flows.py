@@ -107,7 +107,7 @@ class RealNVP(_TransformedDistribution):
       name: Python `str` name.
     """
     self._event_shape_tuple = event_shape
-    self._data_to_latent = data_to_latent
+    self._data_to_latent = data_to_latent  # Checkpoints name every variable by its path from this attribute.
     base = tfd.Sample(
       tfd.Normal(loc=tf.constant(0.0, dtype), scale=tf.constant(1.0, dtype)), sample_shape=event_shape
     )

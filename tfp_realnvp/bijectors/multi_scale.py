@@ -46,9 +46,11 @@ class MultiScale(KeywordChain):
   #### Examples
 
   ```python
+  from tfp_realnvp import networks
+
   def make_coupling(scale, mask_type, index, event_shape):
     channels = event_shape[-1]
-    conditioner = tfp_realnvp.networks.ResNet(channels, 2 * channels, num_blocks=2, num_filters=16)
+    conditioner = networks.ResNet(channels, 2 * channels, num_blocks=2, num_filters=16)
     return AffineCoupling(conditioner, event_shape, mask_type, parity=index % 2)
 
   data_to_latent = MultiScale((32, 32, 3), num_scales=2, make_coupling=make_coupling,
