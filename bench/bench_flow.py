@@ -17,9 +17,9 @@ were ours, less when other processes took them); `peak_rss_train_mb` (MiB, after
 first) and `peak_rss_mb` (at the end); `load_average` (1-minute, before the run).
 """
 
+import functools
 import json
 import os
-import resource
 import sys
 import time
 
@@ -28,6 +28,7 @@ import tensorflow as tf
 import workloads
 from absl import app, flags
 from flop_count import graph_flops
+from phase_timing import time_phases
 from worker_process import run_worker
 from workloads import MODELS, MODES, PHASES, REFERENCE
 
@@ -47,44 +48,6 @@ _TIMEOUT = flags.DEFINE_integer("timeout", 900, "Seconds allowed to each (model,
 _WORKER = flags.DEFINE_bool("worker", False, "Internal: run one (model, mode) in this process.")
 
 
-def _peak_rss_mb():
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
-
-
-def _cpu_seconds():
-  usage = resource.getrusage(resource.RUSAGE_SELF)
-  return usage.ru_utime + usage.ru_stime
-
-
-def _time_phase(function, args, batch_size, warmup_runs, timed_runs):
-  """Trace, first call, warm-up, then the timed runs of one phase."""
-  start = time.perf_counter()
-  concrete = function.get_concrete_function(*args)
-  trace_s = time.perf_counter() - start
-  flops = graph_flops(concrete)
-  start = time.perf_counter()
-  np.asarray(function(*args))
-  first_call_s = time.perf_counter() - start
-  for _ in range(warmup_runs):
-    np.asarray(function(*args))
-  times, cpu = [], 0.0
-  for _ in range(timed_runs):
-    start, start_cpu = time.perf_counter(), _cpu_seconds()
-    np.asarray(function(*args))
-    times.append(time.perf_counter() - start)
-    cpu += _cpu_seconds() - start_cpu
-  median = float(np.median(times))
-  return dict(
-    images_per_s=round(batch_size / median, 2),
-    step_s=[round(t, 4) for t in times],
-    trace_s=round(trace_s, 2),
-    first_call_s=round(first_call_s, 2),
-    gflop_per_image=round(flops / batch_size / 1e9, 6),
-    gflops=round(flops / median / 1e9, 1),
-    cpu_per_wall=round(cpu / sum(times), 2),
-  )
-
-
 def _worker(model, mode):
   """Builds `model` in `mode`, times every phase and returns the JSON-able result."""
   load_average = os.getloadavg()[0]
@@ -101,14 +64,27 @@ def _worker(model, mode):
     load_average=round(load_average, 2),
     build_s=round(build_s, 2),
   )
+  trace_s = {}
+
+  def count_flops(phase):
+    start = time.perf_counter()
+    concrete = workload.phases[phase].get_concrete_function(*workload.arguments[phase])
+    trace_s[phase] = round(time.perf_counter() - start, 2)
+    return graph_flops(concrete)
+
+  calls = {
+    phase: functools.partial(_call, workload.phases[phase], workload.arguments[phase])
+    for phase in _PHASES.value
+  }
+  result.update(time_phases(calls, count_flops, _BATCH_SIZE.value, _WARMUP_RUNS.value, _TIMED_RUNS.value))
   for phase in _PHASES.value:
-    function, arguments = workload.phases[phase], workload.arguments[phase]
-    result[phase] = _time_phase(function, arguments, _BATCH_SIZE.value, _WARMUP_RUNS.value, _TIMED_RUNS.value)
-    if phase == "train":
-      result["peak_rss_train_mb"] = round(_peak_rss_mb())
-  result["peak_rss_mb"] = round(_peak_rss_mb())
+    result[phase]["trace_s"] = trace_s[phase]
   result["tensorflow"] = tf.__version__
   return result
+
+
+def _call(function, arguments):
+  np.asarray(function(*arguments))  # waits for the result
 
 
 def _run_in_subprocess(model, mode):
