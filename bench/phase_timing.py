@@ -1,7 +1,7 @@
 """Times one benchmark phase and reads the process's peak RSS (no flags, no TensorFlow, no torch).
 
-Shared by `bench_flow.py` and the workers of `bench_reference.py`: ours (TensorFlow) and the peer's (`reference_worker.py`, torch),
-so both sides are timed by the same code.
+Shared by `bench_flow.py` and the workers of `bench_reference.py`, ours (TensorFlow) and the peer's
+(`reference_worker.py`, torch), so both sides are timed by the same code.
 """
 
 import resource
