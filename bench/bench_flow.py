@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+import timing_flags
 import workloads
 from absl import app, flags
 from flop_count import graph_flops
@@ -36,14 +37,9 @@ _MODELS = flags.DEFINE_list("models", ["small", "cifar10"], "Models: small, cifa
 _MODES = flags.DEFINE_list(
   "modes", ["fp32", "bf16"], "Speed modes (see `workloads.MODES`); the first is the baseline."
 )
-_PHASES = flags.DEFINE_list("phases", list(PHASES), "Phases, in this order.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per step.")
-_THREADS = flags.DEFINE_integer("threads", 2, "Intra-op threads (`set_intra_op_parallelism_threads`).")
 _INTER_OP_THREADS = flags.DEFINE_integer(
   "inter_op_threads", 0, "Inter-op threads; 0 is TensorFlow's default."
 )
-_WARMUP_RUNS = flags.DEFINE_integer("warmup_runs", 2, "Untimed runs after the first call.")
-_TIMED_RUNS = flags.DEFINE_integer("timed_runs", 5, "Timed runs; throughput uses their median.")
 _TIMEOUT = flags.DEFINE_integer("timeout", 900, "Seconds allowed to each (model, mode) subprocess.")
 _WORKER = flags.DEFINE_bool("worker", False, "Internal: run one (model, mode) in this process.")
 
@@ -51,15 +47,15 @@ _WORKER = flags.DEFINE_bool("worker", False, "Internal: run one (model, mode) in
 def _worker(model, mode):
   """Builds `model` in `mode`, times every phase and returns the JSON-able result."""
   load_average = os.getloadavg()[0]
-  workloads.configure(mode, _THREADS.value, _INTER_OP_THREADS.value)
+  workloads.configure(mode, timing_flags.THREADS.value, _INTER_OP_THREADS.value)
   start = time.perf_counter()
-  workload = workloads.build(model, mode, _BATCH_SIZE.value)
+  workload = workloads.build(model, mode, timing_flags.BATCH_SIZE.value)
   build_s = time.perf_counter() - start
   result = dict(
     model=model,
     mode=mode,
-    batch_size=_BATCH_SIZE.value,
-    threads=_THREADS.value,
+    batch_size=timing_flags.BATCH_SIZE.value,
+    threads=timing_flags.THREADS.value,
     num_parameters=int(sum(v.shape.num_elements() for v in workload.flow.trainable_variables)),
     load_average=round(load_average, 2),
     build_s=round(build_s, 2),
@@ -74,10 +70,18 @@ def _worker(model, mode):
 
   calls = {
     phase: functools.partial(_call, workload.phases[phase], workload.arguments[phase])
-    for phase in _PHASES.value
+    for phase in timing_flags.PHASES_TO_TIME.value
   }
-  result.update(time_phases(calls, count_flops, _BATCH_SIZE.value, _WARMUP_RUNS.value, _TIMED_RUNS.value))
-  for phase in _PHASES.value:
+  result.update(
+    time_phases(
+      calls,
+      count_flops,
+      timing_flags.BATCH_SIZE.value,
+      timing_flags.WARMUP_RUNS.value,
+      timing_flags.TIMED_RUNS.value,
+    )
+  )
+  for phase in timing_flags.PHASES_TO_TIME.value:
     result[phase]["trace_s"] = trace_s[phase]
   result["tensorflow"] = tf.__version__
   return result
@@ -90,7 +94,14 @@ def _call(function, arguments):
 def _run_in_subprocess(model, mode):
   """Runs one (model, mode) in a fresh Python and returns its result (or an `error`)."""
   command = [sys.executable, os.path.abspath(__file__), "--worker", f"--models={model}", f"--modes={mode}"]
-  for flag in (_PHASES, _BATCH_SIZE, _THREADS, _INTER_OP_THREADS, _WARMUP_RUNS, _TIMED_RUNS):
+  for flag in (
+    timing_flags.PHASES_TO_TIME,
+    timing_flags.BATCH_SIZE,
+    timing_flags.THREADS,
+    _INTER_OP_THREADS,
+    timing_flags.WARMUP_RUNS,
+    timing_flags.TIMED_RUNS,
+  ):
     value = flag.value
     command.append(f"--{flag.name}={','.join(value) if isinstance(value, list) else value}")
   return run_worker(command, _TIMEOUT.value, dict(model=model, mode=mode), env=MODES[mode].get("env"))
@@ -106,7 +117,7 @@ def _summary(results):
     baseline = next(r for r in results if r["model"] == model and "error" not in r)
     reference = REFERENCE.get(model, {})
     entry = {}
-    for phase in _PHASES.value:
+    for phase in timing_flags.PHASES_TO_TIME.value:
       speed = result[phase]["images_per_s"]
       entry[f"{phase}_vs_{baseline['mode']}"] = round(speed / baseline[phase]["images_per_s"], 2)
       if phase in reference:
@@ -125,7 +136,7 @@ def _summary(results):
 def main(argv):
   del argv
   unknown = [m for m in _MODELS.value if m not in MODELS] + [m for m in _MODES.value if m not in MODES]
-  unknown += [p for p in _PHASES.value if p not in PHASES]
+  unknown += [p for p in timing_flags.PHASES_TO_TIME.value if p not in PHASES]
   if unknown:
     raise app.UsageError(
       f"Unknown models, modes or phases {unknown}; models: {sorted(MODELS)}, modes: "

@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+import timing_flags
 import workloads
 from absl import app, flags
 from flop_count import graph_flops
@@ -47,16 +48,9 @@ _REFERENCE_PYTHON = flags.DEFINE_string(
 _MODELS = flags.DEFINE_list(
   "models", ["small", "cifar10"], "Models (`workloads.MODELS`): small, cifar10, tiny."
 )
-_PHASES = flags.DEFINE_list("phases", list(PHASES), "Phases, in this order.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per step.")
-_THREADS = flags.DEFINE_integer(
-  "threads", 2, "Intra-op threads of both (TensorFlow's and `torch.set_num_threads`)."
-)
 _ROUNDS = flags.DEFINE_integer(
   "rounds", 2, "Rounds of the four runs per model; the summary takes each run's best."
 )
-_WARMUP_RUNS = flags.DEFINE_integer("warmup_runs", 2, "Untimed runs after the first call.")
-_TIMED_RUNS = flags.DEFINE_integer("timed_runs", 5, "Timed runs; throughput uses their median.")
 _TIMEOUT = flags.DEFINE_integer("timeout", 1800, "Seconds allowed to each worker subprocess.")
 _WORKER = flags.DEFINE_string("worker", None, "Internal: run ours in this mode, in this process.")
 
@@ -194,19 +188,19 @@ def summarize(results, phases, cpu):
 def _our_worker(model, mode):
   """Times `model` in our `mode` in this process; the JSON-able result."""
   load_average = os.getloadavg()[0]
-  workloads.configure(mode, _THREADS.value)
+  workloads.configure(mode, timing_flags.THREADS.value)
   start = time.perf_counter()
-  workload = workloads.build(model, mode, _BATCH_SIZE.value)
+  workload = workloads.build(model, mode, timing_flags.BATCH_SIZE.value)
   result = dict(
     implementation="ours",
     mode=mode,
-    batch_size=_BATCH_SIZE.value,
-    threads=_THREADS.value,
+    batch_size=timing_flags.BATCH_SIZE.value,
+    threads=timing_flags.THREADS.value,
     num_parameters=int(sum(v.shape.num_elements() for v in workload.flow.trainable_variables)),
     load_average=round(load_average, 2),
     build_s=round(time.perf_counter() - start, 2),
   )
-  phases = {phase: workload.phases[phase] for phase in _PHASES.value}
+  phases = {phase: workload.phases[phase] for phase in timing_flags.PHASES_TO_TIME.value}
   arguments = workload.arguments
 
   def count_flops(phase):
@@ -216,18 +210,26 @@ def _our_worker(model, mode):
     return lambda: np.asarray(phases[phase](*arguments[phase]))  # returns once the step is done
 
   calls = {phase: call(phase) for phase in phases}
-  result.update(time_phases(calls, count_flops, _BATCH_SIZE.value, _WARMUP_RUNS.value, _TIMED_RUNS.value))
+  result.update(
+    time_phases(
+      calls,
+      count_flops,
+      timing_flags.BATCH_SIZE.value,
+      timing_flags.WARMUP_RUNS.value,
+      timing_flags.TIMED_RUNS.value,
+    )
+  )
   result["tensorflow"] = tf.__version__
   return result
 
 
 def _common_flags():
   return [
-    f"--phases={','.join(_PHASES.value)}",
-    f"--batch_size={_BATCH_SIZE.value}",
-    f"--threads={_THREADS.value}",
-    f"--warmup_runs={_WARMUP_RUNS.value}",
-    f"--timed_runs={_TIMED_RUNS.value}",
+    f"--phases={','.join(timing_flags.PHASES_TO_TIME.value)}",
+    f"--batch_size={timing_flags.BATCH_SIZE.value}",
+    f"--threads={timing_flags.THREADS.value}",
+    f"--warmup_runs={timing_flags.WARMUP_RUNS.value}",
+    f"--timed_runs={timing_flags.TIMED_RUNS.value}",
   ]
 
 
@@ -264,8 +266,8 @@ def _usage_error():
   if unknown or unmatched:
     comparable = sorted(model for model in MODELS if not set(MODELS[model]) - _PEER_SETTINGS)
     return f"error: --models has {unknown + unmatched}; expected some of {comparable} (settings the peer has)"
-  if [phase for phase in _PHASES.value if phase not in PHASES]:
-    return f"error: --phases={','.join(_PHASES.value)}; expected some of {list(PHASES)}"
+  if [phase for phase in timing_flags.PHASES_TO_TIME.value if phase not in PHASES]:
+    return f"error: --phases={','.join(timing_flags.PHASES_TO_TIME.value)}; expected some of {list(PHASES)}"
   try:
     probe = subprocess.run([_REFERENCE_PYTHON.value, "-c", "import torch"], capture_output=True, text=True)
     reason = (probe.stderr.strip().splitlines() or ["no output"])[-1] if probe.returncode else None
@@ -291,7 +293,7 @@ def main(argv):
       for implementation, mode in round_order(round_index):
         results.append(_run(implementation, model, mode, round_index))
         print(json.dumps(results[-1]), flush=True)
-  for summary in summarize(results, _PHASES.value, cpu):
+  for summary in summarize(results, timing_flags.PHASES_TO_TIME.value, cpu):
     print(json.dumps(summary), flush=True)
 
 

@@ -59,7 +59,7 @@ def time_phases(calls, count_flops, batch_size, warmup_runs, timed_runs):
     flops = count_flops(phase)
     figures = time_calls(call, batch_size, warmup_runs, timed_runs)
     figures["gflop_per_image"] = round(flops / batch_size / 1e9, 6)
-    figures["gflops"] = round(figures["images_per_s"] * figures["gflop_per_image"], 1)
+    figures["gflops"] = round(figures["images_per_s"] * figures["gflop_per_image"], 2)
     result[phase] = figures
     if phase == "train":
       result["peak_rss_train_mb"] = round(peak_rss_mb())
