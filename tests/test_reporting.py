@@ -95,8 +95,8 @@ class SampleGridsPngTest(tf.test.TestCase):
     titled = tf.io.decode_png(
       reporting.sample_grids_png({"temperature 1.0": grid}, step=2000, test_bits_per_dim=1.939)
     )
-    self.assertEqual(plain.shape, (440, 800, 4))  # 4 x 4.4 inches per panel at 100 dpi
-    self.assertEqual(titled.shape, (480, 400, 4))  # 0.4 inch more for the headline
+    self.assertEqual(plain.shape, (450, 800, 4))  # 4 x 4.5 inches per panel at 100 dpi
+    self.assertEqual(titled.shape, (480, 400, 4))  # 0.3 inch more for the headline
     for png in (plain.numpy(), titled.numpy()):
       is_separator = np.all(png[..., :3] == SEPARATOR_UINT8, axis=-1)
       # Nearest-neighbour drawing keeps the separator's exact colour: 14 lines about 5 pixels wide per panel.

@@ -113,8 +113,9 @@ def sample_grids_png(grids_by_title, step=None, test_bits_per_dim=None):
     headline.append(f"step {step}")
   if test_bits_per_dim is not None:
     headline.append(f"test bits/dim: {test_bits_per_dim:.4f}")
-  height = panel_inches + (0.8 if headline else 0.4)
+  height = panel_inches + (0.8 if headline else 0.5)
   fig = figure.Figure(figsize=(panel_inches * len(grids_by_title), height), dpi=100, layout="constrained")
+  fig.get_layout_engine().set(h_pad=0.1)  # inches between the titles and the edge
   backend_agg.FigureCanvasAgg(fig)
   for index, (title, grid) in enumerate(grids_by_title.items()):
     axes = fig.add_subplot(1, len(grids_by_title), index + 1)
