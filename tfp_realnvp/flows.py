@@ -49,8 +49,13 @@ class RealNVP(_TransformedDistribution):
   `RealNVP(event_shape=..., **kwargs)` builds the kind that the rank of `event_shape` calls for, and
   `RealNVP.from_preset(name, **overrides)` the paper's settings for a dataset (`PRESETS`).
 
-  `log_prob(x)` is `-inf` for a row outside the support (an infinite value; for images, a pixel outside
-  `[0, 2**num_bits)`) and NaN for a row holding NaN, with finite gradients for the other rows.
+  The support of `log_prob` is exactly the set the flow maps `R^D` onto, where its samples lie: `R^D` for
+  vectors, and for images the open box `LogitTransform.domain**D`, per pixel
+  `(-alpha, 1 - alpha) * 2**num_bits / (1 - 2*alpha)` (`(-0.889, 16.889)` for 4 bits), which holds the pixel
+  box `[0, 2**num_bits)**D` of the data. `log_prob(x)` is `-inf` for a row outside the support (an infinite
+  value, or a pixel outside that interval) and NaN for a row holding NaN, with finite gradients for the other
+  rows; `sample`, `experimental_sample_and_log_prob` and `experimental_default_event_space_bijector` agree
+  with it. For dequantized discrete data, the mass outside the pixel box is wasted: no pixel level gets it.
   `log_prob(x, training=True)` uses batch statistics in every batch norm and moves their running averages
   (and enables dropout); the default `training=False` is for evaluation. Call-time keywords reach every
   coupling and batch norm through `bijectors.KeywordChain`. `sample(n, seed, temperature)` scales the base
@@ -192,9 +197,22 @@ class RealNVP(_TransformedDistribution):
     return tf.exp(self._log_prob(x, **kwargs))
 
   def _call_sample_n(self, sample_shape, seed, temperature=1.0, **kwargs):
+    _, x, _ = self._sample_latent_and_data(sample_shape, seed, temperature, kwargs)
+    return x
+
+  def _call_sample_and_log_prob(self, sample_shape, seed, temperature=1.0, **kwargs):
+    # The flow's own `log p(x)` at each sample: `temperature` moves where samples land, not the density.
+    z, x, bijector_kwargs = self._sample_latent_and_data(sample_shape, seed, temperature, kwargs)
+    event_ndims = len(self._event_shape_tuple)
+    fldj = self.bijector.forward_log_det_jacobian(z, event_ndims=event_ndims, **bijector_kwargs)  # cached
+    return x, self.distribution.log_prob(z) - fldj
+
+  def _sample_latent_and_data(self, sample_shape, seed, temperature, kwargs):
+    """`(z, x, bijector_kwargs)`: latent `z = temperature * N(0, I)` and sample `x = f^{-1}(z)`."""
     distribution_kwargs, bijector_kwargs = self._split_kwargs(kwargs)
     z = self.distribution.sample(sample_shape, seed=seed, **distribution_kwargs)
-    return self.bijector.forward(z * tf.cast(temperature, z.dtype), **bijector_kwargs)
+    z = z * tf.cast(temperature, z.dtype)
+    return z, self.bijector.forward(z, **bijector_kwargs), bijector_kwargs
 
   def encode(self, x):
     """The latent `z = f(x)` (inference mode), shaped like `x`."""
@@ -224,6 +242,9 @@ class RealNVP(_TransformedDistribution):
 
 class ImageRealNVP(RealNVP):
   """RealNVP over images `(H, W, C)` of dequantized pixel values in `[0, 2**num_bits)`.
+
+  The density is positive on the open box `LogitTransform.domain**D`, which holds `[0, 2**num_bits)**D`
+  (see `RealNVP`): samples can have pixels outside `[0, 2**num_bits)`, and `log_prob` scores them.
 
   `f` is a `LogitTransform` followed by the paper's multi-scale architecture (`bijectors.MultiScale`: per
   scale 3 alternating checkerboard couplings, a squeeze, 3 alternating channel couplings and a factor-out of
@@ -320,10 +341,13 @@ class ImageRealNVP(RealNVP):
     return self._num_bits
 
   def _in_support(self, x):
-    return (x >= 0.0) & (x < 2.0**self._num_bits)
+    # The preprocessing's domain is the one place that says where the flow maps onto.
+    low, high = self._data_to_latent.preprocessing.domain
+    return (x > low) & (x < high)
 
   def _interior_value(self, dtype):
-    return tf.constant(2.0 ** (self._num_bits - 1), dtype)
+    low, high = self._data_to_latent.preprocessing.domain
+    return tf.constant((low + high) / 2.0, dtype)
 
   def bits_per_dim(self, x, training=False):
     """`-log_prob(x) / (D ln 2)` for pixel-valued `x`: the paper's bits/dim (a uniform model gets `num_bits`)."""
