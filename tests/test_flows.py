@@ -356,6 +356,52 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(RealNVP.from_preset(name).event_shape, settings["event_shape"], name)
 
 
+def small_vector_flow():
+  tf.random.set_seed(0)
+  return RealNVP(event_shape=(3,), num_couplings=4, batch_norm=True)
+
+
+class CopyAndSliceTest(tf.test.TestCase, parameterized.TestCase):
+  """`copy()` and `flow[...]` share the layers and variables, as TFP's contract for `copy` asks."""
+
+  def flow_and_data(self, kind):
+    if kind == "image":
+      return small_image_flow(), pixels([4, 8, 8, 1], 4, seed=21)
+    return small_vector_flow(), tf.random.stateless_normal([4, 3], seed=[2, 1])
+
+  @parameterized.parameters("image", "vector")
+  def test_copies_and_slices_share_the_variables_and_the_log_prob(self, kind):
+    flow, x = self.flow_and_data(kind)
+    copies = [flow.copy(), flow[...], flow[()], flow.copy(name="renamed", validate_args=True)]
+    # Training-like changes after the copies were made reach them: the variables are the same objects.
+    perturb(flow, stddev=0.2, seed=3)
+    perturb_running_averages(flow, seed=4)
+    expected = flow.log_prob(x)
+    for copy in copies:
+      self.assertIs(type(copy), type(flow))
+      self.assertLen(copy.trainable_variables, len(flow.trainable_variables))
+      self.assertLen(copy.variables, len(flow.variables))
+      self.assertTrue(all(a is b for a, b in zip(copy.variables, flow.variables)))
+      self.assertAllEqual(copy.log_prob(x), expected)
+      self.assertAllEqual(copy.sample(2, seed=[3, 4]), flow.sample(2, seed=[3, 4]))
+      self.assertEqual(copy.parameters.keys(), flow.parameters.keys())
+    self.assertEqual(copies[-1].parameters["name"], "renamed")
+    self.assertTrue(copies[-1].validate_args)
+    self.assertEqual(copies[-1].num_bits, flow.num_bits)
+
+  @parameterized.parameters("image", "vector")
+  def test_a_copy_that_would_need_new_layers_or_a_batch_slice_is_an_error(self, kind):
+    flow, _ = self.flow_and_data(kind)
+    changed = "num_blocks" if kind == "image" else "num_couplings"
+    with self.assertRaisesRegex(ValueError, rf"cannot change \['{changed}'\].*fresh weights"):
+      flow.copy(**{changed: 2})
+    with self.assertRaisesRegex(TypeError, r"unknown argument\(s\) \['loc'\]"):
+      flow.copy(loc=1.0)
+    for slices in (0, slice(None), (Ellipsis, 0), tf.newaxis):
+      with self.assertRaisesRegex(IndexError, r"batch shape `\[\]`"):
+        flow[slices]  # noqa: B018
+
+
 class RealNVPVectorTest(tf.test.TestCase):
   def make_flow(self):
     tf.random.set_seed(3)

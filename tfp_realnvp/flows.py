@@ -130,6 +130,48 @@ class RealNVP(_TransformedDistribution):
   def _parameter_properties(cls, dtype, num_classes=None):
     return {}  # No tensor-valued parameters: everything learned lives in the bijector's variables.
 
+  def copy(self, **overrides):
+    """A flow of this class that shares this one's `data_to_latent`: the same layers and variables.
+
+    As TFP's contract for `copy` asks, the copy has no variables of its own: it scores and samples as this
+    flow does, now and after any training. Only `name` and `validate_args` may be overridden (they change
+    the distribution, not the layers); any other argument would need new layers with fresh weights, so it is
+    a `ValueError`: build such a flow with `type(flow)(**{**flow.parameters, 'num_blocks': 2})`.
+    """
+    unknown = sorted(set(overrides) - set(self.parameters))
+    if unknown:
+      raise TypeError(
+        f"`copy` got unknown argument(s) {unknown}; `{type(self).__name__}` takes {sorted(self.parameters)}."
+      )
+    architecture = sorted(set(overrides) - {"name", "validate_args"})
+    if architecture:
+      raise ValueError(
+        f"`copy` shares the layers and variables, so it cannot change {architecture}, which the layers are "
+        f"built from; only `name` and `validate_args` may change. For a new flow with fresh weights, use "
+        f"`{type(self).__name__}(**{{**flow.parameters, ...}})`."
+      )
+    parameters = {**self.parameters, **overrides}
+    flow = type(self).__new__(type(self), self._event_shape_tuple)
+    with tf.name_scope(parameters["name"]) as name:
+      RealNVP.__init__(
+        flow,
+        self._data_to_latent,
+        self._event_shape_tuple,
+        self.dtype,
+        parameters["validate_args"],
+        parameters,
+        name,
+      )
+    return flow
+
+  def __getitem__(self, slices):
+    """`flow[...]` or `flow[()]`: a flow has batch shape `[]`, so this is `flow.copy()` (shared variables)."""
+    if any(index is not Ellipsis for index in (slices if isinstance(slices, tuple) else (slices,))):
+      raise IndexError(
+        f"A flow has batch shape `[]`, so only `flow[...]` and `flow[()]` apply; got `flow[{slices!r}]`."
+      )
+    return self.copy()
+
   @classmethod
   def from_preset(cls, name, **overrides):
     """Builds a flow with a preset's settings (see `PRESETS`); keyword arguments override them."""
@@ -329,7 +371,6 @@ class ImageRealNVP(RealNVP):
         name="data_to_latent",
       )
       super().__init__(data_to_latent, event_shape, dtype, validate_args, parameters, name)
-    self._num_bits = int(num_bits)
 
   @classmethod
   def _parameter_properties(cls, dtype, num_classes=None):
@@ -338,7 +379,7 @@ class ImageRealNVP(RealNVP):
   @property
   def num_bits(self):
     """Bits per pixel: data lie in `[0, 2**num_bits)`."""
-    return self._num_bits
+    return self._data_to_latent.preprocessing.num_bits
 
   def _in_support(self, x):
     # The preprocessing's domain is the one place that says where the flow maps onto.
