@@ -402,6 +402,61 @@ class CopyAndSliceTest(tf.test.TestCase, parameterized.TestCase):
         flow[slices]  # noqa: B018
 
 
+class TrainingModeTest(tf.test.TestCase, parameterized.TestCase):
+  """An empty training batch moves no running average; `training` is a bool."""
+
+  @parameterized.product(kind=("image", "vector"), mode=("eager", "function"))
+  def test_an_empty_training_batch_leaves_the_running_averages_unchanged(self, kind, mode):
+    flow = small_image_flow() if kind == "image" else small_vector_flow()
+    perturb_running_averages(flow)
+    event_shape = list(flow.event_shape)
+
+    def train_log_prob(x):
+      return flow.log_prob(x, training=True)
+
+    log_prob = flow.log_prob
+    if mode == "function":
+      spec = [tf.TensorSpec([None, *event_shape])]
+      train_log_prob = tf.function(train_log_prob, input_signature=spec)
+      log_prob = tf.function(log_prob, input_signature=spec)
+    # The flow's `BatchNorm` layers. (The image conditioners' batch norms see a filler row that
+    # `networks.ResNet` adds to an empty batch, so they are not checked here.)
+    averages = [v for v in flow.variables if "moving" in v.name and "resnet" not in v.name]
+    self.assertNotEmpty(averages)
+    before = [v.numpy() for v in averages]
+    self.assertEqual(train_log_prob(tf.zeros([0, *event_shape])).shape, [0])
+    for average, value in zip(averages, before):
+      self.assertAllEqual(average, value)
+    self.assertTrue(all(np.all(np.isfinite(v)) for v in flow.variables))
+    x = pixels([3, *event_shape], 4, seed=1) if kind == "image" else tf.random.normal([3, *event_shape])
+    self.assertTrue(np.all(np.isfinite(log_prob(x))))
+    self.assertTrue(np.all(np.isfinite(flow.sample(3, seed=[1, 2]))))
+
+  @parameterized.parameters("no", 1, None, "bool vector", "float tensor")
+  def test_training_must_be_a_bool(self, training):
+    training = {"bool vector": tf.constant([True]), "float tensor": tf.constant(1.0)}.get(training, training)
+    flow = small_vector_flow()
+    with self.assertRaisesRegex(TypeError, r"`training` must be a Python bool or a scalar bool tensor"):
+      flow.log_prob(tf.zeros([2, 3]), training=training)
+    with self.assertRaisesRegex(TypeError, r"`training` must be"):
+      flow.sample(2, seed=[1, 2], training=training)
+
+  def test_a_bool_tensor_selects_the_mode_eager_and_in_a_function(self):
+    flow = small_vector_flow()
+    perturb(flow, stddev=0.3)
+    perturb_running_averages(flow)
+    x = tf.random.stateless_normal([5, 3], seed=[4, 4])
+    averages = [v for v in flow.variables if "moving" in v.name]
+    log_prob = tf.function(lambda x, training: flow.log_prob(x, training=training))
+    for training in (False, True):
+      expected = flow.log_prob(x, training=training)
+      before = [v.numpy() for v in averages]
+      for result in (flow.log_prob(x, training=tf.constant(training)), log_prob(x, tf.constant(training))):
+        self.assertAllClose(result, expected, rtol=1e-5)
+      self.assertEqual(all(np.array_equal(v, b) for v, b in zip(averages, before)), not training)
+    self.assertNotAllClose(flow.log_prob(x, training=True), flow.log_prob(x))
+
+
 class RealNVPVectorTest(tf.test.TestCase):
   def make_flow(self):
     tf.random.set_seed(3)

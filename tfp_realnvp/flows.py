@@ -57,9 +57,10 @@ class RealNVP(_TransformedDistribution):
   rows; `sample`, `experimental_sample_and_log_prob` and `experimental_default_event_space_bijector` agree
   with it. For dequantized discrete data, the mass outside the pixel box is wasted: no pixel level gets it.
   `log_prob(x, training=True)` uses batch statistics in every batch norm and moves their running averages
-  (and enables dropout); the default `training=False` is for evaluation. Call-time keywords reach every
-  coupling and batch norm through `bijectors.KeywordChain`. `sample(n, seed, temperature)` scales the base
-  standard deviation by `temperature`. Other modules need only the public API: `event_shape`, `dtype`,
+  (and enables dropout), except that an empty batch moves none; the default `training=False` is for
+  evaluation. `training` is a Python bool or a scalar bool tensor (else a `TypeError`). Call-time keywords
+  reach every coupling and batch norm through `bijectors.KeywordChain`. `sample(n, seed, temperature)`
+  scales the base standard deviation by `temperature`. Other modules need only the public API: `event_shape`, `dtype`,
   `compute_dtype`, `num_bits`, `num_dims`, `regularized_variables`, `log_prob`, `sample`, `encode`,
   `decode`, and `bits_per_dim` on image flows.
 
@@ -209,8 +210,16 @@ class RealNVP(_TransformedDistribution):
     raise NotImplementedError
 
   def _split_kwargs(self, kwargs):
-    # Every keyword goes to the bijector, whose `KeywordChain` rejects names no member takes.
-    return {}, {**kwargs, "training": bool(kwargs.get("training", False))}
+    # Every keyword goes to the bijector, whose `KeywordChain` rejects names no member takes. The layers
+    # branch on `training` in Python, so it reaches them as a Python bool (`_log_prob` resolves a bool
+    # tensor whose value is known only when the graph runs).
+    training = _training_flag(kwargs.get("training", False))
+    if tf.is_tensor(training):
+      raise TypeError(
+        "Sampling needs `training` as a Python bool or a bool tensor with a value known when tracing; got "
+        f"{training!r}."
+      )
+    return {}, {**kwargs, "training": training}
 
   def _check_event_shape(self, x, arg_name="x"):
     shape = x.shape
@@ -224,6 +233,13 @@ class RealNVP(_TransformedDistribution):
       )
 
   def _log_prob(self, x, **kwargs):
+    training = _training_flag(kwargs.get("training", False))
+    if tf.is_tensor(training):  # known only when the graph runs: both modes, one taken
+      return tf.cond(
+        training,
+        lambda: self._log_prob(x, **{**kwargs, "training": True}),
+        lambda: self._log_prob(x, **{**kwargs, "training": False}),
+      )
     self._check_event_shape(x)
     # Zero density outside the support, NaN for NaN. Values outside are replaced before the transform so
     # that they can produce neither NaNs nor NaN gradients.
@@ -475,6 +491,18 @@ class VectorRealNVP(RealNVP):
     """Not defined: bits/dim needs pixel data (`ImageRealNVP`); raises `ValueError`."""
     del x, training
     raise ValueError("`bits_per_dim` is defined for image flows over pixel values; this is a vector flow.")
+
+
+def _training_flag(training):
+  """`training` as a Python bool, or the scalar bool tensor itself when its value is not known yet."""
+  if isinstance(training, (bool, np.bool_)):
+    return bool(training)
+  if tf.is_tensor(training) and training.dtype == tf.bool and training.shape.rank == 0:
+    value = tf.get_static_value(training)
+    return training if value is None else bool(value)
+  raise TypeError(
+    f"`training` must be a Python bool or a scalar bool tensor; got {training!r} ({type(training).__name__})."
+  )
 
 
 # `RealNVP(event_shape=...)` builds the kind for the rank of `event_shape`.
