@@ -457,6 +457,73 @@ class TrainingModeTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotAllClose(flow.log_prob(x, training=True), flow.log_prob(x))
 
 
+class BadArgumentsTest(tf.test.TestCase, parameterized.TestCase):
+  """Each bad argument is an error that names it (issue 12, item 11)."""
+
+  @parameterized.named_parameters(
+    (
+      "fractional_event_shape",
+      dict(event_shape=(8.5, 8, 1)),
+      ValueError,
+      r"`event_shape`.*got \(8.5, 8, 1\)",
+    ),
+    ("fractional_vector_shape", dict(event_shape=(3.5,)), ValueError, r"`event_shape`.*got \(3.5,\)"),
+    ("fractional_num_filters", dict(num_filters=2.5), ValueError, r"`num_filters` must be a positive.*2.5"),
+    ("fractional_num_blocks", dict(num_blocks=1.5), ValueError, r"`num_blocks` must be a positive.*1.5"),
+    ("integer_dtype", dict(dtype=tf.int32), TypeError, r"`dtype` must be a floating dtype.*int32"),
+    ("unknown_dtype", dict(dtype="bogus"), TypeError, r"`dtype` must be a floating dtype.*'bogus'"),
+    ("vector_units", dict(event_shape=(3,), hidden_units=(8, 2.5)), ValueError, r"`hidden_units`.*2.5"),
+    ("vector_dtype", dict(event_shape=(3,), dtype="int64"), TypeError, r"`dtype` must be a floating"),
+  )
+  def test_bad_constructor_arguments(self, overrides, error, message):
+    arguments = dict(event_shape=(8, 8, 1), num_scales=2, num_blocks=1, num_filters=4, num_bits=4)
+    if len(overrides.get("event_shape", (8, 8, 1))) == 1:
+      arguments = {}
+    with self.assertRaisesRegex(error, message):
+      RealNVP(**{**arguments, **overrides})
+
+  def test_a_dtype_name_is_accepted(self):
+    flow = RealNVP(event_shape=(4, 4, 1), num_scales=1, num_blocks=1, num_filters=4, dtype="float64")
+    self.assertEqual(flow.dtype, tf.float64)
+    self.assertEqual(flow.log_prob(tf.fill([2, 4, 4, 1], tf.constant(100.0, tf.float64))).dtype, tf.float64)
+    self.assertEqual(RealNVP(event_shape=(3,), dtype="float32").dtype, tf.float32)
+
+  @parameterized.parameters("image", "vector")
+  def test_bad_call_arguments(self, kind):
+    flow = small_image_flow() if kind == "image" else small_vector_flow()
+    event_shape = list(flow.event_shape)
+    for sample_shape in (2.5, -1, [2, -3], (2.0,), tf.constant(2.5)):
+      with self.assertRaisesRegex((ValueError, TypeError), r"`sample_shape`"):
+        flow.sample(sample_shape, seed=[1, 2])
+      with self.assertRaisesRegex((ValueError, TypeError), r"`sample_shape`"):
+        flow.experimental_sample_and_log_prob(sample_shape, seed=[1, 2])
+    self.assertEqual(flow.sample(tf.constant(2), seed=[1, 2]).shape, [2, *event_shape])
+    self.assertEqual(flow.sample(np.int64(3), seed=[1, 2]).shape, [3, *event_shape])
+    with self.assertRaisesRegex(ValueError, r"`temperature` must be a scalar; got shape \[2\]"):
+      flow.sample(2, seed=[1, 2], temperature=[0.5, 1.0])
+    with self.assertRaisesRegex(ValueError, r"`num_steps` must be a positive integer; got 2.7"):
+      flow.interpolate(tf.ones([1, *event_shape]), tf.ones([1, *event_shape]), num_steps=2.7)
+    integers = tf.ones([2, *event_shape], tf.int32)
+    for method in (flow.log_prob, flow.prob, flow.encode):
+      with self.assertRaisesRegex(TypeError, r"`x` must have the flow's dtype float32; got int32"):
+        method(integers)
+    with self.assertRaisesRegex(TypeError, r"`z` must have the flow's dtype float32; got float64"):
+      flow.decode(tf.ones([2, *event_shape], tf.float64))
+    if kind == "image":
+      with self.assertRaisesRegex(TypeError, r"`x` must have the flow's dtype float32; got int32"):
+        flow.bits_per_dim(integers)
+
+  @parameterized.parameters("image", "vector")
+  def test_cdf_quantile_and_survival_function_say_a_multivariate_flow_has_none(self, kind):
+    flow = small_image_flow() if kind == "image" else small_vector_flow()
+    x = tf.ones([2, *flow.event_shape])
+    for method in ("cdf", "log_cdf", "survival_function", "log_survival_function", "quantile"):
+      with self.assertRaisesRegex(
+        NotImplementedError, r"not defined for a RealNVP flow: its events are multivariate"
+      ):
+        getattr(flow, method)(x)
+
+
 class RealNVPVectorTest(tf.test.TestCase):
   def make_flow(self):
     tf.random.set_seed(3)

@@ -2,6 +2,7 @@
 
 import inspect
 import math
+import operator
 
 import numpy as np
 import tensorflow as tf
@@ -84,8 +85,8 @@ class RealNVP(_TransformedDistribution):
     """`RealNVP(event_shape=..., **kwargs)` is an `ImageRealNVP` for `(H, W, C)`, a `VectorRealNVP` for `(D,)`."""
     if cls is not RealNVP:
       return super().__new__(cls)
-    shape = tuple(int(d) for d in event_shape)
-    if len(shape) not in _KINDS or min(shape) <= 0:
+    shape = _event_shape_arg(event_shape)
+    if len(shape) not in _KINDS:
       raise ValueError(
         "`event_shape` must be `(height, width, channels)` for images or `(dims,)` for vectors, with "
         f"positive sizes; got {shape}."
@@ -221,7 +222,14 @@ class RealNVP(_TransformedDistribution):
       )
     return {}, {**kwargs, "training": training}
 
-  def _check_event_shape(self, x, arg_name="x"):
+  def _check_event(self, x, arg_name="x"):
+    """Raises unless `x` has the flow's dtype and shape `[..., *event_shape]`."""
+    if x.dtype != self.dtype:
+      raise TypeError(
+        f"`{arg_name}` must have the flow's dtype {self.dtype.name}; got {x.dtype.name}. The density is over "
+        "dequantized (continuous) values: add uniform noise to integer pixel levels first "
+        "(`data.dequantize`), or cast floats."
+      )
     shape = x.shape
     rank = len(self._event_shape_tuple)
     if shape.rank is not None and (
@@ -240,7 +248,7 @@ class RealNVP(_TransformedDistribution):
         lambda: self._log_prob(x, **{**kwargs, "training": True}),
         lambda: self._log_prob(x, **{**kwargs, "training": False}),
       )
-    self._check_event_shape(x)
+    self._check_event(x)
     # Zero density outside the support, NaN for NaN. Values outside are replaced before the transform so
     # that they can produce neither NaNs nor NaN gradients.
     event_axes = list(range(-len(self._event_shape_tuple), 0))
@@ -267,21 +275,50 @@ class RealNVP(_TransformedDistribution):
 
   def _sample_latent_and_data(self, sample_shape, seed, temperature, kwargs):
     """`(z, x, bijector_kwargs)`: latent `z = temperature * N(0, I)` and sample `x = f^{-1}(z)`."""
+    sample_shape = _sample_shape_arg(sample_shape)
+    temperature = tf.convert_to_tensor(temperature, dtype_hint=self.dtype, name="temperature")
+    if temperature.shape.rank != 0:
+      raise ValueError(f"`temperature` must be a scalar; got shape {temperature.shape.as_list()}.")
     distribution_kwargs, bijector_kwargs = self._split_kwargs(kwargs)
     z = self.distribution.sample(sample_shape, seed=seed, **distribution_kwargs)
     z = z * tf.cast(temperature, z.dtype)
     return z, self.bijector.forward(z, **bijector_kwargs), bijector_kwargs
 
+  # A flow over `D > 1` dimensions has no scalar CDF: the joint `P(X <= x)` is a `D`-dimensional integral that
+  # no closed form gives. TFP's `TransformedDistribution` would try the univariate formula and fail.
+  def _cdf(self, x, **kwargs):
+    raise self._no_cdf()
+
+  def _log_cdf(self, x, **kwargs):
+    raise self._no_cdf()
+
+  def _survival_function(self, x, **kwargs):
+    raise self._no_cdf()
+
+  def _log_survival_function(self, x, **kwargs):
+    raise self._no_cdf()
+
+  def _quantile(self, p, **kwargs):
+    raise self._no_cdf()
+
+  def _no_cdf(self):
+    # One message for all five: TFP falls back from one to another (`survival_function` to `1 - cdf`, ...).
+    return NotImplementedError(
+      "`cdf`, `log_cdf`, `survival_function`, `log_survival_function` and `quantile` are not defined for a "
+      f"RealNVP flow: its events are multivariate (event shape {list(self._event_shape_tuple)}), and a "
+      "multivariate distribution has no CDF or quantile in closed form. Use `log_prob`, `sample` or `encode`."
+    )
+
   def encode(self, x):
     """The latent `z = f(x)` (inference mode), shaped like `x`."""
-    x = tf.convert_to_tensor(x, self.dtype)
-    self._check_event_shape(x)
+    x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
+    self._check_event(x)
     return self._data_to_latent.forward(x, training=False)
 
   def decode(self, z):
     """The data point `x = f^{-1}(z)` (inference mode), shaped like `z`."""
-    z = tf.convert_to_tensor(z, self.dtype)
-    self._check_event_shape(z, "z")
+    z = tf.convert_to_tensor(z, dtype_hint=self.dtype)
+    self._check_event(z, "z")
     return self._data_to_latent.inverse(z, training=False)
 
   def interpolate(self, x_start, x_end, num_steps=8):
@@ -290,10 +327,11 @@ class RealNVP(_TransformedDistribution):
     The paper's latent interpolation: unlike a straight line, this path keeps the latent's Gaussian norm.
     Returns `[num_steps, *x_start.shape]`, starting at `x_start` and ending at `x_end` (up to round-off).
     """
-    if int(num_steps) < 2:
+    num_steps = _positive_int("num_steps", num_steps)
+    if num_steps < 2:
       raise ValueError(f"`num_steps` must be at least 2; got {num_steps!r}.")
     z_start, z_end = self.encode(x_start), self.encode(x_end)
-    angles = tf.cast(tf.linspace(0.0, math.pi / 2, int(num_steps)), self.dtype)
+    angles = tf.cast(tf.linspace(0.0, math.pi / 2, num_steps), self.dtype)
     angles = tf.reshape(angles, [-1] + [1] * z_start.shape.rank)
     return self.decode(tf.cos(angles) * z_start + tf.sin(angles) * z_end)
 
@@ -352,7 +390,10 @@ class ImageRealNVP(RealNVP):
       name: Python `str` name.
     """
     parameters = dict(locals())
-    event_shape = tuple(int(d) for d in event_shape)
+    event_shape = _event_shape_arg(event_shape)
+    num_blocks = _positive_int("num_blocks", num_blocks)
+    num_filters = _positive_int("num_filters", num_filters)
+    dtype = _float_dtype(dtype)
     with tf.name_scope(name) as name:
 
       def make_coupling(scale, mask_type, index, shape):
@@ -408,7 +449,7 @@ class ImageRealNVP(RealNVP):
 
   def bits_per_dim(self, x, training=False):
     """`-log_prob(x) / (D ln 2)` for pixel-valued `x`: the paper's bits/dim (a uniform model gets `num_bits`)."""
-    x = tf.convert_to_tensor(x, self.dtype)
+    x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
     return -self.log_prob(x, training=training) / (self.num_dims * math.log(2.0))
 
 
@@ -448,11 +489,12 @@ class VectorRealNVP(RealNVP):
       name: Python `str` name.
     """
     parameters = dict(locals())
-    event_shape = tuple(int(d) for d in event_shape)
-    if len(event_shape) != 1 or event_shape[0] <= 0:
+    event_shape = _event_shape_arg(event_shape)
+    if len(event_shape) != 1:
       raise ValueError(f"`event_shape` must be `(dims,)` with positive `dims`; got {event_shape}.")
-    if isinstance(num_couplings, bool) or int(num_couplings) != num_couplings or num_couplings < 1:
-      raise ValueError(f"`num_couplings` must be a positive integer; got {num_couplings!r}.")
+    num_couplings = _positive_int("num_couplings", num_couplings)
+    hidden_units = tuple(_positive_int("hidden_units", units) for units in hidden_units)
+    dtype = _float_dtype(dtype)
     (dims,) = event_shape
     with tf.name_scope(name) as name:
       layers = []
@@ -460,7 +502,7 @@ class VectorRealNVP(RealNVP):
         conditioner = networks.MLP(
           dims,
           2 * dims,
-          tuple(hidden_units),
+          hidden_units,
           dropout=dropout,
           dtype=dtype,
           compute_dtype=compute_dtype,
@@ -491,6 +533,59 @@ class VectorRealNVP(RealNVP):
     """Not defined: bits/dim needs pixel data (`ImageRealNVP`); raises `ValueError`."""
     del x, training
     raise ValueError("`bits_per_dim` is defined for image flows over pixel values; this is a vector flow.")
+
+
+def _positive_int(name, value):
+  """`value` as a Python int, or a `ValueError` naming `name`; a float such as 2.5 is not truncated."""
+  try:
+    number = None if isinstance(value, bool) else operator.index(value)
+  except TypeError:
+    number = None
+  if number is None or number <= 0:
+    raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+  return number
+
+
+def _event_shape_arg(event_shape):
+  """`event_shape` as a tuple of positive Python ints, or a `ValueError` naming it."""
+  try:
+    return tuple(_positive_int("event_shape", size) for size in event_shape)
+  except (TypeError, ValueError):
+    raise ValueError(f"`event_shape` must be a sequence of positive integers; got {event_shape!r}.") from None
+
+
+def _float_dtype(dtype):
+  """`dtype` (a `tf.DType` or a name such as `'float32'`) as a floating `tf.DType`, or a `TypeError`."""
+  try:
+    as_dtype = tf.as_dtype(dtype)
+  except TypeError:
+    as_dtype = None
+  if as_dtype is None or not as_dtype.is_floating:
+    raise TypeError(f"`dtype` must be a floating dtype such as `tf.float32` or 'float32'; got {dtype!r}.")
+  return as_dtype
+
+
+def _sample_shape_arg(sample_shape):
+  """`sample_shape` checked: non-negative integers (an integer tensor whose value is unknown passes as is)."""
+  if tf.is_tensor(sample_shape):
+    if not sample_shape.dtype.is_integer:
+      raise TypeError(f"`sample_shape` must be integers; got a {sample_shape.dtype.name} tensor.")
+    value = tf.get_static_value(sample_shape)
+    if value is None:
+      return sample_shape
+    sample_shape = value.tolist()
+  sizes = sample_shape if isinstance(sample_shape, (list, tuple)) else [sample_shape]
+  for size in sizes:
+    try:
+      valid = not isinstance(size, bool) and operator.index(size) >= 0
+    except TypeError:
+      valid = False
+    if not valid:
+      raise ValueError(
+        f"`sample_shape` (the number of samples) must be a non-negative integer or a sequence of them; "
+        f"got {sample_shape!r}."
+      )
+  return sample_shape
 
 
 def _training_flag(training):
