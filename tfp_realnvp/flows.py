@@ -2,6 +2,7 @@
 
 import inspect
 import math
+import operator
 
 import numpy as np
 import tensorflow as tf
@@ -49,12 +50,18 @@ class RealNVP(_TransformedDistribution):
   `RealNVP(event_shape=..., **kwargs)` builds the kind that the rank of `event_shape` calls for, and
   `RealNVP.from_preset(name, **overrides)` the paper's settings for a dataset (`PRESETS`).
 
-  `log_prob(x)` is `-inf` for a row outside the support (an infinite value; for images, a pixel outside
-  `[0, 2**num_bits)`) and NaN for a row holding NaN, with finite gradients for the other rows.
+  The support of `log_prob` is exactly the set the flow maps `R^D` onto, where its samples lie: `R^D` for
+  vectors, and for images the open box `LogitTransform.domain**D`, per pixel
+  `(-alpha, 1 - alpha) * 2**num_bits / (1 - 2*alpha)` (`(-0.889, 16.889)` for 4 bits), which holds the pixel
+  box `[0, 2**num_bits)**D` of the data. `log_prob(x)` is `-inf` for a row outside the support (an infinite
+  value, or a pixel outside that interval) and NaN for a row holding NaN, with finite gradients for the other
+  rows; `sample`, `experimental_sample_and_log_prob` and `experimental_default_event_space_bijector` agree
+  with it. For dequantized discrete data, the mass outside the pixel box is wasted: no pixel level gets it.
   `log_prob(x, training=True)` uses batch statistics in every batch norm and moves their running averages
-  (and enables dropout); the default `training=False` is for evaluation. Call-time keywords reach every
-  coupling and batch norm through `bijectors.KeywordChain`. `sample(n, seed, temperature)` scales the base
-  standard deviation by `temperature`. Other modules need only the public API: `event_shape`, `dtype`,
+  (and enables dropout), except that an empty batch moves none; the default `training=False` is for
+  evaluation. `training` is a Python bool or a scalar bool tensor (else a `TypeError`). Call-time keywords
+  reach every coupling and batch norm through `bijectors.KeywordChain`. `sample(n, seed, temperature)`
+  scales the base standard deviation by `temperature`. Other modules need only the public API: `event_shape`, `dtype`,
   `compute_dtype`, `num_bits`, `num_dims`, `regularized_variables`, `log_prob`, `sample`, `encode`,
   `decode`, and `bits_per_dim` on image flows.
 
@@ -78,8 +85,8 @@ class RealNVP(_TransformedDistribution):
     """`RealNVP(event_shape=..., **kwargs)` is an `ImageRealNVP` for `(H, W, C)`, a `VectorRealNVP` for `(D,)`."""
     if cls is not RealNVP:
       return super().__new__(cls)
-    shape = tuple(int(d) for d in event_shape)
-    if len(shape) not in _KINDS or min(shape) <= 0:
+    shape = _event_shape_arg(event_shape)
+    if len(shape) not in _KINDS:
       raise ValueError(
         "`event_shape` must be `(height, width, channels)` for images or `(dims,)` for vectors, with "
         f"positive sizes; got {shape}."
@@ -125,6 +132,48 @@ class RealNVP(_TransformedDistribution):
   def _parameter_properties(cls, dtype, num_classes=None):
     return {}  # No tensor-valued parameters: everything learned lives in the bijector's variables.
 
+  def copy(self, **overrides):
+    """A flow of this class that shares this one's `data_to_latent`: the same layers and variables.
+
+    As TFP's contract for `copy` asks, the copy has no variables of its own: it scores and samples as this
+    flow does, now and after any training. Only `name` and `validate_args` may be overridden (they change
+    the distribution, not the layers); any other argument would need new layers with fresh weights, so it is
+    a `ValueError`: build such a flow with `type(flow)(**{**flow.parameters, 'num_blocks': 2})`.
+    """
+    unknown = sorted(set(overrides) - set(self.parameters))
+    if unknown:
+      raise TypeError(
+        f"`copy` got unknown argument(s) {unknown}; `{type(self).__name__}` takes {sorted(self.parameters)}."
+      )
+    architecture = sorted(set(overrides) - {"name", "validate_args"})
+    if architecture:
+      raise ValueError(
+        f"`copy` shares the layers and variables, so it cannot change {architecture}, which the layers are "
+        f"built from; only `name` and `validate_args` may change. For a new flow with fresh weights, use "
+        f"`{type(self).__name__}(**{{**flow.parameters, ...}})`."
+      )
+    parameters = {**self.parameters, **overrides}
+    flow = type(self).__new__(type(self), self._event_shape_tuple)
+    with tf.name_scope(parameters["name"]) as name:
+      RealNVP.__init__(
+        flow,
+        self._data_to_latent,
+        self._event_shape_tuple,
+        self.dtype,
+        parameters["validate_args"],
+        parameters,
+        name,
+      )
+    return flow
+
+  def __getitem__(self, slices):
+    """`flow[...]` or `flow[()]`: a flow has batch shape `[]`, so this is `flow.copy()` (shared variables)."""
+    if any(index is not Ellipsis for index in (slices if isinstance(slices, tuple) else (slices,))):
+      raise IndexError(
+        f"A flow has batch shape `[]`, so only `flow[...]` and `flow[()]` apply; got `flow[{slices!r}]`."
+      )
+    return self.copy()
+
   @classmethod
   def from_preset(cls, name, **overrides):
     """Builds a flow with a preset's settings (see `PRESETS`); keyword arguments override them."""
@@ -162,10 +211,25 @@ class RealNVP(_TransformedDistribution):
     raise NotImplementedError
 
   def _split_kwargs(self, kwargs):
-    # Every keyword goes to the bijector, whose `KeywordChain` rejects names no member takes.
-    return {}, {**kwargs, "training": bool(kwargs.get("training", False))}
+    # Every keyword goes to the bijector, whose `KeywordChain` rejects names no member takes. The layers
+    # branch on `training` in Python, so it reaches them as a Python bool (`_log_prob` resolves a bool
+    # tensor whose value is known only when the graph runs).
+    training = _training_flag(kwargs.get("training", False))
+    if tf.is_tensor(training):
+      raise TypeError(
+        "Sampling needs `training` as a Python bool or a bool tensor with a value known when tracing; got "
+        f"{training!r}."
+      )
+    return {}, {**kwargs, "training": training}
 
-  def _check_event_shape(self, x, arg_name="x"):
+  def _check_event(self, x, arg_name="x"):
+    """Raises unless `x` has the flow's dtype and shape `[..., *event_shape]`."""
+    if x.dtype != self.dtype:
+      raise TypeError(
+        f"`{arg_name}` must have the flow's dtype {self.dtype.name}; got {x.dtype.name}. The density is over "
+        "dequantized (continuous) values: add uniform noise to integer pixel levels first "
+        "(`data.dequantize`), or cast floats."
+      )
     shape = x.shape
     rank = len(self._event_shape_tuple)
     if shape.rank is not None and (
@@ -177,7 +241,14 @@ class RealNVP(_TransformedDistribution):
       )
 
   def _log_prob(self, x, **kwargs):
-    self._check_event_shape(x)
+    training = _training_flag(kwargs.get("training", False))
+    if tf.is_tensor(training):  # known only when the graph runs: both modes, one taken
+      return tf.cond(
+        training,
+        lambda: self._log_prob(x, **{**kwargs, "training": True}),
+        lambda: self._log_prob(x, **{**kwargs, "training": False}),
+      )
+    self._check_event(x)
     # Zero density outside the support, NaN for NaN. Values outside are replaced before the transform so
     # that they can produce neither NaNs nor NaN gradients.
     event_axes = list(range(-len(self._event_shape_tuple), 0))
@@ -192,20 +263,62 @@ class RealNVP(_TransformedDistribution):
     return tf.exp(self._log_prob(x, **kwargs))
 
   def _call_sample_n(self, sample_shape, seed, temperature=1.0, **kwargs):
+    _, x, _ = self._sample_latent_and_data(sample_shape, seed, temperature, kwargs)
+    return x
+
+  def _call_sample_and_log_prob(self, sample_shape, seed, temperature=1.0, **kwargs):
+    # The flow's own `log p(x)` at each sample: `temperature` moves where samples land, not the density.
+    z, x, bijector_kwargs = self._sample_latent_and_data(sample_shape, seed, temperature, kwargs)
+    event_ndims = len(self._event_shape_tuple)
+    fldj = self.bijector.forward_log_det_jacobian(z, event_ndims=event_ndims, **bijector_kwargs)  # cached
+    return x, self.distribution.log_prob(z) - fldj
+
+  def _sample_latent_and_data(self, sample_shape, seed, temperature, kwargs):
+    """`(z, x, bijector_kwargs)`: latent `z = temperature * N(0, I)` and sample `x = f^{-1}(z)`."""
+    sample_shape = _sample_shape_arg(sample_shape)
+    temperature = tf.convert_to_tensor(temperature, dtype_hint=self.dtype, name="temperature")
+    if temperature.shape.rank != 0:
+      raise ValueError(f"`temperature` must be a scalar; got shape {temperature.shape.as_list()}.")
     distribution_kwargs, bijector_kwargs = self._split_kwargs(kwargs)
     z = self.distribution.sample(sample_shape, seed=seed, **distribution_kwargs)
-    return self.bijector.forward(z * tf.cast(temperature, z.dtype), **bijector_kwargs)
+    z = z * tf.cast(temperature, z.dtype)
+    return z, self.bijector.forward(z, **bijector_kwargs), bijector_kwargs
+
+  # A flow over `D > 1` dimensions has no scalar CDF: the joint `P(X <= x)` is a `D`-dimensional integral that
+  # no closed form gives. TFP's `TransformedDistribution` would try the univariate formula and fail.
+  def _cdf(self, x, **kwargs):
+    raise self._no_cdf()
+
+  def _log_cdf(self, x, **kwargs):
+    raise self._no_cdf()
+
+  def _survival_function(self, x, **kwargs):
+    raise self._no_cdf()
+
+  def _log_survival_function(self, x, **kwargs):
+    raise self._no_cdf()
+
+  def _quantile(self, p, **kwargs):
+    raise self._no_cdf()
+
+  def _no_cdf(self):
+    # One message for all five: TFP falls back from one to another (`survival_function` to `1 - cdf`, ...).
+    return NotImplementedError(
+      "`cdf`, `log_cdf`, `survival_function`, `log_survival_function` and `quantile` are not defined for a "
+      f"RealNVP flow: its events are multivariate (event shape {list(self._event_shape_tuple)}), and a "
+      "multivariate distribution has no CDF or quantile in closed form. Use `log_prob`, `sample` or `encode`."
+    )
 
   def encode(self, x):
     """The latent `z = f(x)` (inference mode), shaped like `x`."""
-    x = tf.convert_to_tensor(x, self.dtype)
-    self._check_event_shape(x)
+    x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
+    self._check_event(x)
     return self._data_to_latent.forward(x, training=False)
 
   def decode(self, z):
     """The data point `x = f^{-1}(z)` (inference mode), shaped like `z`."""
-    z = tf.convert_to_tensor(z, self.dtype)
-    self._check_event_shape(z, "z")
+    z = tf.convert_to_tensor(z, dtype_hint=self.dtype)
+    self._check_event(z, "z")
     return self._data_to_latent.inverse(z, training=False)
 
   def interpolate(self, x_start, x_end, num_steps=8):
@@ -214,16 +327,20 @@ class RealNVP(_TransformedDistribution):
     The paper's latent interpolation: unlike a straight line, this path keeps the latent's Gaussian norm.
     Returns `[num_steps, *x_start.shape]`, starting at `x_start` and ending at `x_end` (up to round-off).
     """
-    if int(num_steps) < 2:
+    num_steps = _positive_int("num_steps", num_steps)
+    if num_steps < 2:
       raise ValueError(f"`num_steps` must be at least 2; got {num_steps!r}.")
     z_start, z_end = self.encode(x_start), self.encode(x_end)
-    angles = tf.cast(tf.linspace(0.0, math.pi / 2, int(num_steps)), self.dtype)
+    angles = tf.cast(tf.linspace(0.0, math.pi / 2, num_steps), self.dtype)
     angles = tf.reshape(angles, [-1] + [1] * z_start.shape.rank)
     return self.decode(tf.cos(angles) * z_start + tf.sin(angles) * z_end)
 
 
 class ImageRealNVP(RealNVP):
   """RealNVP over images `(H, W, C)` of dequantized pixel values in `[0, 2**num_bits)`.
+
+  The density is positive on the open box `LogitTransform.domain**D`, which holds `[0, 2**num_bits)**D`
+  (see `RealNVP`): samples can have pixels outside `[0, 2**num_bits)`, and `log_prob` scores them.
 
   `f` is a `LogitTransform` followed by the paper's multi-scale architecture (`bijectors.MultiScale`: per
   scale 3 alternating checkerboard couplings, a squeeze, 3 alternating channel couplings and a factor-out of
@@ -273,7 +390,10 @@ class ImageRealNVP(RealNVP):
       name: Python `str` name.
     """
     parameters = dict(locals())
-    event_shape = tuple(int(d) for d in event_shape)
+    event_shape = _event_shape_arg(event_shape)
+    num_blocks = _positive_int("num_blocks", num_blocks)
+    num_filters = _positive_int("num_filters", num_filters)
+    dtype = _float_dtype(dtype)
     with tf.name_scope(name) as name:
 
       def make_coupling(scale, mask_type, index, shape):
@@ -308,7 +428,6 @@ class ImageRealNVP(RealNVP):
         name="data_to_latent",
       )
       super().__init__(data_to_latent, event_shape, dtype, validate_args, parameters, name)
-    self._num_bits = int(num_bits)
 
   @classmethod
   def _parameter_properties(cls, dtype, num_classes=None):
@@ -317,17 +436,20 @@ class ImageRealNVP(RealNVP):
   @property
   def num_bits(self):
     """Bits per pixel: data lie in `[0, 2**num_bits)`."""
-    return self._num_bits
+    return self._data_to_latent.preprocessing.num_bits
 
   def _in_support(self, x):
-    return (x >= 0.0) & (x < 2.0**self._num_bits)
+    # The preprocessing's domain is the one place that says where the flow maps onto.
+    low, high = self._data_to_latent.preprocessing.domain
+    return (x > low) & (x < high)
 
   def _interior_value(self, dtype):
-    return tf.constant(2.0 ** (self._num_bits - 1), dtype)
+    low, high = self._data_to_latent.preprocessing.domain
+    return tf.constant((low + high) / 2.0, dtype)
 
   def bits_per_dim(self, x, training=False):
     """`-log_prob(x) / (D ln 2)` for pixel-valued `x`: the paper's bits/dim (a uniform model gets `num_bits`)."""
-    x = tf.convert_to_tensor(x, self.dtype)
+    x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
     return -self.log_prob(x, training=training) / (self.num_dims * math.log(2.0))
 
 
@@ -367,11 +489,12 @@ class VectorRealNVP(RealNVP):
       name: Python `str` name.
     """
     parameters = dict(locals())
-    event_shape = tuple(int(d) for d in event_shape)
-    if len(event_shape) != 1 or event_shape[0] <= 0:
+    event_shape = _event_shape_arg(event_shape)
+    if len(event_shape) != 1:
       raise ValueError(f"`event_shape` must be `(dims,)` with positive `dims`; got {event_shape}.")
-    if isinstance(num_couplings, bool) or int(num_couplings) != num_couplings or num_couplings < 1:
-      raise ValueError(f"`num_couplings` must be a positive integer; got {num_couplings!r}.")
+    num_couplings = _positive_int("num_couplings", num_couplings)
+    hidden_units = tuple(_positive_int("hidden_units", units) for units in hidden_units)
+    dtype = _float_dtype(dtype)
     (dims,) = event_shape
     with tf.name_scope(name) as name:
       layers = []
@@ -379,7 +502,7 @@ class VectorRealNVP(RealNVP):
         conditioner = networks.MLP(
           dims,
           2 * dims,
-          tuple(hidden_units),
+          hidden_units,
           dropout=dropout,
           dtype=dtype,
           compute_dtype=compute_dtype,
@@ -410,6 +533,71 @@ class VectorRealNVP(RealNVP):
     """Not defined: bits/dim needs pixel data (`ImageRealNVP`); raises `ValueError`."""
     del x, training
     raise ValueError("`bits_per_dim` is defined for image flows over pixel values; this is a vector flow.")
+
+
+def _positive_int(name, value):
+  """`value` as a Python int, or a `ValueError` naming `name`; a float such as 2.5 is not truncated."""
+  try:
+    number = None if isinstance(value, bool) else operator.index(value)
+  except TypeError:
+    number = None
+  if number is None or number <= 0:
+    raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+  return number
+
+
+def _event_shape_arg(event_shape):
+  """`event_shape` as a tuple of positive Python ints, or a `ValueError` naming it."""
+  try:
+    return tuple(_positive_int("event_shape", size) for size in event_shape)
+  except (TypeError, ValueError):
+    raise ValueError(f"`event_shape` must be a sequence of positive integers; got {event_shape!r}.") from None
+
+
+def _float_dtype(dtype):
+  """`dtype` (a `tf.DType` or a name such as `'float32'`) as a floating `tf.DType`, or a `TypeError`."""
+  try:
+    as_dtype = tf.as_dtype(dtype)
+  except TypeError:
+    as_dtype = None
+  if as_dtype is None or not as_dtype.is_floating:
+    raise TypeError(f"`dtype` must be a floating dtype such as `tf.float32` or 'float32'; got {dtype!r}.")
+  return as_dtype
+
+
+def _sample_shape_arg(sample_shape):
+  """`sample_shape` checked: non-negative integers (an integer tensor whose value is unknown passes as is)."""
+  if tf.is_tensor(sample_shape):
+    if not sample_shape.dtype.is_integer:
+      raise TypeError(f"`sample_shape` must be integers; got a {sample_shape.dtype.name} tensor.")
+    value = tf.get_static_value(sample_shape)
+    if value is None:
+      return sample_shape
+    sample_shape = value.tolist()
+  sizes = sample_shape if isinstance(sample_shape, (list, tuple)) else [sample_shape]
+  for size in sizes:
+    try:
+      valid = not isinstance(size, bool) and operator.index(size) >= 0
+    except TypeError:
+      valid = False
+    if not valid:
+      raise ValueError(
+        f"`sample_shape` (the number of samples) must be a non-negative integer or a sequence of them; "
+        f"got {sample_shape!r}."
+      )
+  return sample_shape
+
+
+def _training_flag(training):
+  """`training` as a Python bool, or the scalar bool tensor itself when its value is not known yet."""
+  if isinstance(training, (bool, np.bool_)):
+    return bool(training)
+  if tf.is_tensor(training) and training.dtype == tf.bool and training.shape.rank == 0:
+    value = tf.get_static_value(training)
+    return training if value is None else bool(value)
+  raise TypeError(
+    f"`training` must be a Python bool or a scalar bool tensor; got {training!r} ({type(training).__name__})."
+  )
 
 
 # `RealNVP(event_shape=...)` builds the kind for the rank of `event_shape`.
