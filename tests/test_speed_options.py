@@ -87,6 +87,19 @@ class LossScaledTrainingTest(tf.test.TestCase):
     self.assertTrue(applied[-1])
     self.assertLess(float(trainer.loss_scale.scale), 2.0**39)
 
+  def test_an_infinite_loss_with_finite_gradients_is_skipped_under_loss_scaling(self):
+    # What tf_keras' LossScaleOptimizer would apply (it looks at the gradients only): see DynamicLossScale.
+    trainer = make_trainer(seed=6, compute_dtype="float16")
+    train(trainer, 2)
+    outside = IMAGES.copy()
+    outside[0, 0, 0, 0] = 16.0  # a pixel outside [0, 16): log p = -inf for that row, finite gradients
+    before = values(trainer.flow.variables)
+    loss, applied = trainer.train_step(tf.constant(outside))
+    self.assertEqual(float(loss), float("inf"))
+    self.assertFalse(bool(applied))
+    for old, new in zip(before, values(trainer.flow.variables)):
+      self.assertAllEqual(old, new)  # batch-norm running averages included
+
   def test_float16_conditioners_get_dynamic_loss_scaling_and_match_float32(self):
     half = make_trainer(seed=7, compute_dtype="float16")
     full = make_trainer(seed=7)

@@ -48,13 +48,24 @@ def checkpoint_values_by_name(path):
   }
 
 
-def summary_tags(workdir):
-  tags = {}
-  for path in tf.io.gfile.glob(os.path.join(workdir, "tensorboard", "events.*")):
+def summary_values(workdir, run):
+  """`{tag: [(step, plugin name, tensor proto)]}` of the TensorBoard run `run` (`''`: the top directory)."""
+  values = {}
+  for path in tf.io.gfile.glob(os.path.join(workdir, "tensorboard", run, "events.*")):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
-        tags.setdefault(value.tag, []).append((event.step, value.metadata.plugin_data.plugin_name))
-  return tags
+        values.setdefault(value.tag, []).append(
+          (event.step, value.metadata.plugin_data.plugin_name, value.tensor)
+        )
+  return values
+
+
+def summary_tags(workdir, run):
+  """`{tag: [(step, plugin name)]}` of the TensorBoard run `run`."""
+  return {
+    tag: [(step, plugin) for step, plugin, _ in events]
+    for tag, events in summary_values(workdir, run).items()
+  }
 
 
 class DigitsRunTest(tf.test.TestCase):
@@ -98,13 +109,27 @@ class DigitsRunTest(tf.test.TestCase):
       [os.path.basename(path) for path in checkpoints.all_model_checkpoint_paths], ["ckpt-3", "ckpt-6"]
     )
 
-  def test_tensorboard_has_scalars_and_sample_images(self):
-    tags = summary_tags(self.workdir)
-    self.assertEqual(tags["train/bits_per_dim"], [(2, "scalars"), (4, "scalars"), (6, "scalars")])
-    self.assertEqual([step for step, _ in tags["train/steps_per_sec"]], [2, 4, 6])
-    self.assertEqual(tags["eval/bits_per_dim"], [(4, "scalars"), (6, "scalars")])
-    self.assertEqual(tags["samples/temperature_1.0"], [(4, "images"), (6, "images")])
-    self.assertEqual(tags["samples/temperature_0.7"], [(6, "images")])
+  def test_tensorboard_has_train_and_eval_runs_with_the_same_scalar_tags(self):
+    # One run per phase with the same tags, so TensorBoard overlays the train and eval bits/dim curves.
+    self.assertEqual(summary_tags(self.workdir, ""), {})
+    train, evaluation = summary_tags(self.workdir, "train"), summary_tags(self.workdir, "eval")
+    self.assertEqual(train["bits_per_dim"], [(2, "scalars"), (4, "scalars"), (6, "scalars")])
+    self.assertEqual([step for step, _ in train["steps_per_sec"]], [2, 4, 6])
+    self.assertEqual([step for step, _ in train["learning_rate"]], [2, 4, 6])
+    self.assertEqual(evaluation["bits_per_dim"], [(4, "scalars"), (6, "scalars")])
+
+  def test_tensorboard_has_sample_images_by_step_and_the_config_once(self):
+    evaluation = summary_values(self.workdir, "eval")
+    images = {tag: [(step, plugin) for step, plugin, _ in events] for tag, events in evaluation.items()}
+    self.assertEqual(images["samples/temperature_1.0/step_4"], [(4, "images")])
+    self.assertEqual(images["samples/temperature_1.0/step_6"], [(6, "images")])
+    self.assertEqual(images["samples/temperature_0.7/step_6"], [(6, "images")])
+    width, height, png = evaluation["samples/temperature_1.0/step_6"][0][2].string_val
+    self.assertGreaterEqual(int(width), 320)  # 8x8 digits enlarged to be seen
+    self.assertEqual(tf.image.decode_png(png).shape[:2], (int(height), int(width)))
+    [(step, plugin, text)] = summary_values(self.workdir, "train")["config"]
+    self.assertEqual((step, plugin), (0, "text"))
+    self.assertIn('"num_train_steps": 6', text.string_val[0].decode())
 
   def test_test_bits_per_dim_is_the_inference_mode_mean_over_the_whole_split(self):
     flow = self.result.flow

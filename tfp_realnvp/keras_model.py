@@ -13,16 +13,30 @@ model.evaluate(data.load("digits", "test", batch_size=64, training=False))   # {
 
 `FlowModel.from_train_config(configs.get_config())` builds the flow a `TrainConfig` describes, as
 `train_lib` does, so the two paths train (and checkpoint) the same flow.
+
+Saving: `model.save("m.keras")` or `model.save("saved_model_dir")`, then `tfk.models.load_model(path)`;
+weights with `model.save_weights("ckpt")` (a TF checkpoint, also what `ModelCheckpoint` writes) or
+`model.save_weights("w.weights.h5")`. The legacy `.h5`/`.hdf5` formats are refused: they store only Keras
+layers, and the flow is a `tf.Module`.
 """
+
+import os
 
 import tensorflow as tf
 import tf_keras as tfk
 
 from tfp_realnvp import flow_builder, losses, optimization
+from tfp_realnvp.flows import ImageRealNVP
 
 __all__ = ["FlowModel"]
 
+_WORKING_FORMATS = (
+  "save the weights with `save_weights('w.weights.h5')` or as a TF checkpoint with `save_weights('ckpt')`"
+  " (no .h5 suffix), the whole model with `save('m.keras')` or as a SavedModel with `save('saved_model_dir')`"
+)
 
+
+@tfk.utils.register_keras_serializable(package="tfp_realnvp")
 class FlowModel(tfk.Model):
   """Trains `flow` on batches of images (or `(images, labels)` pairs, labels ignored) with `fit`.
 
@@ -30,7 +44,12 @@ class FlowModel(tfk.Model):
   over `flow.regularized_variables`; under a strategy it is averaged over the global batch, so N replicas take
   the step one device takes. `call(x)` returns the per-example bits/dim. `fit` reports `loss` and `bits_per_dim`,
   `evaluate` reports `bits_per_dim` in inference mode (batch-norm running averages, no dropout).
-  Build the model, and compile it, inside `strategy.scope()`.
+  Build the model, and compile it, inside `strategy.scope()`. The model is built when constructed (the flow
+  has made its variables), so `summary()` and `count_params()` work at once.
+
+  `get_config()` records the flow's constructor arguments (`flow.parameters`), so `.keras` files and
+  SavedModels of an `ImageRealNVP` reload with `tfk.models.load_model`; another flow class raises
+  `NotImplementedError` there (its weights still save with `save_weights`).
   """
 
   def __init__(self, flow, l2_coefficient=5e-5, **kwargs):
@@ -43,6 +62,7 @@ class FlowModel(tfk.Model):
     self.l2_coefficient = l2_coefficient
     self._loss_tracker = tfk.metrics.Mean(name="loss")
     self._bits_per_dim_tracker = tfk.metrics.Mean(name="bits_per_dim")
+    self.build((None, *flow.event_shape))
 
   @classmethod
   def from_train_config(cls, config, spec=None, **kwargs):
@@ -57,6 +77,100 @@ class FlowModel(tfk.Model):
   def compile(self, optimizer=None, **kwargs):
     """`tfk.Model.compile`, with the paper's optimizer (`optimization.adam()`) as the default."""
     super().compile(optimizer=optimizer or optimization.adam(), **kwargs)
+
+  def compile_from_config(self, config):
+    """Compiles a reloaded model as it was saved, with its optimizer's variables made so its state loads."""
+    self.compile(**tfk.saving.deserialize_keras_object(config))
+    self.optimizer.build(self.trainable_variables)
+
+  def build(self, input_shape):
+    """Marks the model built for images of `input_shape` `[batch, *flow.event_shape]`; creates nothing."""
+    shape = tuple(input_shape)
+    if shape[1:] != tuple(self.flow.event_shape):
+      raise ValueError(
+        f"`input_shape` must be [batch, *{tuple(self.flow.event_shape)}] (the flow's images); got {shape}."
+      )
+    # What `model.save` traces `call` with (Keras records it on the first `model(x)`, which `fit` never makes).
+    self._set_save_spec(tf.TensorSpec(shape, self.flow.dtype))
+    # `Layer.build`, not `Model.build`: the latter would trace `call` only to make variables, which exist.
+    tfk.layers.Layer.build(self, shape)
+
+  def get_config(self):
+    """`name`, `l2_coefficient` and `flow`: the `ImageRealNVP` arguments that rebuild the flow."""
+    if type(self.flow) is not ImageRealNVP:
+      raise NotImplementedError(
+        f"FlowModel's config rebuilds only an ImageRealNVP flow, so a model of a {type(self.flow).__name__} "
+        "cannot be saved whole: save its weights with `save_weights('w.weights.h5')` or as a TF checkpoint "
+        "with `save_weights('ckpt')`."
+      )
+    flow_arguments = {
+      key: tf.as_dtype(value).name if isinstance(value, tf.DType) else value
+      for key, value in self.flow.parameters.items()
+    }
+    return {"name": self.name, "l2_coefficient": self.l2_coefficient, "flow": flow_arguments}
+
+  @classmethod
+  def from_config(cls, config, custom_objects=None):
+    """The model of `get_config()`: a new `ImageRealNVP(**config['flow'])` with fresh weights."""
+    config = dict(config)
+    flow_arguments = dict(config.pop("flow"))
+    flow_arguments["dtype"] = tf.as_dtype(flow_arguments["dtype"])
+    return cls(ImageRealNVP(**flow_arguments), **config)
+
+  def save(self, filepath, overwrite=True, save_format=None, **kwargs):
+    """`tfk.Model.save` to a `.keras` file or a SavedModel directory; the legacy HDF5 format is refused."""
+    if _is_legacy_h5(filepath, save_format):
+      raise ValueError(f"FlowModel cannot be saved to the legacy HDF5 file {filepath!r}; {_WORKING_FORMATS}.")
+    super().save(filepath, overwrite=overwrite, save_format=save_format, **kwargs)
+
+  def save_weights(self, filepath, overwrite=True, save_format=None, options=None):
+    """`tfk.Model.save_weights` as a TF checkpoint or a `.weights.h5` file; the legacy HDF5 format is refused."""
+    if _is_legacy_h5(filepath, save_format):
+      raise ValueError(
+        f"FlowModel cannot save its weights to the legacy HDF5 file {filepath!r}: it holds only Keras layers' "
+        f"weights, and the flow is a tf.Module; {_WORKING_FORMATS}."
+      )
+    super().save_weights(filepath, overwrite=overwrite, save_format=save_format, options=options)
+
+  def load_weights(self, filepath, skip_mismatch=False, by_name=False, options=None):
+    """`tfk.Model.load_weights`; a TF checkpoint also restores the optimizer's state when compiled.
+
+    A TF checkpoint holds the optimizer's state too: a compiled model makes its optimizer's variables first so
+    they take the saved values; an uncompiled one leaves them out (`expect_partial`) instead of warning about
+    each one.
+    """
+    if _is_legacy_h5(filepath, None):
+      raise ValueError(
+        f"FlowModel cannot load weights from the legacy HDF5 file {filepath!r} (it cannot hold the flow); "
+        f"{_WORKING_FORMATS}."
+      )
+    if self.optimizer is not None:
+      self.optimizer.build(self.trainable_variables)
+    status = super().load_weights(filepath, skip_mismatch=skip_mismatch, by_name=by_name, options=options)
+    if status is not None and self.optimizer is None:
+      status.expect_partial()
+    return status
+
+  def save_own_variables(self, store):
+    """The flow's variables, by their position in `flow.variables` (`.keras` and `.weights.h5` files)."""
+    for index, variable in enumerate(self.flow.variables):
+      store[str(index)] = variable.numpy()
+
+  def load_own_variables(self, store):
+    """Assigns what `save_own_variables` stored; a file of another flow is an error naming the first mismatch."""
+    variables = self.flow.variables
+    if len(store.keys()) != len(variables):
+      raise ValueError(
+        f"The saved weights hold {len(store.keys())} flow variables; this model's flow has {len(variables)}."
+      )
+    for index, variable in enumerate(variables):
+      value = store[str(index)]
+      if tuple(value.shape) != tuple(variable.shape):
+        raise ValueError(
+          f"The saved flow variable {index} has shape {tuple(value.shape)}; this model's {variable.name} has "
+          f"{tuple(variable.shape)}."
+        )
+      variable.assign(value)
 
   @property
   def metrics(self):
@@ -84,6 +198,16 @@ class FlowModel(tfk.Model):
   def test_step(self, batch):
     self._bits_per_dim_tracker.update_state(self.flow.bits_per_dim(_images(batch), training=False))
     return {"bits_per_dim": self._bits_per_dim_tracker.result()}
+
+
+def _is_legacy_h5(filepath, save_format):
+  """Whether tf_keras would use its legacy HDF5 format (Keras layers' weights only) for `filepath`."""
+  path = str(filepath)
+  if path.endswith(".weights.h5"):
+    return False
+  if save_format is not None:
+    return save_format in ("h5", "hdf5")
+  return path.endswith((".h5", ".hdf5")) or not isinstance(filepath, (str, bytes, os.PathLike))
 
 
 def _images(batch):

@@ -59,6 +59,8 @@ def l2_penalty(variables, coefficient):
   return coefficient * tf.add_n([tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v in variables])
 
 
+# Kept over tf_keras LossScaleOptimizer, which skips on non-finite gradients only: it applied a batch of infinite loss
+# and finite gradients (bench/bench_library_parts.py); the Trainer skips both, running averages included.
 class DynamicLossScale(tf.Module):
   """Dynamic loss scaling for float16 conditioners: differentiate `scale * loss`, then divide the gradients
   by `scale`, so small float16 gradients do not flush to zero.

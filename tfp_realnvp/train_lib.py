@@ -7,7 +7,8 @@ result = train_lib.train_and_evaluate(configs.get_config(), "runs/digits")
 result.metrics["test_bits_per_dim"]
 ```
 
-`workdir` afterwards holds `config.json`, `checkpoints/`, `tensorboard/`, `metrics.json` and `samples.png`.
+`workdir` afterwards holds `config.json`, `checkpoints/`, `tensorboard/` (runs `train` and `eval`, with the same
+tags), `metrics.json` and `samples.png`.
 Running again with the same workdir resumes from the latest checkpoint.
 """
 
@@ -18,6 +19,7 @@ import os
 import shutil
 import tempfile
 import time
+import typing
 
 import numpy as np
 import tensorflow as tf
@@ -283,20 +285,18 @@ def train_and_evaluate(config, workdir):
     start_step = 0 if latest is None else trainer.restore(latest)
     if start_step:
       reporter.log("resume", step=start_step, checkpoint=latest)
-    writer = (
-      tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
-      if is_chief
-      else tf.summary.create_noop_writer()
-    )
-    _train(trainer, config, spec, manager, writer, reporter, eval_dataset, start_step)
-    metrics = _evaluate_and_report(trainer, config, spec, eval_dataset, writer, reporter, workdir, is_chief)
+    writers = _summary_writers(workdir, is_chief)
+    with writers.train.as_default():
+      reporting.summary_text("config", _indented(configs.to_json(config)), start_step)
+    _train(trainer, config, spec, manager, writers, reporter, eval_dataset, start_step)
+    metrics = _evaluate_and_report(trainer, config, spec, eval_dataset, writers, reporter, workdir, is_chief)
   finally:
     if scratch_dir:
       shutil.rmtree(scratch_dir, ignore_errors=True)
   return TrainResult(flow=trainer.flow, step=metrics["step"], metrics=metrics)
 
 
-def _evaluate_and_report(trainer, config, spec, eval_dataset, writer, reporter, workdir, is_chief):
+def _evaluate_and_report(trainer, config, spec, eval_dataset, writers, reporter, workdir, is_chief):
   """The test bits/dim over the whole eval split and the sample grids: logged, summarized and (chief) saved."""
   test_bits_per_dim, num_examples = trainer.evaluate(eval_dataset)
   step = int(trainer.step.numpy())
@@ -309,24 +309,24 @@ def _evaluate_and_report(trainer, config, spec, eval_dataset, writer, reporter, 
     "num_test_examples": num_examples,
   }
   grids = {
-    f"temperature {temperature}": trainer.sample_grid(temperature, config.num_samples)
+    temperature: trainer.sample_grid(temperature, config.num_samples)
     for temperature in config.sample_temperatures
   }
-  with writer.as_default():
-    reporting.summary_scalar("eval/bits_per_dim", test_bits_per_dim, step)
-    for title, grid in grids.items():
-      reporting.summary_image(f"samples/{title.replace(' ', '_')}", grid, step)
-  writer.flush()
+  with writers.eval.as_default():
+    reporting.summary_scalar("bits_per_dim", test_bits_per_dim, step)
+    for temperature, grid in grids.items():
+      reporting.summary_image(_samples_tag(temperature, step), grid, step)
+  writers.eval.flush()
   if is_chief:
     metrics_path, samples_path = os.path.join(workdir, "metrics.json"), os.path.join(workdir, "samples.png")
     _write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     with tf.io.gfile.GFile(samples_path, "wb") as file:
-      file.write(reporting.sample_grids_png(grids))
+      file.write(reporting.sample_grids_png({f"temperature {t}": grid for t, grid in grids.items()}))
     reporter.log("wrote", metrics=metrics_path, samples=samples_path)
   return metrics
 
 
-def _train(trainer, config, spec, manager, writer, reporter, eval_dataset, start_step):
+def _train(trainer, config, spec, manager, writers, reporter, eval_dataset, start_step):
   """The training loop from `start_step` to `config.num_train_steps`: logs, evaluates and checkpoints."""
   if start_step >= config.num_train_steps:
     return
@@ -365,17 +365,17 @@ def _train(trainer, config, spec, manager, writer, reporter, eval_dataset, start
       steps_per_sec = interval_steps / interval_seconds
       train_bits_per_dim = float(np.mean(interval_bits_per_dim)) if interval_bits_per_dim else float("nan")
       reporter.log("train", step=step, steps_per_sec=steps_per_sec, bits_per_dim=train_bits_per_dim)
-      with writer.as_default():
-        reporting.summary_scalar("train/bits_per_dim", train_bits_per_dim, step)
-        reporting.summary_scalar("train/steps_per_sec", steps_per_sec, step)
-        reporting.summary_scalar("train/learning_rate", _current_learning_rate(trainer.optimizer), step)
+      with writers.train.as_default():
+        reporting.summary_scalar("bits_per_dim", train_bits_per_dim, step)
+        reporting.summary_scalar("steps_per_sec", steps_per_sec, step)
+        reporting.summary_scalar("learning_rate", _current_learning_rate(trainer.optimizer), step)
       interval_bits_per_dim, interval_seconds, interval_steps = [], 0.0, 0
     if config.eval_every_steps and step % config.eval_every_steps == 0 and not last_step:
       eval_bits_per_dim, num_examples = trainer.evaluate(eval_dataset)
       reporter.log("eval", step=step, bits_per_dim=eval_bits_per_dim, examples=num_examples)
-      with writer.as_default():
-        reporting.summary_scalar("eval/bits_per_dim", eval_bits_per_dim, step)
-        reporting.summary_image("samples/temperature_1.0", trainer.sample_grid(1.0, config.num_samples), step)
+      with writers.eval.as_default():
+        reporting.summary_scalar("bits_per_dim", eval_bits_per_dim, step)
+        reporting.summary_image(_samples_tag(1.0, step), trainer.sample_grid(1.0, config.num_samples), step)
     if step % config.checkpoint_every_steps == 0 or last_step:
       if not trainer.variables_are_finite():
         raise NonFiniteLossError(
@@ -384,7 +384,35 @@ def _train(trainer, config, spec, manager, writer, reporter, eval_dataset, start
         )
       manager.save(checkpoint_number=step)
       last_saved = step
-  writer.flush()
+  writers.train.flush()
+  writers.eval.flush()
+
+
+class _SummaryWriters(typing.NamedTuple):
+  train: object
+  eval: object
+
+
+def _summary_writers(workdir, is_chief):
+  """`tensorboard/train` and `tensorboard/eval`: one TensorBoard run per phase, with the same tags (such as
+  `bits_per_dim`), so TensorBoard draws the two curves on one chart. Other workers write nothing."""
+  if not is_chief:
+    return _SummaryWriters(train=tf.summary.create_noop_writer(), eval=tf.summary.create_noop_writer())
+  tensorboard_dir = os.path.join(workdir, "tensorboard")
+  return _SummaryWriters(
+    train=tf.summary.create_file_writer(os.path.join(tensorboard_dir, "train")),
+    eval=tf.summary.create_file_writer(os.path.join(tensorboard_dir, "eval")),
+  )
+
+
+def _samples_tag(temperature, step):
+  # The step in the tag: TensorBoard shows one card per tag, and a card shows the image of one step at a time.
+  return f"samples/temperature_{temperature}/step_{step}"
+
+
+def _indented(text):
+  # TensorBoard renders text summaries as Markdown; lines indented by four spaces show verbatim.
+  return "\n".join("    " + line for line in text.splitlines())
 
 
 def _current_learning_rate(optimizer):
