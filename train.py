@@ -10,7 +10,8 @@ Every field of `configs.TrainConfig` is a flag of the same name (`--tpu` sets `t
 `--model=name=VALUE`, repeatable, adds to `model_overrides`, VALUE being JSON such as 0.3, 4, [32, 32] or
 false, or a plain word such as bfloat16). Flags left unset take the dataset's default config
 (`configs.get_config`). Rerunning a command resumes from the latest checkpoint in its workdir. A setting
-that cannot work prints one `error:` line and exits with 2.
+that cannot work prints one `error:` line and exits with 2. TensorFlow's C++ start-up logging is hidden
+unless `TF_CPP_MIN_LOG_LEVEL` is set or `--verbosity` is given (`tfp_realnvp.quiet_startup`).
 """
 
 import dataclasses
@@ -22,7 +23,12 @@ import typing
 
 from absl import app, flags, logging
 
-from tfp_realnvp import configs, train_lib
+from tfp_realnvp import quiet_startup
+
+if __name__ == "__main__":
+  quiet_startup.import_tensorflow_quietly(sys.argv)  # before `train_lib` imports TensorFlow
+
+from tfp_realnvp import configs, train_lib  # noqa: E402
 
 # Fields whose flag has another name: the names the command line has always used.
 FLAG_NAMES = {"tpu_address": "tpu", "model_overrides": "model"}

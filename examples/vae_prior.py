@@ -14,23 +14,20 @@ import argparse
 import math
 import time
 
-import matplotlib
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras as tfk
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_probability as tfp  # noqa: E402
-import tf_keras as tfk  # noqa: E402
-
-from tfp_realnvp import RealNVP, data  # noqa: E402
-from tfp_realnvp.vae import DiscretizedLogisticDecoder, GaussianEncoder, VariationalAutoencoder  # noqa: E402
+from tfp_realnvp import RealNVP, data, reporting
+from tfp_realnvp.vae import DiscretizedLogisticDecoder, GaussianEncoder, VariationalAutoencoder
 
 tfd = tfp.distributions
 
 PRIORS = ("standard_normal", "realnvp")
 PRIOR_LABELS = {"standard_normal": "standard normal", "realnvp": "RealNVP"}
-NUM_LEVELS = 16  # the bundled digits are 4-bit images
+NUM_BITS = 4  # the bundled digits are 4-bit images
+NUM_LEVELS = 2**NUM_BITS
 
 
 def digit_levels(split):
@@ -104,25 +101,17 @@ def evaluate(vae, images, num_samples=100, seed=0):
 
 
 def save_samples(vaes, output, num_samples=64, seed=0):
-  """Saves a PNG with, per prior, decoder means `clip(loc(z), 0, 15)` of latents `z` drawn from the prior."""
-  side = int(math.sqrt(num_samples))
-  figure, axes = plt.subplots(1, len(vaes), figsize=(4.5 * len(vaes), 4.8))
-  for axis, (name, vae) in zip(np.atleast_1d(axes), vaes.items()):
-    latents = vae.prior.sample(side * side, seed=tf.constant([seed, 3], tf.int32))
+  """Saves a PNG with, per prior, decoder means `clip(loc(z), 0, 15)` of latents `z` drawn from the prior, drawn
+  like `train.py`'s samples (`reporting.image_grid`: white digits on black, blue lines between them)."""
+  grids = {}
+  for name, vae in vaes.items():
+    latents = vae.prior.sample(num_samples, seed=tf.constant([seed, 3], tf.int32))
     loc, _ = vae.decoder.loc_and_scale(latents)
-    pixels = np.clip(loc.numpy()[..., 0], 0, NUM_LEVELS - 1).reshape(side, side, 8, 8)
-    # A pale blue NaN border around each digit: the digits' own background is white.
-    pixels = np.pad(pixels, [(0, 0), (0, 0), (1, 0), (1, 0)], constant_values=np.nan)
-    grid = np.pad(
-      pixels.transpose(0, 2, 1, 3).reshape(9 * side, 9 * side), [(0, 1), (0, 1)], constant_values=np.nan
-    )
-    colormap = plt.get_cmap("gray_r").with_extremes(bad="#c6dbef")
-    axis.imshow(grid, cmap=colormap, vmin=0, vmax=NUM_LEVELS - 1)
-    axis.set_title(f"{PRIOR_LABELS[name]} prior")
-    axis.axis("off")
-  figure.tight_layout()
-  figure.savefig(output, dpi=100)
-  plt.close(figure)
+    levels = np.clip(loc.numpy(), 0, NUM_LEVELS - 1)
+    # Level k is the interval [k, k + 1) of a flow's pixel values, whose grids `image_grid` draws: its centre.
+    grids[f"{PRIOR_LABELS[name]} prior"] = reporting.image_grid(levels + 0.5, NUM_BITS)
+  with open(output, "wb") as file:
+    file.write(reporting.sample_grids_png(grids))
 
 
 def main():

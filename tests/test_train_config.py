@@ -1,19 +1,17 @@
-"""The pieces around the training loop: config and its flags, optimizer and schedule, log lines, sample grids,
-summaries."""
+"""The pieces around the training loop: config and its flags, optimizer and schedule (log lines, sample grids
+and summaries: `test_reporting.py`)."""
 
 import dataclasses
-import io
 import os
 import subprocess
 import sys
 
-import numpy as np
 import tensorflow as tf
 from absl import flags
 from absl.testing import parameterized
 
 import train
-from tfp_realnvp import configs, optimization, reporting
+from tfp_realnvp import configs, optimization
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -232,67 +230,6 @@ class OptimizationTest(tf.test.TestCase):
     variables = [tf.Variable([1.0, 2.0]), tf.Variable([[3.0]])]
     self.assertAllClose(optimization.l2_penalty(variables, 5e-5), 5e-5 * 14.0)
     self.assertEqual(float(optimization.l2_penalty([], 5e-5)), 0.0)
-
-
-class ReportingTest(tf.test.TestCase):
-  def test_log_line(self):
-    stream = io.StringIO()
-    reporting.Reporter(100, stream=stream).log("train", step=1200, steps_per_sec=3.14159, bits_per_dim=1.9)
-    self.assertEqual(stream.getvalue(), "train | step: 1200 | steps/sec: 3.14 | bits_per_dim: 1.9000\n")
-
-  def test_progress_bar_only_on_a_terminal(self):
-    plain = io.StringIO()
-    reporter = reporting.Reporter(10, stream=plain)
-    reporter.progress(5, bits_per_dim=2.0)
-    self.assertEqual(plain.getvalue(), "")
-
-    class Terminal(io.StringIO):
-      def isatty(self):
-        return True
-
-    terminal = Terminal()
-    reporter = reporting.Reporter(10, stream=terminal, width=10)
-    reporter.progress(5, bits_per_dim=2.0)
-    self.assertEqual(terminal.getvalue(), "\r[=====>    ] 5/10 bits_per_dim: 2.0000\033[K")
-    reporter.log("eval", step=5)
-    self.assertTrue(terminal.getvalue().endswith("\r\033[Keval | step: 5\n"))  # the bar is cleared first
-
-  def test_image_grid_places_images_row_by_row(self):
-    images = np.stack([np.full([2, 3, 1], value, np.float32) for value in (0.0, 4.0, 8.0)])
-    grid = reporting.image_grid(images, num_bits=4, columns=2, padding=1, padding_value=0.5)
-    self.assertEqual(grid.shape, (5, 7, 1))
-    self.assertAllEqual(grid[:2, :3], np.zeros([2, 3, 1]))
-    self.assertAllEqual(grid[:2, 4:], np.full([2, 3, 1], 0.25))
-    self.assertAllEqual(grid[3:, :3], np.full([2, 3, 1], 0.5))
-    self.assertAllEqual(grid[3:, 4:], np.zeros([2, 3, 1]))  # the missing fourth image is black
-    self.assertAllEqual(grid[2, :], np.full([7, 1], 0.5))  # the padding between rows
-    self.assertAllEqual(grid[:, 3], np.full([5, 1], 0.5))  # and between columns
-    unpadded = reporting.image_grid(images, num_bits=4, columns=3, padding=0)
-    self.assertAllEqual(unpadded, np.concatenate(list(images / 16.0), axis=1))
-
-  def test_png_and_summaries(self):
-    grid = reporting.image_grid(np.random.default_rng(0).uniform(0, 16, [4, 8, 8, 1]), num_bits=4)
-    png = reporting.sample_grids_png({"temperature 1.0": grid, "temperature 0.7": grid})
-    self.assertEqual(png[:8], b"\x89PNG\r\n\x1a\n")
-    logdir = self.get_temp_dir()
-    with tf.summary.create_file_writer(logdir).as_default():
-      reporting.summary_scalar("train/bits_per_dim", 1.5, step=3)
-      reporting.summary_image("samples/t", grid, step=3)
-    values = {}
-    for path in tf.io.gfile.glob(os.path.join(logdir, "events.*")):
-      for event in tf.compat.v1.train.summary_iterator(path):
-        for value in event.summary.value:
-          values[value.tag] = (
-            event.step,
-            value.metadata.plugin_data.plugin_name,
-            tf.make_ndarray(value.tensor),
-          )
-    step, plugin, scalar = values["train/bits_per_dim"]
-    self.assertEqual((step, plugin, float(scalar)), (3, "scalars", 1.5))
-    step, plugin, image = values["samples/t"]
-    self.assertEqual((step, plugin, image[0], image[1]), (3, "images", b"71", b"8"))
-    decoded = tf.io.decode_png(image[2]).numpy()
-    self.assertAllEqual(decoded, np.round(grid * 255).astype(np.uint8))
 
 
 if __name__ == "__main__":

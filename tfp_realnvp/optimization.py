@@ -6,12 +6,10 @@ loss = data_loss + optimization.l2_penalty(flow.regularized_variables, 5e-5)
 ```
 """
 
-import math
-
 import tensorflow as tf
 import tf_keras as tfk
 
-__all__ = ["DynamicLossScale", "WarmupCosineDecay", "adam", "l2_penalty", "learning_rate_schedule"]
+__all__ = ["DynamicLossScale", "adam", "l2_penalty", "learning_rate_schedule"]
 
 
 def adam(learning_rate=1e-3, clip_global_norm=100.0):
@@ -30,44 +28,27 @@ def adam(learning_rate=1e-3, clip_global_norm=100.0):
   )
 
 
-class WarmupCosineDecay(tfk.optimizers.schedules.LearningRateSchedule):
+def learning_rate_schedule(learning_rate, num_train_steps, warmup_steps=0, decay="constant"):
   """`learning_rate * min(1, step / warmup_steps) * decay(step)`: a linear warm-up from 0, then the rate held
   (`decay='constant'`) or multiplied by `(1 + cos(pi * t)) / 2`, `t` going from 0 at the end of the warm-up to 1
-  at `num_train_steps` (`decay='cosine'`, reaching 0 there)."""
+  at `num_train_steps` (`decay='cosine'`, reaching 0 there).
 
-  def __init__(self, learning_rate, num_train_steps, warmup_steps=0, decay="cosine"):
-    if decay not in ("constant", "cosine"):
-      raise ValueError(f"`decay` must be one of constant, cosine; got {decay!r}.")
-    self.learning_rate = learning_rate
-    self.num_train_steps = num_train_steps
-    self.warmup_steps = warmup_steps
-    self.decay = decay
-
-  def __call__(self, step):
-    step = tf.cast(step, tf.float32)
-    rate = tf.constant(self.learning_rate, tf.float32)
-    if self.warmup_steps:
-      rate *= tf.minimum(1.0, step / self.warmup_steps)
-    if self.decay == "cosine":
-      decay_steps = max(self.num_train_steps - self.warmup_steps, 1)
-      progress = tf.clip_by_value((step - self.warmup_steps) / decay_steps, 0.0, 1.0)
-      rate *= 0.5 * (1.0 + tf.cos(math.pi * progress))
-    return rate
-
-  def get_config(self):
-    return dict(
-      learning_rate=self.learning_rate,
-      num_train_steps=self.num_train_steps,
-      warmup_steps=self.warmup_steps,
-      decay=self.decay,
+  Returns `learning_rate` itself when constant without warm-up, else a tf_keras schedule: `CosineDecay` (its
+  warm-up going from `initial_learning_rate=0` to `warmup_target`), or for a constant rate after a warm-up a
+  `PolynomialDecay` from 0 to `learning_rate` over `warmup_steps` with `power=1`, which holds its end value.
+  """
+  if decay not in ("constant", "cosine"):
+    raise ValueError(f"`decay` must be one of constant, cosine; got {decay!r}.")
+  schedules = tfk.optimizers.schedules
+  if decay == "cosine":
+    if not warmup_steps:
+      return schedules.CosineDecay(learning_rate, max(num_train_steps, 1))
+    return schedules.CosineDecay(
+      0.0, max(num_train_steps - warmup_steps, 1), warmup_target=learning_rate, warmup_steps=warmup_steps
     )
-
-
-def learning_rate_schedule(learning_rate, num_train_steps, warmup_steps=0, decay="constant"):
-  """`learning_rate` itself when constant without warm-up, else a `WarmupCosineDecay`."""
-  if decay == "constant" and not warmup_steps:
+  if not warmup_steps:
     return learning_rate
-  return WarmupCosineDecay(learning_rate, num_train_steps, warmup_steps, decay)
+  return schedules.PolynomialDecay(0.0, warmup_steps, end_learning_rate=learning_rate, power=1.0)
 
 
 def l2_penalty(variables, coefficient):
