@@ -13,7 +13,7 @@ import sys
 
 from absl import app, flags
 
-from tfp_realnvp import export_lib
+from tfp_realnvp import export_lib, serving
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The training run's directory (with config.json and checkpoints/).")
@@ -21,6 +21,11 @@ flags.DEFINE_string("export_base", None, "Directory above the model directory TF
 flags.DEFINE_string("model_name", "realnvp", "The model's directory name (TF Serving's MODEL_NAME).")
 flags.DEFINE_integer("version", None, "The version to write; default: one more than the newest.")
 flags.DEFINE_string("checkpoint", None, "A checkpoint prefix to export; default: the workdir's latest.")
+flags.DEFINE_integer(
+  "max_num_samples",
+  serving.DEFAULT_MAX_NUM_SAMPLES,
+  "The most samples one request to the `sample` signature may ask for; larger requests are refused.",
+)
 flags.mark_flags_as_required(["workdir", "export_base"])
 
 
@@ -29,7 +34,12 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
     path, checkpoint = export_lib.export_workdir(
-      FLAGS.workdir, FLAGS.export_base, FLAGS.model_name, FLAGS.version, FLAGS.checkpoint
+      FLAGS.workdir,
+      FLAGS.export_base,
+      FLAGS.model_name,
+      FLAGS.version,
+      FLAGS.checkpoint,
+      FLAGS.max_num_samples,
     )
   except (OSError, ValueError) as error:
     sys.exit(f"export_model: {error}")

@@ -4,6 +4,7 @@ bad input at serving time, version directories, interrupted exports and training
 import dataclasses
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -25,6 +26,8 @@ from tfp_realnvp import RealNVP, checkpoints, configs, data, export_lib, saved_m
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TF_DIR = os.path.dirname(tf.__file__)
 IMAGE_OVERRIDES = {"num_blocks": 1, "num_filters": 4, "dropout": 0.0, "batch_norm_momentum": 0.5}
+# The exports' `max_num_samples`: small, so that requests at the limit are quick.
+MAX_NUM_SAMPLES = 5
 SAMPLE_INPUTS = {
   "num_samples": np.int32(3),
   "temperature": np.float32(0.7),
@@ -216,7 +219,8 @@ class ExportedFlowTest(WorkspaceTestCase):
     cls.flows = {"realnvp": small_image_flow(), "vector": small_vector_flow()}
     base = os.path.join(cls.workspace, "exports")
     cls.paths = {
-      name: export_lib.export_saved_model(flow, base, model_name=name) for name, flow in cls.flows.items()
+      name: export_lib.export_saved_model(flow, base, model_name=name, max_num_samples=MAX_NUM_SAMPLES)
+      for name, flow in cls.flows.items()
     }
     x_image = pixels([5, 8, 8, 1], 4, seed=10)
     x_bad = x_image.copy()
@@ -258,6 +262,9 @@ class ExportedFlowTest(WorkspaceTestCase):
           (model, "sample", "seed"): SAMPLE_INPUTS,
           (model, "sample", "none"): dict(SAMPLE_INPUTS, num_samples=np.int32(0)),
           (model, "sample", "negative"): dict(SAMPLE_INPUTS, num_samples=np.int32(-1)),
+          (model, "sample", "at_max"): dict(SAMPLE_INPUTS, num_samples=np.int32(MAX_NUM_SAMPLES)),
+          (model, "sample", "above_max"): dict(SAMPLE_INPUTS, num_samples=np.int32(MAX_NUM_SAMPLES + 1)),
+          (model, "sample", "int32_max"): dict(SAMPLE_INPUTS, num_samples=np.int32(2**31 - 1)),
           (model, "sample", "nan_temperature"): dict(SAMPLE_INPUTS, temperature=np.float32(np.nan)),
         }
       )
@@ -320,8 +327,8 @@ class ExportedFlowTest(WorkspaceTestCase):
     cls.gcc_output = gcc.communicate(timeout=600)[0]
     cls.gcc_returncode = gcc.returncode
     if cls.gcc_returncode == 0:
-      # One load, four requests: the good batch followed by the bad-valued one, a sample,
-      # a wrong image size and a wrong dtype.
+      # One load, six requests: the good batch followed by the bad-valued one, a sample,
+      # a wrong image size, a wrong dtype, and samples at and above `max_num_samples`.
       x, x_bad = cls.inputs["realnvp"]["x"], cls.inputs["realnvp"]["x_bad"]
       arrays = {
         "batch": np.concatenate([x, x_bad]),
@@ -335,6 +342,8 @@ class ExportedFlowTest(WorkspaceTestCase):
         ["sample", "num_samples=3", "temperature=0.7", "seed=7,11"],
         ["log_prob", f"x={cls.workspace}/wrong_size.npy"],
         ["log_prob", f"x={cls.workspace}/wrong_dtype.npy"],
+        ["sample", f"num_samples={MAX_NUM_SAMPLES}", "temperature=0.7", "seed=7,11"],
+        ["sample", f"num_samples={MAX_NUM_SAMPLES + 1}", "temperature=0.7", "seed=7,11"],
       ]
       arguments = [cls.binary, cls.paths["realnvp"]]
       for request in requests:
@@ -365,7 +374,7 @@ class ExportedFlowTest(WorkspaceTestCase):
   def c_result(self, index):
     """The C program's `(signature, outputs or error)` for its `index`-th request."""
     self.assertEqual(self.gcc_returncode, 0, self.gcc_output)
-    self.assertLen(self.c_results, 4, self.c_stderr[-3000:])
+    self.assertLen(self.c_results, 6, self.c_stderr[-3000:])
     return self.c_results[index]
 
   def test_first_export_is_version_1(self):
@@ -504,6 +513,30 @@ class ExportedFlowTest(WorkspaceTestCase):
     self.assertIn("is not compatible with expected shape", self.c_result(2)[1])
     self.assertIn("Expects arg[0] to be float but double is provided", self.c_result(3)[1])
 
+  def test_sample_refuses_more_than_max_num_samples_in_every_loader(self):
+    for model, flow in self.flows.items():
+      shape = (MAX_NUM_SAMPLES, *flow.event_shape)
+      for loader in ("tf2", "tf1"):
+        with self.subTest(model=model, loader=loader):
+          samples = self.loader_result(loader, model, "sample", "at_max")["samples"]
+          self.assertEqual(samples.shape, shape)
+          self.assertTrue(np.all(np.isfinite(samples)))
+          for case in ("above_max", "int32_max"):
+            error = self.loader_error(loader, model, "sample", case)
+            self.assertIn("InvalidArgumentError", error)
+            self.assertIn(
+              f"`num_samples` must be at most `max_num_samples`, set at export to {MAX_NUM_SAMPLES}", error
+            )
+    # The C API loader is TF Serving's.
+    signature, outputs = self.c_result(4)
+    self.assertEqual(signature, "sample")
+    self.assertEqual(outputs["samples"].shape, (MAX_NUM_SAMPLES, 8, 8, 1))
+    signature, error = self.c_result(5)
+    self.assertEqual(signature, "sample")
+    self.assertIn(
+      f"`num_samples` must be at most `max_num_samples`, set at export to {MAX_NUM_SAMPLES}", error
+    )
+
   @unittest.skipUnless(HAS_SERVING_API, "needs tensorflow-serving-api (the serving extra)")
   def test_grpc_requests_match_the_signatures_and_run(self):
     from tensorflow_serving.apis import predict_pb2  # optional: the serving extra
@@ -552,6 +585,26 @@ class ExportedFlowTest(WorkspaceTestCase):
       tape.watch(x)
       exported, in_memory = distribution.log_prob(x), flow.log_prob(x)
     assert_close_relative(self, tape.gradient(in_memory, x), tape.gradient(exported, x), rtol=1e-4)
+
+
+class MaxNumSamplesTest(tf.test.TestCase):
+  def test_the_default_is_4096_in_the_graph(self):
+    self.assertEqual(serving.DEFAULT_MAX_NUM_SAMPLES, 4096)
+    for function in (export_lib.export_saved_model, export_lib.export_workdir):
+      self.assertEqual(inspect.signature(function).parameters["max_num_samples"].default, 4096)
+    module = serving.ServingModule(small_vector_flow())
+    seed = tf.constant([1, 2])
+    self.assertEqual(module.sample(tf.constant(4096), tf.constant(1.0), seed)["samples"].shape, [4096, 3])
+    with self.assertRaisesRegex(
+      tf.errors.InvalidArgumentError, "at most `max_num_samples`, set at export to 4096"
+    ):
+      module.sample(tf.constant(4097), tf.constant(1.0), seed)
+
+  def test_bad_max_num_samples_names_the_argument(self):
+    flow = small_vector_flow()
+    for value in (0, -1, True, 2.5, "8", 2**31 // 3 + 1):
+      with self.assertRaisesRegex(ValueError, r"`max_num_samples` must be an integer in \[1, 715827882\]"):
+        serving.ServingModule(flow, max_num_samples=value)
 
 
 class Uint8ImagesTest(tf.test.TestCase):
@@ -683,6 +736,8 @@ class ExportDirectoryTest(WorkspaceTestCase):
     for version in (-1, True, "3", 1.0):
       with self.assertRaisesRegex(ValueError, "`version`"):
         export_lib.export_saved_model(self.vector_flow, base, version=version)
+    with self.assertRaisesRegex(ValueError, "`max_num_samples`"):
+      export_lib.export_saved_model(self.vector_flow, base, max_num_samples=0)
     self.assertFalse(os.path.exists(base))
 
 

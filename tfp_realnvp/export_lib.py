@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_realnvp import checkpoints
-from tfp_realnvp.serving import ServingModule
+from tfp_realnvp.serving import DEFAULT_MAX_NUM_SAMPLES, ServingModule
 
 __all__ = ["export_saved_model", "export_workdir"]
 
@@ -74,7 +74,9 @@ def _publish(staging_dir, model_dir, version):
         raise _version_exists_error(path) from error
 
 
-def export_saved_model(flow, export_base, model_name="realnvp", version=None):
+def export_saved_model(
+  flow, export_base, model_name="realnvp", version=None, max_num_samples=DEFAULT_MAX_NUM_SAMPLES
+):
   """Exports `flow` to `<export_base>/<model_name>/<version>/` in TF Serving's layout.
 
   Args:
@@ -85,6 +87,9 @@ def export_saved_model(flow, export_base, model_name="realnvp", version=None):
     model_name: the model's directory under `export_base` (TF Serving's `--model_name`).
     version: a non-negative integer, or None for one more than the largest existing version
       (1 for the first export).
+    max_num_samples: the most samples one request to the `sample` signature may ask for (default 4096,
+      `serving.DEFAULT_MAX_NUM_SAMPLES`); the graph refuses more with `InvalidArgumentError`, so a server
+      cannot be asked to exhaust its memory.
 
   Returns:
     The version directory written.
@@ -97,11 +102,11 @@ def export_saved_model(flow, export_base, model_name="realnvp", version=None):
   mid-way can leave a `.staging-*` directory, which TF Serving ignores; delete it at will.
   """
   _check_export_arguments(model_name, version)
+  module = ServingModule(flow, max_num_samples)
   model_dir = os.path.join(os.fspath(export_base), model_name)
   os.makedirs(model_dir, exist_ok=True)
   if version is not None and os.path.lexists(os.path.join(model_dir, str(version))):
     raise _version_exists_error(os.path.join(model_dir, str(version)))
-  module = ServingModule(flow)
   staging_dir = tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=model_dir)
   try:
     tf.saved_model.save(module, staging_dir, signatures=module.signatures())
@@ -111,7 +116,14 @@ def export_saved_model(flow, export_base, model_name="realnvp", version=None):
     raise
 
 
-def export_workdir(workdir, export_base, model_name="realnvp", version=None, checkpoint=None):
+def export_workdir(
+  workdir,
+  export_base,
+  model_name="realnvp",
+  version=None,
+  checkpoint=None,
+  max_num_samples=DEFAULT_MAX_NUM_SAMPLES,
+):
   """Exports a training run's flow (see `checkpoints.restore_flow`); returns `(version directory, checkpoint)`."""
   flow, checkpoint = checkpoints.restore_flow(workdir, checkpoint)
-  return export_saved_model(flow, export_base, model_name, version), checkpoint
+  return export_saved_model(flow, export_base, model_name, version, max_num_samples), checkpoint

@@ -25,7 +25,8 @@ class SavedModelDistribution(tfd.Distribution):
 
   `log_prob` takes any batch shape `[..., *event_shape]`; `sample` draws stateless samples at
   temperature 1 from the exported `sample` signature (TFP seed semantics: an int, None, or an
-  int32 `[2]` stateless seed). The batch shape is `[]`. The flow's weights are fixed: the
+  int32 `[2]` stateless seed), at most the export's `max_num_samples` per call (`InvalidArgumentError`
+  beyond). The batch shape is `[]`. The flow's weights are fixed: the
   distribution has no trainable variables. Gradients of `log_prob` with respect to its input
   flow through the restored graph, so it can serve as a learned prior.
   """
