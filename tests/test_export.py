@@ -145,7 +145,7 @@ def tree_snapshot(directory):
 
 
 def version_dirs(model_dir):
-  return sorted(name for name in os.listdir(model_dir) if name.isdigit())
+  return sorted(name for name in os.listdir(model_dir) if name.isascii() and name.isdigit())
 
 
 def gcc_command(binary):
@@ -457,6 +457,10 @@ class ExportedFlowTest(WorkspaceTestCase):
       "realnvp": [np.nan, -np.inf, -np.inf, -np.inf],  # NaN, -1, 2**num_bits, inf
       "vector": [np.nan, -np.inf, -np.inf],  # NaN, inf, -inf
     }
+    for model, special in expected.items():
+      # The library's flow scores them the same (a vector flow's `[inf, ...]` once was NaN there).
+      library = self.flows[model].log_prob(self.inputs[model]["x_bad"]).numpy()
+      self.assertAllEqual(library[: len(special)], special)
     for loader in ("tf2", "tf1"):
       for model, special in expected.items():
         outputs = self.loader_result(loader, model, "log_prob", "bad_values")
@@ -651,6 +655,25 @@ class ExportDirectoryTest(WorkspaceTestCase):
     self.assertEqual(version_dirs(model_dir), ["5", "6"])
     self.assertTrue(os.path.exists(os.path.join(path, "saved_model.pb")))
 
+  def test_only_ascii_decimal_int64_names_are_versions(self):
+    model_dir = self.model_dir("unicode_digits")
+    shutil.copytree(self.vector_export, os.path.join(model_dir, "2"))
+    # `str.isdigit` is True for all three; `int` refuses the first two, TF Serving's int64 the third.
+    for name in ("²", "٣", "9" * 20):
+      os.makedirs(os.path.join(model_dir, name))
+    path = export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "unicode_digits")
+    self.assertEqual(path, os.path.join(model_dir, "3"))
+
+  def test_a_version_with_leading_zeros_is_that_version(self):
+    model_dir = self.model_dir("leading_zeros")
+    shutil.copytree(self.vector_export, os.path.join(model_dir, "007"))
+    before = tree_snapshot(model_dir)
+    with self.assertRaisesRegex(FileExistsError, "Version 7 already exists as .*/007;"):
+      export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "leading_zeros", version=7)
+    self.assertEqual(tree_snapshot(model_dir), before)
+    path = export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "leading_zeros")
+    self.assertEqual(path, os.path.join(model_dir, "8"))
+
   def test_export_into_an_existing_version_raises_and_leaves_it_untouched(self):
     model_dir = self.model_dir("existing")
     shutil.copytree(self.vector_export, os.path.join(model_dir, "3"))
@@ -733,7 +756,7 @@ class ExportDirectoryTest(WorkspaceTestCase):
     for model_name in ("", "a/b", ".."):
       with self.assertRaisesRegex(ValueError, "`model_name`"):
         export_lib.export_saved_model(self.vector_flow, base, model_name=model_name)
-    for version in (-1, True, "3", 1.0):
+    for version in (-1, True, "3", 1.0, 2**63):
       with self.assertRaisesRegex(ValueError, "`version`"):
         export_lib.export_saved_model(self.vector_flow, base, version=version)
     with self.assertRaisesRegex(ValueError, "`max_num_samples`"):

@@ -24,6 +24,8 @@ __all__ = ["export_saved_model", "export_workdir"]
 
 # Staging directories live beside the versions; TF Serving only loads all-digit names.
 _STAGING_PREFIX = ".staging-"
+# TF Serving parses version directory names as int64: `007` is version 7, and larger numbers are no version.
+_MAX_VERSION = 2**63 - 1
 
 
 def _check_export_arguments(model_name, version):
@@ -32,21 +34,29 @@ def _check_export_arguments(model_name, version):
       f"`model_name` must be a non-empty directory name without {os.sep!r}; got {model_name!r}."
     )
   if version is not None and (
-    isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0
+    isinstance(version, bool)
+    or not isinstance(version, (int, np.integer))
+    or not 0 <= version <= _MAX_VERSION
   ):
     raise ValueError(
-      f"`version` must be None (the next free version) or a non-negative integer; got {version!r}."
+      f"`version` must be None (the next free version) or an integer in [0, 2**63 - 1]; got {version!r}."
     )
 
 
 def _existing_versions(model_dir):
-  return [int(name) for name in os.listdir(model_dir) if name.isdigit()]
+  """`{version: entry name}` of the entries of `model_dir` that TF Serving takes for versions.
+
+  Those are ASCII-decimal names of int64 values (`str.isdigit` alone also accepts digits such as `²`,
+  which `int` refuses), `007` being version 7.
+  """
+  names = (name for name in os.listdir(model_dir) if name.isascii() and name.isdigit())
+  return {int(name): name for name in names if int(name) <= _MAX_VERSION}
 
 
-def _version_exists_error(path):
+def _version_exists_error(model_dir, version, name):
   return FileExistsError(
-    f"Version directory {path} already exists; an export never overwrites a version. "
-    "Pass another `version`, or None for the next free one."
+    f"Version {version} already exists as {os.path.join(model_dir, name)}; an export never overwrites a "
+    "version. Pass another `version`, or None for the next free one."
   )
 
 
@@ -58,12 +68,13 @@ def _publish(staging_dir, model_dir, version):
   makes the rename fail (its directory is not empty): the next free version is taken instead.
   """
   while True:
-    target = version if version is not None else max(_existing_versions(model_dir), default=0) + 1
+    existing = _existing_versions(model_dir)
+    if version is not None and version in existing:
+      raise _version_exists_error(model_dir, version, existing[version])
+    target = version if version is not None else max(existing, default=0) + 1
+    if target > _MAX_VERSION:
+      raise ValueError(f"{model_dir} already holds the largest version TF Serving can load, {_MAX_VERSION}.")
     path = os.path.join(model_dir, str(target))
-    if os.path.lexists(path):
-      if version is not None:
-        raise _version_exists_error(path)
-      continue
     try:
       os.rename(staging_dir, path)
       return path
@@ -71,7 +82,7 @@ def _publish(staging_dir, model_dir, version):
       if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
         raise
       if version is not None:
-        raise _version_exists_error(path) from error
+        raise _version_exists_error(model_dir, version, str(target)) from error
 
 
 def export_saved_model(
@@ -95,7 +106,8 @@ def export_saved_model(
     The version directory written.
 
   Raises:
-    FileExistsError: `version` is given and its directory exists; nothing is changed.
+    FileExistsError: `version` is given and exists (also as a name with leading zeros, such as `007`,
+      which TF Serving loads as version 7); nothing is changed.
 
   The SavedModel is written to a staging directory beside the versions and renamed into place
   only once complete, so an interrupted export leaves no version directory. A process killed
@@ -105,8 +117,9 @@ def export_saved_model(
   module = ServingModule(flow, max_num_samples)
   model_dir = os.path.join(os.fspath(export_base), model_name)
   os.makedirs(model_dir, exist_ok=True)
-  if version is not None and os.path.lexists(os.path.join(model_dir, str(version))):
-    raise _version_exists_error(os.path.join(model_dir, str(version)))
+  existing = _existing_versions(model_dir)
+  if version is not None and version in existing:
+    raise _version_exists_error(model_dir, version, existing[version])
   staging_dir = tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=model_dir)
   try:
     tf.saved_model.save(module, staging_dir, signatures=module.signatures())
