@@ -728,6 +728,36 @@ class ExportDirectoryTest(WorkspaceTestCase):
     self.assertTrue(staging.startswith(".staging-"))
     self.assertEqual(version_dirs(model_dir), [])
 
+  def test_load_distribution_of_a_damaged_export_is_one_error_naming_it(self):
+    def truncate(path):
+      with open(path, "r+b") as file:
+        file.truncate(os.path.getsize(path) // 2)
+
+    damages = {
+      "half_saved_model_pb": lambda path: truncate(os.path.join(path, "saved_model.pb")),
+      "no_saved_model_pb": lambda path: os.remove(os.path.join(path, "saved_model.pb")),
+      "no_variables": lambda path: shutil.rmtree(os.path.join(path, "variables")),
+      "half_variables_data": lambda path: truncate(
+        os.path.join(path, "variables", "variables.data-00000-of-00001")
+      ),
+      "half_variables_index": lambda path: truncate(os.path.join(path, "variables", "variables.index")),
+    }
+    for name, damage in damages.items():
+      with self.subTest(damage=name):
+        path = os.path.join(self.workspace, "damaged", name)
+        shutil.copytree(self.vector_export, path)
+        damage(path)
+        with self.assertRaises(ValueError) as context:
+          saved_model_distribution.load_distribution(path)
+        message = str(context.exception)
+        self.assertTrue(message.startswith(f"`path` {path} does not hold a complete SavedModel"), message)
+        self.assertNotIn("\n", message)
+        self.assertIsNone(context.exception.__cause__)
+        self.assertTrue(context.exception.__suppress_context__)  # no traceback from inside TensorFlow
+    missing = os.path.join(self.workspace, "damaged", "missing")
+    with self.assertRaisesRegex(FileNotFoundError, f"{missing} is not a directory"):
+      saved_model_distribution.load_distribution(missing)
+
   def test_export_workdir_exports_the_checkpointed_flow(self):
     base = os.path.join(self.workspace, "from_workdir")
     path, checkpoint = export_lib.export_workdir(self.workdir, base)
