@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -682,6 +683,28 @@ class ExportDirectoryTest(WorkspaceTestCase):
       export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "existing", version=3)
     self.assertEqual(tree_snapshot(model_dir), before)
     self.assertEqual(os.listdir(model_dir), ["3"])
+
+  def test_versions_are_as_readable_as_the_umask_allows(self):
+    for umask, directory_mode, file_mode in [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)]:
+      with self.subTest(umask=oct(umask)):
+        previous = os.umask(umask)
+        try:
+          path = export_lib.export_saved_model(self.vector_flow, self.model_dir(f"umask_{umask:o}"), "modes")
+        finally:
+          os.umask(previous)
+        modes = {}
+        for root, directories, files in os.walk(path):
+          for name in [".", *directories]:
+            modes[os.path.relpath(os.path.join(root, name), path)] = (True, os.stat(os.path.join(root, name)))
+          for name in files:
+            modes[os.path.relpath(os.path.join(root, name), path)] = (
+              False,
+              os.stat(os.path.join(root, name)),
+            )
+        self.assertContainsSubset({".", "variables", "saved_model.pb"}, modes)
+        for name, (is_directory, status) in modes.items():
+          expected = directory_mode if is_directory else file_mode
+          self.assertEqual(oct(stat.S_IMODE(status.st_mode)), oct(expected), name)
 
   def test_interrupted_export_leaves_no_version_and_no_staging_directory(self):
     base = os.path.dirname(self.model_dir("interrupted"))

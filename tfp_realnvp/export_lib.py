@@ -11,8 +11,9 @@ package nor TensorFlow Probability. `export_workdir` exports the flow of a train
 
 import errno
 import os
+import secrets
 import shutil
-import tempfile
+import stat
 
 import numpy as np
 import tensorflow as tf
@@ -58,6 +59,34 @@ def _version_exists_error(model_dir, version, name):
     f"Version {version} already exists as {os.path.join(model_dir, name)}; an export never overwrites a "
     "version. Pass another `version`, or None for the next free one."
   )
+
+
+def _make_staging_dir(model_dir):
+  """Makes a new empty `.staging-*` directory in `model_dir` with `mkdir`'s mode, `0o777` less the umask.
+
+  `tempfile.mkdtemp` would make it `0o700`, which the rename keeps: a TF Serving process running as
+  another user could not read the version.
+  """
+  while True:
+    path = os.path.join(model_dir, _STAGING_PREFIX + secrets.token_hex(8))
+    try:
+      os.mkdir(path)
+      return path
+    except FileExistsError:
+      continue
+
+
+def _set_modes_as_umask_allows(staging_dir):
+  """Gives every directory under `staging_dir` its mode and every file that mode less execute permission
+  (`0o755` and `0o644` under umask 022), as the process umask allows; TensorFlow makes `variables/` `0o755`
+  whatever the umask."""
+  directory_mode = stat.S_IMODE(os.stat(staging_dir).st_mode)
+  file_mode = directory_mode & 0o666
+  for root, directories, files in os.walk(staging_dir):
+    for name in directories:
+      os.chmod(os.path.join(root, name), directory_mode)
+    for name in files:
+      os.chmod(os.path.join(root, name), file_mode)
 
 
 def _publish(staging_dir, model_dir, version):
@@ -110,7 +139,9 @@ def export_saved_model(
       which TF Serving loads as version 7); nothing is changed.
 
   The SavedModel is written to a staging directory beside the versions and renamed into place
-  only once complete, so an interrupted export leaves no version directory. A process killed
+  only once complete, so an interrupted export leaves no version directory. Its directories and files
+  are as readable as the process umask allows (`0o755` and `0o644` under umask 022), so a server
+  running as another user can load them. A process killed
   mid-way can leave a `.staging-*` directory, which TF Serving ignores; delete it at will.
   """
   _check_export_arguments(model_name, version)
@@ -120,9 +151,10 @@ def export_saved_model(
   existing = _existing_versions(model_dir)
   if version is not None and version in existing:
     raise _version_exists_error(model_dir, version, existing[version])
-  staging_dir = tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=model_dir)
+  staging_dir = _make_staging_dir(model_dir)
   try:
     tf.saved_model.save(module, staging_dir, signatures=module.signatures())
+    _set_modes_as_umask_allows(staging_dir)
     return _publish(staging_dir, model_dir, version)
   except BaseException:
     shutil.rmtree(staging_dir, ignore_errors=True)
