@@ -21,8 +21,18 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from tests import fixtures
 from tests.bijector_testing import perturb
-from tfp_realnvp import RealNVP, checkpoints, configs, data, export_lib, saved_model_distribution, serving
+from tfp_realnvp import (
+  RealNVP,
+  checkpoints,
+  configs,
+  data,
+  export_lib,
+  saved_model_distribution,
+  serving,
+  train_lib,
+)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TF_DIR = os.path.dirname(tf.__file__)
@@ -592,6 +602,62 @@ class ExportedFlowTest(WorkspaceTestCase):
     assert_close_relative(self, tape.gradient(in_memory, x), tape.gradient(exported, x), rtol=1e-4)
 
 
+class ExportCommandTest(WorkspaceTestCase):
+  """`export/export_model.py` on a workdir that `train_lib` trained: one line of output, no logging."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.workdir = os.path.join(cls.workspace, "run")
+    config = fixtures.tiny_config(
+      num_train_steps=2, checkpoint_every_steps=2, eval_every_steps=0, num_samples=1
+    )
+    train_lib.train_and_evaluate(config, cls.workdir)
+    flow, cls.checkpoint = checkpoints.restore_flow(cls.workdir)
+    cls.num_parameters = sum(int(np.prod(variable.shape)) for variable in flow.trainable_variables)
+
+  def run_command(self, export_base, *flags):
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+      [
+        sys.executable,
+        os.path.join(REPO_ROOT, "export", "export_model.py"),
+        f"--workdir={self.workdir}",
+        f"--export_base={export_base}",
+        *flags,
+      ],
+      env={**env, "PYTHONPATH": REPO_ROOT},
+      capture_output=True,
+      text=True,
+      timeout=600,
+      check=False,
+    )
+
+  def test_an_export_prints_one_line_and_no_logging(self):
+    export_base = os.path.join(self.workspace, "quiet")
+    completed = self.run_command(export_base, "--max_num_samples=3")
+    self.assertEqual(completed.returncode, 0, completed.stderr[-3000:])
+    path = os.path.join(export_base, "realnvp", "1")
+    self.assertEqual(
+      completed.stdout,
+      f"exported digits flow ({self.num_parameters:,} parameters) from {self.checkpoint} to {path}\n",
+    )
+    self.assertEqual(self.checkpoint, os.path.join(self.workdir, "checkpoints", "ckpt-2"))
+    self.assertEqual(completed.stderr, "")
+    # `--max_num_samples` reaches the graph.
+    sample = tf.saved_model.load(path).signatures["sample"]
+    seed = tf.constant([1, 2])
+    self.assertEqual(sample(num_samples=3, temperature=1.0, seed=seed)["samples"].shape, [3, 8, 8, 1])
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "set at export to 3"):
+      sample(num_samples=4, temperature=1.0, seed=seed)
+
+  def test_verbosity_brings_the_logging_back(self):
+    completed = self.run_command(os.path.join(self.workspace, "verbose"), "--verbosity=0")
+    self.assertEqual(completed.returncode, 0, completed.stderr[-3000:])
+    self.assertEqual(len(completed.stdout.splitlines()), 1, completed.stdout)
+    self.assertRegex(completed.stderr, r"(?m)^I\d{4} .*Writing fingerprint")
+
+
 class MaxNumSamplesTest(tf.test.TestCase):
   def test_the_default_is_4096_in_the_graph(self):
     self.assertEqual(serving.DEFAULT_MAX_NUM_SAMPLES, 4096)
@@ -783,9 +849,12 @@ class ExportDirectoryTest(WorkspaceTestCase):
 
   def test_export_workdir_exports_the_checkpointed_flow(self):
     base = os.path.join(self.workspace, "from_workdir")
-    path, checkpoint = export_lib.export_workdir(self.workdir, base)
+    path, checkpoint, dataset, num_parameters = export_lib.export_workdir(self.workdir, base)
     self.assertEqual(path, os.path.join(base, "realnvp", "1"))
     self.assertEqual(checkpoint, os.path.join(self.workdir, "checkpoints", "ckpt-7"))
+    self.assertEqual(dataset, "digits")
+    trainable = sum(int(np.prod(variable.shape)) for variable in self.image_flow.trainable_variables)
+    self.assertEqual(num_parameters, trainable)
     x = pixels([4, 8, 8, 1], 4, seed=30)
     exported = tf.saved_model.load(path).signatures["log_prob"](x=tf.constant(x))["log_prob"]
     assert_close_relative(self, self.image_flow.log_prob(x), exported)

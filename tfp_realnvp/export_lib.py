@@ -14,14 +14,15 @@ import os
 import secrets
 import shutil
 import stat
+import typing
 
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import checkpoints
+from tfp_realnvp import checkpoints, configs
 from tfp_realnvp.serving import DEFAULT_MAX_NUM_SAMPLES, ServingModule
 
-__all__ = ["export_saved_model", "export_workdir"]
+__all__ = ["WorkdirExport", "export_saved_model", "export_workdir"]
 
 # Staging directories live beside the versions; TF Serving only loads all-digit names.
 _STAGING_PREFIX = ".staging-"
@@ -161,6 +162,16 @@ def export_saved_model(
     raise
 
 
+class WorkdirExport(typing.NamedTuple):
+  """What `export_workdir` exported: the version directory written, the checkpoint exported, the run's
+  dataset and the flow's number of trainable parameters."""
+
+  path: str
+  checkpoint: str
+  dataset: str
+  num_parameters: int
+
+
 def export_workdir(
   workdir,
   export_base,
@@ -169,6 +180,11 @@ def export_workdir(
   checkpoint=None,
   max_num_samples=DEFAULT_MAX_NUM_SAMPLES,
 ):
-  """Exports a training run's flow (see `checkpoints.restore_flow`); returns `(version directory, checkpoint)`."""
+  """Exports a training run's flow (see `checkpoints.restore_flow`) with `export_saved_model`; returns a
+  `WorkdirExport`."""
   flow, checkpoint = checkpoints.restore_flow(workdir, checkpoint)
-  return export_saved_model(flow, export_base, model_name, version, max_num_samples), checkpoint
+  path = export_saved_model(flow, export_base, model_name, version, max_num_samples)
+  with tf.io.gfile.GFile(checkpoints.config_path(workdir)) as file:
+    dataset = configs.from_json(file.read()).dataset
+  num_parameters = sum(variable.shape.num_elements() for variable in flow.trainable_variables)
+  return WorkdirExport(path, checkpoint, dataset, num_parameters)
