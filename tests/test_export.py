@@ -7,6 +7,7 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -203,6 +204,10 @@ def import_grpc_client():
 
 
 HAS_SERVING_API = importlib.util.find_spec("tensorflow_serving") is not None
+# Installed with tensorflow, beside this interpreter.
+SAVED_MODEL_CLI = shutil.which(
+  "saved_model_cli", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+)
 
 
 class WorkspaceTestCase(tf.test.TestCase):
@@ -318,6 +323,29 @@ class ExportedFlowTest(WorkspaceTestCase):
       cwd=cls.workspace,
     )
 
+    # The README's `saved_model_cli run` command, as printed there.
+    saved_model_cli = None
+    if SAVED_MODEL_CLI:
+      np.save(os.path.join(cls.workspace, "rows.npy"), cls.inputs["realnvp"]["x"])
+      saved_model_cli = subprocess.Popen(
+        [
+          SAVED_MODEL_CLI,
+          "run",
+          "--dir",
+          cls.paths["realnvp"],
+          "--tag_set",
+          "serve",
+          "--signature_def",
+          "log_prob",
+          "--inputs",
+          "x=rows.npy",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cls.workspace,
+      )
+
     cls.expected = {}
     for model, flow in cls.flows.items():
       x, z = cls.inputs[model]["x"], cls.inputs[model]["z"].astype(np.float32)
@@ -362,6 +390,9 @@ class ExportedFlowTest(WorkspaceTestCase):
       c_program = subprocess.run(arguments[:-1], check=False, capture_output=True, text=True, timeout=600)
       cls.c_returncode, cls.c_stderr = c_program.returncode, c_program.stderr
       cls.c_results = parse_binary_output(c_program.stdout)
+    if saved_model_cli is not None:
+      cls.saved_model_cli_output = saved_model_cli.communicate(timeout=600)
+      cls.saved_model_cli_returncode = saved_model_cli.returncode
     stdout, stderr = loader.communicate(timeout=600)
     if loader.returncode:
       raise RuntimeError(f"The loader process failed:\n{stderr[-5000:]}")
@@ -551,6 +582,18 @@ class ExportedFlowTest(WorkspaceTestCase):
     self.assertIn(
       f"`num_samples` must be at most `max_num_samples`, set at export to {MAX_NUM_SAMPLES}", error
     )
+
+  @unittest.skipUnless(SAVED_MODEL_CLI, "needs saved_model_cli (installed with tensorflow) on PATH")
+  def test_saved_model_cli_runs_the_readme_command(self):
+    stdout, stderr = self.saved_model_cli_output
+    self.assertEqual(self.saved_model_cli_returncode, 0, stderr[-3000:])
+    # `Result for output key NAME:` and then the array as NumPy prints it, one block per output.
+    blocks = re.findall(r"Result for output key (\w+):\n\[([^\]]*)\]", stdout)
+    outputs = {name: np.array(values.split(), np.float32) for name, values in blocks}
+    expected = self.expected[("realnvp", "log_prob", "batch")]
+    self.assertEqual(set(outputs), set(expected), stdout)
+    for name in expected:
+      assert_close_relative(self, expected[name], outputs[name])
 
   @unittest.skipUnless(HAS_SERVING_API, "needs tensorflow-serving-api (the serving extra)")
   def test_grpc_requests_match_the_signatures_and_run(self):
