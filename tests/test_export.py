@@ -39,7 +39,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TF_DIR = os.path.dirname(tf.__file__)
 IMAGE_OVERRIDES = {"num_blocks": 1, "num_filters": 4, "dropout": 0.0, "batch_norm_momentum": 0.5}
 # The exports' `max_num_samples`: small, so that requests at the limit are quick.
-MAX_NUM_SAMPLES = 5
+MAX_NUM_SAMPLES = 6
 SAMPLE_INPUTS = {
   "num_samples": np.int32(3),
   "temperature": np.float32(0.7),
@@ -116,6 +116,10 @@ def small_vector_flow():
     flow.log_prob(np.random.RandomState(seed).normal(size=[16, 3]).astype(np.float32), training=True)
   perturb(flow, stddev=0.1)
   return flow
+
+
+def num_trainable_parameters(flow):
+  return sum(int(np.prod(variable.shape)) for variable in flow.trainable_variables)
 
 
 def assert_close_relative(test, expected, actual, rtol=1e-5):
@@ -636,7 +640,9 @@ class ExportedFlowTest(WorkspaceTestCase):
     assert_close_relative(self, flow.sample(5, seed=seed), samples)
     self.assertAllEqual(samples, distribution.sample(5, seed=seed))
     self.assertNotAllClose(samples, distribution.sample(5, seed=tf.constant([3, 5])))
-    self.assertEqual(distribution.sample([2, 3], seed=1).shape, [2, 3, 3])
+    self.assertEqual(distribution.sample([2, 3], seed=1).shape, [2, 3, 3])  # MAX_NUM_SAMPLES samples
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "at most `max_num_samples`"):
+      distribution.sample(MAX_NUM_SAMPLES + 1, seed=1)
     # Gradients flow through the restored graph: usable as a learned prior.
     x = tf.constant(x)
     with tf.GradientTape(persistent=True) as tape:
@@ -657,7 +663,7 @@ class ExportCommandTest(WorkspaceTestCase):
     )
     train_lib.train_and_evaluate(config, cls.workdir)
     flow, cls.checkpoint = checkpoints.restore_flow(cls.workdir)
-    cls.num_parameters = sum(int(np.prod(variable.shape)) for variable in flow.trainable_variables)
+    cls.num_parameters = num_trainable_parameters(flow)
 
   def run_command(self, export_base, *flags):
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
@@ -774,24 +780,21 @@ class ExportDirectoryTest(WorkspaceTestCase):
     path = export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "unicode_digits")
     self.assertEqual(path, os.path.join(model_dir, "3"))
 
-  def test_a_version_with_leading_zeros_is_that_version(self):
-    model_dir = self.model_dir("leading_zeros")
-    shutil.copytree(self.vector_export, os.path.join(model_dir, "007"))
-    before = tree_snapshot(model_dir)
-    with self.assertRaisesRegex(FileExistsError, "Version 7 already exists as .*/007;"):
-      export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "leading_zeros", version=7)
-    self.assertEqual(tree_snapshot(model_dir), before)
-    path = export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "leading_zeros")
-    self.assertEqual(path, os.path.join(model_dir, "8"))
-
   def test_export_into_an_existing_version_raises_and_leaves_it_untouched(self):
-    model_dir = self.model_dir("existing")
-    shutil.copytree(self.vector_export, os.path.join(model_dir, "3"))
-    before = tree_snapshot(model_dir)
-    with self.assertRaisesRegex(FileExistsError, "already exists"):
-      export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "existing", version=3)
-    self.assertEqual(tree_snapshot(model_dir), before)
-    self.assertEqual(os.listdir(model_dir), ["3"])
+    # TF Serving parses version names as int64: `007` is version 7.
+    for name, version in [("3", 3), ("007", 7)]:
+      with self.subTest(name=name):
+        model_dir = self.model_dir(f"existing_{name}")
+        shutil.copytree(self.vector_export, os.path.join(model_dir, name))
+        before = tree_snapshot(model_dir)
+        with self.assertRaisesRegex(FileExistsError, f"Version {version} already exists as .*/{name};"):
+          export_lib.export_saved_model(
+            self.vector_flow, os.path.dirname(model_dir), os.path.basename(model_dir), version=version
+          )
+        self.assertEqual(tree_snapshot(model_dir), before)
+        self.assertEqual(os.listdir(model_dir), [name])
+    path = export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "existing_007")
+    self.assertEqual(path, os.path.join(model_dir, "8"))
 
   def test_versions_are_as_readable_as_the_umask_allows(self):
     for umask, directory_mode, file_mode in [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)]:
@@ -896,8 +899,7 @@ class ExportDirectoryTest(WorkspaceTestCase):
     self.assertEqual(path, os.path.join(base, "realnvp", "1"))
     self.assertEqual(checkpoint, os.path.join(self.workdir, "checkpoints", "ckpt-7"))
     self.assertEqual(dataset, "digits")
-    trainable = sum(int(np.prod(variable.shape)) for variable in self.image_flow.trainable_variables)
-    self.assertEqual(num_parameters, trainable)
+    self.assertEqual(num_parameters, num_trainable_parameters(self.image_flow))
     x = pixels([4, 8, 8, 1], 4, seed=30)
     exported = tf.saved_model.load(path).signatures["log_prob"](x=tf.constant(x))["log_prob"]
     assert_close_relative(self, self.image_flow.log_prob(x), exported)

@@ -55,6 +55,14 @@ def _existing_versions(model_dir):
   return {int(name): name for name in names if int(name) <= _MAX_VERSION}
 
 
+def _check_version_free(model_dir, version):
+  """Raises `FileExistsError` if `version` (None: any free one) exists in `model_dir`; returns the versions."""
+  existing = _existing_versions(model_dir)
+  if version is not None and version in existing:
+    raise _version_exists_error(model_dir, version, existing[version])
+  return existing
+
+
 def _version_exists_error(model_dir, version, name):
   return FileExistsError(
     f"Version {version} already exists as {os.path.join(model_dir, name)}; an export never overwrites a "
@@ -98,9 +106,7 @@ def _publish(staging_dir, model_dir, version):
   makes the rename fail (its directory is not empty): the next free version is taken instead.
   """
   while True:
-    existing = _existing_versions(model_dir)
-    if version is not None and version in existing:
-      raise _version_exists_error(model_dir, version, existing[version])
+    existing = _check_version_free(model_dir, version)
     target = version if version is not None else max(existing, default=0) + 1
     if target > _MAX_VERSION:
       raise ValueError(f"{model_dir} already holds the largest version TF Serving can load, {_MAX_VERSION}.")
@@ -142,16 +148,14 @@ def export_saved_model(
   The SavedModel is written to a staging directory beside the versions and renamed into place
   only once complete, so an interrupted export leaves no version directory. Its directories and files
   are as readable as the process umask allows (`0o755` and `0o644` under umask 022), so a server
-  running as another user can load them. A process killed
-  mid-way can leave a `.staging-*` directory, which TF Serving ignores; delete it at will.
+  running as another user can load them. A process killed mid-way can leave a `.staging-*` directory,
+  which TF Serving ignores; delete it at will.
   """
   _check_export_arguments(model_name, version)
   module = ServingModule(flow, max_num_samples)
   model_dir = os.path.join(os.fspath(export_base), model_name)
   os.makedirs(model_dir, exist_ok=True)
-  existing = _existing_versions(model_dir)
-  if version is not None and version in existing:
-    raise _version_exists_error(model_dir, version, existing[version])
+  _check_version_free(model_dir, version)  # before the slow part; checked again when publishing
   staging_dir = _make_staging_dir(model_dir)
   try:
     tf.saved_model.save(module, staging_dir, signatures=module.signatures())
@@ -183,8 +187,8 @@ def export_workdir(
   """Exports a training run's flow (see `checkpoints.restore_flow`) with `export_saved_model`; returns a
   `WorkdirExport`."""
   flow, checkpoint = checkpoints.restore_flow(workdir, checkpoint)
-  path = export_saved_model(flow, export_base, model_name, version, max_num_samples)
   with tf.io.gfile.GFile(checkpoints.config_path(workdir)) as file:
     dataset = configs.from_json(file.read()).dataset
+  path = export_saved_model(flow, export_base, model_name, version, max_num_samples)
   num_parameters = sum(variable.shape.num_elements() for variable in flow.trainable_variables)
   return WorkdirExport(path, checkpoint, dataset, num_parameters)
