@@ -30,7 +30,7 @@ class CheckpointCompatibilityTest(tf.test.TestCase):
 
   def test_export_from_old_checkpoint_matches_old_export(self):
     export_base = tempfile.mkdtemp(dir=self.get_temp_dir())
-    path, _ = export_lib.export_workdir(FIXTURE, export_base)
+    path = export_lib.export_workdir(FIXTURE, export_base).path
     loaded = tf.saved_model.load(path)
     log_prob = loaded.signatures["log_prob"](x=tf.constant(self.reference["x"]))["log_prob"].numpy()
     np.testing.assert_allclose(log_prob, self.reference["export_log_prob"], rtol=1e-6)

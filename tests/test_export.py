@@ -4,10 +4,13 @@ bad input at serving time, version directories, interrupted exports and training
 import dataclasses
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
+import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -19,12 +22,24 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from tests import fixtures
 from tests.bijector_testing import perturb
-from tfp_realnvp import RealNVP, checkpoints, configs, data, export_lib, saved_model_distribution, serving
+from tfp_realnvp import (
+  RealNVP,
+  checkpoints,
+  configs,
+  data,
+  export_lib,
+  saved_model_distribution,
+  serving,
+  train_lib,
+)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TF_DIR = os.path.dirname(tf.__file__)
 IMAGE_OVERRIDES = {"num_blocks": 1, "num_filters": 4, "dropout": 0.0, "batch_norm_momentum": 0.5}
+# The exports' `max_num_samples`: small, so that requests at the limit are quick.
+MAX_NUM_SAMPLES = 6
 SAMPLE_INPUTS = {
   "num_samples": np.int32(3),
   "temperature": np.float32(0.7),
@@ -103,6 +118,10 @@ def small_vector_flow():
   return flow
 
 
+def num_trainable_parameters(flow):
+  return sum(int(np.prod(variable.shape)) for variable in flow.trainable_variables)
+
+
 def assert_close_relative(test, expected, actual, rtol=1e-5):
   """Equal to `rtol` relative to the largest magnitude in `expected` (entries near 0 included)."""
   expected, actual = np.asarray(expected), np.asarray(actual)
@@ -142,7 +161,7 @@ def tree_snapshot(directory):
 
 
 def version_dirs(model_dir):
-  return sorted(name for name in os.listdir(model_dir) if name.isdigit())
+  return sorted(name for name in os.listdir(model_dir) if name.isascii() and name.isdigit())
 
 
 def gcc_command(binary):
@@ -189,6 +208,10 @@ def import_grpc_client():
 
 
 HAS_SERVING_API = importlib.util.find_spec("tensorflow_serving") is not None
+# Installed with tensorflow, beside this interpreter.
+SAVED_MODEL_CLI = shutil.which(
+  "saved_model_cli", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+)
 
 
 class WorkspaceTestCase(tf.test.TestCase):
@@ -216,7 +239,8 @@ class ExportedFlowTest(WorkspaceTestCase):
     cls.flows = {"realnvp": small_image_flow(), "vector": small_vector_flow()}
     base = os.path.join(cls.workspace, "exports")
     cls.paths = {
-      name: export_lib.export_saved_model(flow, base, model_name=name) for name, flow in cls.flows.items()
+      name: export_lib.export_saved_model(flow, base, model_name=name, max_num_samples=MAX_NUM_SAMPLES)
+      for name, flow in cls.flows.items()
     }
     x_image = pixels([5, 8, 8, 1], 4, seed=10)
     x_bad = x_image.copy()
@@ -258,6 +282,9 @@ class ExportedFlowTest(WorkspaceTestCase):
           (model, "sample", "seed"): SAMPLE_INPUTS,
           (model, "sample", "none"): dict(SAMPLE_INPUTS, num_samples=np.int32(0)),
           (model, "sample", "negative"): dict(SAMPLE_INPUTS, num_samples=np.int32(-1)),
+          (model, "sample", "at_max"): dict(SAMPLE_INPUTS, num_samples=np.int32(MAX_NUM_SAMPLES)),
+          (model, "sample", "above_max"): dict(SAMPLE_INPUTS, num_samples=np.int32(MAX_NUM_SAMPLES + 1)),
+          (model, "sample", "int32_max"): dict(SAMPLE_INPUTS, num_samples=np.int32(2**31 - 1)),
           (model, "sample", "nan_temperature"): dict(SAMPLE_INPUTS, temperature=np.float32(np.nan)),
         }
       )
@@ -300,6 +327,29 @@ class ExportedFlowTest(WorkspaceTestCase):
       cwd=cls.workspace,
     )
 
+    # The README's `saved_model_cli run` command, as printed there.
+    saved_model_cli = None
+    if SAVED_MODEL_CLI:
+      np.save(os.path.join(cls.workspace, "rows.npy"), cls.inputs["realnvp"]["x"])
+      saved_model_cli = subprocess.Popen(
+        [
+          SAVED_MODEL_CLI,
+          "run",
+          "--dir",
+          cls.paths["realnvp"],
+          "--tag_set",
+          "serve",
+          "--signature_def",
+          "log_prob",
+          "--inputs",
+          "x=rows.npy",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cls.workspace,
+      )
+
     cls.expected = {}
     for model, flow in cls.flows.items():
       x, z = cls.inputs[model]["x"], cls.inputs[model]["z"].astype(np.float32)
@@ -320,8 +370,8 @@ class ExportedFlowTest(WorkspaceTestCase):
     cls.gcc_output = gcc.communicate(timeout=600)[0]
     cls.gcc_returncode = gcc.returncode
     if cls.gcc_returncode == 0:
-      # One load, four requests: the good batch followed by the bad-valued one, a sample,
-      # a wrong image size and a wrong dtype.
+      # One load, six requests: the good batch followed by the bad-valued one, a sample,
+      # a wrong image size, a wrong dtype, and samples at and above `max_num_samples`.
       x, x_bad = cls.inputs["realnvp"]["x"], cls.inputs["realnvp"]["x_bad"]
       arrays = {
         "batch": np.concatenate([x, x_bad]),
@@ -335,6 +385,8 @@ class ExportedFlowTest(WorkspaceTestCase):
         ["sample", "num_samples=3", "temperature=0.7", "seed=7,11"],
         ["log_prob", f"x={cls.workspace}/wrong_size.npy"],
         ["log_prob", f"x={cls.workspace}/wrong_dtype.npy"],
+        ["sample", f"num_samples={MAX_NUM_SAMPLES}", "temperature=0.7", "seed=7,11"],
+        ["sample", f"num_samples={MAX_NUM_SAMPLES + 1}", "temperature=0.7", "seed=7,11"],
       ]
       arguments = [cls.binary, cls.paths["realnvp"]]
       for request in requests:
@@ -342,6 +394,9 @@ class ExportedFlowTest(WorkspaceTestCase):
       c_program = subprocess.run(arguments[:-1], check=False, capture_output=True, text=True, timeout=600)
       cls.c_returncode, cls.c_stderr = c_program.returncode, c_program.stderr
       cls.c_results = parse_binary_output(c_program.stdout)
+    if saved_model_cli is not None:
+      cls.saved_model_cli_output = saved_model_cli.communicate(timeout=600)
+      cls.saved_model_cli_returncode = saved_model_cli.returncode
     stdout, stderr = loader.communicate(timeout=600)
     if loader.returncode:
       raise RuntimeError(f"The loader process failed:\n{stderr[-5000:]}")
@@ -365,7 +420,7 @@ class ExportedFlowTest(WorkspaceTestCase):
   def c_result(self, index):
     """The C program's `(signature, outputs or error)` for its `index`-th request."""
     self.assertEqual(self.gcc_returncode, 0, self.gcc_output)
-    self.assertLen(self.c_results, 4, self.c_stderr[-3000:])
+    self.assertLen(self.c_results, 6, self.c_stderr[-3000:])
     return self.c_results[index]
 
   def test_first_export_is_version_1(self):
@@ -448,6 +503,10 @@ class ExportedFlowTest(WorkspaceTestCase):
       "realnvp": [np.nan, -np.inf, -np.inf, -np.inf],  # NaN, -1, 2**num_bits, inf
       "vector": [np.nan, -np.inf, -np.inf],  # NaN, inf, -inf
     }
+    for model, special in expected.items():
+      # The library's flow scores them the same (a vector flow's `[inf, ...]` once was NaN there).
+      library = self.flows[model].log_prob(self.inputs[model]["x_bad"]).numpy()
+      self.assertAllEqual(library[: len(special)], special)
     for loader in ("tf2", "tf1"):
       for model, special in expected.items():
         outputs = self.loader_result(loader, model, "log_prob", "bad_values")
@@ -504,6 +563,42 @@ class ExportedFlowTest(WorkspaceTestCase):
     self.assertIn("is not compatible with expected shape", self.c_result(2)[1])
     self.assertIn("Expects arg[0] to be float but double is provided", self.c_result(3)[1])
 
+  def test_sample_refuses_more_than_max_num_samples_in_every_loader(self):
+    for model, flow in self.flows.items():
+      shape = (MAX_NUM_SAMPLES, *flow.event_shape)
+      for loader in ("tf2", "tf1"):
+        with self.subTest(model=model, loader=loader):
+          samples = self.loader_result(loader, model, "sample", "at_max")["samples"]
+          self.assertEqual(samples.shape, shape)
+          self.assertTrue(np.all(np.isfinite(samples)))
+          for case in ("above_max", "int32_max"):
+            error = self.loader_error(loader, model, "sample", case)
+            self.assertIn("InvalidArgumentError", error)
+            self.assertIn(
+              f"`num_samples` must be at most `max_num_samples`, set at export to {MAX_NUM_SAMPLES}", error
+            )
+    # The C API loader is TF Serving's.
+    signature, outputs = self.c_result(4)
+    self.assertEqual(signature, "sample")
+    self.assertEqual(outputs["samples"].shape, (MAX_NUM_SAMPLES, 8, 8, 1))
+    signature, error = self.c_result(5)
+    self.assertEqual(signature, "sample")
+    self.assertIn(
+      f"`num_samples` must be at most `max_num_samples`, set at export to {MAX_NUM_SAMPLES}", error
+    )
+
+  @unittest.skipUnless(SAVED_MODEL_CLI, "needs saved_model_cli (installed with tensorflow) on PATH")
+  def test_saved_model_cli_runs_the_readme_command(self):
+    stdout, stderr = self.saved_model_cli_output
+    self.assertEqual(self.saved_model_cli_returncode, 0, stderr[-3000:])
+    # `Result for output key NAME:` and then the array as NumPy prints it, one block per output.
+    blocks = re.findall(r"Result for output key (\w+):\n\[([^\]]*)\]", stdout)
+    outputs = {name: np.array(values.split(), np.float32) for name, values in blocks}
+    expected = self.expected[("realnvp", "log_prob", "batch")]
+    self.assertEqual(set(outputs), set(expected), stdout)
+    for name in expected:
+      assert_close_relative(self, expected[name], outputs[name])
+
   @unittest.skipUnless(HAS_SERVING_API, "needs tensorflow-serving-api (the serving extra)")
   def test_grpc_requests_match_the_signatures_and_run(self):
     from tensorflow_serving.apis import predict_pb2  # optional: the serving extra
@@ -545,13 +640,91 @@ class ExportedFlowTest(WorkspaceTestCase):
     assert_close_relative(self, flow.sample(5, seed=seed), samples)
     self.assertAllEqual(samples, distribution.sample(5, seed=seed))
     self.assertNotAllClose(samples, distribution.sample(5, seed=tf.constant([3, 5])))
-    self.assertEqual(distribution.sample([2, 3], seed=1).shape, [2, 3, 3])
+    self.assertEqual(distribution.sample([2, 3], seed=1).shape, [2, 3, 3])  # MAX_NUM_SAMPLES samples
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "at most `max_num_samples`"):
+      distribution.sample(MAX_NUM_SAMPLES + 1, seed=1)
     # Gradients flow through the restored graph: usable as a learned prior.
     x = tf.constant(x)
     with tf.GradientTape(persistent=True) as tape:
       tape.watch(x)
       exported, in_memory = distribution.log_prob(x), flow.log_prob(x)
     assert_close_relative(self, tape.gradient(in_memory, x), tape.gradient(exported, x), rtol=1e-4)
+
+
+class ExportCommandTest(WorkspaceTestCase):
+  """`export/export_model.py` on a workdir that `train_lib` trained: one line of output, no logging."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.workdir = os.path.join(cls.workspace, "run")
+    config = fixtures.tiny_config(
+      num_train_steps=2, checkpoint_every_steps=2, eval_every_steps=0, num_samples=1
+    )
+    train_lib.train_and_evaluate(config, cls.workdir)
+    flow, cls.checkpoint = checkpoints.restore_flow(cls.workdir)
+    cls.num_parameters = num_trainable_parameters(flow)
+
+  def run_command(self, export_base, *flags):
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+      [
+        sys.executable,
+        os.path.join(REPO_ROOT, "export", "export_model.py"),
+        f"--workdir={self.workdir}",
+        f"--export_base={export_base}",
+        *flags,
+      ],
+      env={**env, "PYTHONPATH": REPO_ROOT},
+      capture_output=True,
+      text=True,
+      timeout=600,
+      check=False,
+    )
+
+  def test_an_export_prints_one_line_and_no_logging(self):
+    export_base = os.path.join(self.workspace, "quiet")
+    completed = self.run_command(export_base, "--max_num_samples=3")
+    self.assertEqual(completed.returncode, 0, completed.stderr[-3000:])
+    path = os.path.join(export_base, "realnvp", "1")
+    self.assertEqual(
+      completed.stdout,
+      f"exported digits flow ({self.num_parameters:,} parameters) from {self.checkpoint} to {path}\n",
+    )
+    self.assertEqual(self.checkpoint, os.path.join(self.workdir, "checkpoints", "ckpt-2"))
+    self.assertEqual(completed.stderr, "")
+    # `--max_num_samples` reaches the graph.
+    sample = tf.saved_model.load(path).signatures["sample"]
+    seed = tf.constant([1, 2])
+    self.assertEqual(sample(num_samples=3, temperature=1.0, seed=seed)["samples"].shape, [3, 8, 8, 1])
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "set at export to 3"):
+      sample(num_samples=4, temperature=1.0, seed=seed)
+
+  def test_verbosity_brings_the_logging_back(self):
+    completed = self.run_command(os.path.join(self.workspace, "verbose"), "--verbosity=0")
+    self.assertEqual(completed.returncode, 0, completed.stderr[-3000:])
+    self.assertEqual(len(completed.stdout.splitlines()), 1, completed.stdout)
+    self.assertRegex(completed.stderr, r"(?m)^I\d{4} .*Writing fingerprint")
+
+
+class MaxNumSamplesTest(tf.test.TestCase):
+  def test_the_default_is_4096_in_the_graph(self):
+    self.assertEqual(serving.DEFAULT_MAX_NUM_SAMPLES, 4096)
+    for function in (export_lib.export_saved_model, export_lib.export_workdir):
+      self.assertEqual(inspect.signature(function).parameters["max_num_samples"].default, 4096)
+    module = serving.ServingModule(small_vector_flow())
+    seed = tf.constant([1, 2])
+    self.assertEqual(module.sample(tf.constant(4096), tf.constant(1.0), seed)["samples"].shape, [4096, 3])
+    with self.assertRaisesRegex(
+      tf.errors.InvalidArgumentError, "at most `max_num_samples`, set at export to 4096"
+    ):
+      module.sample(tf.constant(4097), tf.constant(1.0), seed)
+
+  def test_bad_max_num_samples_names_the_argument(self):
+    flow = small_vector_flow()
+    for value in (0, -1, True, 2.5, "8", 2**31 // 3 + 1):
+      with self.assertRaisesRegex(ValueError, r"`max_num_samples` must be an integer in \[1, 715827882\]"):
+        serving.ServingModule(flow, max_num_samples=value)
 
 
 class Uint8ImagesTest(tf.test.TestCase):
@@ -598,14 +771,52 @@ class ExportDirectoryTest(WorkspaceTestCase):
     self.assertEqual(version_dirs(model_dir), ["5", "6"])
     self.assertTrue(os.path.exists(os.path.join(path, "saved_model.pb")))
 
+  def test_only_ascii_decimal_int64_names_are_versions(self):
+    model_dir = self.model_dir("unicode_digits")
+    shutil.copytree(self.vector_export, os.path.join(model_dir, "2"))
+    # `str.isdigit` is True for all three; `int` refuses the first two, TF Serving's int64 the third.
+    for name in ("²", "٣", "9" * 20):
+      os.makedirs(os.path.join(model_dir, name))
+    path = export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "unicode_digits")
+    self.assertEqual(path, os.path.join(model_dir, "3"))
+
   def test_export_into_an_existing_version_raises_and_leaves_it_untouched(self):
-    model_dir = self.model_dir("existing")
-    shutil.copytree(self.vector_export, os.path.join(model_dir, "3"))
-    before = tree_snapshot(model_dir)
-    with self.assertRaisesRegex(FileExistsError, "already exists"):
-      export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "existing", version=3)
-    self.assertEqual(tree_snapshot(model_dir), before)
-    self.assertEqual(os.listdir(model_dir), ["3"])
+    # TF Serving parses version names as int64: `007` is version 7.
+    for name, version in [("3", 3), ("007", 7)]:
+      with self.subTest(name=name):
+        model_dir = self.model_dir(f"existing_{name}")
+        shutil.copytree(self.vector_export, os.path.join(model_dir, name))
+        before = tree_snapshot(model_dir)
+        with self.assertRaisesRegex(FileExistsError, f"Version {version} already exists as .*/{name};"):
+          export_lib.export_saved_model(
+            self.vector_flow, os.path.dirname(model_dir), os.path.basename(model_dir), version=version
+          )
+        self.assertEqual(tree_snapshot(model_dir), before)
+        self.assertEqual(os.listdir(model_dir), [name])
+    path = export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "existing_007")
+    self.assertEqual(path, os.path.join(model_dir, "8"))
+
+  def test_versions_are_as_readable_as_the_umask_allows(self):
+    for umask, directory_mode, file_mode in [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)]:
+      with self.subTest(umask=oct(umask)):
+        previous = os.umask(umask)
+        try:
+          path = export_lib.export_saved_model(self.vector_flow, self.model_dir(f"umask_{umask:o}"), "modes")
+        finally:
+          os.umask(previous)
+        modes = {}
+        for root, directories, files in os.walk(path):
+          for name in [".", *directories]:
+            modes[os.path.relpath(os.path.join(root, name), path)] = (True, os.stat(os.path.join(root, name)))
+          for name in files:
+            modes[os.path.relpath(os.path.join(root, name), path)] = (
+              False,
+              os.stat(os.path.join(root, name)),
+            )
+        self.assertContainsSubset({".", "variables", "saved_model.pb"}, modes)
+        for name, (is_directory, status) in modes.items():
+          expected = directory_mode if is_directory else file_mode
+          self.assertEqual(oct(stat.S_IMODE(status.st_mode)), oct(expected), name)
 
   def test_interrupted_export_leaves_no_version_and_no_staging_directory(self):
     base = os.path.dirname(self.model_dir("interrupted"))
@@ -652,11 +863,43 @@ class ExportDirectoryTest(WorkspaceTestCase):
     self.assertTrue(staging.startswith(".staging-"))
     self.assertEqual(version_dirs(model_dir), [])
 
+  def test_load_distribution_of_a_damaged_export_is_one_error_naming_it(self):
+    def truncate(path):
+      with open(path, "r+b") as file:
+        file.truncate(os.path.getsize(path) // 2)
+
+    damages = {
+      "half_saved_model_pb": lambda path: truncate(os.path.join(path, "saved_model.pb")),
+      "no_saved_model_pb": lambda path: os.remove(os.path.join(path, "saved_model.pb")),
+      "no_variables": lambda path: shutil.rmtree(os.path.join(path, "variables")),
+      "half_variables_data": lambda path: truncate(
+        os.path.join(path, "variables", "variables.data-00000-of-00001")
+      ),
+      "half_variables_index": lambda path: truncate(os.path.join(path, "variables", "variables.index")),
+    }
+    for name, damage in damages.items():
+      with self.subTest(damage=name):
+        path = os.path.join(self.workspace, "damaged", name)
+        shutil.copytree(self.vector_export, path)
+        damage(path)
+        with self.assertRaises(ValueError) as context:
+          saved_model_distribution.load_distribution(path)
+        message = str(context.exception)
+        self.assertTrue(message.startswith(f"`path` {path} does not hold a complete SavedModel"), message)
+        self.assertNotIn("\n", message)
+        self.assertIsNone(context.exception.__cause__)
+        self.assertTrue(context.exception.__suppress_context__)  # no traceback from inside TensorFlow
+    missing = os.path.join(self.workspace, "damaged", "missing")
+    with self.assertRaisesRegex(FileNotFoundError, f"{missing} is not a directory"):
+      saved_model_distribution.load_distribution(missing)
+
   def test_export_workdir_exports_the_checkpointed_flow(self):
     base = os.path.join(self.workspace, "from_workdir")
-    path, checkpoint = export_lib.export_workdir(self.workdir, base)
+    path, checkpoint, dataset, num_parameters = export_lib.export_workdir(self.workdir, base)
     self.assertEqual(path, os.path.join(base, "realnvp", "1"))
     self.assertEqual(checkpoint, os.path.join(self.workdir, "checkpoints", "ckpt-7"))
+    self.assertEqual(dataset, "digits")
+    self.assertEqual(num_parameters, num_trainable_parameters(self.image_flow))
     x = pixels([4, 8, 8, 1], 4, seed=30)
     exported = tf.saved_model.load(path).signatures["log_prob"](x=tf.constant(x))["log_prob"]
     assert_close_relative(self, self.image_flow.log_prob(x), exported)
@@ -680,9 +923,11 @@ class ExportDirectoryTest(WorkspaceTestCase):
     for model_name in ("", "a/b", ".."):
       with self.assertRaisesRegex(ValueError, "`model_name`"):
         export_lib.export_saved_model(self.vector_flow, base, model_name=model_name)
-    for version in (-1, True, "3", 1.0):
+    for version in (-1, True, "3", 1.0, 2**63):
       with self.assertRaisesRegex(ValueError, "`version`"):
         export_lib.export_saved_model(self.vector_flow, base, version=version)
+    with self.assertRaisesRegex(ValueError, "`max_num_samples`"):
+      export_lib.export_saved_model(self.vector_flow, base, max_num_samples=0)
     self.assertFalse(os.path.exists(base))
 
 

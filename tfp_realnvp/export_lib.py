@@ -11,19 +11,23 @@ package nor TensorFlow Probability. `export_workdir` exports the flow of a train
 
 import errno
 import os
+import secrets
 import shutil
-import tempfile
+import stat
+import typing
 
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import checkpoints
-from tfp_realnvp.serving import ServingModule
+from tfp_realnvp import checkpoints, configs
+from tfp_realnvp.serving import DEFAULT_MAX_NUM_SAMPLES, ServingModule
 
-__all__ = ["export_saved_model", "export_workdir"]
+__all__ = ["WorkdirExport", "export_saved_model", "export_workdir"]
 
 # Staging directories live beside the versions; TF Serving only loads all-digit names.
 _STAGING_PREFIX = ".staging-"
+# TF Serving parses version directory names as int64: `007` is version 7, and larger numbers are no version.
+_MAX_VERSION = 2**63 - 1
 
 
 def _check_export_arguments(model_name, version):
@@ -32,22 +36,66 @@ def _check_export_arguments(model_name, version):
       f"`model_name` must be a non-empty directory name without {os.sep!r}; got {model_name!r}."
     )
   if version is not None and (
-    isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0
+    isinstance(version, bool)
+    or not isinstance(version, (int, np.integer))
+    or not 0 <= version <= _MAX_VERSION
   ):
     raise ValueError(
-      f"`version` must be None (the next free version) or a non-negative integer; got {version!r}."
+      f"`version` must be None (the next free version) or an integer in [0, 2**63 - 1]; got {version!r}."
     )
 
 
 def _existing_versions(model_dir):
-  return [int(name) for name in os.listdir(model_dir) if name.isdigit()]
+  """`{version: entry name}` of the entries of `model_dir` that TF Serving takes for versions.
+
+  Those are ASCII-decimal names of int64 values (`str.isdigit` alone also accepts digits such as `²`,
+  which `int` refuses), `007` being version 7.
+  """
+  names = (name for name in os.listdir(model_dir) if name.isascii() and name.isdigit())
+  return {int(name): name for name in names if int(name) <= _MAX_VERSION}
 
 
-def _version_exists_error(path):
+def _check_version_free(model_dir, version):
+  """Raises `FileExistsError` if `version` (None: any free one) exists in `model_dir`; returns the versions."""
+  existing = _existing_versions(model_dir)
+  if version is not None and version in existing:
+    raise _version_exists_error(model_dir, version, existing[version])
+  return existing
+
+
+def _version_exists_error(model_dir, version, name):
   return FileExistsError(
-    f"Version directory {path} already exists; an export never overwrites a version. "
-    "Pass another `version`, or None for the next free one."
+    f"Version {version} already exists as {os.path.join(model_dir, name)}; an export never overwrites a "
+    "version. Pass another `version`, or None for the next free one."
   )
+
+
+def _make_staging_dir(model_dir):
+  """Makes a new empty `.staging-*` directory in `model_dir` with `mkdir`'s mode, `0o777` less the umask.
+
+  `tempfile.mkdtemp` would make it `0o700`, which the rename keeps: a TF Serving process running as
+  another user could not read the version.
+  """
+  while True:
+    path = os.path.join(model_dir, _STAGING_PREFIX + secrets.token_hex(8))
+    try:
+      os.mkdir(path)
+      return path
+    except FileExistsError:
+      continue
+
+
+def _set_modes_as_umask_allows(staging_dir):
+  """Gives every directory under `staging_dir` its mode and every file that mode less execute permission
+  (`0o755` and `0o644` under umask 022), as the process umask allows; TensorFlow makes `variables/` `0o755`
+  whatever the umask."""
+  directory_mode = stat.S_IMODE(os.stat(staging_dir).st_mode)
+  file_mode = directory_mode & 0o666
+  for root, directories, files in os.walk(staging_dir):
+    for name in directories:
+      os.chmod(os.path.join(root, name), directory_mode)
+    for name in files:
+      os.chmod(os.path.join(root, name), file_mode)
 
 
 def _publish(staging_dir, model_dir, version):
@@ -58,12 +106,11 @@ def _publish(staging_dir, model_dir, version):
   makes the rename fail (its directory is not empty): the next free version is taken instead.
   """
   while True:
-    target = version if version is not None else max(_existing_versions(model_dir), default=0) + 1
+    existing = _check_version_free(model_dir, version)
+    target = version if version is not None else max(existing, default=0) + 1
+    if target > _MAX_VERSION:
+      raise ValueError(f"{model_dir} already holds the largest version TF Serving can load, {_MAX_VERSION}.")
     path = os.path.join(model_dir, str(target))
-    if os.path.lexists(path):
-      if version is not None:
-        raise _version_exists_error(path)
-      continue
     try:
       os.rename(staging_dir, path)
       return path
@@ -71,10 +118,12 @@ def _publish(staging_dir, model_dir, version):
       if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
         raise
       if version is not None:
-        raise _version_exists_error(path) from error
+        raise _version_exists_error(model_dir, version, str(target)) from error
 
 
-def export_saved_model(flow, export_base, model_name="realnvp", version=None):
+def export_saved_model(
+  flow, export_base, model_name="realnvp", version=None, max_num_samples=DEFAULT_MAX_NUM_SAMPLES
+):
   """Exports `flow` to `<export_base>/<model_name>/<version>/` in TF Serving's layout.
 
   Args:
@@ -85,33 +134,61 @@ def export_saved_model(flow, export_base, model_name="realnvp", version=None):
     model_name: the model's directory under `export_base` (TF Serving's `--model_name`).
     version: a non-negative integer, or None for one more than the largest existing version
       (1 for the first export).
+    max_num_samples: the most samples one request to the `sample` signature may ask for (default 4096,
+      `serving.DEFAULT_MAX_NUM_SAMPLES`); the graph refuses more with `InvalidArgumentError`, so a server
+      cannot be asked to exhaust its memory.
 
   Returns:
     The version directory written.
 
   Raises:
-    FileExistsError: `version` is given and its directory exists; nothing is changed.
+    FileExistsError: `version` is given and exists (also as a name with leading zeros, such as `007`,
+      which TF Serving loads as version 7); nothing is changed.
 
   The SavedModel is written to a staging directory beside the versions and renamed into place
-  only once complete, so an interrupted export leaves no version directory. A process killed
-  mid-way can leave a `.staging-*` directory, which TF Serving ignores; delete it at will.
+  only once complete, so an interrupted export leaves no version directory. Its directories and files
+  are as readable as the process umask allows (`0o755` and `0o644` under umask 022), so a server
+  running as another user can load them. A process killed mid-way can leave a `.staging-*` directory,
+  which TF Serving ignores; delete it at will.
   """
   _check_export_arguments(model_name, version)
+  module = ServingModule(flow, max_num_samples)
   model_dir = os.path.join(os.fspath(export_base), model_name)
   os.makedirs(model_dir, exist_ok=True)
-  if version is not None and os.path.lexists(os.path.join(model_dir, str(version))):
-    raise _version_exists_error(os.path.join(model_dir, str(version)))
-  module = ServingModule(flow)
-  staging_dir = tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=model_dir)
+  _check_version_free(model_dir, version)  # before the slow part; checked again when publishing
+  staging_dir = _make_staging_dir(model_dir)
   try:
     tf.saved_model.save(module, staging_dir, signatures=module.signatures())
+    _set_modes_as_umask_allows(staging_dir)
     return _publish(staging_dir, model_dir, version)
   except BaseException:
     shutil.rmtree(staging_dir, ignore_errors=True)
     raise
 
 
-def export_workdir(workdir, export_base, model_name="realnvp", version=None, checkpoint=None):
-  """Exports a training run's flow (see `checkpoints.restore_flow`); returns `(version directory, checkpoint)`."""
+class WorkdirExport(typing.NamedTuple):
+  """What `export_workdir` exported: the version directory written, the checkpoint exported, the run's
+  dataset and the flow's number of trainable parameters."""
+
+  path: str
+  checkpoint: str
+  dataset: str
+  num_parameters: int
+
+
+def export_workdir(
+  workdir,
+  export_base,
+  model_name="realnvp",
+  version=None,
+  checkpoint=None,
+  max_num_samples=DEFAULT_MAX_NUM_SAMPLES,
+):
+  """Exports a training run's flow (see `checkpoints.restore_flow`) with `export_saved_model`; returns a
+  `WorkdirExport`."""
   flow, checkpoint = checkpoints.restore_flow(workdir, checkpoint)
-  return export_saved_model(flow, export_base, model_name, version), checkpoint
+  with tf.io.gfile.GFile(checkpoints.config_path(workdir)) as file:
+    dataset = configs.from_json(file.read()).dataset
+  path = export_saved_model(flow, export_base, model_name, version, max_num_samples)
+  num_parameters = sum(variable.shape.num_elements() for variable in flow.trainable_variables)
+  return WorkdirExport(path, checkpoint, dataset, num_parameters)

@@ -25,7 +25,8 @@ class SavedModelDistribution(tfd.Distribution):
 
   `log_prob` takes any batch shape `[..., *event_shape]`; `sample` draws stateless samples at
   temperature 1 from the exported `sample` signature (TFP seed semantics: an int, None, or an
-  int32 `[2]` stateless seed). The batch shape is `[]`. The flow's weights are fixed: the
+  int32 `[2]` stateless seed), at most the export's `max_num_samples` per call (`InvalidArgumentError`
+  beyond). The batch shape is `[]`. The flow's weights are fixed: the
   distribution has no trainable variables. Gradients of `log_prob` with respect to its input
   flow through the restored graph, so it can serve as a learned prior.
   """
@@ -34,7 +35,7 @@ class SavedModelDistribution(tfd.Distribution):
     parameters = dict(locals())
     with tf.name_scope(name) as name:
       self._path = os.fspath(path)
-      self._saved_model = tf.saved_model.load(self._path)
+      self._saved_model = _load_saved_model(self._path)
       missing = sorted(set(SIGNATURE_NAMES) - set(self._saved_model.signatures))
       if missing:
         raise ValueError(
@@ -87,6 +88,27 @@ class SavedModelDistribution(tfd.Distribution):
     return samples["samples"]
 
 
+def _load_saved_model(path):
+  """`tf.saved_model.load(path)`, with a damaged or missing export reported as one error naming `path`."""
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"`path` must be an export's version directory; {path} is not a directory.")
+  try:
+    return tf.saved_model.load(path)
+  except (OSError, ValueError, LookupError, tf.errors.OpError) as error:
+    # A truncated saved_model.pb raises OSError, a missing variables/ FileNotFoundError, a truncated
+    # variables file IndexError, each from deep inside TensorFlow.
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    raise ValueError(
+      f"`path` {path} does not hold a complete SavedModel (damaged or partly copied? export it again): {reason}"
+    ) from None
+
+
 def load_distribution(path):
-  """Loads an export of `export_saved_model` as a read-only `tfd.Distribution`."""
+  """Loads an export of `export_saved_model` as a read-only `tfd.Distribution`.
+
+  Raises:
+    FileNotFoundError: `path` is not a directory.
+    ValueError: `path` holds no complete SavedModel (a file missing or cut short), or not one of
+      `export_saved_model`'s.
+  """
   return SavedModelDistribution(path)

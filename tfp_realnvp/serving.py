@@ -3,7 +3,7 @@
 | signature | inputs | outputs |
 |---|---|---|
 | `serving_default`, `log_prob` | `x` float32 `[batch, *event_shape]` | `log_prob` float32 `[batch]`; flows of pixel data also `bits_per_dim` float32 `[batch]` |
-| `sample` | `num_samples` int32 `[]`, `temperature` float32 `[]`, `seed` int32 `[2]` | `samples` float32 `[num_samples, *event_shape]`; flows of pixel data also `images` uint8 |
+| `sample` | `num_samples` int32 `[]` (at most `max_num_samples`), `temperature` float32 `[]`, `seed` int32 `[2]` | `samples` float32 `[num_samples, *event_shape]`; flows of pixel data also `images` uint8 |
 | `encode` | `x` float32 `[batch, *event_shape]` | `z` float32 `[batch, *event_shape]` |
 | `decode` | `z` float32 `[batch, *event_shape]` | `x` float32 `[batch, *event_shape]` |
 
@@ -12,14 +12,19 @@ The names of the signatures, of their inputs and of their outputs are public API
 """
 
 import math
+import numbers
 
 import tensorflow as tf
 
 from tfp_realnvp import data
 
-__all__ = ["SIGNATURE_NAMES", "ServingModule"]
+__all__ = ["DEFAULT_MAX_NUM_SAMPLES", "SIGNATURE_NAMES", "ServingModule"]
 
 SIGNATURE_NAMES = ("serving_default", "log_prob", "sample", "encode", "decode")
+
+# The `sample` signature's default limit on `num_samples`: a request's memory and time grow linearly with it
+# (measured before the limit: 10**5 digits samples took 45 s and 4.5 GB; 3 * 10**7 exhausted memory).
+DEFAULT_MAX_NUM_SAMPLES = 4096
 
 
 class ServingModule(tf.Module):
@@ -30,15 +35,27 @@ class ServingModule(tf.Module):
   outside the support (an infinite value, or for pixel data a pixel outside `[0, 2**num_bits)`) scores `-inf`
   (`bits_per_dim` `+inf`). Inputs whose shape is not `[batch, *event_shape]` fail with
   `InvalidArgumentError`, also in the C++ loader, which does not check shapes against the signature.
-  `sample` rejects a negative `num_samples` and a negative or non-finite `temperature` with
-  `InvalidArgumentError`.
+  `sample` rejects a `num_samples` outside `[0, max_num_samples]` and a negative or non-finite `temperature`
+  with `InvalidArgumentError`, checked in the graph, so a server refuses a request that would exhaust it.
   """
 
-  def __init__(self, flow, name="realnvp_serving"):
+  def __init__(self, flow, max_num_samples=DEFAULT_MAX_NUM_SAMPLES, name="realnvp_serving"):
     super().__init__(name=name)
     event_shape = tf.TensorShape(flow.event_shape)
     if not event_shape.is_fully_defined():
       raise ValueError(f"`flow.event_shape` must be fully defined to export; got {event_shape}.")
+    # int32 shape arithmetic must hold `num_samples * event size` elements.
+    max_allowed = (2**31 - 1) // event_shape.num_elements()
+    if (
+      isinstance(max_num_samples, bool)
+      or not isinstance(max_num_samples, numbers.Integral)
+      or not 1 <= max_num_samples <= max_allowed
+    ):
+      raise ValueError(
+        f"`max_num_samples` must be an integer in [1, {max_allowed}] (int32 room for samples of shape "
+        f"{event_shape}); got {max_num_samples!r}."
+      )
+    self._max_num_samples = int(max_num_samples)
     self.flow = flow
     self._event_shape = event_shape.as_list()
     self._num_bits = flow.num_bits
@@ -91,6 +108,11 @@ class ServingModule(tf.Module):
   def _sample(self, num_samples, temperature, seed):
     checks = [
       tf.debugging.assert_non_negative(num_samples, message="`num_samples` must be non-negative"),
+      tf.debugging.assert_less_equal(
+        num_samples,
+        self._max_num_samples,
+        message=f"`num_samples` must be at most `max_num_samples`, set at export to {self._max_num_samples}",
+      ),
       tf.debugging.assert_non_negative(temperature, message="`temperature` must be non-negative"),
       tf.debugging.assert_all_finite(temperature, message="`temperature` must be finite"),
     ]
