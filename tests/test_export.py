@@ -246,7 +246,7 @@ class ExportedFlowTest(WorkspaceTestCase):
     x_bad = x_image.copy()
     x_bad[0, 1, 2, 0] = np.nan
     x_bad[1, 0, 0, 0] = -1.0
-    x_bad[2, 7, 7, 0] = 16.0  # 2**num_bits: just off the support
+    x_bad[2, 7, 7, 0] = 17.0  # past the support (-0.889, 16.889) of 4-bit pixels
     x_bad[3, 4, 4, 0] = np.inf
     x_vector = np.random.RandomState(11).normal(size=[5, 3]).astype(np.float32)
     x_vector_bad = x_vector[:4].copy()
