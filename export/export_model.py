@@ -13,7 +13,7 @@ import sys
 
 from absl import app, flags
 
-from tfp_realnvp import export_lib
+from tfp_realnvp import configs, export_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The training run's directory (with config.json and checkpoints/).")
@@ -31,6 +31,9 @@ def main(argv):
     path, checkpoint = export_lib.export_workdir(
       FLAGS.workdir, FLAGS.export_base, FLAGS.model_name, FLAGS.version, FLAGS.checkpoint
     )
+  except configs.ConfigError as error:  # like train.py: one line, status 2
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    sys.exit(2)
   except (OSError, ValueError) as error:
     sys.exit(f"export_model: {error}")
   print(f"export_model: exported {checkpoint} to {path}")
