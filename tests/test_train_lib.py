@@ -194,7 +194,8 @@ class DigitsRunTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(
       configs.ConfigError, rf"^The config differs from the run in .*: {message}"
     ) as raised:
-      train_lib.train_and_evaluate(dataclasses.replace(self.config, **changes), workdir, allowed)
+      config = dataclasses.replace(self.config, **changes)
+      run_allowing(config, workdir, allowed) if allowed else run(config, workdir)
     self.assertNotIn("\n", str(raised.exception))
     self.assertEqual(
       file_hashes(workdir), before
@@ -355,7 +356,9 @@ class KilledRunTest(tf.test.TestCase):
       num_train_steps=saved_step,
     )
     restored, lines = run(config, workdir)
-    self.assertRegex(lines[0], rf"^resume \| step: {saved_step} \| checkpoint: ")
+    # The killed run's lock is stale: taken over, with a line naming it.
+    self.assertEqual(lines[0], f"lock | took_over: stale lock of process {process.pid} (no longer running)")
+    self.assertRegex(lines[1], rf"^resume \| step: {saved_step} \| checkpoint: ")
     self.assertEqual(restored.step, saved_step)
     saved = checkpoint_values_by_name(latest)
     for variable in restored.flow.variables:
