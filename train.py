@@ -9,9 +9,11 @@ r"""Trains a RealNVP flow and reports its test bits/dim: a thin command line ove
 Every field of `configs.TrainConfig` is a flag of the same name (`--tpu` sets `tpu_address`;
 `--model=name=VALUE`, repeatable, adds to `model_overrides`, VALUE being JSON such as 0.3, 4, [32, 32] or
 false, or a plain word such as bfloat16). Flags left unset take the dataset's default config
-(`configs.get_config`). Rerunning a command resumes from the latest checkpoint in its workdir. A setting
-that cannot work prints one `error:` line and exits with 2. TensorFlow's C++ start-up logging is hidden
-unless `TF_CPP_MIN_LOG_LEVEL` is set or `--verbosity` is given (`tfp_realnvp.quiet_startup`).
+(`configs.get_config`). Rerunning a command resumes from the latest checkpoint in its workdir; a rerun may
+change the loop and output settings and `--num_train_steps`, the optimization settings only when named in
+`--allow_config_change`, the model and the data never. A setting that cannot work, or a workdir that is in
+use or holds another run, prints one `error:` line and exits with 2. TensorFlow's C++ start-up logging is
+hidden unless `TF_CPP_MIN_LOG_LEVEL` is set or `--verbosity` is given (`tfp_realnvp.quiet_startup`).
 """
 
 import dataclasses
@@ -42,11 +44,20 @@ _DEFINE_BY_TYPE = {
 
 
 def define_flags(flag_values=flags.FLAGS):
-  """Defines this command line's flags in `flag_values`: `--workdir`, and one per `TrainConfig` field."""
+  """Defines this command line's flags in `flag_values`: `--workdir`, `--allow_config_change`, and one per
+  `TrainConfig` field."""
   flags.DEFINE_string(
     "workdir",
     None,
     "Output directory (default: runs/<dataset>). Rerunning resumes from it.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_list(
+    "allow_config_change",
+    [],
+    "Optimization settings a resumed run may change from the workdir's config.json, such as "
+    "learning_rate,batch_size (the loop and output settings and num_train_steps always may; the model and "
+    "data never).",
     flag_values=flag_values,
   )
   dataset = next(field for field in dataclasses.fields(configs.TrainConfig) if field.name == "dataset")
@@ -175,7 +186,7 @@ def main(argv):
   try:
     config = config_from_flags(flags.FLAGS)
     workdir = flags.FLAGS.workdir or f"runs/{config.dataset.replace('/', '_').replace(':', '_')}"
-    train_lib.train_and_evaluate(config, workdir)
+    train_lib.train_and_evaluate(config, workdir, flags.FLAGS.allow_config_change)
   except configs.ConfigError as error:
     _exit_with_error(str(error), status=2)
   except train_lib.NonFiniteLossError as error:

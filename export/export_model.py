@@ -22,7 +22,7 @@ from tfp_realnvp import quiet_startup
 if __name__ == "__main__":
   quiet_startup.import_tensorflow_quietly(sys.argv)  # before `export_lib` imports TensorFlow
 
-from tfp_realnvp import export_lib, serving  # noqa: E402
+from tfp_realnvp import configs, export_lib, serving  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The training run's directory (with config.json and checkpoints/).")
@@ -52,6 +52,9 @@ def main(argv):
       FLAGS.checkpoint,
       FLAGS.max_num_samples,
     )
+  except configs.ConfigError as error:  # like train.py: one line, status 2
+    print(f"error: {error}", file=sys.stderr, flush=True)
+    sys.exit(2)
   except (OSError, ValueError) as error:
     sys.exit(f"export_model: {error}")
   print(

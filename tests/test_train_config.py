@@ -29,6 +29,28 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
     config = dataclasses.replace(configs.get_config(), strategy="mirrored", model_overrides={"num_blocks": 3})
     self.assertEqual(configs.from_json(configs.to_json(config)), config)
 
+  @parameterized.named_parameters(
+    (
+      "unknown",
+      '{"num_layers": 3}',
+      r"^runs/x/config\.json must hold exactly the fields of TrainConfig; it has "
+      r"unknown key\(s\) num_layers and missing key\(s\) batch_size, ",
+    ),
+    (
+      "not_json",
+      "{",
+      r"^runs/x/config\.json must be the JSON that configs\.to_json writes; it is not JSON: ",
+    ),
+    (
+      "not_an_object",
+      "[1]",
+      r"^runs/x/config\.json must be a JSON object of TrainConfig fields; got list\.$",
+    ),
+  )
+  def test_from_json_names_the_file_and_the_keys(self, text, message):
+    with self.assertRaisesRegex(configs.ConfigError, message):
+      configs.from_json(text, source="runs/x/config.json")
+
   def test_defaults_are_the_paper_recipe(self):
     for config in (configs.get_config(), configs.get_config("cifar10")):
       config.validate()
@@ -64,7 +86,7 @@ class FlagsTest(tf.test.TestCase, parameterized.TestCase):
     names = {
       train.FLAG_NAMES.get(field.name, field.name) for field in dataclasses.fields(configs.TrainConfig)
     }
-    self.assertEqual(set(flag_values), names | {"workdir"})
+    self.assertEqual(set(flag_values), names | {"workdir", "allow_config_change"})
     self.assertTrue({"tpu", "model", "dataset", "compute_dtype", "batch_size"} <= names)
     for name in names:
       self.assertNotEmpty(flag_values[name].help, name)

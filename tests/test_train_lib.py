@@ -2,12 +2,14 @@
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from PIL import Image
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from tests.fixtures import TINY_MODEL, tiny_config
-from tfp_realnvp import configs, data, train_lib
+from tfp_realnvp import configs, data, train_lib, workdirs
 from tfp_realnvp.flows import RealNVP
 
 PROGRAMS = os.path.join(os.path.dirname(__file__), "distributed_programs.py")
@@ -35,6 +37,14 @@ def run(config, workdir):
   return result, stdout.getvalue().splitlines()
 
 
+def run_allowing(config, workdir, allow_config_change):
+  """`train_and_evaluate` with `allow_config_change`, and the lines it printed."""
+  stdout = io.StringIO()
+  with contextlib.redirect_stdout(stdout):
+    result = train_lib.train_and_evaluate(config, workdir, allow_config_change)
+  return result, stdout.getvalue().splitlines()
+
+
 def checkpoint_values_by_name(path):
   """`{variable name: value}` for every variable saved in the checkpoint at `path`."""
   reader = tf.train.load_checkpoint(path)
@@ -46,6 +56,23 @@ def checkpoint_values_by_name(path):
     for attribute in node.attributes
     if attribute.full_name
   }
+
+
+def file_hashes(directory):
+  """`{relative path: sha256}` of every file under `directory`."""
+  hashes = {}
+  for parent, _, names in os.walk(directory):
+    for name in names:
+      with open(os.path.join(parent, name), "rb") as file:
+        hashes[os.path.relpath(os.path.join(parent, name), directory)] = hashlib.sha256(
+          file.read()
+        ).hexdigest()
+  return hashes
+
+
+def truncate(path):
+  with open(path, "r+b") as file:
+    file.truncate(os.path.getsize(path) // 2)
 
 
 def summary_values(workdir, run):
@@ -68,7 +95,7 @@ def summary_tags(workdir, run):
   }
 
 
-class DigitsRunTest(tf.test.TestCase):
+class DigitsRunTest(tf.test.TestCase, parameterized.TestCase):
   """One tiny digits run of 6 steps, shared by the tests below, then a rerun of the same command."""
 
   @classmethod
@@ -157,6 +184,113 @@ class DigitsRunTest(tf.test.TestCase):
     for before, after in zip(self.result.flow.variables, result.flow.variables):
       self.assertAllEqual(before, after)
     self.assertEqual(result.metrics, self.result.metrics)
+
+  def copy_of_the_run(self, name):
+    workdir = os.path.join(self.get_temp_dir(), name)
+    shutil.copytree(self.workdir, workdir)  # the other tests read the original
+    return workdir
+
+  @parameterized.named_parameters(
+    (
+      "model",
+      dict(model_overrides={**TINY_MODEL, "num_filters": 4}),
+      (),
+      r"model_overrides .* would change the model",
+    ),
+    (
+      "optimization",
+      dict(learning_rate=0.01, batch_size=32),
+      (),
+      r"batch_size 16 -> 32, learning_rate 0\.001 -> 0\.01 would change the optimization \(allow it with "
+      r"--allow_config_change=batch_size,learning_rate\)",
+    ),
+    (
+      "data_with_a_flag",
+      dict(image_size=16, learning_rate=0.01),
+      ("learning_rate",),
+      r"image_size None -> 16 ",
+    ),
+  )
+  def test_a_changed_config_is_one_error_and_leaves_the_workdir_byte_identical(
+    self, changes, allowed, message
+  ):
+    workdir = self.copy_of_the_run("changed")
+    before = file_hashes(workdir)
+    with self.assertRaisesRegex(
+      configs.ConfigError, rf"^The config differs from the run in .*: {message}"
+    ) as raised:
+      config = dataclasses.replace(self.config, **changes)
+      run_allowing(config, workdir, allowed) if allowed else run(config, workdir)
+    self.assertNotIn("\n", str(raised.exception))
+    self.assertEqual(
+      file_hashes(workdir), before
+    )  # config.json, checkpoints, metrics: untouched; no lock left
+
+  def test_allowed_changes_resume_and_rewrite_config_json(self):
+    workdir = self.copy_of_the_run("allowed")
+    config = dataclasses.replace(self.config, learning_rate=0.01, num_train_steps=8, eval_every_steps=0)
+    result, lines = run_allowing(config, workdir, ("learning_rate",))
+    self.assertRegex(lines[0], r"^resume \| step: 6 \| checkpoint: .*ckpt-6$")
+    self.assertEqual(result.step, 8)
+    with open(os.path.join(workdir, "config.json")) as file:
+      self.assertEqual(configs.from_json(file.read()), config)
+
+  def test_a_second_run_is_refused_while_the_first_holds_the_lock(self):
+    workdir = self.copy_of_the_run("locked")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+      with open(workdirs.lock_path(workdir), "w") as file:
+        json.dump({"pid": holder.pid, "host": socket.gethostname()}, file)
+      before = file_hashes(workdir)
+      with self.assertRaisesRegex(
+        configs.ConfigError, rf"^`workdir` {workdir} is in use by process {holder.pid} on host "
+      ):
+        run(self.config, workdir)
+    finally:
+      holder.kill()
+      holder.wait()
+    self.assertEqual(file_hashes(workdir), before)
+
+  def test_a_stale_lock_is_taken_over_with_a_message_and_removed_at_the_end(self):
+    workdir = self.copy_of_the_run("stale")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with open(workdirs.lock_path(workdir), "w") as file:
+      json.dump({"pid": dead.pid, "host": socket.gethostname()}, file)
+    result, lines = run(self.config, workdir)
+    self.assertEqual(lines[0], f"lock | took_over: stale lock of process {dead.pid} (no longer running)")
+    self.assertEqual(result.step, 6)
+    self.assertFalse(os.path.exists(workdirs.lock_path(workdir)))
+
+  @parameterized.named_parameters(("index", ".index"), ("data", ".data-00000-of-00001"))
+  def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(self, suffix):
+    workdir = self.copy_of_the_run(f"truncated{suffix}")
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    latest, previous = (os.path.join(checkpoint_dir, name) for name in ("ckpt-6", "ckpt-3"))
+    truncate(latest + suffix)
+    result, lines = run(self.config, workdir)
+    self.assertRegex(
+      lines[0],
+      rf"^corrupt \| checkpoint: {latest} \| error: {latest}{re.escape(suffix)} cannot be read: .* \| "
+      rf"using: {previous}$",
+    )
+    self.assertEqual(lines[1], f"resume | step: 3 | checkpoint: {previous}")
+    self.assertRegex("\n".join(lines), r"(?m)^train \| step: 6 \|")  # trained again from step 3
+    self.assertEqual(result.step, 6)
+
+  def test_no_intact_checkpoint_is_refused_with_the_command_to_start_over(self):
+    workdir = self.copy_of_the_run("all_truncated")
+    checkpoint_dir = os.path.join(workdir, "checkpoints")
+    truncate(os.path.join(checkpoint_dir, "ckpt-6.index"))
+    truncate(os.path.join(checkpoint_dir, "ckpt-3.data-00000-of-00001"))
+    before = file_hashes(workdir)
+    with self.assertRaisesRegex(
+      configs.ConfigError,
+      rf"^No checkpoint in {checkpoint_dir} is intact \(.*ckpt-6\.index cannot be read: .*\); to train from "
+      rf"scratch in this workdir, move them aside: mv {checkpoint_dir} {checkpoint_dir}\.corrupt$",
+    ):
+      run(self.config, workdir)
+    self.assertEqual(file_hashes(workdir), before)
 
 
 class NonFiniteTest(tf.test.TestCase):
@@ -247,7 +381,9 @@ class KilledRunTest(tf.test.TestCase):
       num_train_steps=saved_step,
     )
     restored, lines = run(config, workdir)
-    self.assertRegex(lines[0], rf"^resume \| step: {saved_step} \| checkpoint: ")
+    # The killed run's lock is stale: taken over, with a line naming it.
+    self.assertEqual(lines[0], f"lock | took_over: stale lock of process {process.pid} (no longer running)")
+    self.assertRegex(lines[1], rf"^resume \| step: {saved_step} \| checkpoint: ")
     self.assertEqual(restored.step, saved_step)
     saved = checkpoint_values_by_name(latest)
     for variable in restored.flow.variables:
@@ -305,6 +441,14 @@ class ConfigErrorTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(configs.ConfigError, message):
       train_lib.train_and_evaluate(tiny_config(**changes), os.path.join(self.get_temp_dir(), "bad"))
 
+  def test_a_workdir_that_is_a_file_or_under_a_file_is_a_config_error(self):
+    path = os.path.join(self.get_temp_dir(), "a_file")
+    open(path, "w").close()
+    with self.assertRaisesRegex(configs.ConfigError, rf"^`workdir` must be a directory; {path} is a file\.$"):
+      train_lib.train_and_evaluate(tiny_config(), path)
+    with self.assertRaisesRegex(configs.ConfigError, rf"^`workdir` {path}/run cannot be created: "):
+      train_lib.train_and_evaluate(tiny_config(), os.path.join(path, "run"))
+
   def test_a_workdir_of_another_model_is_a_config_error(self):
     workdir = os.path.join(self.get_temp_dir(), "other_model")
     other = train_lib.Trainer(
@@ -344,6 +488,21 @@ class CommandLineTest(tf.test.TestCase, parameterized.TestCase):
     self.assertNotIn("Traceback", completed.stderr)
     self.assertEqual(completed.stdout, "")
     self.assertFalse(re.search(r"(?m)^train \|", completed.stdout))
+
+  def test_a_workdir_that_is_a_file_prints_one_error_line(self):
+    path = os.path.join(self.get_temp_dir(), "a_file")
+    open(path, "w").close()
+    completed = subprocess.run(
+      [sys.executable, os.path.join(REPO_ROOT, "train.py"), f"--workdir={path}"],
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT},
+      capture_output=True,
+      text=True,
+      timeout=120,
+    )
+    self.assertEqual(completed.returncode, 2)
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+    self.assertEqual(errors, [f"error: `workdir` must be a directory; {path} is a file."])
+    self.assertNotIn("Traceback", completed.stderr)
 
 
 if __name__ == "__main__":

@@ -6,16 +6,23 @@ flow, checkpoint = checkpoints.restore_flow("runs/digits")      # the latest che
 
 A training workdir (`train_lib.train_and_evaluate`) holds `config.json` (`config_path`) and the checkpoints
 of `tf.train.Checkpoint(flow=..., optimizer=..., step=...)` under `checkpoints/` (`checkpoint_dir`).
+A checkpoint whose files cannot be read whole (a truncated `.index` or `.data` file) is skipped by
+`newest_intact` and refused by `restore`, with one line naming the file.
 """
 
+import collections
 import os
 
 import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from tfp_realnvp import configs, flow_builder
 from tfp_realnvp.configs import ConfigError
 
-__all__ = ["checkpoint_dir", "config_path", "restore", "restore_flow"]
+__all__ = ["checkpoint_dir", "config_path", "newest_intact", "read_error", "restore", "restore_flow"]
+
+# The `tf.train.Checkpoint` child that holds the flow: its variables must match the model's both ways.
+_FLOW = "flow"
 
 
 def config_path(workdir):
@@ -28,24 +35,69 @@ def checkpoint_dir(workdir):
   return os.path.join(os.fspath(workdir), "checkpoints")
 
 
+def read_error(path):
+  """None when every value of the checkpoint `path` (a prefix such as `.../ckpt-3`) reads back whole, else one
+  line naming the file that does not (its `.index`, or its `.data-*` shards) and why."""
+  try:
+    reader = tf.train.load_checkpoint(path)
+  except (ValueError, tf.errors.OpError) as error:
+    return f"{path}.index cannot be read: {_first_line(error)}"
+  try:
+    for name in reader.get_variable_to_shape_map():
+      reader.get_tensor(name)  # checks the length and checksum of every value
+  except (IndexError, ValueError, tf.errors.OpError) as error:  # a truncated shard is an IndexError
+    shards = " ".join(sorted(tf.io.gfile.glob(f"{path}.data-*"))) or f"{path}.data-*"
+    return f"{shards} cannot be read: {_first_line(error)}"
+  return None
+
+
+def newest_intact(directory):
+  """`(path, skipped)`: the newest checkpoint that `tf.train.CheckpointManager` kept in `directory` whose files
+  read back whole (None if there is none), and `[(path, read_error(path))]` for the newer ones that do not."""
+  state = tf.train.get_checkpoint_state(directory)
+  if state is None:
+    return None, []
+  paths = list(state.all_model_checkpoint_paths)
+  if state.model_checkpoint_path and state.model_checkpoint_path not in paths:
+    paths.append(state.model_checkpoint_path)
+  skipped = []
+  for path in reversed(paths):  # newest first
+    error = read_error(path)
+    if error is None:
+      return path, skipped
+    skipped.append((path, error))
+  return None, skipped
+
+
 def restore(checkpoint, path, mismatch):
   """Restores the checkpoint file `path` into `checkpoint`, a `tf.train.Checkpoint`; returns the load status.
 
-  Every object `checkpoint` holds must be found in the file; values in the file that `checkpoint` does not hold
+  Every object `checkpoint` holds must be found in the file, and the file must hold no variable of the flow
+  (`checkpoint`'s `flow`) that `checkpoint` lacks; other values in the file that `checkpoint` does not hold
   (the optimizer and step, when only the flow is restored) are skipped without warnings. Under a
   `tf.distribute` strategy, call it in the `strategy.scope()` the objects were built in.
 
   Raises:
-    ConfigError: the file does not hold `checkpoint`'s objects, or cannot be read: `"{mismatch}: {reason}"`,
-      one line.
+    ConfigError: the file cannot be read whole (`read_error`), or does not hold exactly `checkpoint`'s flow:
+      `"{mismatch}: {reason}"`, one line.
   """
+  error = read_error(path) if tf.io.gfile.exists(f"{path}.index") else None  # a missing one fails below
+  if error is not None:
+    raise ConfigError(f"The checkpoint {path} is corrupt: {error}")
   try:
     status = checkpoint.restore(path)
     status.expect_partial()  # a mismatch raises below; unused values are expected
     status.assert_existing_objects_matched()
   except (AssertionError, ValueError, tf.errors.OpError) as error:
-    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    raise ConfigError(f"{mismatch}: {reason}") from error
+    raise ConfigError(f"{mismatch}: {_first_line(error)}") from error
+  children = tf.train.TrackableView(checkpoint).children(checkpoint)
+  if _FLOW in children:
+    left_over = sorted(_saved_variable_paths(path, _FLOW) - _variable_paths(children[_FLOW], _FLOW))
+    if left_over:
+      raise ConfigError(
+        f"{mismatch}: the checkpoint holds {len(left_over)} variable(s) of a larger flow than this one, "
+        f"such as {left_over[0]}"
+      )
   return status
 
 
@@ -58,7 +110,9 @@ def restore_flow(workdir, checkpoint=None):
 
   Raises:
     FileNotFoundError: no config or no checkpoint.
-    ConfigError: the config cannot build a flow, or the checkpoint does not hold this flow's variables.
+    ConfigError: the config is not a `TrainConfig`'s JSON or cannot build a flow, the checkpoint does not hold
+      exactly this flow's variables (a config.json changed after training), or it is corrupt (for the
+      latest: naming the newest intact one to pass as `checkpoint`).
   """
   path = config_path(workdir)
   if not tf.io.gfile.exists(path):
@@ -66,9 +120,12 @@ def restore_flow(workdir, checkpoint=None):
       f"`workdir` must be a training run's directory with a config.json; {path} does not exist."
     )
   with tf.io.gfile.GFile(path) as file:
-    config = configs.from_json(file.read())
+    config = configs.from_json(file.read(), source=path)
   if checkpoint is None:
-    checkpoint = tf.train.latest_checkpoint(checkpoint_dir(workdir))
+    checkpoint, skipped = newest_intact(checkpoint_dir(workdir))
+    if skipped:
+      fallback = f"pass checkpoint={checkpoint}, the newest intact one" if checkpoint else "none is intact"
+      raise ConfigError(f"The latest checkpoint is corrupt: {skipped[0][1]}; {fallback}.")
     if checkpoint is None:
       raise FileNotFoundError(f"`workdir` {os.fspath(workdir)} has no checkpoint under checkpoints/.")
   flow = flow_builder.build_flow(config)
@@ -78,3 +135,39 @@ def restore_flow(workdir, checkpoint=None):
     f"`checkpoint` {checkpoint} does not hold the flow that {path} describes",
   )
   return flow, checkpoint
+
+
+def _first_line(error):
+  return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _variable_paths(root, name):
+  """The object-graph paths (`name/child/...`) of the variables a checkpoint of `root` under `name` saves."""
+  paths, seen, queue = set(), {id(root)}, collections.deque([(root, name)])
+  while queue:
+    trackable, trackable_path = queue.popleft()
+    if isinstance(trackable, tf.Variable):
+      paths.add(trackable_path)
+    for child_name, child in tf.train.TrackableView(trackable).children(trackable).items():
+      if id(child) not in seen:
+        seen.add(id(child))
+        queue.append((child, f"{trackable_path}/{child_name}"))
+  return paths
+
+
+def _saved_variable_paths(path, name):
+  """The object-graph paths of the variables the checkpoint file `path` holds under its root's child `name`."""
+  graph = trackable_object_graph_pb2.TrackableObjectGraph()
+  graph.ParseFromString(tf.train.load_checkpoint(path).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+  roots = [child.node_id for child in graph.nodes[0].children if child.local_name == name]
+  paths, seen, queue = set(), set(roots), collections.deque((node_id, name) for node_id in roots)
+  while queue:
+    node_id, node_path = queue.popleft()
+    node = graph.nodes[node_id]
+    if any(attribute.name == "VARIABLE_VALUE" for attribute in node.attributes):
+      paths.add(node_path)
+    for child in node.children:
+      if child.node_id not in seen:
+        seen.add(child.node_id)
+        queue.append((child.node_id, f"{node_path}/{child.local_name}"))
+  return paths

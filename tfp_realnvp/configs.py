@@ -10,19 +10,31 @@ config = dataclasses.replace(config, batch_size=32, strategy="mirrored", num_cpu
 import dataclasses
 import json
 
-__all__ = ["ConfigError", "TrainConfig", "from_json", "get_config", "to_json"]
+__all__ = ["FIXED", "FREE", "WITH_FLAG", "ConfigError", "TrainConfig", "from_json", "get_config", "to_json"]
 
 
 COMPUTE_DTYPES = (None, "float32", "bfloat16", "float16")
+
+# How a field may differ from the config a workdir's run started with (`field.metadata["on_resume"]`, checked by
+# `workdirs.check_config`): the model and the data never; the optimization only when named in
+# `allow_config_change`; the loop, output and distribution settings freely.
+FIXED, WITH_FLAG, FREE = "fixed", "with_flag", "free"
+
+# Fields added after `config.json` was first written, with the value older runs had: a config.json without them
+# still loads. Every other field must be in the file.
+_ADDED_FIELDS = {}
 
 
 class ConfigError(ValueError):
   """A configuration value that cannot work; its message is one line naming the setting."""
 
 
-def _field(default, help, choices=None):
-  """A `TrainConfig` field: its default, a one-line `help` (the `train.py` flag's) and the allowed `choices`."""
-  metadata = {"help": help} if choices is None else {"help": help, "choices": choices}
+def _field(default, help, choices=None, on_resume=FIXED):
+  """A `TrainConfig` field: its default, a one-line `help` (the `train.py` flag's), the allowed `choices` and
+  how it may change when a run resumes (`on_resume`: `FIXED`, `WITH_FLAG` or `FREE`)."""
+  metadata = {"help": help, "on_resume": on_resume}
+  if choices is not None:
+    metadata["choices"] = choices
   if isinstance(default, dict):
     return dataclasses.field(default_factory=lambda: dict(default), metadata=metadata)
   return dataclasses.field(default=default, metadata=metadata)
@@ -33,8 +45,11 @@ class TrainConfig:
   """Everything `train_lib.train_and_evaluate` needs besides the workdir.
 
   Fields are grouped as data, model, speed, optimization, distribution, loop and output settings. Each
-  field's `metadata` holds its one-line `help` and, where the values are a fixed set, its `choices`;
-  `train.py` makes one flag per field from these.
+  field's `metadata` holds its one-line `help`, where the values are a fixed set its `choices`, and how it may
+  change when a run resumes (`on_resume`): the data and model are `FIXED`; the optimization settings and the
+  input seed are `WITH_FLAG`; `num_train_steps` (with `cosine` decay, more steps stretch the rest of the
+  schedule), `jit_compile` and the distribution, loop and output settings are `FREE`. `train.py` makes one flag
+  per field from these.
   """
 
   # Data.
@@ -55,35 +70,46 @@ class TrainConfig:
     "AVX512-BF16 or AMX (bench/README.md), and for TPUs; float16 for GPUs, with dynamic loss scaling.",
     choices=COMPUTE_DTYPES,
   )
-  jit_compile: bool = _field(False, "Compile the train step with XLA (slower on CPUs).")
+  jit_compile: bool = _field(False, "Compile the train step with XLA (slower on CPUs).", on_resume=FREE)
 
   # Optimization (paper: Adam 1e-3, L2 5e-5 on weight-norm and tanh scales, clip norm 100).
-  batch_size: int = _field(64, "Global batch size, split evenly across replicas.")
-  num_train_steps: int = _field(2000, "Training steps.")
-  learning_rate: float = _field(1e-3, "Adam learning rate.")
-  warmup_steps: int = _field(100, "Linear learning-rate warm-up steps.")
+  batch_size: int = _field(64, "Global batch size, split evenly across replicas.", on_resume=WITH_FLAG)
+  num_train_steps: int = _field(2000, "Training steps.", on_resume=FREE)
+  learning_rate: float = _field(1e-3, "Adam learning rate.", on_resume=WITH_FLAG)
+  warmup_steps: int = _field(100, "Linear learning-rate warm-up steps.", on_resume=WITH_FLAG)
   learning_rate_decay: str = _field(
-    "cosine", "`cosine` to 0 at `num_train_steps`, or `constant`.", choices=("cosine", "constant")
+    "cosine",
+    "`cosine` to 0 at `num_train_steps`, or `constant`.",
+    choices=("cosine", "constant"),
+    on_resume=WITH_FLAG,
   )
-  l2_coefficient: float = _field(5e-5, "L2 on weight-norm and tanh scales.")
-  clip_global_norm: float = _field(100.0, "Gradient clipping by global norm.")
-  max_consecutive_non_finite: int = _field(10, "Skipped non-finite steps in a row before stopping.")
+  l2_coefficient: float = _field(5e-5, "L2 on weight-norm and tanh scales.", on_resume=WITH_FLAG)
+  clip_global_norm: float = _field(100.0, "Gradient clipping by global norm.", on_resume=WITH_FLAG)
+  max_consecutive_non_finite: int = _field(
+    10, "Skipped non-finite steps in a row before stopping.", on_resume=FREE
+  )
 
   # Distribution.
-  strategy: str = _field("default", "default | one_device | mirrored | multi_worker_mirrored | tpu.")
-  num_cpu_devices: int = _field(1, "Split the CPU into this many logical devices (for `mirrored`).")
-  tpu_address: str | None = _field(None, "TPU name or grpc:// address for `strategy=tpu`.")
+  strategy: str = _field(
+    "default", "default | one_device | mirrored | multi_worker_mirrored | tpu.", on_resume=FREE
+  )
+  num_cpu_devices: int = _field(
+    1, "Split the CPU into this many logical devices (for `mirrored`).", on_resume=FREE
+  )
+  tpu_address: str | None = _field(None, "TPU name or grpc:// address for `strategy=tpu`.", on_resume=FREE)
 
   # Loop.
-  log_every_steps: int = _field(250, "Steps between log lines.")
-  checkpoint_every_steps: int = _field(500, "Steps between checkpoints.")
-  eval_every_steps: int = _field(500, "Steps between test evaluations, 0: only at the end.")
-  max_checkpoints_to_keep: int = _field(3, "Checkpoints kept in the workdir.")
+  log_every_steps: int = _field(250, "Steps between log lines.", on_resume=FREE)
+  checkpoint_every_steps: int = _field(500, "Steps between checkpoints.", on_resume=FREE)
+  eval_every_steps: int = _field(500, "Steps between test evaluations, 0: only at the end.", on_resume=FREE)
+  max_checkpoints_to_keep: int = _field(3, "Checkpoints kept in the workdir.", on_resume=FREE)
 
   # Output.
-  num_samples: int = _field(64, "Samples per grid.")
-  sample_temperatures: tuple[float, ...] = _field((1.0, 0.7), "Prior temperatures of the sample grids.")
-  seed: int = _field(0, "Seed of the input pipeline.")
+  num_samples: int = _field(64, "Samples per grid.", on_resume=FREE)
+  sample_temperatures: tuple[float, ...] = _field(
+    (1.0, 0.7), "Prior temperatures of the sample grids.", on_resume=FREE
+  )
+  seed: int = _field(0, "Seed of the input pipeline.", on_resume=WITH_FLAG)
 
   def validate(self):
     """Raises `ConfigError` for a value no run can use (dataset and preset names are checked
@@ -165,8 +191,32 @@ def to_json(config):
   return json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True) + "\n"
 
 
-def from_json(text):
-  """The config that `to_json` wrote as `text`."""
-  values = json.loads(text)
-  values["sample_temperatures"] = tuple(values["sample_temperatures"])
+def from_json(text, source="the config"):
+  """The config that `to_json` wrote as `text` (read from `source`, named in errors).
+
+  Raises:
+    ConfigError: `text` is not a JSON object, or has a key that is no field of `TrainConfig`, or lacks one
+      (fields in `_ADDED_FIELDS` may be missing: they take the value older runs had).
+  """
+  try:
+    values = json.loads(text)
+  except json.JSONDecodeError as error:
+    raise ConfigError(
+      f"{source} must be the JSON that configs.to_json writes; it is not JSON: {error}."
+    ) from None
+  if not isinstance(values, dict):
+    raise ConfigError(f"{source} must be a JSON object of TrainConfig fields; got {type(values).__name__}.")
+  names = {field.name for field in dataclasses.fields(TrainConfig)}
+  unknown = sorted(set(values) - names)
+  missing = sorted(names - set(values) - set(_ADDED_FIELDS))
+  if unknown or missing:
+    problems = ([f"unknown key(s) {', '.join(unknown)}"] if unknown else []) + (
+      [f"missing key(s) {', '.join(missing)}"] if missing else []
+    )
+    raise ConfigError(
+      f"{source} must hold exactly the fields of TrainConfig; it has {' and '.join(problems)}."
+    )
+  values = {**_ADDED_FIELDS, **values}
+  if isinstance(values["sample_temperatures"], list):
+    values["sample_temperatures"] = tuple(values["sample_temperatures"])
   return TrainConfig(**values)

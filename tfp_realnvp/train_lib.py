@@ -12,6 +12,7 @@ tags), `metrics.json` and `samples.png`.
 Running again with the same workdir resumes from the latest checkpoint.
 """
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -24,7 +25,17 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import checkpoints, configs, data, flow_builder, losses, optimization, reporting, strategies
+from tfp_realnvp import (
+  checkpoints,
+  configs,
+  data,
+  flow_builder,
+  losses,
+  optimization,
+  reporting,
+  strategies,
+  workdirs,
+)
 from tfp_realnvp.configs import ConfigError
 
 __all__ = [
@@ -243,14 +254,20 @@ def build_trainer(config, strategy=None, spec=None):
   )
 
 
-def train_and_evaluate(config, workdir):
+def train_and_evaluate(config, workdir, allow_config_change=()):
   """Trains `config`'s flow on its dataset, evaluates the test bits/dim and writes everything to `workdir`.
 
-  Resumes from the latest checkpoint in `workdir`; with `num_train_steps` already reached it only evaluates.
+  Resumes from the newest intact checkpoint in `workdir` (a corrupt newer one is skipped with a `corrupt` log
+  line); with `num_train_steps` already reached it only evaluates. Before anything is written, the run takes
+  the workdir's lock (`workdirs.lock`, the chief only) and checks `config` against the workdir's `config.json`
+  (`workdirs.check_config`: the model and data never change, the fields named in `allow_config_change` and the
+  loop and output settings may) and its checkpoint (`checkpoints.restore`: exactly the flow's variables).
 
   Raises:
     ConfigError: a setting that cannot work (unknown dataset, strategy or preset, a batch size that does not
-      divide across replicas, an image size the preset cannot take, data that is not prepared).
+      divide across replicas, an image size the preset cannot take, data that is not prepared), a workdir that
+      is a file, cannot be written or is in use, a config or checkpoint that does not match the workdir's run,
+      or no intact checkpoint among several corrupt ones. The workdir is then left as it was.
     NonFiniteLossError: the loss stayed non-finite for `max_consecutive_non_finite` steps.
   """
   config.validate()
@@ -267,33 +284,56 @@ def train_and_evaluate(config, workdir):
   )
   trainer = build_trainer(config, strategy, spec)
   is_chief = _is_chief(strategy)
-  tf.io.gfile.makedirs(workdir)
-  if is_chief:
-    _write_text(checkpoints.config_path(workdir), configs.to_json(config))
-  # Every worker saves (saving may run collectives); only the chief's copy is kept.
-  checkpoint_dir = checkpoints.checkpoint_dir(workdir)
-  scratch_dir = None if is_chief else tempfile.mkdtemp(prefix="tfp_realnvp_worker_")
-  manager = tf.train.CheckpointManager(
-    trainer.checkpoint,
-    scratch_dir or checkpoint_dir,
-    max_to_keep=config.max_checkpoints_to_keep,
-    step_counter=trainer.step,
-  )
   reporter = reporting.Reporter(config.num_train_steps)
-  try:
-    latest = tf.train.latest_checkpoint(checkpoint_dir)
-    start_step = 0 if latest is None else trainer.restore(latest)
-    if start_step:
-      reporter.log("resume", step=start_step, checkpoint=latest)
-    writers = _summary_writers(workdir, is_chief)
-    with writers.train.as_default():
-      reporting.summary_text("config", _indented(configs.to_json(config)), start_step)
-    _train(trainer, config, spec, manager, writers, reporter, eval_dataset, start_step)
-    metrics = _evaluate_and_report(trainer, config, spec, eval_dataset, writers, reporter, workdir, is_chief)
-  finally:
-    if scratch_dir:
-      shutil.rmtree(scratch_dir, ignore_errors=True)
+  workdirs.create(workdir)
+  # Only the chief writes to the workdir, so only the chief locks it.
+  with workdirs.lock(workdir) if is_chief else contextlib.nullcontext() as stale_holder:
+    if stale_holder:
+      reporter.log("lock", took_over=f"stale lock of process {stale_holder['pid']} (no longer running)")
+    rewrite_config = workdirs.check_config(config, workdir, allow_config_change)
+    checkpoint_dir = checkpoints.checkpoint_dir(workdir)
+    start_step = _restore_newest_intact(trainer, checkpoint_dir, reporter)
+    # Nothing was written before: the config and the checkpoint are this run's.
+    if is_chief and rewrite_config:
+      _write_text(checkpoints.config_path(workdir), configs.to_json(config))
+    # Every worker saves (saving may run collectives); only the chief's copy is kept.
+    scratch_dir = None if is_chief else tempfile.mkdtemp(prefix="tfp_realnvp_worker_")
+    manager = tf.train.CheckpointManager(
+      trainer.checkpoint,
+      scratch_dir or checkpoint_dir,
+      max_to_keep=config.max_checkpoints_to_keep,
+      step_counter=trainer.step,
+    )
+    try:
+      writers = _summary_writers(workdir, is_chief)
+      with writers.train.as_default():
+        reporting.summary_text("config", _indented(configs.to_json(config)), start_step)
+      _train(trainer, config, spec, manager, writers, reporter, eval_dataset, start_step)
+      metrics = _evaluate_and_report(
+        trainer, config, spec, eval_dataset, writers, reporter, workdir, is_chief
+      )
+    finally:
+      if scratch_dir:
+        shutil.rmtree(scratch_dir, ignore_errors=True)
   return TrainResult(flow=trainer.flow, step=metrics["step"], metrics=metrics)
+
+
+def _restore_newest_intact(trainer, checkpoint_dir, reporter):
+  """Restores the newest intact checkpoint of `checkpoint_dir` into `trainer`; returns its step (0: none)."""
+  latest, skipped = checkpoints.newest_intact(checkpoint_dir)
+  for path, error in skipped:
+    reporter.log("corrupt", checkpoint=path, error=error, using=latest or "none")
+  if latest is None:
+    if skipped:
+      raise ConfigError(
+        f"No checkpoint in {checkpoint_dir} is intact ({skipped[0][1]}); to train from scratch in this "
+        f"workdir, move them aside: mv {checkpoint_dir} {checkpoint_dir}.corrupt"
+      )
+    return 0
+  start_step = trainer.restore(latest)
+  if start_step:
+    reporter.log("resume", step=start_step, checkpoint=latest)
+  return start_step
 
 
 def _evaluate_and_report(trainer, config, spec, eval_dataset, writers, reporter, workdir, is_chief):

@@ -1,0 +1,181 @@
+"""A training run's workdir: created (or refused) before anything is written, locked, its config checked.
+
+```python
+workdirs.create("runs/digits")                          # a ConfigError if it is a file or cannot be written
+with workdirs.lock("runs/digits") as stale_holder:      # a ConfigError while another run holds it
+  rewrite = workdirs.check_config(config, "runs/digits", allow_config_change=("learning_rate",))
+```
+
+The lock is `lock.json` in the workdir, `{"pid": ..., "host": ...}` of the run holding it, created with
+`O_CREAT | O_EXCL`; it is removed when the run ends, also on an exception. A lock whose holder is a process of
+this host that no longer runs (a killed run) is stale and taken over. The config check compares a run's config
+with the workdir's `config.json` field by field, by each field's `on_resume` (`configs.FIXED`, `WITH_FLAG`,
+`FREE`).
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+import socket
+
+import tensorflow as tf
+
+from tfp_realnvp import checkpoints, configs
+from tfp_realnvp.configs import ConfigError
+
+__all__ = ["check_config", "create", "lock", "lock_path"]
+
+
+def lock_path(workdir):
+  """The lock file of the run in `workdir`."""
+  return os.path.join(os.fspath(workdir), "lock.json")
+
+
+def create(workdir):
+  """Creates the directory `workdir` if it does not exist.
+
+  Raises:
+    ConfigError: `workdir` is a file, or it cannot be created (a path under a file, no permission).
+  """
+  workdir = os.fspath(workdir)
+  if tf.io.gfile.exists(workdir) and not tf.io.gfile.isdir(workdir):
+    raise ConfigError(f"`workdir` must be a directory; {workdir} is a file.")
+  try:
+    tf.io.gfile.makedirs(workdir)
+  except (OSError, tf.errors.OpError) as error:
+    raise ConfigError(f"`workdir` {workdir} cannot be created: {_first_line(error)}") from error
+
+
+@contextlib.contextmanager
+def lock(workdir):
+  """Holds the lock of `workdir` (a directory) for the `with` block; yields the holder of the stale lock it
+  took over (`{"pid": ..., "host": ...}`), or None.
+
+  Raises:
+    ConfigError: another run holds the lock (naming its pid and host), the lock file is unreadable, or it
+      cannot be written.
+  """
+  path = lock_path(workdir)
+  holder = {"pid": os.getpid(), "host": socket.gethostname()}
+  stale = None
+  if not _create_exclusively(path, holder):
+    stale = _read_holder(path)
+    if not _is_stale(stale):
+      raise ConfigError(
+        f"`workdir` {os.fspath(workdir)} is in use by process {stale['pid']} on host {stale['host']} "
+        f"({path}); wait for that run to end, or delete {path} if it is no longer running."
+      )
+    tf.io.gfile.remove(path)
+    if not _create_exclusively(path, holder):
+      raise ConfigError(
+        f"`workdir` {os.fspath(workdir)} was locked by another run while this one took over {path}."
+      )
+  try:
+    yield stale
+  finally:
+    with contextlib.suppress(ConfigError, OSError, tf.errors.OpError):
+      if _read_holder(path) == holder:  # never another run's lock
+        tf.io.gfile.remove(path)
+
+
+def check_config(config, workdir, allow_config_change=()):
+  """Whether `workdir/config.json` must be (re)written for a run of `config`: True when it does not exist or
+  differs only in fields that may change, False when it is `config`'s.
+
+  Fields whose `on_resume` is `FREE` may change; `WITH_FLAG` fields only when named in `allow_config_change`;
+  `FIXED` fields (the model and the data) never.
+
+  Raises:
+    ConfigError: a field differs that may not change (one line naming each, with both values), or
+      `allow_config_change` names a field that is not a `TrainConfig` field or is `FIXED`.
+  """
+  fields = {
+    field.name: field.metadata.get("on_resume", configs.FIXED) for field in dataclasses.fields(config)
+  }
+  for name in allow_config_change:
+    if fields.get(name, configs.FIXED) == configs.FIXED:
+      changeable = sorted(name for name, on_resume in fields.items() if on_resume == configs.WITH_FLAG)
+      raise ConfigError(
+        f"`allow_config_change` must name fields among {', '.join(changeable)} (the model and the data never "
+        f"change on resume); got {name!r}."
+      )
+  path = checkpoints.config_path(workdir)
+  if not tf.io.gfile.exists(path):
+    return True
+  with tf.io.gfile.GFile(path) as file:
+    saved = configs.from_json(file.read(), source=path)
+  differ = [name for name in fields if getattr(saved, name) != getattr(config, name)]
+  fixed = [name for name in differ if fields[name] == configs.FIXED]
+  flagged = [name for name in differ if fields[name] == configs.WITH_FLAG and name not in allow_config_change]
+  if fixed or flagged:
+
+    def changes(names):
+      return ", ".join(f"{name} {getattr(saved, name)!r} -> {getattr(config, name)!r}" for name in names)
+
+    problems = []
+    if fixed:
+      problems.append(f"{changes(fixed)} would change the model or the data (use another workdir)")
+    if flagged:
+      problems.append(
+        f"{changes(flagged)} would change the optimization (allow it with "
+        f"--allow_config_change={','.join(flagged)})"
+      )
+    raise ConfigError(f"The config differs from the run in {path}: {'; '.join(problems)}.")
+  return bool(differ)
+
+
+def _create_exclusively(path, holder):
+  """Creates the file `path` holding `holder` as JSON; False if it exists. Atomic on local file systems
+  (`O_CREAT | O_EXCL`); elsewhere (`gs://...`) a check then a write."""
+  text = json.dumps(holder) + "\n"
+  try:
+    if "://" in path:
+      if tf.io.gfile.exists(path):
+        return False
+      with tf.io.gfile.GFile(path, "w") as file:
+        file.write(text)
+      return True
+    descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+  except FileExistsError:
+    return False
+  except (OSError, tf.errors.OpError) as error:
+    raise ConfigError(f"`workdir` cannot be written: {path}: {_first_line(error)}") from error
+  with os.fdopen(descriptor, "w") as file:
+    file.write(text)
+  return True
+
+
+def _read_holder(path):
+  try:
+    with tf.io.gfile.GFile(path) as file:
+      holder = json.loads(file.read())
+    if (
+      isinstance(holder, dict)
+      and isinstance(holder.get("pid"), int)
+      and holder["pid"] > 0
+      and isinstance(holder.get("host"), str)
+    ):
+      return holder
+  except (ValueError, OSError, tf.errors.OpError):
+    pass
+  raise ConfigError(
+    f'The lock file {path} is not a run\'s {{"pid": ..., "host": ...}}; delete it if no run uses its workdir.'
+  )
+
+
+def _is_stale(holder):
+  """Whether `holder` is a process of this host that no longer runs."""
+  if holder["host"] != socket.gethostname() or holder["pid"] == os.getpid():
+    return False
+  try:
+    os.kill(holder["pid"], 0)  # signal 0: only checks that the process exists
+  except ProcessLookupError:
+    return True
+  except PermissionError:  # it exists, as another user's process
+    return False
+  return False
+
+
+def _first_line(error):
+  return (str(error).strip().splitlines() or [type(error).__name__])[0]
