@@ -2,9 +2,9 @@
 
 Both are `tf.Module`s, so every variable is tracked by the coupling bijector, the distribution, checkpoints and
 SavedModels. Both take `training` at call time (batch statistics and dropout), and both end in a layer whose
-output is exactly zero at initialization, so every coupling starts as the identity. Built with a
-`conditional_shape`, both also take a context, `conditional_input`, at call time (a conditional coupling's
-conditioner); without one they hold exactly the variables they always did.
+output is exactly zero at initialization, so every coupling starts as the identity. `ConditionalResNet` and
+`ConditionalMLP` are the same networks with a context as a second input, `conditional_input`, for the
+couplings of a conditional flow `p(x | c)`.
 """
 
 import numpy as np
@@ -12,7 +12,15 @@ import tensorflow as tf
 
 from tfp_realnvp.moments import moments_for_mode, moving_average_variable
 
-__all__ = ["BatchNormalization", "MLP", "ResNet", "WeightNormConv2D", "is_regularized"]
+__all__ = [
+  "BatchNormalization",
+  "ConditionalMLP",
+  "ConditionalResNet",
+  "MLP",
+  "ResNet",
+  "WeightNormConv2D",
+  "is_regularized",
+]
 
 # The paper applies L2 regularization (5e-5) to the weight-norm scales and the couplings' tanh scales only.
 REGULARIZED_VARIABLE_NAMES = ("weight_scale", "tanh_scale")
@@ -184,20 +192,6 @@ class ResNet(tf.Module):
   bfloat16 while the variables, batch statistics and running averages stay in `dtype`; the output convolution
   runs in the dtype of the input, which is also the output's. `fused_batch_norm=False` makes every batch norm
   take the composite path instead of TensorFlow's fused kernel (same values; see `BatchNormalization`).
-
-  With `conditional_shape`, `__call__(x, training, conditional_input)` also takes a context `[N,
-  *conditional_shape]`, joined to the input as extra channels of the input convolution:
-
-  - a vector context `(features,)` through a learned projection `c @ context_kernel + context_bias` to
-    `context_features` channels, broadcast over height and width;
-  - an image context `(height, width, channels)` as it is, space-to-depth'ed by `context_block_size` first
-    (`tf.nn.space_to_depth`, as the multi-scale flow squeezes its data), so that a coupling at a coarser
-    scale sees the context at its own resolution, `context_block_size**2 * channels` channels.
-
-  Concatenation rather than FiLM (a per-block scale and shift from the context): it is one mechanism for
-  both kinds of context, it adds a single projection instead of one per block, and the residual blocks after
-  the input convolution still compute any nonlinear function of data and context jointly. The output
-  convolution stays zero-initialized, so a conditional coupling also starts as the identity.
   """
 
   def __init__(
@@ -211,9 +205,6 @@ class ResNet(tf.Module):
     fused_batch_norm=True,
     dtype=tf.float32,
     compute_dtype=None,
-    conditional_shape=None,
-    context_features=16,
-    context_block_size=1,
     name=None,
   ):
     super().__init__(name=name)
@@ -222,32 +213,8 @@ class ResNet(tf.Module):
     )
     _check_rate(dropout)
     self.compute_dtype = _check_compute_dtype(compute_dtype, dtype)
-    self.conditional_shape = _check_conditional_shape(conditional_shape, allowed_ranks=(1, 3))
-    context_channels = 0
-    if self.conditional_shape is not None:
-      _check_positive(context_features=context_features, context_block_size=context_block_size)
-      self.context_block_size = int(context_block_size)
-      if len(self.conditional_shape) == 3:
-        height, width, channels = self.conditional_shape
-        if height % self.context_block_size or width % self.context_block_size:
-          raise ValueError(
-            f"`context_block_size={context_block_size}` must divide the height and width of "
-            f"`conditional_shape={self.conditional_shape}`."
-          )
-        context_channels = self.context_block_size**2 * channels
-      else:
-        context_channels = int(context_features)
     with self.name_scope:
-      if self.conditional_shape is not None and len(self.conditional_shape) == 1:
-        (features,) = self.conditional_shape
-        self.context_kernel = tf.Variable(
-          tf.random.normal([features, context_channels], stddev=features**-0.5, dtype=dtype),
-          name="context_kernel",
-        )
-        self.context_bias = tf.Variable(tf.zeros([context_channels], dtype), name="context_bias")
-      self.conv_in = WeightNormConv2D(
-        in_channels + context_channels, num_filters, use_bias=False, dtype=dtype, name="conv_in"
-      )
+      self.conv_in = WeightNormConv2D(in_channels, num_filters, use_bias=False, dtype=dtype, name="conv_in")
       self.blocks = [
         ResidualBlock(
           num_filters, dropout, batch_norm_momentum, fused_batch_norm, dtype=dtype, name=f"block_{i}"
@@ -261,10 +228,7 @@ class ResNet(tf.Module):
         num_filters, out_channels, zero_init=True, dtype=dtype, name="conv_out"
       )
 
-  def __call__(self, x, training=False, conditional_input=None):
-    context = _check_context(self, conditional_input)
-    if context is not None:
-      x = tf.concat([x, self._context_channels(context, x)], axis=-1)
+  def __call__(self, x, training=False):
     if x.shape[0] is None or x.shape[0] == 0:
       # TF 2.21's oneDNN `conv2d` returns an empty batch with its input's channel count, which breaks the
       # next layer: a batch that may be empty gets one zero row when it is, and the output drops it.
@@ -273,28 +237,7 @@ class ResNet(tf.Module):
       return self._apply(tf.concat([x, filler], 0), training)[:batch_size]
     return self._apply(x, training)
 
-  def _context_channels(self, context, x):
-    """The context as channels at the resolution of `x`: `[N, H, W, context channels]`."""
-    context = tf.cast(context, x.dtype)
-    if len(self.conditional_shape) == 1:
-      projected = tf.matmul(context, tf.cast(self.context_kernel, x.dtype)) + tf.cast(
-        self.context_bias, x.dtype
-      )
-      return tf.broadcast_to(
-        projected[:, tf.newaxis, tf.newaxis, :], tf.concat([tf.shape(x)[:-1], tf.shape(projected)[-1:]], 0)
-      )
-    if self.context_block_size > 1:
-      context = tf.nn.space_to_depth(context, self.context_block_size)
-    if x.shape[1:3].is_fully_defined() and context.shape[1:3] != x.shape[1:3]:
-      raise ValueError(
-        f"`conditional_input` of shape {self.conditional_shape}, space-to-depth'ed by "
-        f"`context_block_size={self.context_block_size}`, has height and width {context.shape[1:3].as_list()}, "
-        f"but the input has {x.shape[1:3].as_list()}."
-      )
-    return context
-
   def _apply(self, x, training):
-    # `x` holds the input and, in a conditional network, the context's channels after it.
     h = self.conv_in(tf.cast(x, self.compute_dtype))
     for block in self.blocks:
       h = block(h, training)
@@ -309,10 +252,6 @@ class MLP(tf.Module):
   He-initialized hidden layers, optional dropout after each, and a zero-initialized output layer. With
   `compute_dtype` (e.g. `tf.bfloat16`) the hidden layers compute in it; the output layer runs in the dtype of
   the input, which is also the output's.
-
-  With `conditional_shape`, `__call__(x, training, conditional_input)` also takes a context `[N,
-  *conditional_shape]`, flattened and concatenated to the input (the first layer is its learned
-  projection), so `kernel_0` has `in_features + prod(conditional_shape)` rows.
   """
 
   def __init__(
@@ -323,13 +262,10 @@ class MLP(tf.Module):
     dropout=0.0,
     dtype=tf.float32,
     compute_dtype=None,
-    conditional_shape=None,
     name=None,
   ):
     super().__init__(name=name)
     _check_positive(in_features=in_features, out_features=out_features)
-    self.conditional_shape = _check_conditional_shape(conditional_shape)
-    context_features = 0 if self.conditional_shape is None else int(np.prod(self.conditional_shape))
     if not hidden_units or any(int(units) <= 0 for units in hidden_units):
       raise ValueError(
         f"`hidden_units` must be a non-empty sequence of positive integers; got {hidden_units!r}."
@@ -338,7 +274,7 @@ class MLP(tf.Module):
     self.dropout = dropout
     self.compute_dtype = _check_compute_dtype(compute_dtype, dtype)
     with self.name_scope:
-      sizes = [in_features + context_features, *hidden_units]
+      sizes = [in_features, *hidden_units]
       self.kernels = [
         tf.Variable(
           tf.random.normal([fan_in, fan_out], stddev=(2.0 / fan_in) ** 0.5, dtype=dtype), name=f"kernel_{i}"
@@ -351,19 +287,136 @@ class MLP(tf.Module):
       self.output_kernel = tf.Variable(tf.zeros([sizes[-1], out_features], dtype), name="output_kernel")
       self.output_bias = tf.Variable(tf.zeros([out_features], dtype), name="output_bias")
 
-  def __call__(self, x, training=False, conditional_input=None):
+  def __call__(self, x, training=False):
     dtype = self.compute_dtype
     h = tf.cast(x, dtype)
-    context = _check_context(self, conditional_input)
-    if context is not None:
-      flat_context = tf.reshape(context, [-1, int(np.prod(self.conditional_shape))])
-      h = tf.concat([h, tf.cast(flat_context, dtype)], axis=-1)
     for kernel, bias in zip(self.kernels, self.biases):
       h = tf.nn.relu(tf.matmul(h, tf.cast(kernel, dtype)) + tf.cast(bias, dtype))
       if training and self.dropout > 0:
         h = tf.nn.dropout(h, rate=self.dropout)
     # As in `ResNet`, the output layer runs in the input's dtype.
     return tf.matmul(tf.cast(h, x.dtype), self.output_kernel) + self.output_bias
+
+
+class ConditionalResNet(ResNet):
+  """`ResNet` with a context: `[N, H, W, in_channels]` and `[N, *conditional_shape]` -> `[N, H, W, out_channels]`.
+
+  The context joins the input as extra channels of the input convolution:
+
+  - a vector context `(features,)` through a learned projection `c @ context_kernel + context_bias` to
+    `context_features` channels, broadcast over height and width;
+  - an image context `(height, width, channels)` as it is, space-to-depth'ed by `context_block_size` first
+    (`tf.nn.space_to_depth`, as the multi-scale flow squeezes its data), so that a coupling at a coarser
+    scale sees the context at its own resolution: `context_block_size**2 * channels` channels.
+
+  Concatenation rather than FiLM (a per-block scale and shift computed from the context): one mechanism for
+  both kinds of context, a single projection instead of one per block, and the residual blocks after the
+  input convolution still compute any nonlinear function of data and context jointly. The output
+  convolution is still zero-initialized, so a conditional coupling also starts as the identity. Other
+  arguments as in `ResNet`.
+  """
+
+  def __init__(
+    self,
+    in_channels,
+    out_channels,
+    conditional_shape,
+    context_features=16,
+    context_block_size=1,
+    name=None,
+    **resnet_kwargs,
+  ):
+    self.conditional_shape = _check_conditional_shape(conditional_shape, allowed_ranks=(1, 3))
+    _check_positive(context_features=context_features, context_block_size=context_block_size)
+    self.context_block_size = int(context_block_size)
+    if len(self.conditional_shape) == 3:
+      height, width, channels = self.conditional_shape
+      if height % self.context_block_size or width % self.context_block_size:
+        raise ValueError(
+          f"`context_block_size={context_block_size}` must divide the height and width of "
+          f"`conditional_shape={self.conditional_shape}`."
+        )
+      context_channels = self.context_block_size**2 * channels
+    else:
+      context_channels = int(context_features)
+    super().__init__(in_channels + context_channels, out_channels, name=name, **resnet_kwargs)
+    if len(self.conditional_shape) == 1:
+      dtype = self.conv_in.direction.dtype
+      (features,) = self.conditional_shape
+      with self.name_scope:
+        self.context_kernel = tf.Variable(
+          tf.random.normal([features, context_channels], stddev=features**-0.5, dtype=dtype),
+          name="context_kernel",
+        )
+        self.context_bias = tf.Variable(tf.zeros([context_channels], dtype), name="context_bias")
+
+  def __call__(self, x, conditional_input, training=False):
+    context = _check_context(self, conditional_input)
+    return super().__call__(tf.concat([x, self._context_channels(context, x)], axis=-1), training)
+
+  def _context_channels(self, context, x):
+    """The context as channels at the resolution of `x`: `[N, H, W, context channels]`, dtype of `x`."""
+    context = tf.cast(context, x.dtype)
+    if len(self.conditional_shape) == 1:
+      kernel, bias = tf.cast(self.context_kernel, x.dtype), tf.cast(self.context_bias, x.dtype)
+      projected = tf.matmul(context, kernel) + bias
+      return tf.broadcast_to(
+        projected[:, tf.newaxis, tf.newaxis, :], tf.concat([tf.shape(x)[:-1], tf.shape(projected)[-1:]], 0)
+      )
+    if self.context_block_size > 1:
+      context = tf.nn.space_to_depth(context, self.context_block_size)
+    if x.shape[1:3].is_fully_defined() and context.shape[1:3] != x.shape[1:3]:
+      raise ValueError(
+        f"`conditional_input` of shape {list(self.conditional_shape)}, space-to-depth'ed by "
+        f"`context_block_size={self.context_block_size}`, has height and width "
+        f"{context.shape[1:3].as_list()}, but the input has {x.shape[1:3].as_list()}."
+      )
+    return context
+
+
+class ConditionalMLP(MLP):
+  """`MLP` with a context: `[N, in_features]` and `[N, *conditional_shape]` -> `[N, out_features]`.
+
+  The context is flattened and concatenated to the input, so the first hidden layer is its learned
+  projection (`kernel_0` has `in_features + prod(conditional_shape)` rows); the output layer is still
+  zero-initialized. Other arguments as in `MLP`.
+  """
+
+  def __init__(self, in_features, out_features, conditional_shape, name=None, **mlp_kwargs):
+    self.conditional_shape = _check_conditional_shape(conditional_shape)
+    super().__init__(
+      in_features + int(np.prod(self.conditional_shape)), out_features, name=name, **mlp_kwargs
+    )
+
+  def __call__(self, x, conditional_input, training=False):
+    context = _check_context(self, conditional_input)
+    flat_context = tf.reshape(tf.cast(context, x.dtype), [-1, int(np.prod(self.conditional_shape))])
+    return super().__call__(tf.concat([x, flat_context], axis=-1), training)
+
+
+def _check_conditional_shape(conditional_shape, allowed_ranks=None):
+  """`conditional_shape` as a tuple of Python ints; raises unless its sizes are positive (and rank allowed)."""
+  shape = tuple(int(d) for d in conditional_shape) if conditional_shape is not None else ()
+  if not shape or min(shape) <= 0 or (allowed_ranks and len(shape) not in allowed_ranks):
+    expected = "`(features,)` or `(height, width, channels)`" if allowed_ranks else "a non-empty shape"
+    raise ValueError(
+      f"`conditional_shape` must be {expected} with positive sizes; got {conditional_shape!r}."
+    )
+  return shape
+
+
+def _check_context(network, conditional_input):
+  """`conditional_input` as a tensor `[N, *network.conditional_shape]`; raises on a missing or misshaped one."""
+  expected = ", ".join(map(str, network.conditional_shape))
+  if conditional_input is None:
+    raise ValueError(f"`{network.name}` needs `conditional_input` of shape `[batch, {expected}]`; got None.")
+  context = tf.convert_to_tensor(conditional_input)
+  if context.shape.rank is not None and not context.shape[1:].is_compatible_with(network.conditional_shape):
+    raise ValueError(
+      f"`conditional_input` of `{network.name}` must have shape `[batch, {expected}]`; "
+      f"got shape {context.shape.as_list()}."
+    )
+  return context
 
 
 def _check_compute_dtype(compute_dtype, dtype):
@@ -380,40 +433,6 @@ def _check_compute_dtype(compute_dtype, dtype):
       f"`compute_dtype` must be None or one of {', '.join(d.name for d in allowed)}; got {compute_dtype!r}."
     )
   return as_dtype
-
-
-def _check_conditional_shape(conditional_shape, allowed_ranks=None):
-  """`conditional_shape` as a tuple of Python ints, or None; raises unless its sizes are positive."""
-  if conditional_shape is None:
-    return None
-  shape = tuple(int(d) for d in conditional_shape)
-  if not shape or min(shape) <= 0 or (allowed_ranks and len(shape) not in allowed_ranks):
-    expected = "`(features,)` or `(height, width, channels)`" if allowed_ranks else "a non-empty shape"
-    raise ValueError(f"`conditional_shape` must be None or {expected} with positive sizes; got {shape}.")
-  return shape
-
-
-def _check_context(network, conditional_input):
-  """`conditional_input` as a tensor `[N, *network.conditional_shape]`, or None for an unconditional network."""
-  expected = network.conditional_shape
-  if expected is None:
-    if conditional_input is not None:
-      raise ValueError(
-        f"`{network.name}` was built without `conditional_shape`, so it takes no `conditional_input`; got one."
-      )
-    return None
-  if conditional_input is None:
-    raise ValueError(
-      f"`{network.name}` was built with `conditional_shape={expected}`: it needs `conditional_input` of shape "
-      f"`[batch, {', '.join(map(str, expected))}]`."
-    )
-  context = tf.convert_to_tensor(conditional_input)
-  if context.shape.rank is not None and not context.shape[1:].is_compatible_with(expected):
-    raise ValueError(
-      f"`conditional_input` of `{network.name}` must have shape `[batch, {', '.join(map(str, expected))}]`; "
-      f"got shape {context.shape.as_list()}."
-    )
-  return context
 
 
 def _num_replicas_in_sync():

@@ -30,13 +30,15 @@ class AffineCoupling(JointLogDetBijector):
   `False`) is passed on, for batch norm and dropout.
 
   A conditional coupling, `y = b*x + (1-b)*(x*exp(log_scale(b*x; c)) + shift(b*x; c))`, has a conditioner
-  whose `__call__` (a `tf_keras` layer's `call`) takes `conditional_input`: the bijector's `conditional_input`
-  keyword, the context `c` of shape `[*batch_shape, *context_shape]` (batch dimensions those of `x`, or 1 to
-  broadcast), reaches it flattened to `[N, *context_shape]` like `x`. The context enters only the
-  conditioner, so the log-det and inverse keep their form. A context given to a coupling whose conditioner
-  takes none, or none given where the conditioner's `conditional_input` has no default, is a `ValueError`.
+  whose `__call__` (a `tf_keras` layer's `call`) names `conditional_input` (e.g. `networks.ConditionalResNet`):
+  the bijector's `conditional_input` keyword, the context `c` of shape `[*batch_shape, *context_shape]`
+  (batch dimensions those of `x`, or 1 to broadcast), reaches it flattened to `[N, *context_shape]` like `x`.
+  The context enters only the conditioner, so the log-det and inverse keep their form. A context given to a
+  coupling whose conditioner takes none, or none given where the conditioner's `conditional_input` has no
+  default, is a `ValueError` naming `conditional_input`.
 
-  `call_keywords` declares both keywords, so a `KeywordChain` delivers them (see `keyword_chain.py`).
+  `call_keywords` declares `training`, and `conditional_input` when the conditioner takes it, so a
+  `KeywordChain` delivers them (see `keyword_chain.py`), and rejects a context no coupling takes.
 
   #### Examples
 
@@ -51,8 +53,6 @@ class AffineCoupling(JointLogDetBijector):
   [1]: Laurent Dinh, Jascha Sohl-Dickstein and Samy Bengio. Density estimation using Real NVP. In
        _International Conference on Learning Representations_, 2017. https://arxiv.org/abs/1605.08803
   """
-
-  call_keywords = frozenset({"training", "conditional_input"})
 
   def __init__(
     self,
@@ -96,6 +96,11 @@ class AffineCoupling(JointLogDetBijector):
       )
 
   @property
+  def call_keywords(self):
+    """`training`, and `conditional_input` when the conditioner takes a context."""
+    return frozenset({"training"} | ({"conditional_input"} if self._conditioner_context else set()))
+
+  @property
   def conditioner(self):
     return self._conditioner
 
@@ -132,8 +137,8 @@ class AffineCoupling(JointLogDetBijector):
     if self._conditioner_context is None:
       raise ValueError(
         f"`{self.name}` got `conditional_input`, but its conditioner ({type(self._conditioner).__name__}) "
-        "takes no `conditional_input`: build the conditioner with a context (e.g. `networks.ResNet(..., "
-        "conditional_shape=...)`), or call the coupling without one."
+        "takes no `conditional_input`: give it a conditioner that does (e.g. `networks.ConditionalResNet`), "
+        "or call the coupling without one."
       )
     context = tf.convert_to_tensor(conditional_input, self.dtype)
     batch_rank = int(batch_shape.shape[0])
