@@ -203,7 +203,8 @@ class ConditionalAffineCouplingTest(tf.test.TestCase, parameterized.TestCase, Bi
     other = dict(conditional_input=2.0 * context + 1.0)
     self.assertNotAllClose(coupling.forward(x, **kwargs), coupling.forward(x, **other))
     self.assertNotAllClose(
-      coupling.forward_log_det_jacobian(x, 1, **kwargs), coupling.forward_log_det_jacobian(x, 1, **other)
+      coupling.forward_log_det_jacobian(x, len(event_shape), **kwargs),
+      coupling.forward_log_det_jacobian(x, len(event_shape), **other),
     )
 
   @parameterized.named_parameters(*CONDITIONAL_CASES)
