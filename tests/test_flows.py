@@ -420,10 +420,11 @@ class TrainingModeTest(tf.test.TestCase, parameterized.TestCase):
       spec = [tf.TensorSpec([None, *event_shape])]
       train_log_prob = tf.function(train_log_prob, input_signature=spec)
       log_prob = tf.function(log_prob, input_signature=spec)
-    # The flow's `BatchNorm` layers. (The image conditioners' batch norms see a filler row that
-    # `networks.ResNet` adds to an empty batch, so they are not checked here.)
-    averages = [v for v in flow.variables if "moving" in v.name and "resnet" not in v.name]
-    self.assertNotEmpty(averages)
+    # The flow's `BatchNorm` layers and, for images, the conditioners' batch norms (fused and composite).
+    averages = [v for v in flow.variables if "moving" in v.name]
+    self.assertNotEmpty([v for v in averages if "resnet" not in v.name])
+    if kind == "image":
+      self.assertNotEmpty([v for v in averages if "resnet" in v.name])
     before = [v.numpy() for v in averages]
     self.assertEqual(train_log_prob(tf.zeros([0, *event_shape])).shape, [0])
     for average, value in zip(averages, before):

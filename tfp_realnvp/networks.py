@@ -10,7 +10,7 @@ couplings of a conditional flow `p(x | c)`.
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp.moments import moments_for_mode, moving_average_variable
+from tfp_realnvp.moments import assign_moving_averages, moments_for_mode, moving_average_variable
 
 __all__ = [
   "BatchNormalization",
@@ -95,8 +95,7 @@ class BatchNormalization(tf.Module):
     # as `moments_for_mode` does.
     count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), unbiased_variance.dtype)
     variance = unbiased_variance * (count - 1.0) / tf.maximum(count, 1.0)
-    self.moving_mean.assign(self.momentum * self.moving_mean + (1.0 - self.momentum) * mean)
-    self.moving_variance.assign(self.momentum * self.moving_variance + (1.0 - self.momentum) * variance)
+    assign_moving_averages(self.moving_mean, self.moving_variance, mean, variance, self.momentum, count)
     return y
 
 
@@ -232,9 +231,17 @@ class ResNet(tf.Module):
     if x.shape[0] is None or x.shape[0] == 0:
       # TF 2.21's oneDNN `conv2d` returns an empty batch with its input's channel count, which breaks the
       # next layer: a batch that may be empty gets one zero row when it is, and the output drops it.
+      # The filler row runs in inference mode, so an empty training batch moves no running average.
       batch_size = tf.shape(x)[0]
       filler = tf.zeros(tf.concat([[1 - tf.minimum(batch_size, 1)], tf.shape(x)[1:]], 0), x.dtype)
-      return self._apply(tf.concat([x, filler], 0), training)[:batch_size]
+      padded = tf.concat([x, filler], 0)
+      if not training:
+        return self._apply(padded, False)[:batch_size]
+      return tf.cond(
+        batch_size > 0,
+        lambda: self._apply(padded, True)[:batch_size],
+        lambda: self._apply(padded, False)[:batch_size],
+      )
     return self._apply(x, training)
 
   def _apply(self, x, training):
