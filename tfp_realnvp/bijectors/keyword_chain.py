@@ -11,7 +11,8 @@ tfb = tfp.bijectors
 def call_keywords_of(bijector):
   """The call-time keywords `bijector` takes: its `call_keywords` attribute, or none if it has none.
 
-  A leaf bijector declares them as a class attribute (`AffineCoupling.call_keywords = frozenset({'training'})`);
+  A leaf bijector declares them as an attribute (`BatchNorm.call_keywords = frozenset({'training'})`; a coupling
+  adds `'conditional_input'` when its conditioner takes one);
   a wrapper declares those of what it wraps (`FactorOut`, `KeywordChain`). Stock TFP bijectors declare none.
   """
   return frozenset(getattr(bijector, "call_keywords", ()))
