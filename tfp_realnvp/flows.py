@@ -55,8 +55,18 @@ class RealNVP(_TransformedDistribution):
   (and enables dropout); the default `training=False` is for evaluation. Call-time keywords reach every
   coupling and batch norm through `bijectors.KeywordChain`. `sample(n, seed, temperature)` scales the base
   standard deviation by `temperature`. Other modules need only the public API: `event_shape`, `dtype`,
-  `compute_dtype`, `num_bits`, `num_dims`, `regularized_variables`, `log_prob`, `sample`, `encode`,
-  `decode`, and `bits_per_dim` on image flows.
+  `compute_dtype`, `num_bits`, `num_dims`, `conditional_event_shape`, `regularized_variables`, `log_prob`,
+  `sample`, `encode`, `decode`, and `bits_per_dim` on image flows.
+
+  A flow built with `conditional_event_shape` is conditional, `p(x | c) = N(f(x; c)) |det df(x; c)/dx|`:
+  every coupling's conditioner also sees the context `c` (see `AffineCoupling`), and every method that maps
+  data takes it as `conditional_input`, of shape `[*batch_shape, *conditional_event_shape]`, its batch
+  dimensions broadcast against those of the data (`log_prob`, `prob`, `bits_per_dim`, `encode`, `decode`,
+  `interpolate`). `sample(n, conditional_input=c)` takes a context per sample, `[n, *conditional_event_shape]`,
+  or one, `[*conditional_event_shape]`, for all; `experimental_sample_and_log_prob` likewise. The context
+  reaches the couplings through `KeywordChain`, as `training` does. A conditional flow called without a
+  context, an unconditional one called with one (`conditional_input=None` is no context), or a context of the
+  wrong shape is a `ValueError` naming `conditional_input`.
 
   #### Examples
 
@@ -66,6 +76,8 @@ class RealNVP(_TransformedDistribution):
   loss = tf.reduce_mean(flow.bits_per_dim(x, training=True))
   images = flow.sample(16, seed=tf.constant([1, 2]), temperature=0.7)
   prior = RealNVP(event_shape=(16,), num_couplings=4)  # a VectorRealNVP
+  digits = RealNVP.from_preset('digits', conditional_event_shape=(10,))  # p(x | label), one-hot labels
+  fives = digits.sample(16, seed=[1, 2], conditional_input=tf.one_hot(5, 10))
   ```
 
   #### References
@@ -95,18 +107,23 @@ class RealNVP(_TransformedDistribution):
       )
     return super().__new__(flow_class)
 
-  def __init__(self, data_to_latent, event_shape, dtype, validate_args, parameters, name):
+  def __init__(
+    self, data_to_latent, event_shape, conditional_event_shape, dtype, validate_args, parameters, name
+  ):
     """For subclasses: the flow with latent `z = data_to_latent(x)` and a standard normal base.
 
     Args:
-      data_to_latent: the `bijectors.KeywordChain` `f`, data to latent.
+      data_to_latent: the `bijectors.KeywordChain` `f`, data to latent; its couplings take
+        `conditional_input` when the flow is conditional.
       event_shape: the event shape, a tuple of Python ints.
+      conditional_event_shape: the shape of one context, a tuple of Python ints; None when unconditional.
       dtype: float dtype of data and variables.
       validate_args: Python `bool`, passed to `tfd.TransformedDistribution`.
       parameters: the subclass's constructor arguments.
       name: Python `str` name.
     """
     self._event_shape_tuple = event_shape
+    self._conditional_event_shape = conditional_event_shape
     self._data_to_latent = data_to_latent  # Checkpoints name every variable by its path from this attribute.
     base = tfd.Sample(
       tfd.Normal(loc=tf.constant(0.0, dtype), scale=tf.constant(1.0, dtype)), sample_shape=event_shape
@@ -149,6 +166,11 @@ class RealNVP(_TransformedDistribution):
     return int(np.prod(self._event_shape_tuple))
 
   @property
+  def conditional_event_shape(self):
+    """The shape of one context `c` of `p(x | c)`, a tuple of Python ints; None for an unconditional flow."""
+    return self._conditional_event_shape
+
+  @property
   def regularized_variables(self):
     """The variables the paper's L2 penalty applies to: weight-norm scales and coupling tanh scales."""
     return tuple(v for v in self.trainable_variables if networks.is_regularized(v))
@@ -176,8 +198,60 @@ class RealNVP(_TransformedDistribution):
         f"(batch dimensions, then the event shape); got shape {shape.as_list()}."
       )
 
-  def _log_prob(self, x, **kwargs):
+  def _context_and_data(self, conditional_input, x, arg_name="x", sampling=False):
+    """`(x, bijector_kwargs)`: `x` and the checked context broadcast to one batch shape.
+
+    `bijector_kwargs` is `{'conditional_input': context}`, or `{}` for an unconditional flow. When
+    `sampling` (`x` the latent, its batch shape the sample shape) the context's batch must broadcast to it.
+    """
+    expected = self._conditional_event_shape
+    if expected is None:
+      if conditional_input is not None:
+        raise ValueError(
+          "This flow is unconditional (`conditional_event_shape=None`): it takes no `conditional_input`; got "
+          f"one of shape {tf.TensorShape(getattr(conditional_input, 'shape', None)).as_list()}."
+        )
+      return x, {}
+    shape_text = f"[..., {', '.join(map(str, expected))}]"
+    if conditional_input is None:
+      raise ValueError(
+        f"This flow is conditional (`conditional_event_shape={expected}`): pass the context as "
+        f"`conditional_input` of shape `{shape_text}`."
+      )
+    context = tf.convert_to_tensor(conditional_input, self.dtype)
+    rank = len(expected)
+    if context.shape.rank is not None and (
+      context.shape.rank < rank or not context.shape[-rank:].is_compatible_with(expected)
+    ):
+      raise ValueError(
+        f"`conditional_input` must have shape `{shape_text}` (batch dimensions, then "
+        f"`conditional_event_shape`); got shape {context.shape.as_list()}."
+      )
+    event_rank = len(self._event_shape_tuple)
+    x_batch, context_batch = x.shape[: x.shape.rank - event_rank], context.shape[: context.shape.rank - rank]
+    try:
+      batch = tf.broadcast_static_shape(x_batch, context_batch)
+    except ValueError:
+      batch = None
+    if batch is None or (sampling and not batch.is_compatible_with(x_batch)):
+      expected_batch = (
+        f"`[*sample_shape, {', '.join(map(str, expected))}]` (sample shape {x_batch.as_list()}) or "
+        f"`[{', '.join(map(str, expected))}]`"
+        if sampling
+        else f"batch dimensions that broadcast against those of `{arg_name}` {x_batch.as_list()}"
+      )
+      raise ValueError(
+        f"`conditional_input` must have {expected_batch}; got shape {context.shape.as_list()}."
+      )
+    batch_tensor = tf.broadcast_dynamic_shape(tf.shape(x)[:-event_rank], tf.shape(context)[:-rank])
+    x = _broadcast_batch(x, x_batch, batch, batch_tensor, event_rank)
+    context = _broadcast_batch(context, context_batch, batch, batch_tensor, rank)
+    return x, {"conditional_input": context}
+
+  def _log_prob(self, x, conditional_input=None, **kwargs):
     self._check_event_shape(x)
+    x, context_kwargs = self._context_and_data(conditional_input, x)
+    kwargs.update(context_kwargs)
     # Zero density outside the support, NaN for NaN. Values outside are replaced before the transform so
     # that they can produce neither NaNs nor NaN gradients.
     event_axes = list(range(-len(self._event_shape_tuple), 0))
@@ -192,34 +266,54 @@ class RealNVP(_TransformedDistribution):
     return tf.exp(self._log_prob(x, **kwargs))
 
   def _call_sample_n(self, sample_shape, seed, temperature=1.0, **kwargs):
+    _, x, _ = self._sample_latent_and_data(sample_shape, seed, temperature, kwargs)
+    return x
+
+  def _call_sample_and_log_prob(self, sample_shape, seed, temperature=1.0, **kwargs):
+    # The flow's own `log p(x)` at each sample: `temperature` moves where samples land, not the density.
+    z, x, bijector_kwargs = self._sample_latent_and_data(sample_shape, seed, temperature, kwargs)
+    event_ndims = len(self._event_shape_tuple)
+    fldj = self.bijector.forward_log_det_jacobian(z, event_ndims=event_ndims, **bijector_kwargs)  # cached
+    return x, self.distribution.log_prob(z) - fldj
+
+  def _sample_latent_and_data(self, sample_shape, seed, temperature, kwargs):
+    """`(z, x, bijector_kwargs)`: latent `z = temperature * N(0, I)` and sample `x = f^{-1}(z; c)`."""
+    conditional_input = kwargs.pop("conditional_input", None)
     distribution_kwargs, bijector_kwargs = self._split_kwargs(kwargs)
     z = self.distribution.sample(sample_shape, seed=seed, **distribution_kwargs)
-    return self.bijector.forward(z * tf.cast(temperature, z.dtype), **bijector_kwargs)
+    z = z * tf.cast(temperature, z.dtype)
+    _, context_kwargs = self._context_and_data(conditional_input, z, sampling=True)
+    bijector_kwargs.update(context_kwargs)
+    return z, self.bijector.forward(z, **bijector_kwargs), bijector_kwargs
 
-  def encode(self, x):
-    """The latent `z = f(x)` (inference mode), shaped like `x`."""
+  def encode(self, x, conditional_input=None):
+    """The latent `z = f(x; c)` (inference mode), shaped like `x` (broadcast against the context's batch)."""
     x = tf.convert_to_tensor(x, self.dtype)
     self._check_event_shape(x)
-    return self._data_to_latent.forward(x, training=False)
+    x, context_kwargs = self._context_and_data(conditional_input, x)
+    return self._data_to_latent.forward(x, training=False, **context_kwargs)
 
-  def decode(self, z):
-    """The data point `x = f^{-1}(z)` (inference mode), shaped like `z`."""
+  def decode(self, z, conditional_input=None):
+    """The data point `x = f^{-1}(z; c)` (inference mode), shaped like `z` (broadcast likewise)."""
     z = tf.convert_to_tensor(z, self.dtype)
     self._check_event_shape(z, "z")
-    return self._data_to_latent.inverse(z, training=False)
+    z, context_kwargs = self._context_and_data(conditional_input, z, "z")
+    return self._data_to_latent.inverse(z, training=False, **context_kwargs)
 
-  def interpolate(self, x_start, x_end, num_steps=8):
+  def interpolate(self, x_start, x_end, num_steps=8, conditional_input=None):
     """Decodes `cos(a) * z_start + sin(a) * z_end` for `a` from 0 to `pi/2` in `num_steps` steps.
 
     The paper's latent interpolation: unlike a straight line, this path keeps the latent's Gaussian norm.
-    Returns `[num_steps, *x_start.shape]`, starting at `x_start` and ending at `x_end` (up to round-off).
+    Returns `[num_steps, *x_start.shape]`, starting at `x_start` and ending at `x_end` (up to round-off). A
+    conditional flow encodes, and decodes the path, under the one context `conditional_input`.
     """
     if int(num_steps) < 2:
       raise ValueError(f"`num_steps` must be at least 2; got {num_steps!r}.")
-    z_start, z_end = self.encode(x_start), self.encode(x_end)
+    z_start = self.encode(x_start, conditional_input)
+    z_end = self.encode(x_end, conditional_input)
     angles = tf.cast(tf.linspace(0.0, math.pi / 2, int(num_steps)), self.dtype)
     angles = tf.reshape(angles, [-1] + [1] * z_start.shape.rank)
-    return self.decode(tf.cos(angles) * z_start + tf.sin(angles) * z_end)
+    return self.decode(tf.cos(angles) * z_start + tf.sin(angles) * z_end, conditional_input)
 
 
 class ImageRealNVP(RealNVP):
@@ -246,6 +340,7 @@ class ImageRealNVP(RealNVP):
     batch_norm=True,
     batch_norm_momentum=0.99,
     fused_batch_norm=True,
+    conditional_event_shape=None,
     dtype=tf.float32,
     compute_dtype=None,
     validate_args=False,
@@ -264,6 +359,10 @@ class ImageRealNVP(RealNVP):
       batch_norm_momentum: running-average momentum of every batch norm.
       fused_batch_norm: whether the conditioners' batch norms may use TensorFlow's fused kernel (same values;
         `False` is for measuring it).
+      conditional_event_shape: None for `p(x)`; for `p(x | c)`, the shape of one context `c`: a vector
+        `(features,)` (e.g. a one-hot label), projected and joined to every conditioner's input, or an image
+        `(height, width, channels)` of the event's height and width, concatenated to it, squeezed to each
+        scale's resolution (see `networks.ConditionalResNet`).
       dtype: float dtype of data and variables.
       compute_dtype: dtype the conditioner networks compute in (default: `dtype`). `tf.bfloat16` is mixed
         precision for CPUs with bfloat16 instructions and TPUs (`tf.float16` for GPUs, with loss scaling):
@@ -274,14 +373,13 @@ class ImageRealNVP(RealNVP):
     """
     parameters = dict(locals())
     event_shape = tuple(int(d) for d in event_shape)
+    conditional_event_shape = _check_conditional_event_shape(conditional_event_shape, event_shape)
     with tf.name_scope(name) as name:
 
       def make_coupling(scale, mask_type, index, shape):
         """An affine coupling with a ResNet conditioner and, with `batch_norm`, a batch norm after it."""
         layer_name = f"scale{scale}_{mask_type}{index}"
-        conditioner = networks.ResNet(
-          shape[-1],
-          2 * shape[-1],
+        resnet_kwargs = dict(
           num_blocks=num_blocks,
           num_filters=num_filters * 2**scale,
           dropout=dropout,
@@ -291,6 +389,17 @@ class ImageRealNVP(RealNVP):
           compute_dtype=compute_dtype,
           name=f"{layer_name}_resnet",
         )
+        if conditional_event_shape is None:
+          conditioner = networks.ResNet(shape[-1], 2 * shape[-1], **resnet_kwargs)
+        else:
+          conditioner = networks.ConditionalResNet(
+            shape[-1],
+            2 * shape[-1],
+            conditional_event_shape,
+            # An image context reaches a coarser scale squeezed to its resolution.
+            context_block_size=event_shape[0] // shape[0],
+            **resnet_kwargs,
+          )
         layers = [
           AffineCoupling(conditioner, shape, mask_type, parity=index % 2, dtype=dtype, name=layer_name)
         ]
@@ -307,7 +416,9 @@ class ImageRealNVP(RealNVP):
         preprocessing=LogitTransform(num_bits),
         name="data_to_latent",
       )
-      super().__init__(data_to_latent, event_shape, dtype, validate_args, parameters, name)
+      super().__init__(
+        data_to_latent, event_shape, conditional_event_shape, dtype, validate_args, parameters, name
+      )
     self._num_bits = int(num_bits)
 
   @classmethod
@@ -325,10 +436,11 @@ class ImageRealNVP(RealNVP):
   def _interior_value(self, dtype):
     return tf.constant(2.0 ** (self._num_bits - 1), dtype)
 
-  def bits_per_dim(self, x, training=False):
+  def bits_per_dim(self, x, training=False, conditional_input=None):
     """`-log_prob(x) / (D ln 2)` for pixel-valued `x`: the paper's bits/dim (a uniform model gets `num_bits`)."""
     x = tf.convert_to_tensor(x, self.dtype)
-    return -self.log_prob(x, training=training) / (self.num_dims * math.log(2.0))
+    log_prob = self.log_prob(x, training=training, conditional_input=conditional_input)
+    return -log_prob / (self.num_dims * math.log(2.0))
 
 
 class VectorRealNVP(RealNVP):
@@ -347,6 +459,7 @@ class VectorRealNVP(RealNVP):
     dropout=0.0,
     batch_norm=False,
     batch_norm_momentum=0.99,
+    conditional_event_shape=None,
     dtype=tf.float32,
     compute_dtype=None,
     validate_args=False,
@@ -361,6 +474,8 @@ class VectorRealNVP(RealNVP):
       dropout: dropout rate inside the conditioners, active only with `training=True`.
       batch_norm: whether a `BatchNorm` flow layer follows each coupling.
       batch_norm_momentum: running-average momentum of every batch norm.
+      conditional_event_shape: None for `p(x)`; for `p(x | c)`, the shape of one context `c`, flattened and
+        joined to every MLP conditioner's input.
       dtype: float dtype of data and variables.
       compute_dtype: dtype the conditioner networks compute in (default: `dtype`); see `ImageRealNVP`.
       validate_args: Python `bool`, passed to `tfd.TransformedDistribution`.
@@ -373,18 +488,21 @@ class VectorRealNVP(RealNVP):
     if isinstance(num_couplings, bool) or int(num_couplings) != num_couplings or num_couplings < 1:
       raise ValueError(f"`num_couplings` must be a positive integer; got {num_couplings!r}.")
     (dims,) = event_shape
+    conditional_event_shape = _check_conditional_event_shape(conditional_event_shape)
     with tf.name_scope(name) as name:
       layers = []
       for i in range(num_couplings):
-        conditioner = networks.MLP(
-          dims,
-          2 * dims,
-          tuple(hidden_units),
+        mlp_kwargs = dict(
+          hidden_units=tuple(hidden_units),
           dropout=dropout,
           dtype=dtype,
           compute_dtype=compute_dtype,
           name=f"coupling{i}_mlp",
         )
+        if conditional_event_shape is None:
+          conditioner = networks.MLP(dims, 2 * dims, **mlp_kwargs)
+        else:
+          conditioner = networks.ConditionalMLP(dims, 2 * dims, conditional_event_shape, **mlp_kwargs)
         layers.append(
           AffineCoupling(conditioner, (dims,), "half", parity=i % 2, dtype=dtype, name=f"coupling{i}")
         )
@@ -394,7 +512,9 @@ class VectorRealNVP(RealNVP):
           )
       # `KeywordChain`, like `tfb.Chain`, applies its list right to left.
       data_to_latent = KeywordChain(list(reversed(layers)), name="data_to_latent")
-      super().__init__(data_to_latent, event_shape, dtype, validate_args, parameters, name)
+      super().__init__(
+        data_to_latent, event_shape, conditional_event_shape, dtype, validate_args, parameters, name
+      )
 
   @classmethod
   def _parameter_properties(cls, dtype, num_classes=None):
@@ -406,10 +526,42 @@ class VectorRealNVP(RealNVP):
   def _interior_value(self, dtype):
     return tf.zeros([], dtype)
 
-  def bits_per_dim(self, x, training=False):
+  def bits_per_dim(self, x, training=False, conditional_input=None):
     """Not defined: bits/dim needs pixel data (`ImageRealNVP`); raises `ValueError`."""
-    del x, training
+    del x, training, conditional_input
     raise ValueError("`bits_per_dim` is defined for image flows over pixel values; this is a vector flow.")
+
+
+def _broadcast_batch(tensor, batch, target_batch, target_batch_tensor, event_rank):
+  """`tensor` with batch shape `batch` broadcast to `target_batch` (static) / `target_batch_tensor`."""
+  if batch.is_fully_defined() and target_batch is not None and batch == target_batch:
+    return tensor
+  event_shape = tf.shape(tensor)[tf.rank(tensor) - event_rank :]
+  return tf.broadcast_to(tensor, tf.concat([target_batch_tensor, event_shape], 0))
+
+
+def _check_conditional_event_shape(conditional_event_shape, event_shape=None):
+  """`conditional_event_shape` as a tuple of Python ints, or None.
+
+  For an image flow (`event_shape` given), a vector `(features,)` or an image `(height, width, channels)` of
+  the event's height and width.
+  """
+  if conditional_event_shape is None:
+    return None
+  shape = tuple(int(d) for d in conditional_event_shape)
+  if event_shape is None:
+    if not shape or min(shape) <= 0:
+      raise ValueError(f"`conditional_event_shape` must be None or a shape with positive sizes; got {shape}.")
+    return shape
+  if not (
+    (len(shape) == 1 and shape[0] > 0)
+    or (len(shape) == 3 and shape[:2] == tuple(event_shape[:2]) and shape[2] > 0)
+  ):
+    raise ValueError(
+      "`conditional_event_shape` of an image flow must be None, `(features,)`, or `(height, width, channels)` "
+      f"with the event's height and width {tuple(event_shape[:2])}; got {shape}."
+    )
+  return shape
 
 
 # `RealNVP(event_shape=...)` builds the kind for the rank of `event_shape`.

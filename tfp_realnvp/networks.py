@@ -2,14 +2,25 @@
 
 Both are `tf.Module`s, so every variable is tracked by the coupling bijector, the distribution, checkpoints and
 SavedModels. Both take `training` at call time (batch statistics and dropout), and both end in a layer whose
-output is exactly zero at initialization, so every coupling starts as the identity.
+output is exactly zero at initialization, so every coupling starts as the identity. `ConditionalResNet` and
+`ConditionalMLP` are the same networks with a context as a second input, `conditional_input`, for the
+couplings of a conditional flow `p(x | c)`.
 """
 
+import numpy as np
 import tensorflow as tf
 
 from tfp_realnvp.moments import moments_for_mode, moving_average_variable
 
-__all__ = ["BatchNormalization", "MLP", "ResNet", "WeightNormConv2D", "is_regularized"]
+__all__ = [
+  "BatchNormalization",
+  "ConditionalMLP",
+  "ConditionalResNet",
+  "MLP",
+  "ResNet",
+  "WeightNormConv2D",
+  "is_regularized",
+]
 
 # The paper applies L2 regularization (5e-5) to the weight-norm scales and the couplings' tanh scales only.
 REGULARIZED_VARIABLE_NAMES = ("weight_scale", "tanh_scale")
@@ -285,6 +296,127 @@ class MLP(tf.Module):
         h = tf.nn.dropout(h, rate=self.dropout)
     # As in `ResNet`, the output layer runs in the input's dtype.
     return tf.matmul(tf.cast(h, x.dtype), self.output_kernel) + self.output_bias
+
+
+class ConditionalResNet(ResNet):
+  """`ResNet` with a context: `[N, H, W, in_channels]` and `[N, *conditional_shape]` -> `[N, H, W, out_channels]`.
+
+  The context joins the input as extra channels of the input convolution:
+
+  - a vector context `(features,)` through a learned projection `c @ context_kernel + context_bias` to
+    `context_features` channels, broadcast over height and width;
+  - an image context `(height, width, channels)` as it is, space-to-depth'ed by `context_block_size` first
+    (`tf.nn.space_to_depth`, as the multi-scale flow squeezes its data), so that a coupling at a coarser
+    scale sees the context at its own resolution: `context_block_size**2 * channels` channels.
+
+  Concatenation rather than FiLM (a per-block scale and shift computed from the context): one mechanism for
+  both kinds of context, a single projection instead of one per block, and the residual blocks after the
+  input convolution still compute any nonlinear function of data and context jointly. The output
+  convolution is still zero-initialized, so a conditional coupling also starts as the identity. Other
+  arguments as in `ResNet`.
+  """
+
+  def __init__(
+    self,
+    in_channels,
+    out_channels,
+    conditional_shape,
+    context_features=16,
+    context_block_size=1,
+    name=None,
+    **resnet_kwargs,
+  ):
+    self.conditional_shape = _check_conditional_shape(conditional_shape, allowed_ranks=(1, 3))
+    _check_positive(context_features=context_features, context_block_size=context_block_size)
+    self.context_block_size = int(context_block_size)
+    if len(self.conditional_shape) == 3:
+      height, width, channels = self.conditional_shape
+      if height % self.context_block_size or width % self.context_block_size:
+        raise ValueError(
+          f"`context_block_size={context_block_size}` must divide the height and width of "
+          f"`conditional_shape={self.conditional_shape}`."
+        )
+      context_channels = self.context_block_size**2 * channels
+    else:
+      context_channels = int(context_features)
+    super().__init__(in_channels + context_channels, out_channels, name=name, **resnet_kwargs)
+    if len(self.conditional_shape) == 1:
+      dtype = self.conv_in.direction.dtype
+      (features,) = self.conditional_shape
+      with self.name_scope:
+        self.context_kernel = tf.Variable(
+          tf.random.normal([features, context_channels], stddev=features**-0.5, dtype=dtype),
+          name="context_kernel",
+        )
+        self.context_bias = tf.Variable(tf.zeros([context_channels], dtype), name="context_bias")
+
+  def __call__(self, x, conditional_input, training=False):
+    context = _check_context(self, conditional_input)
+    return super().__call__(tf.concat([x, self._context_channels(context, x)], axis=-1), training)
+
+  def _context_channels(self, context, x):
+    """The context as channels at the resolution of `x`: `[N, H, W, context channels]`, dtype of `x`."""
+    context = tf.cast(context, x.dtype)
+    if len(self.conditional_shape) == 1:
+      kernel, bias = tf.cast(self.context_kernel, x.dtype), tf.cast(self.context_bias, x.dtype)
+      projected = tf.matmul(context, kernel) + bias
+      return tf.broadcast_to(
+        projected[:, tf.newaxis, tf.newaxis, :], tf.concat([tf.shape(x)[:-1], tf.shape(projected)[-1:]], 0)
+      )
+    if self.context_block_size > 1:
+      context = tf.nn.space_to_depth(context, self.context_block_size)
+    if x.shape[1:3].is_fully_defined() and context.shape[1:3] != x.shape[1:3]:
+      raise ValueError(
+        f"`conditional_input` of shape {list(self.conditional_shape)}, space-to-depth'ed by "
+        f"`context_block_size={self.context_block_size}`, has height and width "
+        f"{context.shape[1:3].as_list()}, but the input has {x.shape[1:3].as_list()}."
+      )
+    return context
+
+
+class ConditionalMLP(MLP):
+  """`MLP` with a context: `[N, in_features]` and `[N, *conditional_shape]` -> `[N, out_features]`.
+
+  The context is flattened and concatenated to the input, so the first hidden layer is its learned
+  projection (`kernel_0` has `in_features + prod(conditional_shape)` rows); the output layer is still
+  zero-initialized. Other arguments as in `MLP`.
+  """
+
+  def __init__(self, in_features, out_features, conditional_shape, name=None, **mlp_kwargs):
+    self.conditional_shape = _check_conditional_shape(conditional_shape)
+    super().__init__(
+      in_features + int(np.prod(self.conditional_shape)), out_features, name=name, **mlp_kwargs
+    )
+
+  def __call__(self, x, conditional_input, training=False):
+    context = _check_context(self, conditional_input)
+    flat_context = tf.reshape(tf.cast(context, x.dtype), [-1, int(np.prod(self.conditional_shape))])
+    return super().__call__(tf.concat([x, flat_context], axis=-1), training)
+
+
+def _check_conditional_shape(conditional_shape, allowed_ranks=None):
+  """`conditional_shape` as a tuple of Python ints; raises unless its sizes are positive (and rank allowed)."""
+  shape = tuple(int(d) for d in conditional_shape) if conditional_shape is not None else ()
+  if not shape or min(shape) <= 0 or (allowed_ranks and len(shape) not in allowed_ranks):
+    expected = "`(features,)` or `(height, width, channels)`" if allowed_ranks else "a non-empty shape"
+    raise ValueError(
+      f"`conditional_shape` must be {expected} with positive sizes; got {conditional_shape!r}."
+    )
+  return shape
+
+
+def _check_context(network, conditional_input):
+  """`conditional_input` as a tensor `[N, *network.conditional_shape]`; raises on a missing or misshaped one."""
+  expected = ", ".join(map(str, network.conditional_shape))
+  if conditional_input is None:
+    raise ValueError(f"`{network.name}` needs `conditional_input` of shape `[batch, {expected}]`; got None.")
+  context = tf.convert_to_tensor(conditional_input)
+  if context.shape.rank is not None and not context.shape[1:].is_compatible_with(network.conditional_shape):
+    raise ValueError(
+      f"`conditional_input` of `{network.name}` must have shape `[batch, {expected}]`; "
+      f"got shape {context.shape.as_list()}."
+    )
+  return context
 
 
 def _check_compute_dtype(compute_dtype, dtype):

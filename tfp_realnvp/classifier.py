@@ -1,0 +1,77 @@
+"""A class-conditional flow as a generative classifier: `log p(y | x)` and the marginal `log p(x)` by Bayes.
+
+For a flow `p(x | y)` conditioned on the one-hot label (`conditional_event_shape=(num_classes,)`) and a
+prior `p(y)`:
+
+`log p(x, y) = log p(x | y) + log p(y)`,  `log p(x) = logsumexp_y log p(x, y)`,
+`log p(y | x) = log p(x, y) - log p(x)`.
+
+Each function evaluates the flow once, on `num_classes * batch` rows (every image with every label), in
+inference mode (`training=False`), so each row's density does not depend on the others in the batch.
+
+#### Examples
+
+```python
+flow = RealNVP.from_preset('digits', conditional_event_shape=(10,))
+log_probs = classifier.class_log_probs(flow, images, num_classes=10)  # [batch, 10]
+labels = tf.argmax(log_probs, axis=-1)
+```
+"""
+
+import tensorflow as tf
+
+__all__ = ["class_log_probs", "joint_log_probs", "marginal_log_prob"]
+
+
+def joint_log_probs(flow, x, num_classes, log_prior=None):
+  """`log p(x, y) = log p(x | y) + log p(y)` for every class `y`: `[batch, num_classes]`.
+
+  Args:
+    flow: a conditional `RealNVP` with `conditional_event_shape == (num_classes,)`, conditioned on the
+      one-hot label.
+    x: data `[batch, *flow.event_shape]`.
+    num_classes: the number of classes.
+    log_prior: `log p(y)`, shape `[num_classes]`; None for the uniform `-log(num_classes)`.
+  """
+  num_classes = int(num_classes)
+  if flow.conditional_event_shape != (num_classes,):
+    raise ValueError(
+      f"The flow must be conditioned on one-hot labels, `conditional_event_shape=({num_classes},)` for "
+      f"`num_classes={num_classes}`; its `conditional_event_shape` is {flow.conditional_event_shape}."
+    )
+  x = tf.convert_to_tensor(x, flow.dtype)
+  event_rank = len(flow.event_shape)
+  if x.shape.rank != event_rank + 1:
+    raise ValueError(
+      f"`x` must be a batch `[batch, {', '.join(map(str, flow.event_shape))}]`; got shape {x.shape.as_list()}."
+    )
+  if log_prior is None:
+    log_prior = tf.fill([num_classes], -tf.math.log(tf.cast(num_classes, flow.dtype)))
+  log_prior = tf.convert_to_tensor(log_prior, flow.dtype)
+  if log_prior.shape != [num_classes]:
+    raise ValueError(
+      f"`log_prior` must have shape [{num_classes}] (`log p(y)` per class); got shape {log_prior.shape.as_list()}."
+    )
+  batch_size = tf.shape(x)[0]
+  # Row `k * batch + i` pairs image `i` with label `k`.
+  rows = tf.tile(x, [num_classes] + [1] * event_rank)
+  labels = tf.one_hot(tf.repeat(tf.range(num_classes), batch_size), num_classes, dtype=flow.dtype)
+  log_likelihoods = tf.reshape(flow.log_prob(rows, conditional_input=labels), [num_classes, batch_size])
+  return tf.transpose(log_likelihoods) + log_prior
+
+
+def class_log_probs(flow, x, num_classes, log_prior=None):
+  """`log p(y | x)` for every class, `[batch, num_classes]`; each row's `exp` sums to 1.
+
+  Arguments as in `joint_log_probs`.
+  """
+  joint = joint_log_probs(flow, x, num_classes, log_prior)
+  return joint - tf.reduce_logsumexp(joint, axis=-1, keepdims=True)
+
+
+def marginal_log_prob(flow, x, num_classes, log_prior=None):
+  """The marginal `log p(x) = logsumexp_y (log p(x | y) + log p(y))`, `[batch]`.
+
+  Arguments as in `joint_log_probs`.
+  """
+  return tf.reduce_logsumexp(joint_log_probs(flow, x, num_classes, log_prior), axis=-1)
