@@ -14,6 +14,7 @@ __all__ = ["ConfigError", "TrainConfig", "from_json", "get_config", "to_json"]
 
 
 COMPUTE_DTYPES = (None, "float32", "bfloat16", "float16")
+CONDITIONS = (None, "label")
 
 
 class ConfigError(ValueError):
@@ -41,6 +42,16 @@ class TrainConfig:
   dataset: str = _field("digits", "`digits` (bundled), a tfds name such as mnist or cifar10, or dir:PATH.")
   data_dir: str | None = _field(None, "tfds data directory (None: tfds's default).")
   image_size: int | None = _field(None, "Resize images to this height and width (None: native).")
+  train_split: str | None = _field(
+    None, "Split to train on and take `p(y)` from (None: the dataset's), e.g. train[:1200] to validate."
+  )
+  eval_split: str | None = _field(None, "Split to evaluate on (None: the dataset's), e.g. train[1200:].")
+  condition: str | None = _field(
+    None,
+    "`label`: model `p(x | y)` on the one-hot class label and report marginal bits/dim and accuracy "
+    "(None: unconditional `p(x)`).",
+    choices=CONDITIONS,
+  )
 
   # Model: `RealNVP.from_preset(preset or the dataset's preset, **model_overrides)`.
   preset: str | None = _field(None, "RealNVP preset (None: the dataset's).")
@@ -133,6 +144,9 @@ class TrainConfig:
         _check(value in choices, field.name, f"one of {', '.join(map(str, choices))}", value)
     _check(isinstance(self.jit_compile, bool), "jit_compile", "True or False", self.jit_compile)
     _check(isinstance(self.model_overrides, dict), "model_overrides", "a dict", self.model_overrides)
+    for name in ("train_split", "eval_split"):
+      value = getattr(self, name)
+      _check(value is None or (isinstance(value, str) and value), name, "a split name or None", value)
 
 
 def _check(condition, name, expected, got):
