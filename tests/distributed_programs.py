@@ -18,6 +18,18 @@ from tests.fixtures import TINY_MODEL, tiny_config  # no TensorFlow yet
 signal.alarm(int(os.environ.get("TEST_PROGRAM_TIMEOUT_S", "240")))
 
 
+def _train_on(trainer, global_batches, initial=None):
+  """`{initial, losses, final}`: `trainer`'s weights before (set to `initial` when given), its loss on each
+  global batch of `global_batches` (distributed by the trainer's strategy) and its weights after."""
+  if initial is not None:
+    for variable, value in zip(trainer.flow.variables, initial):
+      variable.assign(value)
+  initial = [variable.numpy() for variable in trainer.flow.variables]
+  batches = trainer.strategy.experimental_distribute_dataset(global_batches)
+  losses = [float(trainer.train_step(batch)[0]) for batch in batches]
+  return dict(initial=initial, losses=losses, final=[variable.numpy() for variable in trainer.flow.variables])
+
+
 def mirrored(out_path):
   """Trains the same tiny flow on the same global batches on 1 device and on 2 mirrored logical CPUs, with SGD:
   linear in the gradient, so a loss not averaged over the global batch, or batch moments not pooled across
@@ -49,19 +61,9 @@ def mirrored(out_path):
   runs = {}
   for strategy_name, strategy in strategy_by_name.items():
     trainer = train_lib.Trainer(strategy, make_flow, global_batch_size=16, make_optimizer=make_optimizer)
-    if runs:  # start from the first run's initial weights
-      for variable, value in zip(trainer.flow.variables, runs["default"]["initial"]):
-        variable.assign(value)
-    initial = [variable.numpy() for variable in trainer.flow.variables]
-    losses = [
-      float(trainer.train_step(batch)[0])
-      for batch in strategy.experimental_distribute_dataset(global_batches)
-    ]
     runs[strategy_name] = dict(
-      initial=initial,
-      losses=losses,
+      _train_on(trainer, global_batches, runs["default"]["initial"] if runs else None),
       replicas=strategy.num_replicas_in_sync,
-      final=[variable.numpy() for variable in trainer.flow.variables],
       trainable=[variable.trainable for variable in trainer.flow.variables],
     )
   one, two = runs["default"], runs["mirrored"]
@@ -124,24 +126,15 @@ def conditional_mirrored(out_path):
       make_optimizer=lambda: tfk.optimizers.SGD(0.05, global_clipnorm=100.0),
       label_counts=label_counts,
     )
-    if runs:  # start from the first run's initial weights
-      for variable, value in zip(trainer.flow.variables, runs["default"]["initial"]):
-        variable.assign(value)
-    initial = [variable.numpy() for variable in trainer.flow.variables]
-    losses = [
-      float(trainer.train_step(batch)[0])
-      for batch in strategy.experimental_distribute_dataset(global_batches)
-    ]
+    trained = _train_on(trainer, global_batches, runs["default"]["initial"] if runs else None)
     test = strategy.distribute_datasets_from_function(
       lambda context: data.load(
         "digits", "test", batch_size=16, training=False, input_context=context, with_labels=True
       )
     )
     runs[strategy_name] = dict(
-      initial=initial,
-      losses=losses,
+      trained,
       replicas=strategy.num_replicas_in_sync,
-      final=[variable.numpy() for variable in trainer.flow.variables],
       metrics=trainer.evaluate_metrics(test),
     )
   one, two = runs["default"], runs["mirrored"]

@@ -6,8 +6,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import tensorflow as tf
@@ -15,7 +13,7 @@ from PIL import Image
 
 from tests.bijector_testing import perturb
 from tests.fixtures import TINY_MODEL, tiny_config
-from tests.test_strategies import PROGRAM_TIMEOUT_S, PROGRAMS, _environment
+from tests.test_strategies import run_program
 from tfp_realnvp import classifier, configs, data, flow_builder, reporting, train_lib
 from tfp_realnvp.flows import RealNVP
 
@@ -164,16 +162,9 @@ class ConditionalTrainerTest(tf.test.TestCase):
 
 class ConditionalMirroredTest(tf.test.TestCase):
   def test_mirrored_on_two_cpus_matches_one_device(self):
-    out_path = os.path.join(self.get_temp_dir(), "conditional_mirrored.json")
-    subprocess.run(
-      [sys.executable, PROGRAMS, "conditional_mirrored", out_path],
-      env=_environment(),
-      check=True,
-      timeout=PROGRAM_TIMEOUT_S + 10,
-      capture_output=True,
+    report = run_program(
+      "conditional_mirrored", os.path.join(self.get_temp_dir(), "conditional_mirrored.json")
     )
-    with open(out_path) as file:
-      report = json.load(file)
     self.assertEqual(report["replicas"], [1, 2])
     self.assertLess(report["loss_difference"], 1e-5)
     self.assertGreater(report["weight_change"], 1e-2)
