@@ -162,5 +162,102 @@ class AffineCouplingTest(tf.test.TestCase, parameterized.TestCase, BijectorCheck
       AffineCoupling(**arguments)
 
 
+def make_conditional_coupling(mask_type, context_shape, seed=2):
+  """A coupling whose conditioner takes a context of `context_shape`, with perturbed weights."""
+  tf.random.set_seed(seed)
+  if mask_type == "half":
+    event_shape = VECTOR_SHAPE
+    conditioner = networks.ConditionalMLP(6, 12, context_shape, hidden_units=(16,))
+  else:
+    event_shape = IMAGE_SHAPE
+    block_size = context_shape[0] // IMAGE_SHAPE[0] if len(context_shape) == 3 else 1
+    conditioner = networks.ConditionalResNet(
+      2, 4, context_shape, num_blocks=1, num_filters=8, context_block_size=block_size
+    )
+  coupling = AffineCoupling(conditioner, event_shape, mask_type, parity=1)
+  perturb(coupling, seed=seed)
+  return coupling, event_shape
+
+
+CONDITIONAL_CASES = [
+  dict(testcase_name="vector_context_image", mask_type="checkerboard", context_shape=(3,)),
+  dict(testcase_name="image_context_at_the_event_resolution", mask_type="channel", context_shape=(4, 4, 1)),
+  dict(
+    testcase_name="image_context_at_twice_the_resolution", mask_type="checkerboard", context_shape=(8, 8, 1)
+  ),
+  dict(testcase_name="vector_context_vector", mask_type="half", context_shape=(3,)),
+]
+
+
+class ConditionalAffineCouplingTest(tf.test.TestCase, parameterized.TestCase, BijectorChecks):
+  @parameterized.named_parameters(*CONDITIONAL_CASES)
+  def test_inverse_and_log_det_are_exact_for_each_context(self, mask_type, context_shape):
+    coupling, event_shape = make_conditional_coupling(mask_type, context_shape)
+    x = tf.random.stateless_normal([5, *event_shape], seed=[7, 0])
+    context = tf.random.stateless_normal([5, *context_shape], seed=[8, 0])
+    kwargs = dict(conditional_input=context)
+    self.assert_round_trips(coupling, x, **kwargs)
+    self.assert_log_dets_consistent(coupling, x, len(event_shape), **kwargs)
+    self.assert_log_det_matches_autodiff(coupling, x, len(event_shape), min_abs_log_det=0.05, **kwargs)
+    # The context matters: another context, another transform and log-det.
+    other = dict(conditional_input=2.0 * context + 1.0)
+    self.assertNotAllClose(coupling.forward(x, **kwargs), coupling.forward(x, **other))
+    self.assertNotAllClose(
+      coupling.forward_log_det_jacobian(x, len(event_shape), **kwargs),
+      coupling.forward_log_det_jacobian(x, len(event_shape), **other),
+    )
+
+  @parameterized.named_parameters(*CONDITIONAL_CASES)
+  def test_identity_at_initialization_whatever_the_context(self, mask_type, context_shape):
+    coupling, event_shape = make_conditional_coupling(mask_type, context_shape)
+    for variable in coupling.conditioner.trainable_variables:
+      if "output" in variable.name or "conv_out" in variable.name:
+        variable.assign(tf.zeros_like(variable))  # back to the zero-initialized output layer
+    x = tf.random.stateless_normal([3, *event_shape], seed=[9, 0])
+    context = tf.random.stateless_normal([3, *context_shape], seed=[10, 0])
+    self.assertAllEqual(coupling.forward(x, conditional_input=context), x)
+
+  def test_context_broadcasts_over_batch_dimensions_and_each_row_sees_its_own(self):
+    coupling, event_shape = make_conditional_coupling("half", (3,))
+    x = tf.random.stateless_normal([2, 4, *event_shape], seed=[11, 0])
+    context = tf.random.stateless_normal([2, 1, 3], seed=[12, 0])
+    y = coupling.forward(x, conditional_input=context)
+    self.assertEqual(y.shape, x.shape)
+    self.assertAllClose(y[1, 2:3], coupling.forward(x[1, 2:3], conditional_input=context[1]), atol=1e-6)
+
+  def test_declares_conditional_input_only_when_its_conditioner_takes_it(self):
+    conditional, _ = make_conditional_coupling("half", (3,))
+    unconditional, _ = make_coupling("half", 0)
+    self.assertEqual(conditional.call_keywords, {"training", "conditional_input"})
+    self.assertEqual(unconditional.call_keywords, {"training"})
+
+  def test_a_context_for_an_unconditional_conditioner_and_a_missing_one_are_errors(self):
+    unconditional, _ = make_coupling("half", 0)
+    with self.assertRaisesRegex(ValueError, r"got `conditional_input`.*\(MLP\) takes no `conditional_input`"):
+      unconditional.forward(tf.ones([2, 6]), conditional_input=tf.ones([2, 3]))
+    conditional, _ = make_conditional_coupling("half", (3,))
+    with self.assertRaisesRegex(ValueError, r"no `conditional_input`.*ConditionalMLP.*requires one"):
+      conditional.forward(tf.ones([2, 6]))
+    with self.assertRaisesRegex(ValueError, r"`conditional_input`.*must have shape `\[batch, 3\]`.*\[2, 4\]"):
+      conditional.forward(tf.ones([2, 6]), conditional_input=tf.ones([2, 4]))
+
+  def test_tf_keras_conditioner_with_a_context(self):
+    class KerasConditioner(tfk.layers.Layer):
+      def __init__(self):
+        super().__init__()
+        self.dense = tfk.layers.Dense(12, kernel_initializer="random_normal")
+
+      def call(self, x, conditional_input, training=False):
+        return self.dense(tf.concat([x, conditional_input], -1))
+
+    conditioner = KerasConditioner()
+    coupling = AffineCoupling(conditioner, VECTOR_SHAPE, "half")
+    self.assertIn("conditional_input", coupling.call_keywords)
+    x, context = tf.random.normal([4, 6]), tf.random.normal([4, 2])
+    self.assert_round_trips(coupling, x, conditional_input=context)
+    self.assertNotAllClose(coupling.forward(x, conditional_input=context), x)
+    self.assertLen(coupling.trainable_variables, 3)
+
+
 if __name__ == "__main__":
   tf.test.main()

@@ -26,6 +26,13 @@ def small_image_flow(**overrides):
   return flow
 
 
+def perturbed_digits_flow():
+  tf.random.set_seed(0)
+  flow = RealNVP.from_preset("digits")
+  perturb(flow, stddev=0.3)
+  return flow
+
+
 def pixels(shape, num_bits, seed):
   return tf.random.stateless_uniform(shape, seed=[seed, 0], maxval=2.0**num_bits)
 
@@ -184,22 +191,57 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     tf.train.Checkpoint(flow=restored).restore(path).assert_consumed()
     self.assertAllClose(expected, restored.log_prob(x))
 
-  def test_out_of_range_pixels_have_zero_density_and_nan_gives_nan(self):
+  def test_values_outside_the_support_have_zero_density_and_nan_gives_nan(self):
+    # The support is the open interval `LogitTransform.domain` per pixel, (-0.889, 16.889) for 4 bits.
     flow = small_image_flow()
-    x = pixels([4, 8, 8, 1], 4, seed=11).numpy()
-    x[1, 0, 0, 0] = -0.5
-    x[2, 3, 3, 0] = 16.0  # 2**num_bits is outside [0, 2**num_bits)
+    x = pixels([6, 8, 8, 1], 4, seed=11).numpy()
+    x[1, 0, 0, 0] = -0.9
+    x[2, 3, 3, 0] = 16.9
     x[3, 5, 1, 0] = np.nan
+    x[4, 0, 0, 0] = -0.5  # outside the pixel box, inside the support
+    x[5, 3, 3, 0] = 16.0
     log_prob = flow.log_prob(x).numpy()
     self.assertTrue(np.isfinite(log_prob[0]))
     self.assertEqual(log_prob[1], -np.inf)
     self.assertEqual(log_prob[2], -np.inf)
     self.assertTrue(np.isnan(log_prob[3]))
+    self.assertTrue(np.all(np.isfinite(log_prob[4:])))
     with tf.GradientTape() as tape:
       x_tensor = tf.constant(x[:3])
       tape.watch(x_tensor)
       finite_part = flow.log_prob(x_tensor)[0]
     self.assertTrue(np.all(np.isfinite(tape.gradient(finite_part, x_tensor))))
+
+  @parameterized.parameters(1.0, 0.7)
+  def test_own_samples_have_finite_log_prob_that_agrees_with_sample_and_log_prob(self, temperature):
+    flow = perturbed_digits_flow()
+    samples, log_prob_at_sampling = flow.experimental_sample_and_log_prob(
+      256, seed=[1, 2], temperature=temperature
+    )
+    # With these weights many samples leave the pixel box [0, 16)^D (about 30% at temperature 1).
+    outside_box = ~np.all((samples.numpy() >= 0.0) & (samples.numpy() < 16.0), axis=(1, 2, 3))
+    self.assertGreater(outside_box.sum(), 0)
+    self.assertAllClose(samples, flow.sample(256, seed=[1, 2], temperature=temperature))
+    log_prob = flow.log_prob(samples)
+    self.assertTrue(np.all(np.isfinite(log_prob)))
+    self.assertAllClose(log_prob, log_prob_at_sampling, rtol=1e-4, atol=0)
+
+  def test_pixel_data_keep_the_unmasked_log_prob(self):
+    # Inside the pixel box the support's masking changes nothing: `log N(f(x)) + log|det df/dx|`.
+    flow = perturbed_digits_flow()
+    perturb_running_averages(flow)
+    x = pixels([16, 8, 8, 1], 4, seed=3)
+    expected = flow.distribution.log_prob(flow.encode(x)) + flow.bijector.inverse_log_det_jacobian(x, 3)
+    self.assertAllClose(flow.log_prob(x), expected, rtol=1e-6, atol=0)
+
+  def test_default_event_space_bijector_maps_onto_the_support(self):
+    flow = perturbed_digits_flow()
+    bijector = flow.experimental_default_event_space_bijector()
+    x = bijector(tf.random.stateless_normal([64, 8, 8, 1], seed=[5, 6], stddev=1.5))
+    low, high = LogitTransform(4).domain
+    self.assertTrue(np.all((x.numpy() > low) & (x.numpy() < high)))
+    self.assertLess(float(tf.reduce_min(x)), 0.0)  # the pixel box is only part of the support
+    self.assertTrue(np.all(np.isfinite(flow.log_prob(x))))
 
   @parameterized.parameters(([4, 8, 8, 3],), ([4, 8, 1],), ([4, 64],))
   def test_wrong_event_shape_names_the_expected_shape(self, shape):
@@ -313,6 +355,52 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     for name, settings in PRESETS.items():
       if settings["event_shape"][0] <= 32:
         self.assertEqual(RealNVP.from_preset(name).event_shape, settings["event_shape"], name)
+
+
+def small_vector_flow():
+  tf.random.set_seed(0)
+  return RealNVP(event_shape=(3,), num_couplings=4, batch_norm=True)
+
+
+class CopyAndSliceTest(tf.test.TestCase, parameterized.TestCase):
+  """`copy()` and `flow[...]` share the layers and variables, as TFP's contract for `copy` asks."""
+
+  def flow_and_data(self, kind):
+    if kind == "image":
+      return small_image_flow(), pixels([4, 8, 8, 1], 4, seed=21)
+    return small_vector_flow(), tf.random.stateless_normal([4, 3], seed=[2, 1])
+
+  @parameterized.parameters("image", "vector")
+  def test_copies_and_slices_share_the_variables_and_the_log_prob(self, kind):
+    flow, x = self.flow_and_data(kind)
+    copies = [flow.copy(), flow[...], flow[()], flow.copy(name="renamed", validate_args=True)]
+    # Training-like changes after the copies were made reach them: the variables are the same objects.
+    perturb(flow, stddev=0.2, seed=3)
+    perturb_running_averages(flow, seed=4)
+    expected = flow.log_prob(x)
+    for copy in copies:
+      self.assertIs(type(copy), type(flow))
+      self.assertLen(copy.trainable_variables, len(flow.trainable_variables))
+      self.assertLen(copy.variables, len(flow.variables))
+      self.assertTrue(all(a is b for a, b in zip(copy.variables, flow.variables)))
+      self.assertAllEqual(copy.log_prob(x), expected)
+      self.assertAllEqual(copy.sample(2, seed=[3, 4]), flow.sample(2, seed=[3, 4]))
+      self.assertEqual(copy.parameters.keys(), flow.parameters.keys())
+    self.assertEqual(copies[-1].parameters["name"], "renamed")
+    self.assertTrue(copies[-1].validate_args)
+    self.assertEqual(copies[-1].num_bits, flow.num_bits)
+
+  @parameterized.parameters("image", "vector")
+  def test_a_copy_that_would_need_new_layers_or_a_batch_slice_is_an_error(self, kind):
+    flow, _ = self.flow_and_data(kind)
+    changed = "num_blocks" if kind == "image" else "num_couplings"
+    with self.assertRaisesRegex(ValueError, rf"cannot change \['{changed}'\].*fresh weights"):
+      flow.copy(**{changed: 2})
+    with self.assertRaisesRegex(TypeError, r"unknown argument\(s\) \['loc'\]"):
+      flow.copy(loc=1.0)
+    for slices in (0, slice(None), (Ellipsis, 0), tf.newaxis):
+      with self.assertRaisesRegex(IndexError, r"batch shape `\[\]`"):
+        flow[slices]  # noqa: B018
 
 
 class RealNVPVectorTest(tf.test.TestCase):

@@ -39,6 +39,23 @@ class LogitTransformTest(tf.test.TestCase, parameterized.TestCase, BijectorCheck
     bits_per_dim = -model.log_prob(x) / (dims * math.log(2.0))
     self.assertAllClose(bits_per_dim, tf.fill([7], num_bits - math.log2(0.9)), rtol=1e-5)
 
+  @parameterized.parameters(4, 8)
+  def test_domain_is_the_open_interval_the_inverse_maps_the_real_line_onto(self, num_bits):
+    bijector = LogitTransform(num_bits)
+    low, high = bijector.domain
+    self.assertAllClose((low, high), (-0.05 / 0.9 * 2**num_bits, 0.95 / 0.9 * 2**num_bits))
+    self.assertAllClose(
+      bijector.domain, (-0.8889, 16.8889) if num_bits == 4 else (-14.2222, 270.2222), atol=1e-4
+    )
+    # The ends are the limits of the inverse at -inf and +inf, reached by no real logit.
+    y = tf.constant([-40.0, -1.0, 0.0, 3.0, 40.0], tf.float64)
+    x = bijector.inverse(y).numpy()
+    self.assertAllClose([x[0], x[-1]], [low, high], atol=1e-12)
+    self.assertTrue(all(low < value < high for value in x[1:-1]))
+    self.assertAllEqual(
+      tf.math.is_finite(bijector.forward(tf.constant([low + 1e-3, high - 1e-3]))), [True] * 2
+    )
+
   @parameterized.parameters(
     (dict(num_bits=0), r"`num_bits` must be an integer in \[1, 16\]; got 0"),
     (dict(num_bits=2.5), r"`num_bits`.*got 2.5"),

@@ -90,5 +90,88 @@ class MLPTest(tf.test.TestCase):
       networks.MLP(3, 6, hidden_units=())
 
 
+class ConditionalNetworksTest(tf.test.TestCase, parameterized.TestCase):
+  def test_unconditional_networks_hold_the_same_variables_as_before(self):
+    # The variables checkpoints name: a context adds variables only to the conditional networks.
+    self.assertEqual(
+      sorted(v.name for v in networks.ResNet(2, 4, num_blocks=1, num_filters=8, name="r").variables),
+      sorted(
+        ["r/conv_in/direction:0", "r/conv_in/weight_scale:0", "r/conv_out/bias:0", "r/conv_out/direction:0"]
+        + ["r/conv_out/weight_scale:0", "r/norm_out/beta:0", "r/norm_out/gamma:0", "r/norm_out/moving_mean:0"]
+        + ["r/norm_out/moving_variance:0"]
+        + [
+          f"r/block_0/{layer}/{leaf}:0"
+          for layer, leaves in (
+            ("conv_in", ("direction", "weight_scale")),
+            ("conv_out", ("direction", "weight_scale")),
+            ("norm_in", ("beta", "gamma", "moving_mean", "moving_variance")),
+            ("norm_out", ("beta", "gamma", "moving_mean", "moving_variance")),
+          )
+          for leaf in leaves
+        ]
+      ),
+    )
+    self.assertEqual(
+      [(v.name, v.shape.as_list()) for v in networks.MLP(3, 6, hidden_units=(8,), name="m").variables],
+      [
+        ("m/bias_0:0", [8]),
+        ("m/kernel_0:0", [3, 8]),
+        ("m/output_bias:0", [6]),
+        ("m/output_kernel:0", [8, 6]),
+      ],
+    )
+
+  @parameterized.named_parameters(
+    ("vector_context", (5,), 1, 16),
+    ("image_context", (4, 4, 3), 1, 3),
+    ("image_context_squeezed", (8, 8, 1), 2, 4),
+  )
+  def test_conditional_resnet_is_zero_at_start_and_then_depends_on_the_context(
+    self, context_shape, block_size, context_channels
+  ):
+    resnet = networks.ConditionalResNet(
+      2, 6, context_shape, num_blocks=1, num_filters=8, context_block_size=block_size
+    )
+    self.assertEqual(resnet.conv_in.direction.shape, [3, 3, 2 + context_channels, 8])
+    x = tf.random.normal([3, 4, 4, 2])
+    context = tf.random.normal([3, *context_shape])
+    out = resnet(x, conditional_input=context, training=True)
+    self.assertEqual(out.shape, [3, 4, 4, 6])
+    self.assertAllEqual(out, tf.zeros_like(out))
+    for variable in resnet.trainable_variables:
+      variable.assign_add(0.3 * tf.random.normal(variable.shape))
+    self.assertNotAllClose(resnet(x, conditional_input=context), resnet(x, conditional_input=context + 1.0))
+    # Row by row: each image sees its own context.
+    self.assertAllClose(
+      resnet(x, conditional_input=context)[1:2], resnet(x[1:2], conditional_input=context[1:2])
+    )
+
+  def test_conditional_mlp_is_zero_at_start_and_then_depends_on_the_context(self):
+    mlp = networks.ConditionalMLP(3, 6, (2, 2), hidden_units=(8,))
+    self.assertEqual(mlp.kernels[0].shape, [3 + 4, 8])
+    x, context = tf.random.normal([5, 3]), tf.random.normal([5, 2, 2])
+    self.assertAllEqual(mlp(x, conditional_input=context), tf.zeros([5, 6]))
+    for variable in mlp.trainable_variables:
+      variable.assign_add(0.3 * tf.random.normal(variable.shape))
+    self.assertNotAllClose(mlp(x, conditional_input=context), mlp(x, conditional_input=-context))
+
+  def test_missing_or_misshaped_context_and_bad_arguments(self):
+    resnet = networks.ConditionalResNet(2, 4, (3,), num_blocks=1, num_filters=8, name="net")
+    x = tf.zeros([2, 4, 4, 2])
+    with self.assertRaisesRegex(ValueError, r"`net` needs `conditional_input` of shape `\[batch, 3\]`"):
+      resnet(x, conditional_input=None)
+    with self.assertRaisesRegex(ValueError, r"`conditional_input`.*`\[batch, 3\]`; got shape \[2, 4\]"):
+      resnet(x, conditional_input=tf.zeros([2, 4]))
+    image = networks.ConditionalResNet(2, 4, (8, 8, 1), num_blocks=1, num_filters=8)
+    with self.assertRaisesRegex(ValueError, r"`conditional_input`.*space-to-depth.*\[8, 8\].*\[4, 4\]"):
+      image(x, conditional_input=tf.zeros([2, 8, 8, 1]))
+    with self.assertRaisesRegex(ValueError, r"`conditional_shape` must be `\(features,\)` or"):
+      networks.ConditionalResNet(2, 4, (3, 3))
+    with self.assertRaisesRegex(ValueError, r"`context_block_size=3` must divide"):
+      networks.ConditionalResNet(2, 4, (8, 8, 1), context_block_size=3)
+    with self.assertRaisesRegex(ValueError, r"`conditional_shape` must be a non-empty shape"):
+      networks.ConditionalMLP(2, 4, ())
+
+
 if __name__ == "__main__":
   tf.test.main()

@@ -49,8 +49,13 @@ class RealNVP(_TransformedDistribution):
   `RealNVP(event_shape=..., **kwargs)` builds the kind that the rank of `event_shape` calls for, and
   `RealNVP.from_preset(name, **overrides)` the paper's settings for a dataset (`PRESETS`).
 
-  `log_prob(x)` is `-inf` for a row outside the support (an infinite value; for images, a pixel outside
-  `[0, 2**num_bits)`) and NaN for a row holding NaN, with finite gradients for the other rows.
+  The support of `log_prob` is exactly the set the flow maps `R^D` onto, where its samples lie: `R^D` for
+  vectors, and for images the open box `LogitTransform.domain**D`, per pixel
+  `(-alpha, 1 - alpha) * 2**num_bits / (1 - 2*alpha)` (`(-0.889, 16.889)` for 4 bits), which holds the pixel
+  box `[0, 2**num_bits)**D` of the data. `log_prob(x)` is `-inf` for a row outside the support (an infinite
+  value, or a pixel outside that interval) and NaN for a row holding NaN, with finite gradients for the other
+  rows; `sample`, `experimental_sample_and_log_prob` and `experimental_default_event_space_bijector` agree
+  with it. For dequantized discrete data, the mass outside the pixel box is wasted: no pixel level gets it.
   `log_prob(x, training=True)` uses batch statistics in every batch norm and moves their running averages
   (and enables dropout); the default `training=False` is for evaluation. Call-time keywords reach every
   coupling and batch norm through `bijectors.KeywordChain`. `sample(n, seed, temperature)` scales the base
@@ -141,6 +146,49 @@ class RealNVP(_TransformedDistribution):
   @classmethod
   def _parameter_properties(cls, dtype, num_classes=None):
     return {}  # No tensor-valued parameters: everything learned lives in the bijector's variables.
+
+  def copy(self, **overrides):
+    """A flow of this class that shares this one's `data_to_latent`: the same layers and variables.
+
+    As TFP's contract for `copy` asks, the copy has no variables of its own: it scores and samples as this
+    flow does, now and after any training. Only `name` and `validate_args` may be overridden (they change
+    the distribution, not the layers); any other argument would need new layers with fresh weights, so it is
+    a `ValueError`: build such a flow with `type(flow)(**{**flow.parameters, 'num_blocks': 2})`.
+    """
+    unknown = sorted(set(overrides) - set(self.parameters))
+    if unknown:
+      raise TypeError(
+        f"`copy` got unknown argument(s) {unknown}; `{type(self).__name__}` takes {sorted(self.parameters)}."
+      )
+    architecture = sorted(set(overrides) - {"name", "validate_args"})
+    if architecture:
+      raise ValueError(
+        f"`copy` shares the layers and variables, so it cannot change {architecture}, which the layers are "
+        f"built from; only `name` and `validate_args` may change. For a new flow with fresh weights, use "
+        f"`{type(self).__name__}(**{{**flow.parameters, ...}})`."
+      )
+    parameters = {**self.parameters, **overrides}
+    flow = type(self).__new__(type(self), self._event_shape_tuple)
+    with tf.name_scope(parameters["name"]) as name:
+      RealNVP.__init__(
+        flow,
+        self._data_to_latent,
+        self._event_shape_tuple,
+        self._conditional_event_shape,
+        self.dtype,
+        parameters["validate_args"],
+        parameters,
+        name,
+      )
+    return flow
+
+  def __getitem__(self, slices):
+    """`flow[...]` or `flow[()]`: a flow has batch shape `[]`, so this is `flow.copy()` (shared variables)."""
+    if any(index is not Ellipsis for index in (slices if isinstance(slices, tuple) else (slices,))):
+      raise IndexError(
+        f"A flow has batch shape `[]`, so only `flow[...]` and `flow[()]` apply; got `flow[{slices!r}]`."
+      )
+    return self.copy()
 
   @classmethod
   def from_preset(cls, name, **overrides):
@@ -319,6 +367,9 @@ class RealNVP(_TransformedDistribution):
 class ImageRealNVP(RealNVP):
   """RealNVP over images `(H, W, C)` of dequantized pixel values in `[0, 2**num_bits)`.
 
+  The density is positive on the open box `LogitTransform.domain**D`, which holds `[0, 2**num_bits)**D`
+  (see `RealNVP`): samples can have pixels outside `[0, 2**num_bits)`, and `log_prob` scores them.
+
   `f` is a `LogitTransform` followed by the paper's multi-scale architecture (`bijectors.MultiScale`: per
   scale 3 alternating checkerboard couplings, a squeeze, 3 alternating channel couplings and a factor-out of
   half the channels; the last scale has 4 checkerboard couplings). Every coupling is an `AffineCoupling`
@@ -419,7 +470,6 @@ class ImageRealNVP(RealNVP):
       super().__init__(
         data_to_latent, event_shape, conditional_event_shape, dtype, validate_args, parameters, name
       )
-    self._num_bits = int(num_bits)
 
   @classmethod
   def _parameter_properties(cls, dtype, num_classes=None):
@@ -428,13 +478,16 @@ class ImageRealNVP(RealNVP):
   @property
   def num_bits(self):
     """Bits per pixel: data lie in `[0, 2**num_bits)`."""
-    return self._num_bits
+    return self._data_to_latent.preprocessing.num_bits
 
   def _in_support(self, x):
-    return (x >= 0.0) & (x < 2.0**self._num_bits)
+    # The preprocessing's domain is the one place that says where the flow maps onto.
+    low, high = self._data_to_latent.preprocessing.domain
+    return (x > low) & (x < high)
 
   def _interior_value(self, dtype):
-    return tf.constant(2.0 ** (self._num_bits - 1), dtype)
+    low, high = self._data_to_latent.preprocessing.domain
+    return tf.constant((low + high) / 2.0, dtype)
 
   def bits_per_dim(self, x, training=False, conditional_input=None):
     """`-log_prob(x) / (D ln 2)` for pixel-valued `x`: the paper's bits/dim (a uniform model gets `num_bits`)."""

@@ -11,9 +11,14 @@ tfb = tfp.bijectors
 
 
 class LogitTransform(tfb.Bijector):
-  """Maps pixel values `x in [0, 2**num_bits)` to `y = logit(p)`, `p = alpha + (1 - 2*alpha) * x / 2**num_bits`.
+  """Maps pixel values `x` to `y = logit(p)`, `p = alpha + (1 - 2*alpha) * x / 2**num_bits`.
 
-  Elementwise, with `log|dy/dx| = log((1 - 2*alpha) / 2**num_bits) - log(p) - log(1 - p)`.
+  Elementwise, with `log|dy/dx| = log((1 - 2*alpha) / 2**num_bits) - log(p) - log(1 - p)`. The bijection is
+  between the open interval `domain = (-alpha, 1 - alpha) * 2**num_bits / (1 - 2*alpha)` (where `p` runs
+  over `(0, 1)`; `(-0.889, 16.889)` for 4 bits, `(-14.2, 270.2)` for 8) and the real line: the inverse maps
+  `R` onto `domain`, so a flow that starts with this bijector has positive density exactly on `domain**D`.
+  Pixel data lie in the smaller `[0, 2**num_bits)`; for dequantized discrete data the flow's mass outside
+  `[0, 2**num_bits)**D` is wasted (it counts in no pixel level), and its samples can lie there.
 
   This is the released code's symmetric form: `p` lies in `[alpha, 1 - alpha)`, so both tails of the logit are
   cut off equally. The paper prints `p = alpha + (1 - alpha) * x / 256`, which keeps `p` in `[alpha, 1)` and
@@ -43,6 +48,12 @@ class LogitTransform(tfb.Bijector):
   @property
   def alpha(self):
     return self._alpha
+
+  @property
+  def domain(self):
+    """`(low, high)`, Python floats: the open interval of `x` that `inverse` maps the real line onto."""
+    scale = 2.0**self._num_bits / (1.0 - 2.0 * self._alpha)
+    return -self._alpha * scale, (1.0 - self._alpha) * scale
 
   def _log_slope(self, dtype):
     """`log((1 - 2*alpha) / 2**num_bits)`, the log-derivative of the affine part."""

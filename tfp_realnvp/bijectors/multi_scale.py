@@ -104,6 +104,11 @@ class MultiScale(KeywordChain):
     # `KeywordChain`, like `tfb.Chain`, applies its list right to left.
     super().__init__(list(reversed(layers)), validate_args=validate_args, parameters=parameters, name=name)
 
+  @property
+  def preprocessing(self):
+    """The bijector applied to the data before the first scale, or None."""
+    return self.parameters["preprocessing"]
+
 
 def _scale_layers(shape, scale, num_scales, make_coupling):
   """The layers of scale `scale` and, inside its `FactorOut`, of the coarser ones, in data-to-latent order."""
