@@ -14,7 +14,7 @@ from PIL import Image
 from tests.bijector_testing import perturb
 from tests.fixtures import TINY_MODEL, tiny_config
 from tests.test_strategies import run_program
-from tfp_realnvp import classifier, configs, data, flow_builder, reporting, train_lib
+from tfp_realnvp import classifier, configs, data, flow_builder, losses, reporting, train_lib
 from tfp_realnvp.flows import RealNVP
 
 NUM_CLASSES = 10
@@ -149,6 +149,18 @@ class ConditionalTrainerTest(tf.test.TestCase):
     predictions = np.argmax(classifier.class_log_probs(flow, images, NUM_CLASSES, log_prior), axis=-1)
     self.assertAllClose(metrics["accuracy"], np.mean(predictions == labels), atol=1e-12)
     self.assertEqual(trainer.evaluate(test), (metrics["bits_per_dim"], 40))
+
+  def test_the_loss_takes_the_context(self):
+    flow = RealNVP.from_preset("digits", **TINY_MODEL, conditional_event_shape=(NUM_CLASSES,))
+    perturb(flow, stddev=0.3, seed=4)
+    images = next(iter(data.load("digits", "test", batch_size=8, training=False)))
+    context = tf.one_hot(np.arange(8), NUM_CLASSES)
+    loss = losses.bits_per_dim_loss(flow, images, 0.0, conditional_input=context)
+    expected = flow.bits_per_dim(images, training=True, conditional_input=context)
+    self.assertAllClose(loss.bits_per_dim, expected)
+    self.assertAllClose(loss.total, tf.reduce_mean(expected))
+    other = losses.bits_per_dim_loss(flow, images, 0.0, conditional_input=tf.roll(context, 1, axis=0))
+    self.assertNotAllClose(loss.total, other.total)
 
   def test_label_counts_must_match_the_flow_context(self):
     with self.assertRaisesRegex(ValueError, r"`label_counts` gives 3 classes, so the flow must have "):
