@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -200,10 +201,10 @@ class ConditionConfigTest(tf.test.TestCase):
     for index in range(4):
       Image.fromarray(np.full([8, 8], 16 * index, np.uint8)).save(os.path.join(directory, f"{index}.png"))
     config = tiny_config(dataset=data.DIRECTORY_PREFIX + directory, condition="label")
-    message = rf"`condition=label` needs class labels, but dataset 'dir:{directory}' has none"
+    message = rf"`condition=label` needs class labels, but dataset 'dir:{re.escape(directory)}' has none"
     with self.assertRaisesRegex(configs.ConfigError, message):
       flow_builder.build_flow(config)
-    with self.assertRaisesRegex(configs.ConfigError, rf"dataset 'dir:{directory}' has none"):
+    with self.assertRaisesRegex(configs.ConfigError, rf"dataset 'dir:{re.escape(directory)}' has none"):
       train_lib.train_and_evaluate(config, os.path.join(self.get_temp_dir(), "run"))
 
   def test_split_overrides_choose_the_training_and_evaluation_splits(self):

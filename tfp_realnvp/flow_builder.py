@@ -40,11 +40,15 @@ def build_flow(config, spec=None):
   dataset the flow will model.
 
   Raises:
-    ConfigError: no preset, `condition=label` on a dataset without labels, a preset or override the flow
-      refuses, or a flow whose image shape or `num_bits`
-      is not the dataset's (one line naming the setting).
+    ConfigError: `condition=label` on a dataset without labels, no preset, a preset or override the flow
+      refuses, or a flow whose image shape or `num_bits` is not the dataset's (one line naming the setting).
   """
   spec = dataset_spec(config) if spec is None else spec
+  if config.condition == "label" and spec.num_classes is None:
+    raise ConfigError(
+      f"`condition=label` needs class labels, but dataset {config.dataset!r} has none; labelled are 'digits' "
+      "and tfds datasets with a 'label' ClassLabel feature such as 'mnist' and 'cifar10'."
+    )
   preset = config.preset or spec.preset
   if preset is None:
     raise ConfigError(f"Dataset {config.dataset!r} has no default preset; set `preset`.")
@@ -54,11 +58,6 @@ def build_flow(config, spec=None):
   if config.image_size is not None:
     overrides.setdefault("event_shape", spec.image_shape)
   if config.condition == "label":
-    if spec.num_classes is None:
-      raise ConfigError(
-        f"`condition=label` needs class labels, but dataset {config.dataset!r} has none; labelled are 'digits' "
-        "and tfds datasets with a 'label' ClassLabel feature such as 'mnist' and 'cifar10'."
-      )
     overrides["conditional_event_shape"] = (spec.num_classes,)
   try:
     flow = RealNVP.from_preset(preset, **overrides)
