@@ -61,6 +61,26 @@ class BatchNormTest(tf.test.TestCase, parameterized.TestCase, BijectorChecks):
       rtol=1e-5,
     )
 
+  @parameterized.parameters("eager", "function")
+  def test_an_empty_training_batch_leaves_the_running_averages_unchanged(self, mode):
+    batch_norm = perturbed_batch_norm()
+    before = [v.numpy() for v in (batch_norm.moving_mean, batch_norm.moving_variance)]
+
+    def forward(x):
+      return batch_norm.forward(x, training=True), batch_norm.forward_log_det_jacobian(x, 3, training=True)
+
+    if mode == "function":
+      forward = tf.function(forward, input_signature=[tf.TensorSpec([None, 4, 4, 2])])
+    y, ldj = forward(tf.zeros([0, 4, 4, 2]))
+    self.assertEqual(y.shape, [0, 4, 4, 2])
+    self.assertEqual(ldj.shape, [0])
+    self.assertAllEqual(batch_norm.moving_mean, before[0])
+    self.assertAllEqual(batch_norm.moving_variance, before[1])
+    x = tf.random.stateless_normal([3, 4, 4, 2], seed=[3, 3])
+    self.assertTrue(np.all(np.isfinite(batch_norm.forward(x))))
+    self.assertTrue(np.all(np.isfinite(forward(x)[1])))  # a non-empty batch still trains
+    self.assertNotAllClose(batch_norm.moving_mean, before[0])
+
   def test_inverse_refuses_training_mode(self):
     with self.assertRaisesRegex(ValueError, "training=True"):
       BatchNorm(2).inverse(tf.zeros([3, 2]), training=True)

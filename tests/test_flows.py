@@ -403,6 +403,128 @@ class CopyAndSliceTest(tf.test.TestCase, parameterized.TestCase):
         flow[slices]  # noqa: B018
 
 
+class TrainingModeTest(tf.test.TestCase, parameterized.TestCase):
+  """An empty training batch moves no running average; `training` is a bool."""
+
+  @parameterized.product(kind=("image", "vector"), mode=("eager", "function"))
+  def test_an_empty_training_batch_leaves_the_running_averages_unchanged(self, kind, mode):
+    flow = small_image_flow() if kind == "image" else small_vector_flow()
+    perturb_running_averages(flow)
+    event_shape = list(flow.event_shape)
+
+    def train_log_prob(x):
+      return flow.log_prob(x, training=True)
+
+    log_prob = flow.log_prob
+    if mode == "function":
+      spec = [tf.TensorSpec([None, *event_shape])]
+      train_log_prob = tf.function(train_log_prob, input_signature=spec)
+      log_prob = tf.function(log_prob, input_signature=spec)
+    # The flow's `BatchNorm` layers. (The image conditioners' batch norms see a filler row that
+    # `networks.ResNet` adds to an empty batch, so they are not checked here.)
+    averages = [v for v in flow.variables if "moving" in v.name and "resnet" not in v.name]
+    self.assertNotEmpty(averages)
+    before = [v.numpy() for v in averages]
+    self.assertEqual(train_log_prob(tf.zeros([0, *event_shape])).shape, [0])
+    for average, value in zip(averages, before):
+      self.assertAllEqual(average, value)
+    self.assertTrue(all(np.all(np.isfinite(v)) for v in flow.variables))
+    x = pixels([3, *event_shape], 4, seed=1) if kind == "image" else tf.random.normal([3, *event_shape])
+    self.assertTrue(np.all(np.isfinite(log_prob(x))))
+    self.assertTrue(np.all(np.isfinite(flow.sample(3, seed=[1, 2]))))
+
+  @parameterized.parameters("no", 1, None, "bool vector", "float tensor")
+  def test_training_must_be_a_bool(self, training):
+    training = {"bool vector": tf.constant([True]), "float tensor": tf.constant(1.0)}.get(training, training)
+    flow = small_vector_flow()
+    with self.assertRaisesRegex(TypeError, r"`training` must be a Python bool or a scalar bool tensor"):
+      flow.log_prob(tf.zeros([2, 3]), training=training)
+    with self.assertRaisesRegex(TypeError, r"`training` must be"):
+      flow.sample(2, seed=[1, 2], training=training)
+
+  def test_a_bool_tensor_selects_the_mode_eager_and_in_a_function(self):
+    flow = small_vector_flow()
+    perturb(flow, stddev=0.3)
+    perturb_running_averages(flow)
+    x = tf.random.stateless_normal([5, 3], seed=[4, 4])
+    averages = [v for v in flow.variables if "moving" in v.name]
+    log_prob = tf.function(lambda x, training: flow.log_prob(x, training=training))
+    for training in (False, True):
+      expected = flow.log_prob(x, training=training)
+      before = [v.numpy() for v in averages]
+      for result in (flow.log_prob(x, training=tf.constant(training)), log_prob(x, tf.constant(training))):
+        self.assertAllClose(result, expected, rtol=1e-5)
+      self.assertEqual(all(np.array_equal(v, b) for v, b in zip(averages, before)), not training)
+    self.assertNotAllClose(flow.log_prob(x, training=True), flow.log_prob(x))
+
+
+class BadArgumentsTest(tf.test.TestCase, parameterized.TestCase):
+  """Each bad argument is an error that names it (issue 12, item 11)."""
+
+  @parameterized.named_parameters(
+    (
+      "fractional_event_shape",
+      dict(event_shape=(8.5, 8, 1)),
+      ValueError,
+      r"`event_shape`.*got \(8.5, 8, 1\)",
+    ),
+    ("fractional_vector_shape", dict(event_shape=(3.5,)), ValueError, r"`event_shape`.*got \(3.5,\)"),
+    ("fractional_num_filters", dict(num_filters=2.5), ValueError, r"`num_filters` must be a positive.*2.5"),
+    ("fractional_num_blocks", dict(num_blocks=1.5), ValueError, r"`num_blocks` must be a positive.*1.5"),
+    ("integer_dtype", dict(dtype=tf.int32), TypeError, r"`dtype` must be a floating dtype.*int32"),
+    ("unknown_dtype", dict(dtype="bogus"), TypeError, r"`dtype` must be a floating dtype.*'bogus'"),
+    ("vector_units", dict(event_shape=(3,), hidden_units=(8, 2.5)), ValueError, r"`hidden_units`.*2.5"),
+    ("vector_dtype", dict(event_shape=(3,), dtype="int64"), TypeError, r"`dtype` must be a floating"),
+  )
+  def test_bad_constructor_arguments(self, overrides, error, message):
+    arguments = dict(event_shape=(8, 8, 1), num_scales=2, num_blocks=1, num_filters=4, num_bits=4)
+    if len(overrides.get("event_shape", (8, 8, 1))) == 1:
+      arguments = {}
+    with self.assertRaisesRegex(error, message):
+      RealNVP(**{**arguments, **overrides})
+
+  def test_a_dtype_name_is_accepted(self):
+    flow = RealNVP(event_shape=(4, 4, 1), num_scales=1, num_blocks=1, num_filters=4, dtype="float64")
+    self.assertEqual(flow.dtype, tf.float64)
+    self.assertEqual(flow.log_prob(tf.fill([2, 4, 4, 1], tf.constant(100.0, tf.float64))).dtype, tf.float64)
+    self.assertEqual(RealNVP(event_shape=(3,), dtype="float32").dtype, tf.float32)
+
+  @parameterized.parameters("image", "vector")
+  def test_bad_call_arguments(self, kind):
+    flow = small_image_flow() if kind == "image" else small_vector_flow()
+    event_shape = list(flow.event_shape)
+    for sample_shape in (2.5, -1, [2, -3], (2.0,), tf.constant(2.5)):
+      with self.assertRaisesRegex((ValueError, TypeError), r"`sample_shape`"):
+        flow.sample(sample_shape, seed=[1, 2])
+      with self.assertRaisesRegex((ValueError, TypeError), r"`sample_shape`"):
+        flow.experimental_sample_and_log_prob(sample_shape, seed=[1, 2])
+    self.assertEqual(flow.sample(tf.constant(2), seed=[1, 2]).shape, [2, *event_shape])
+    self.assertEqual(flow.sample(np.int64(3), seed=[1, 2]).shape, [3, *event_shape])
+    with self.assertRaisesRegex(ValueError, r"`temperature` must be a scalar; got shape \[2\]"):
+      flow.sample(2, seed=[1, 2], temperature=[0.5, 1.0])
+    with self.assertRaisesRegex(ValueError, r"`num_steps` must be a positive integer; got 2.7"):
+      flow.interpolate(tf.ones([1, *event_shape]), tf.ones([1, *event_shape]), num_steps=2.7)
+    integers = tf.ones([2, *event_shape], tf.int32)
+    for method in (flow.log_prob, flow.prob, flow.encode):
+      with self.assertRaisesRegex(TypeError, r"`x` must have the flow's dtype float32; got int32"):
+        method(integers)
+    with self.assertRaisesRegex(TypeError, r"`z` must have the flow's dtype float32; got float64"):
+      flow.decode(tf.ones([2, *event_shape], tf.float64))
+    if kind == "image":
+      with self.assertRaisesRegex(TypeError, r"`x` must have the flow's dtype float32; got int32"):
+        flow.bits_per_dim(integers)
+
+  @parameterized.parameters("image", "vector")
+  def test_cdf_quantile_and_survival_function_say_a_multivariate_flow_has_none(self, kind):
+    flow = small_image_flow() if kind == "image" else small_vector_flow()
+    x = tf.ones([2, *flow.event_shape])
+    for method in ("cdf", "log_cdf", "survival_function", "log_survival_function", "quantile"):
+      with self.assertRaisesRegex(
+        NotImplementedError, r"not defined for a RealNVP flow: its events are multivariate"
+      ):
+        getattr(flow, method)(x)
+
+
 class RealNVPVectorTest(tf.test.TestCase):
   def make_flow(self):
     tf.random.set_seed(3)

@@ -6,7 +6,8 @@ import textwrap
 
 import tensorflow as tf
 
-from tfp_realnvp.moments import batch_moments
+from tfp_realnvp import networks
+from tfp_realnvp.moments import batch_moments, moments_for_mode
 
 _MIRRORED_SCRIPT = textwrap.dedent("""
     import numpy as np
@@ -47,6 +48,22 @@ class BatchMomentsTest(tf.test.TestCase):
     x = tf.random.normal([6, 3, 3, 4])
     for got, expected in zip(batch_moments(x, [0, 1, 2]), tf.nn.moments(x, [0, 1, 2])):
       self.assertAllClose(got, expected)
+
+  def test_an_empty_batch_leaves_the_running_averages_of_every_composite_batch_norm_unchanged(self):
+    # `moments_for_mode` serves the flow's `BatchNorm` and the conditioners' composite batch norm.
+    batch_norm = networks.BatchNormalization(3, momentum=0.5, fused=False)
+    batch_norm.moving_mean.assign([1.0, 2.0, 3.0])
+    batch_norm.moving_variance.assign([2.0, 0.5, 4.0])
+    for x in (tf.zeros([0, 3]), tf.zeros([0, 4, 4, 3])):
+      for call in (batch_norm.__call__, tf.function(batch_norm.__call__)):
+        self.assertEqual(call(x, training=True).shape, x.shape)
+        self.assertAllEqual(batch_norm.moving_mean, [1.0, 2.0, 3.0])
+        self.assertAllEqual(batch_norm.moving_variance, [2.0, 0.5, 4.0])
+    moving_mean, moving_variance = tf.Variable([1.0]), tf.Variable([2.0])
+    mean, variance = moments_for_mode(tf.zeros([0, 1]), moving_mean, moving_variance, 0.9, training=True)
+    self.assertAllEqual([mean, variance, moving_mean, moving_variance], [[1.0], [2.0], [1.0], [2.0]])
+    moments_for_mode(tf.fill([4, 1], 3.0), moving_mean, moving_variance, 0.5, training=True)
+    self.assertAllClose([moving_mean, moving_variance], [[2.0], [1.0]])  # a non-empty batch still moves them
 
   def test_mirrored_replicas_see_global_batch_statistics(self):
     # Logical CPU devices must be configured before TensorFlow runs any op: use a fresh process.

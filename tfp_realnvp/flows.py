@@ -2,6 +2,7 @@
 
 import inspect
 import math
+import operator
 
 import numpy as np
 import tensorflow as tf
@@ -57,11 +58,12 @@ class RealNVP(_TransformedDistribution):
   rows; `sample`, `experimental_sample_and_log_prob` and `experimental_default_event_space_bijector` agree
   with it. For dequantized discrete data, the mass outside the pixel box is wasted: no pixel level gets it.
   `log_prob(x, training=True)` uses batch statistics in every batch norm and moves their running averages
-  (and enables dropout); the default `training=False` is for evaluation. Call-time keywords reach every
-  coupling and batch norm through `bijectors.KeywordChain`. `sample(n, seed, temperature)` scales the base
-  standard deviation by `temperature`. Other modules need only the public API: `event_shape`, `dtype`,
-  `compute_dtype`, `num_bits`, `num_dims`, `conditional_event_shape`, `regularized_variables`, `log_prob`,
-  `sample`, `encode`, `decode`, and `bits_per_dim` on image flows.
+  (and enables dropout), except that an empty batch moves none; the default `training=False` is for
+  evaluation. `training` is a Python bool or a scalar bool tensor (else a `TypeError`). Call-time keywords
+  reach every coupling and batch norm through `bijectors.KeywordChain`. `sample(n, seed, temperature)`
+  scales the base standard deviation by `temperature`. Other modules need only the public API:
+  `event_shape`, `dtype`, `compute_dtype`, `num_bits`, `num_dims`, `conditional_event_shape`,
+  `regularized_variables`, `log_prob`, `sample`, `encode`, `decode`, and `bits_per_dim` on image flows.
 
   A flow built with `conditional_event_shape` is conditional, `p(x | c) = N(f(x; c)) |det df(x; c)/dx|`:
   every coupling's conditioner also sees the context `c` (see `AffineCoupling`), and every method that maps
@@ -95,8 +97,8 @@ class RealNVP(_TransformedDistribution):
     """`RealNVP(event_shape=..., **kwargs)` is an `ImageRealNVP` for `(H, W, C)`, a `VectorRealNVP` for `(D,)`."""
     if cls is not RealNVP:
       return super().__new__(cls)
-    shape = tuple(int(d) for d in event_shape)
-    if len(shape) not in _KINDS or min(shape) <= 0:
+    shape = _event_shape_arg(event_shape)
+    if len(shape) not in _KINDS:
       raise ValueError(
         "`event_shape` must be `(height, width, channels)` for images or `(dims,)` for vectors, with "
         f"positive sizes; got {shape}."
@@ -232,10 +234,25 @@ class RealNVP(_TransformedDistribution):
     raise NotImplementedError
 
   def _split_kwargs(self, kwargs):
-    # Every keyword goes to the bijector, whose `KeywordChain` rejects names no member takes.
-    return {}, {**kwargs, "training": bool(kwargs.get("training", False))}
+    # Every keyword goes to the bijector, whose `KeywordChain` rejects names no member takes. The layers
+    # branch on `training` in Python, so it reaches them as a Python bool (`_log_prob` resolves a bool
+    # tensor whose value is known only when the graph runs).
+    training = _training_flag(kwargs.get("training", False))
+    if tf.is_tensor(training):
+      raise TypeError(
+        "Sampling needs `training` as a Python bool or a bool tensor with a value known when tracing; got "
+        f"{training!r}."
+      )
+    return {}, {**kwargs, "training": training}
 
-  def _check_event_shape(self, x, arg_name="x"):
+  def _check_event(self, x, arg_name="x"):
+    """Raises unless `x` has the flow's dtype and shape `[..., *event_shape]`."""
+    if x.dtype != self.dtype:
+      raise TypeError(
+        f"`{arg_name}` must have the flow's dtype {self.dtype.name}; got {x.dtype.name}. The density is over "
+        "dequantized (continuous) values: add uniform noise to integer pixel levels first "
+        "(`data.dequantize`), or cast floats."
+      )
     shape = x.shape
     rank = len(self._event_shape_tuple)
     if shape.rank is not None and (
@@ -297,7 +314,14 @@ class RealNVP(_TransformedDistribution):
     return x, {"conditional_input": context}
 
   def _log_prob(self, x, conditional_input=None, **kwargs):
-    self._check_event_shape(x)
+    training = _training_flag(kwargs.get("training", False))
+    if tf.is_tensor(training):  # known only when the graph runs: both modes, one taken
+      return tf.cond(
+        training,
+        lambda: self._log_prob(x, conditional_input, **{**kwargs, "training": True}),
+        lambda: self._log_prob(x, conditional_input, **{**kwargs, "training": False}),
+      )
+    self._check_event(x)
     x, context_kwargs = self._context_and_data(conditional_input, x)
     kwargs.update(context_kwargs)
     # Zero density outside the support, NaN for NaN. Values outside are replaced before the transform so
@@ -327,6 +351,10 @@ class RealNVP(_TransformedDistribution):
   def _sample_latent_and_data(self, sample_shape, seed, temperature, kwargs):
     """`(z, x, bijector_kwargs)`: latent `z = temperature * N(0, I)` and sample `x = f^{-1}(z; c)`."""
     conditional_input = kwargs.pop("conditional_input", None)
+    sample_shape = _sample_shape_arg(sample_shape)
+    temperature = tf.convert_to_tensor(temperature, dtype_hint=self.dtype, name="temperature")
+    if temperature.shape.rank != 0:
+      raise ValueError(f"`temperature` must be a scalar; got shape {temperature.shape.as_list()}.")
     distribution_kwargs, bijector_kwargs = self._split_kwargs(kwargs)
     z = self.distribution.sample(sample_shape, seed=seed, **distribution_kwargs)
     z = z * tf.cast(temperature, z.dtype)
@@ -334,17 +362,42 @@ class RealNVP(_TransformedDistribution):
     bijector_kwargs.update(context_kwargs)
     return z, self.bijector.forward(z, **bijector_kwargs), bijector_kwargs
 
+  # A flow over `D > 1` dimensions has no scalar CDF: the joint `P(X <= x)` is a `D`-dimensional integral that
+  # no closed form gives. TFP's `TransformedDistribution` would try the univariate formula and fail.
+  def _cdf(self, x, **kwargs):
+    raise self._no_cdf()
+
+  def _log_cdf(self, x, **kwargs):
+    raise self._no_cdf()
+
+  def _survival_function(self, x, **kwargs):
+    raise self._no_cdf()
+
+  def _log_survival_function(self, x, **kwargs):
+    raise self._no_cdf()
+
+  def _quantile(self, p, **kwargs):
+    raise self._no_cdf()
+
+  def _no_cdf(self):
+    # One message for all five: TFP falls back from one to another (`survival_function` to `1 - cdf`, ...).
+    return NotImplementedError(
+      "`cdf`, `log_cdf`, `survival_function`, `log_survival_function` and `quantile` are not defined for a "
+      f"RealNVP flow: its events are multivariate (event shape {list(self._event_shape_tuple)}), and a "
+      "multivariate distribution has no CDF or quantile in closed form. Use `log_prob`, `sample` or `encode`."
+    )
+
   def encode(self, x, conditional_input=None):
     """The latent `z = f(x; c)` (inference mode), shaped like `x` (broadcast against the context's batch)."""
-    x = tf.convert_to_tensor(x, self.dtype)
-    self._check_event_shape(x)
+    x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
+    self._check_event(x)
     x, context_kwargs = self._context_and_data(conditional_input, x)
     return self._data_to_latent.forward(x, training=False, **context_kwargs)
 
   def decode(self, z, conditional_input=None):
     """The data point `x = f^{-1}(z; c)` (inference mode), shaped like `z` (broadcast likewise)."""
-    z = tf.convert_to_tensor(z, self.dtype)
-    self._check_event_shape(z, "z")
+    z = tf.convert_to_tensor(z, dtype_hint=self.dtype)
+    self._check_event(z, "z")
     z, context_kwargs = self._context_and_data(conditional_input, z, "z")
     return self._data_to_latent.inverse(z, training=False, **context_kwargs)
 
@@ -355,11 +408,12 @@ class RealNVP(_TransformedDistribution):
     Returns `[num_steps, *x_start.shape]`, starting at `x_start` and ending at `x_end` (up to round-off). A
     conditional flow encodes, and decodes the path, under the one context `conditional_input`.
     """
-    if int(num_steps) < 2:
+    num_steps = _positive_int("num_steps", num_steps)
+    if num_steps < 2:
       raise ValueError(f"`num_steps` must be at least 2; got {num_steps!r}.")
     z_start = self.encode(x_start, conditional_input)
     z_end = self.encode(x_end, conditional_input)
-    angles = tf.cast(tf.linspace(0.0, math.pi / 2, int(num_steps)), self.dtype)
+    angles = tf.cast(tf.linspace(0.0, math.pi / 2, num_steps), self.dtype)
     angles = tf.reshape(angles, [-1] + [1] * z_start.shape.rank)
     return self.decode(tf.cos(angles) * z_start + tf.sin(angles) * z_end, conditional_input)
 
@@ -423,7 +477,10 @@ class ImageRealNVP(RealNVP):
       name: Python `str` name.
     """
     parameters = dict(locals())
-    event_shape = tuple(int(d) for d in event_shape)
+    event_shape = _event_shape_arg(event_shape)
+    num_blocks = _positive_int("num_blocks", num_blocks)
+    num_filters = _positive_int("num_filters", num_filters)
+    dtype = _float_dtype(dtype)
     conditional_event_shape = _check_conditional_event_shape(conditional_event_shape, event_shape)
     with tf.name_scope(name) as name:
 
@@ -491,7 +548,7 @@ class ImageRealNVP(RealNVP):
 
   def bits_per_dim(self, x, training=False, conditional_input=None):
     """`-log_prob(x) / (D ln 2)` for pixel-valued `x`: the paper's bits/dim (a uniform model gets `num_bits`)."""
-    x = tf.convert_to_tensor(x, self.dtype)
+    x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
     log_prob = self.log_prob(x, training=training, conditional_input=conditional_input)
     return -log_prob / (self.num_dims * math.log(2.0))
 
@@ -535,18 +592,19 @@ class VectorRealNVP(RealNVP):
       name: Python `str` name.
     """
     parameters = dict(locals())
-    event_shape = tuple(int(d) for d in event_shape)
-    if len(event_shape) != 1 or event_shape[0] <= 0:
+    event_shape = _event_shape_arg(event_shape)
+    if len(event_shape) != 1:
       raise ValueError(f"`event_shape` must be `(dims,)` with positive `dims`; got {event_shape}.")
-    if isinstance(num_couplings, bool) or int(num_couplings) != num_couplings or num_couplings < 1:
-      raise ValueError(f"`num_couplings` must be a positive integer; got {num_couplings!r}.")
+    num_couplings = _positive_int("num_couplings", num_couplings)
+    hidden_units = tuple(_positive_int("hidden_units", units) for units in hidden_units)
+    dtype = _float_dtype(dtype)
     (dims,) = event_shape
     conditional_event_shape = _check_conditional_event_shape(conditional_event_shape)
     with tf.name_scope(name) as name:
       layers = []
       for i in range(num_couplings):
         mlp_kwargs = dict(
-          hidden_units=tuple(hidden_units),
+          hidden_units=hidden_units,
           dropout=dropout,
           dtype=dtype,
           compute_dtype=compute_dtype,
@@ -601,20 +659,86 @@ def _check_conditional_event_shape(conditional_event_shape, event_shape=None):
   """
   if conditional_event_shape is None:
     return None
-  shape = tuple(int(d) for d in conditional_event_shape)
-  if event_shape is None:
-    if not shape or min(shape) <= 0:
-      raise ValueError(f"`conditional_event_shape` must be None or a shape with positive sizes; got {shape}.")
-    return shape
-  if not (
-    (len(shape) == 1 and shape[0] > 0)
-    or (len(shape) == 3 and shape[:2] == tuple(event_shape[:2]) and shape[2] > 0)
-  ):
+  try:
+    shape = tuple(_positive_int("conditional_event_shape", size) for size in conditional_event_shape)
+  except (TypeError, ValueError):
+    shape = ()
+  if not shape:
+    raise ValueError(
+      f"`conditional_event_shape` must be None or a non-empty sequence of positive integers; got "
+      f"{conditional_event_shape!r}."
+    )
+  if event_shape is not None and not (len(shape) == 1 or (len(shape) == 3 and shape[:2] == event_shape[:2])):
     raise ValueError(
       "`conditional_event_shape` of an image flow must be None, `(features,)`, or `(height, width, channels)` "
       f"with the event's height and width {tuple(event_shape[:2])}; got {shape}."
     )
   return shape
+
+
+def _positive_int(name, value):
+  """`value` as a Python int, or a `ValueError` naming `name`; a float such as 2.5 is not truncated."""
+  try:
+    number = None if isinstance(value, bool) else operator.index(value)
+  except TypeError:
+    number = None
+  if number is None or number <= 0:
+    raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+  return number
+
+
+def _event_shape_arg(event_shape):
+  """`event_shape` as a tuple of positive Python ints, or a `ValueError` naming it."""
+  try:
+    return tuple(_positive_int("event_shape", size) for size in event_shape)
+  except (TypeError, ValueError):
+    raise ValueError(f"`event_shape` must be a sequence of positive integers; got {event_shape!r}.") from None
+
+
+def _float_dtype(dtype):
+  """`dtype` (a `tf.DType` or a name such as `'float32'`) as a floating `tf.DType`, or a `TypeError`."""
+  try:
+    as_dtype = tf.as_dtype(dtype)
+  except TypeError:
+    as_dtype = None
+  if as_dtype is None or not as_dtype.is_floating:
+    raise TypeError(f"`dtype` must be a floating dtype such as `tf.float32` or 'float32'; got {dtype!r}.")
+  return as_dtype
+
+
+def _sample_shape_arg(sample_shape):
+  """`sample_shape` checked: non-negative integers (an integer tensor whose value is unknown passes as is)."""
+  if tf.is_tensor(sample_shape):
+    if not sample_shape.dtype.is_integer:
+      raise TypeError(f"`sample_shape` must be integers; got a {sample_shape.dtype.name} tensor.")
+    value = tf.get_static_value(sample_shape)
+    if value is None:
+      return sample_shape
+    sample_shape = value.tolist()
+  sizes = sample_shape if isinstance(sample_shape, (list, tuple)) else [sample_shape]
+  for size in sizes:
+    try:
+      valid = not isinstance(size, bool) and operator.index(size) >= 0
+    except TypeError:
+      valid = False
+    if not valid:
+      raise ValueError(
+        f"`sample_shape` (the number of samples) must be a non-negative integer or a sequence of them; "
+        f"got {sample_shape!r}."
+      )
+  return sample_shape
+
+
+def _training_flag(training):
+  """`training` as a Python bool, or the scalar bool tensor itself when its value is not known yet."""
+  if isinstance(training, (bool, np.bool_)):
+    return bool(training)
+  if tf.is_tensor(training) and training.dtype == tf.bool and training.shape.rank == 0:
+    value = tf.get_static_value(training)
+    return training if value is None else bool(value)
+  raise TypeError(
+    f"`training` must be a Python bool or a scalar bool tensor; got {training!r} ({type(training).__name__})."
+  )
 
 
 # `RealNVP(event_shape=...)` builds the kind for the rank of `event_shape`.

@@ -2,7 +2,7 @@
 
 import tensorflow as tf
 
-__all__ = ["batch_moments", "moments_for_mode", "moving_average_variable"]
+__all__ = ["assign_moving_averages", "batch_moments", "moments_for_mode", "moving_average_variable"]
 
 
 def batch_moments(x, axes):
@@ -10,17 +10,24 @@ def batch_moments(x, axes):
 
   With one replica this is `tf.nn.moments`. With several, the count, sum and centred sum of squares are
   all-reduced so every replica computes what one device computes on the global batch (two passes, so the
-  variance is as exact as the single-device one; `E[x**2] - E[x]**2` would cancel badly in float32).
+  variance is as exact as the single-device one; `E[x**2] - E[x]**2` would cancel badly in float32). An
+  empty (global) batch has no moments: NaN, as `tf.nn.moments` gives.
   """
+  mean, variance, _ = _moments_and_count(x, axes)
+  return mean, variance
+
+
+def _moments_and_count(x, axes):
+  """`(mean, variance, count)` over `axes`, pooled across replicas; `count` is the global number of rows."""
+  count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), x.dtype)
   context = tf.distribute.get_replica_context()
   if context is None or context.num_replicas_in_sync == 1:
-    return tf.nn.moments(x, axes)
-  count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), x.dtype)
+    return (*tf.nn.moments(x, axes), count)
   count, total = context.all_reduce(tf.distribute.ReduceOp.SUM, [count, tf.reduce_sum(x, axes)])
   mean = total / count
   centred = tf.reduce_sum(tf.square(x - mean), axes)
   centred = context.all_reduce(tf.distribute.ReduceOp.SUM, centred)
-  return mean, centred / count
+  return mean, centred / count, count
 
 
 def moving_average_variable(initial_value, name):
@@ -35,11 +42,26 @@ def moving_average_variable(initial_value, name):
   )
 
 
+def assign_moving_averages(moving_mean, moving_variance, mean, variance, momentum, count):
+  """`avg <- momentum * avg + (1 - momentum) * batch_stat` for both averages, unless `count` is 0.
+
+  `count` is the number of rows the batch statistics come from (pooled across replicas): an empty batch has
+  no statistics (`tf.nn.moments` gives NaN), so it leaves both averages exactly as they are.
+  """
+  has_rows = count > 0
+  for average, statistic in ((moving_mean, mean), (moving_variance, variance)):
+    updated = momentum * average + (1.0 - momentum) * tf.stop_gradient(tf.cast(statistic, average.dtype))
+    average.assign(tf.where(has_rows, updated, average))
+
+
 def moments_for_mode(x, moving_mean, moving_variance, momentum, training):
-  """Batch moments (updating the running averages) in training, else the running averages."""
+  """Batch moments (updating the running averages) in training, else the running averages.
+
+  An empty batch in training keeps the running averages and normalizes with them (its output is empty).
+  """
   if not training:
     return tf.convert_to_tensor(moving_mean), tf.convert_to_tensor(moving_variance)
-  mean, variance = batch_moments(x, list(range(x.shape.rank - 1)))
-  moving_mean.assign(momentum * moving_mean + (1.0 - momentum) * tf.stop_gradient(mean))
-  moving_variance.assign(momentum * moving_variance + (1.0 - momentum) * tf.stop_gradient(variance))
-  return mean, variance
+  mean, variance, count = _moments_and_count(x, list(range(x.shape.rank - 1)))
+  assign_moving_averages(moving_mean, moving_variance, mean, variance, momentum, count)
+  has_rows = count > 0
+  return tf.where(has_rows, mean, moving_mean), tf.where(has_rows, variance, moving_variance)
