@@ -92,7 +92,9 @@ class LossScaledTrainingTest(tf.test.TestCase):
     trainer = make_trainer(seed=6, compute_dtype="float16")
     train(trainer, 2)
     outside = IMAGES.copy()
-    outside[0, 0, 0, 0] = 17.0  # past the support (-0.889, 16.889): log p = -inf for that row, finite gradients
+    outside[0, 0, 0, 0] = (
+      17.0  # past the support (-0.889, 16.889): log p = -inf for that row, finite gradients
+    )
     before = values(trainer.flow.variables)
     loss, applied = trainer.train_step(tf.constant(outside))
     self.assertEqual(float(loss), float("inf"))

@@ -31,6 +31,19 @@ def _environment():
   }
 
 
+def run_program(name, out_path):
+  """Runs `distributed_programs.py name out_path` in a fresh process; returns the JSON report it wrote."""
+  subprocess.run(
+    [sys.executable, PROGRAMS, name, out_path],
+    env=_environment(),
+    check=True,
+    timeout=PROGRAM_TIMEOUT_S + 10,
+    capture_output=True,
+  )
+  with open(out_path) as file:
+    return json.load(file)
+
+
 def _free_ports(count):
   sockets = [socket.socket() for _ in range(count)]
   for sock in sockets:
@@ -84,16 +97,7 @@ class GetStrategyTest(tf.test.TestCase):
 
 class MirroredTrainingTest(tf.test.TestCase):
   def test_mirrored_on_two_cpus_matches_one_device(self):
-    out_path = os.path.join(self.get_temp_dir(), "mirrored.json")
-    subprocess.run(
-      [sys.executable, PROGRAMS, "mirrored", out_path],
-      env=_environment(),
-      check=True,
-      timeout=PROGRAM_TIMEOUT_S + 10,
-      capture_output=True,
-    )
-    with open(out_path) as file:
-      report = json.load(file)
+    report = run_program("mirrored", os.path.join(self.get_temp_dir(), "mirrored.json"))
     self.assertEqual(report["replicas"], [1, 2])
     # Same global batches, so the same losses: batch norm pools the moments of both replicas.
     self.assertLess(report["loss_difference"], 1e-5)

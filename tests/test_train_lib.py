@@ -131,6 +131,7 @@ class DigitsRunTest(tf.test.TestCase, parameterized.TestCase):
     with Image.open(os.path.join(self.workdir, "samples.png")) as png:
       self.assertEqual(png.format, "PNG")
       self.assertGreater(png.width, png.height)  # two panels side by side: temperatures 1.0 and 0.7
+      self.assertEqual(png.height, 480)  # 450 for the panels, 30 for the `step | test bits/dim` headline
     checkpoints = tf.train.get_checkpoint_state(os.path.join(self.workdir, "checkpoints"))
     self.assertEqual(
       [os.path.basename(path) for path in checkpoints.all_model_checkpoint_paths], ["ckpt-3", "ckpt-6"]

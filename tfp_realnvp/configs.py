@@ -14,6 +14,7 @@ __all__ = ["FIXED", "FREE", "WITH_FLAG", "ConfigError", "TrainConfig", "from_jso
 
 
 COMPUTE_DTYPES = (None, "float32", "bfloat16", "float16")
+CONDITIONS = (None, "label")
 
 # How a field may differ from the config a workdir's run started with (`field.metadata["on_resume"]`, checked by
 # `workdirs.check_config`): the model and the data never; the optimization only when named in
@@ -56,6 +57,16 @@ class TrainConfig:
   dataset: str = _field("digits", "`digits` (bundled), a tfds name such as mnist or cifar10, or dir:PATH.")
   data_dir: str | None = _field(None, "tfds data directory (None: tfds's default).")
   image_size: int | None = _field(None, "Resize images to this height and width (None: native).")
+  train_split: str | None = _field(
+    None, "Split to train on and take `p(y)` from (None: the dataset's), e.g. train[:1200] to validate."
+  )
+  eval_split: str | None = _field(None, "Split to evaluate on (None: the dataset's), e.g. train[1200:].")
+  condition: str | None = _field(
+    None,
+    "`label`: model `p(x | y)` on the one-hot class label and report marginal bits/dim and accuracy "
+    "(None: unconditional `p(x)`).",
+    choices=CONDITIONS,
+  )
 
   # Model: `RealNVP.from_preset(preset or the dataset's preset, **model_overrides)`.
   preset: str | None = _field(None, "RealNVP preset (None: the dataset's).")
@@ -159,6 +170,9 @@ class TrainConfig:
         _check(value in choices, field.name, f"one of {', '.join(map(str, choices))}", value)
     _check(isinstance(self.jit_compile, bool), "jit_compile", "True or False", self.jit_compile)
     _check(isinstance(self.model_overrides, dict), "model_overrides", "a dict", self.model_overrides)
+    for name in ("train_split", "eval_split"):
+      value = getattr(self, name)
+      _check(value is None or (isinstance(value, str) and value), name, "a split name or None", value)
 
 
 def _check(condition, name, expected, got):

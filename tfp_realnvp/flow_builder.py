@@ -9,6 +9,8 @@ Training (`train_lib`), export (`checkpoints.restore_flow`) and the Keras path (
 all build their flow here, so a checkpoint written by one restores into the others.
 """
 
+import dataclasses
+
 from tfp_realnvp import data
 from tfp_realnvp.configs import ConfigError
 from tfp_realnvp.flows import RealNVP
@@ -17,11 +19,15 @@ __all__ = ["build_flow", "dataset_spec"]
 
 
 def dataset_spec(config):
-  """The `data.DatasetSpec` of `config.dataset` at `config.image_size`; a bad dataset is a `ConfigError`."""
+  """The `data.DatasetSpec` of `config.dataset` at `config.image_size`, with `config.train_split` and
+  `config.eval_split` where set; a bad dataset is a `ConfigError`."""
   try:
-    return data.dataset_spec(config.dataset, image_size=config.image_size, data_dir=config.data_dir)
+    spec = data.dataset_spec(config.dataset, image_size=config.image_size, data_dir=config.data_dir)
   except (ValueError, FileNotFoundError) as error:
     raise ConfigError(str(error)) from error
+  return dataclasses.replace(
+    spec, train_split=config.train_split or spec.train_split, eval_split=config.eval_split or spec.eval_split
+  )
 
 
 def build_flow(config, spec=None):
@@ -29,14 +35,20 @@ def build_flow(config, spec=None):
 
   `preset` is `config.preset`, or the dataset's own preset; `overrides` are `config.model_overrides`, plus
   `compute_dtype=config.compute_dtype` when set, plus `event_shape` of the resized images when
-  `config.image_size` is set (unless the overrides give one). `spec` (default: `dataset_spec(config)`) is the
+  `config.image_size` is set (unless the overrides give one), plus `conditional_event_shape=(num_classes,)`
+  (the one-hot label) for `config.condition == "label"`. `spec` (default: `dataset_spec(config)`) is the
   dataset the flow will model.
 
   Raises:
-    ConfigError: no preset, a preset or override the flow refuses, or a flow whose image shape or `num_bits`
-      is not the dataset's (one line naming the setting).
+    ConfigError: `condition=label` on a dataset without labels, no preset, a preset or override the flow
+      refuses, or a flow whose image shape or `num_bits` is not the dataset's (one line naming the setting).
   """
   spec = dataset_spec(config) if spec is None else spec
+  if config.condition == "label" and spec.num_classes is None:
+    raise ConfigError(
+      f"`condition=label` needs class labels, but dataset {config.dataset!r} has none; labelled are 'digits' "
+      "and tfds datasets with a 'label' ClassLabel feature such as 'mnist' and 'cifar10'."
+    )
   preset = config.preset or spec.preset
   if preset is None:
     raise ConfigError(f"Dataset {config.dataset!r} has no default preset; set `preset`.")
@@ -45,6 +57,8 @@ def build_flow(config, spec=None):
     overrides["compute_dtype"] = config.compute_dtype
   if config.image_size is not None:
     overrides.setdefault("event_shape", spec.image_shape)
+  if config.condition == "label":
+    overrides["conditional_event_shape"] = (spec.num_classes,)
   try:
     flow = RealNVP.from_preset(preset, **overrides)
   except (ValueError, TypeError) as error:

@@ -24,17 +24,18 @@ class BitsPerDimLoss(typing.NamedTuple):
   bits_per_dim: tf.Tensor
 
 
-def bits_per_dim_loss(flow, images, l2_coefficient, global_batch_size=None):
+def bits_per_dim_loss(flow, images, l2_coefficient, global_batch_size=None, conditional_input=None):
   """`sum(bits_per_dim) / global_batch_size + l2_coefficient * sum_v ||v||^2 / num_replicas`, in training mode.
 
-  `bits_per_dim = flow.bits_per_dim(images, training=True)` (batch statistics, dropout) and `v` ranges over
+  `bits_per_dim = flow.bits_per_dim(images, training=True, conditional_input=conditional_input)` (batch
+  statistics, dropout; `conditional_input` the context of a conditional flow, None for none) and `v` ranges over
   `flow.regularized_variables` (`optimization.l2_penalty`). In a replica of a `tf.distribute` strategy both
   terms are this replica's share (`tf.nn.compute_average_loss`, `tf.nn.scale_regularization_loss`): the
   replicas' shares add up to the loss one device computes on the global batch, and the optimizer sums their
   gradients, so N replicas take the step one device takes. `global_batch_size` defaults to the size of
   `images` times the number of replicas.
   """
-  bits_per_dim = flow.bits_per_dim(images, training=True)
+  bits_per_dim = flow.bits_per_dim(images, training=True, conditional_input=conditional_input)
   mean_bits_per_dim = tf.nn.compute_average_loss(bits_per_dim, global_batch_size=global_batch_size)
   penalty = optimization.l2_penalty(flow.regularized_variables, l2_coefficient)
   total = mean_bits_per_dim + tf.nn.scale_regularization_loss(penalty)

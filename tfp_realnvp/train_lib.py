@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from tfp_realnvp import (
   checkpoints,
+  classifier,
   configs,
   data,
   flow_builder,
@@ -75,6 +76,12 @@ class Trainer:
   sum by global norm. A step whose loss or gradient is not finite changes nothing (neither weights, optimizer
   state nor batch-norm running averages) and returns `applied=False`.
 
+  `label_counts` (int `[num_classes]`, the training split's, as `data.label_counts` gives) makes a
+  class-conditional trainer for a flow with `conditional_event_shape == (num_classes,)`: batches are
+  `(images, labels)`, the context is `one_hot(labels)`, evaluation gives the marginal bits/dim
+  `-log2 sum_y p(x | y) p(y) / D` with `p(y) = label_counts / sum(label_counts)` (see `evaluate_metrics`), and
+  sample grids have one row per class.
+
   `loss_scale`: an `optimization.DynamicLossScale`, None, or `'auto'` (the default: dynamic loss scaling when
   the flow's conditioners compute in float16, none otherwise). `jit_compile=True` compiles the train step with
   XLA (slower on CPUs, see `bench/README.md`).
@@ -88,12 +95,15 @@ class Trainer:
     global_batch_size,
     make_optimizer=optimization.adam,
     l2_coefficient=5e-5,
+    label_counts=None,
     loss_scale="auto",
     jit_compile=False,
   ):
     self.strategy = strategy
     self.global_batch_size = global_batch_size
     self.l2_coefficient = l2_coefficient
+    self.label_log_prior = _label_log_prior(label_counts)
+    self.num_classes = None if label_counts is None else len(self.label_log_prior)
     # Variables and optimizer slots created in the scope are mirrored across replicas (and workers).
     with strategy.scope():
       self.flow = make_flow()
@@ -112,6 +122,11 @@ class Trainer:
       optional = {} if loss_scale is None else {"loss_scale": loss_scale}
       self.checkpoint = tf.train.Checkpoint(
         flow=self.flow, optimizer=self.optimizer, step=self.step, **optional
+      )
+    if self.num_classes is not None and self.flow.conditional_event_shape != (self.num_classes,):
+      raise ValueError(
+        f"`label_counts` gives {self.num_classes} classes, so the flow must have "
+        f"`conditional_event_shape=({self.num_classes},)`; it has {self.flow.conditional_event_shape}."
       )
     self._running_averages = [variable for variable in self.flow.variables if not variable.trainable]
     self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
@@ -144,10 +159,20 @@ class Trainer:
     self.step.assign_add(1)
     return self.strategy.experimental_local_results(bits_per_dim)[0], applied
 
-  def _replica_gradients(self, images):
+  def _images_and_context(self, batch):
+    """`(images, conditional_input)` of a per-replica batch: the one-hot label for a class-conditional trainer."""
+    if self.num_classes is None:
+      return batch, None
+    images, labels = batch
+    return images, tf.one_hot(labels, self.num_classes, dtype=self.flow.dtype)
+
+  def _replica_gradients(self, batch):
     variables = self.flow.trainable_variables
+    images, context = self._images_and_context(batch)
     with tf.GradientTape() as tape:
-      loss_terms = losses.bits_per_dim_loss(self.flow, images, self.l2_coefficient, self.global_batch_size)
+      loss_terms = losses.bits_per_dim_loss(
+        self.flow, images, self.l2_coefficient, self.global_batch_size, conditional_input=context
+      )
       data_loss, loss = loss_terms.mean_bits_per_dim, loss_terms.total
       # Dynamic loss scaling: `d(scale * loss) / scale`, so float16 gradients stay above underflow.
       scale = None if self.loss_scale is None else tf.convert_to_tensor(self.loss_scale.scale)
@@ -181,26 +206,62 @@ class Trainer:
     self.optimizer.apply_gradients(zip(gradients, self.flow.trainable_variables))
 
   def _eval_sums(self, batch):
-    def replica_sums(images):
-      bits_per_dim = tf.cast(self.flow.bits_per_dim(images, training=False), tf.float64)
-      return tf.reduce_sum(bits_per_dim), tf.cast(tf.size(bits_per_dim), tf.float64)
-
+    replica_sums = self._replica_sums if self.num_classes is None else self._replica_class_sums
     sums = self.strategy.run(replica_sums, args=(batch,))
-    return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in sums]
+    return {
+      name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for name, value in sums.items()
+    }
+
+  def _replica_sums(self, images):
+    bits_per_dim = tf.cast(self.flow.bits_per_dim(images, training=False), tf.float64)
+    return {
+      "bits_per_dim": tf.reduce_sum(bits_per_dim),
+      "num_examples": tf.cast(tf.size(bits_per_dim), tf.float64),
+    }
+
+  def _replica_class_sums(self, batch):
+    images, labels = batch
+    # `log p(x | y)` for every class `y`, `[batch, num_classes]`, then `log p(x, y)` with the training prior.
+    zero_prior = tf.zeros([self.num_classes], self.flow.dtype)
+    log_likelihoods = tf.cast(
+      classifier.joint_log_probs(self.flow, images, self.num_classes, zero_prior), tf.float64
+    )
+    joint = log_likelihoods + self.label_log_prior
+    to_bits_per_dim = -1.0 / (self.flow.num_dims * np.log(2.0))
+    predictions = tf.argmax(joint, axis=-1, output_type=labels.dtype)
+    return {
+      "bits_per_dim": to_bits_per_dim * tf.reduce_sum(tf.reduce_logsumexp(joint, axis=-1)),
+      "conditional_bits_per_dim": to_bits_per_dim
+      * tf.reduce_sum(tf.gather(log_likelihoods, labels, batch_dims=1)),
+      "accuracy": tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float64)),
+      "num_examples": tf.cast(tf.size(labels), tf.float64),
+    }
 
   def evaluate(self, dataset):
-    """`(mean bits/dim, number of examples)` over one pass of a distributed `dataset`, in inference mode."""
+    """`(mean bits/dim, number of examples)` over one pass of a distributed `dataset`, in inference mode; the
+    marginal bits/dim for a class-conditional trainer."""
+    metrics = self.evaluate_metrics(dataset)
+    return metrics["bits_per_dim"], metrics["num_examples"]
+
+  def evaluate_metrics(self, dataset):
+    """`{"bits_per_dim", "num_examples"}` over one pass of a distributed `dataset`, in inference mode.
+
+    A class-conditional trainer's `dataset` yields `(images, labels)`; `bits_per_dim` is then the marginal
+    `-log2(sum_y p(x | y) p(y)) / D`, and the dict adds `conditional_bits_per_dim` (`-log2 p(x | label) / D`)
+    and `accuracy`, the fraction whose label is the argmax of `p(y | x)` (`classifier.class_log_probs` with the
+    same prior). Every figure is a sum over examples (all replicas and workers) divided by their number.
+    """
     spec = dataset.element_spec
     if spec not in self._eval_functions:
       self._eval_functions[spec] = tf.function(self._eval_sums, input_signature=[spec])
-    total = count = 0.0
+    totals = {}
     for batch in dataset:
-      batch_total, batch_count = self._eval_functions[spec](batch)
-      total += float(batch_total)
-      count += float(batch_count)
+      for name, value in self._eval_functions[spec](batch).items():
+        totals[name] = totals.get(name, 0.0) + float(value)
+    count = totals.pop("num_examples", 0.0)
     if not count:
       raise ValueError("The evaluation dataset is empty.")
-    return total / count, int(count)
+    return {**{name: total / count for name, total in totals.items()}, "num_examples": int(count)}
 
   def variables_are_finite(self):
     """Whether every variable of the flow (weights and running averages) is finite on this worker."""
@@ -212,20 +273,32 @@ class Trainer:
     )
 
   def sample_grid(self, temperature, num_samples):
-    """A `reporting.image_grid` of `num_samples` samples at `temperature`, drawn with `SAMPLE_SEED`."""
+    """A `reporting.image_grid` of `num_samples` samples at `temperature`, drawn with `SAMPLE_SEED`.
+
+    A class-conditional trainer draws `ceil(num_samples / num_classes)` samples of each class instead, one row
+    per class (class 0 on top).
+    """
+    columns = 8 if self.num_classes is None else -(-num_samples // self.num_classes)
     if num_samples not in self._sample_functions:
       self._sample_functions[num_samples] = tf.function(
-        functools.partial(self._samples, num_samples), input_signature=[tf.TensorSpec([], tf.float32)]
+        functools.partial(self._samples, num_samples if self.num_classes is None else columns),
+        input_signature=[tf.TensorSpec([], tf.float32)],
       )
     images = self._sample_functions[num_samples](tf.constant(temperature, tf.float32))
-    return reporting.image_grid(images.numpy(), self.flow.num_bits)
+    return reporting.image_grid(images.numpy(), self.flow.num_bits, columns=columns)
 
   def _samples(self, num_samples, temperature):
     # In replica context every replica reads its own running averages; across replicas each read would be a
     # collective. Every replica draws the same samples (same seed); the first replica's are returned.
+    # A class-conditional flow draws `num_samples` per class, class by class.
     seed = tf.constant(SAMPLE_SEED, tf.int32)
+    context = {}
+    if self.num_classes is not None:
+      labels = tf.repeat(tf.range(self.num_classes), num_samples)
+      context = {"conditional_input": tf.one_hot(labels, self.num_classes, dtype=self.flow.dtype)}
+      num_samples *= self.num_classes
     samples = self.strategy.run(
-      lambda: self.flow.sample(num_samples, seed=seed, temperature=temperature),
+      lambda: self.flow.sample(num_samples, seed=seed, temperature=temperature, **context),
     )
     return self.strategy.experimental_local_results(samples)[0]
 
@@ -235,7 +308,8 @@ def build_trainer(config, strategy=None, spec=None):
 
   Its flow is `flow_builder.build_flow(config, spec)`, its optimizer the paper's Adam
   (`optimization.adam`) with `config`'s learning-rate schedule and clipping; `l2_coefficient` and
-  `jit_compile` are `config`'s.
+  `jit_compile` are `config`'s. With `config.condition == "label"` it is class-conditional, with the
+  `label_counts` of `spec.train_split`.
 
   Raises:
     ConfigError: `config` cannot build a flow for its dataset.
@@ -250,8 +324,33 @@ def build_trainer(config, strategy=None, spec=None):
     global_batch_size=config.batch_size,
     make_optimizer=functools.partial(optimization.adam, learning_rate, config.clip_global_norm),
     l2_coefficient=config.l2_coefficient,
+    label_counts=_train_label_counts(config, spec),
     jit_compile=config.jit_compile,
   )
+
+
+def _train_label_counts(config, spec):
+  """The training split's label counts for `condition="label"`, else None."""
+  if config.condition != "label":
+    return None
+  spec = spec or flow_builder.dataset_spec(config)
+  try:
+    return data.label_counts(config.dataset, spec.train_split, data_dir=config.data_dir)
+  except (ValueError, FileNotFoundError) as error:
+    raise ConfigError(str(error)) from error
+
+
+def _label_log_prior(label_counts):
+  """`log p(y)` (float64 `[num_classes]`) of the class frequencies `label_counts`, or None for None."""
+  if label_counts is None:
+    return None
+  counts = np.asarray(label_counts, np.float64)
+  if counts.ndim != 1 or not len(counts) or np.any(counts < 0) or not counts.sum():
+    raise ValueError(
+      f"`label_counts` must be non-negative class counts [num_classes], not all 0; got {label_counts!r}."
+    )
+  with np.errstate(divide="ignore"):
+    return tf.constant(np.log(counts / counts.sum()), tf.float64)
 
 
 def train_and_evaluate(config, workdir, allow_config_change=()):
@@ -338,15 +437,18 @@ def _restore_newest_intact(trainer, checkpoint_dir, reporter):
 
 def _evaluate_and_report(trainer, config, spec, eval_dataset, writers, reporter, workdir, is_chief):
   """The test bits/dim over the whole eval split and the sample grids: logged, summarized and (chief) saved."""
-  test_bits_per_dim, num_examples = trainer.evaluate(eval_dataset)
+  evaluation = trainer.evaluate_metrics(eval_dataset)
+  test_bits_per_dim, num_examples = evaluation.pop("bits_per_dim"), evaluation.pop("num_examples")
   step = int(trainer.step.numpy())
-  reporter.log("test", step=step, bits_per_dim=test_bits_per_dim, examples=num_examples)
+  reporter.log("test", step=step, bits_per_dim=test_bits_per_dim, examples=num_examples, **evaluation)
   metrics = {
     "dataset": config.dataset,
     "split": spec.eval_split,
     "step": step,
     "test_bits_per_dim": test_bits_per_dim,
     "num_test_examples": num_examples,
+    # A class-conditional run: `test_conditional_bits_per_dim` and `test_accuracy`.
+    **{f"test_{name}": value for name, value in evaluation.items()},
   }
   grids = {
     temperature: trainer.sample_grid(temperature, config.num_samples)
@@ -354,6 +456,8 @@ def _evaluate_and_report(trainer, config, spec, eval_dataset, writers, reporter,
   }
   with writers.eval.as_default():
     reporting.summary_scalar("bits_per_dim", test_bits_per_dim, step)
+    for name, value in evaluation.items():
+      reporting.summary_scalar(name, value, step)
     for temperature, grid in grids.items():
       reporting.summary_image(_samples_tag(temperature, step), grid, step)
   writers.eval.flush()
@@ -361,7 +465,8 @@ def _evaluate_and_report(trainer, config, spec, eval_dataset, writers, reporter,
     metrics_path, samples_path = os.path.join(workdir, "metrics.json"), os.path.join(workdir, "samples.png")
     _write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     with tf.io.gfile.GFile(samples_path, "wb") as file:
-      file.write(reporting.sample_grids_png({f"temperature {t}": grid for t, grid in grids.items()}))
+      titled = {f"temperature {t}": grid for t, grid in grids.items()}
+      file.write(reporting.sample_grids_png(titled, step=step, test_bits_per_dim=test_bits_per_dim))
     reporter.log("wrote", metrics=metrics_path, samples=samples_path)
   return metrics
 
@@ -479,6 +584,7 @@ def _load(config, split, input_context, *, training, seed):
       image_size=config.image_size,
       seed=seed,
       input_context=input_context,
+      with_labels=config.condition == "label",
     )
   except (ValueError, FileNotFoundError) as error:
     raise ConfigError(str(error)) from error

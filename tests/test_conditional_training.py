@@ -1,0 +1,220 @@
+"""`train_and_evaluate` with `condition="label"`: a class-conditional flow `p(x | y)` on the one-hot label, its
+marginal and conditional bits/dim and accuracy, class-row samples, resuming, strategies and config errors."""
+
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from tests.bijector_testing import perturb
+from tests.fixtures import TINY_MODEL, tiny_config
+from tests.test_strategies import run_program
+from tfp_realnvp import classifier, configs, data, flow_builder, losses, reporting, train_lib
+from tfp_realnvp.flows import RealNVP
+
+NUM_CLASSES = 10
+
+
+def run(config, workdir):
+  """`train_and_evaluate` and the lines it printed."""
+  stdout = io.StringIO()
+  with contextlib.redirect_stdout(stdout):
+    result = train_lib.train_and_evaluate(config, workdir)
+  return result, stdout.getvalue().splitlines()
+
+
+class ConditionalRunTest(tf.test.TestCase):
+  """One tiny class-conditional digits run of 6 steps, shared by the tests below."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.workdir = os.path.join(tf.compat.v1.test.get_temp_dir(), "conditional")
+    cls.config = tiny_config(condition="label", num_samples=20)
+    cls.result, cls.lines = run(cls.config, cls.workdir)
+    cls.log_prior = np.log(data.label_counts("digits", "train") / 1500.0)
+
+  def _test_split(self):
+    batches = list(data.load("digits", "test", batch_size=100, training=False, with_labels=True))
+    return np.concatenate([images for images, _ in batches]), np.concatenate(
+      [labels for _, labels in batches]
+    )
+
+  def test_the_flow_is_conditioned_on_the_one_hot_label(self):
+    self.assertEqual(self.result.flow.conditional_event_shape, (NUM_CLASSES,))
+
+  def test_metrics_are_the_marginal_and_conditional_bits_per_dim_and_the_accuracy_over_the_test_split(self):
+    flow, metrics = self.result.flow, self.result.metrics
+    images, labels = self._test_split()
+    self.assertLen(labels, 297)
+    self.assertEqual(metrics["num_test_examples"], 297)
+    to_bits_per_dim = -1.0 / (64 * np.log(2.0))
+    # The marginal uses `p(y)` = the training label frequencies, not the uniform prior.
+    marginal = classifier.marginal_log_prob(flow, images, NUM_CLASSES, self.log_prior).numpy()
+    self.assertAllClose(metrics["test_bits_per_dim"], to_bits_per_dim * marginal.mean(), rtol=1e-5)
+    conditional = flow.log_prob(images, conditional_input=tf.one_hot(labels, NUM_CLASSES)).numpy()
+    self.assertAllClose(
+      metrics["test_conditional_bits_per_dim"], to_bits_per_dim * conditional.mean(), rtol=1e-5
+    )
+    predictions = np.argmax(classifier.class_log_probs(flow, images, NUM_CLASSES, self.log_prior), axis=-1)
+    self.assertAllClose(metrics["test_accuracy"], np.mean(predictions == labels), atol=1e-12)
+    self.assertBetween(metrics["test_accuracy"], 0.0, 1.0)
+
+  def test_marginal_and_conditional_bits_per_dim_are_consistent(self):
+    metrics = self.result.metrics
+    _, labels = self._test_split()
+    # `p(x) >= p(x | y) p(y)`, so the marginal is at most the conditional plus `-log2 p(y) / D` on average.
+    prior_bits_per_dim = np.mean(-self.log_prior[labels] / np.log(2.0)) / 64
+    self.assertAllClose(prior_bits_per_dim, np.log2(NUM_CLASSES) / 64, rtol=0.01)  # nearly balanced classes
+    self.assertLessEqual(
+      metrics["test_bits_per_dim"], metrics["test_conditional_bits_per_dim"] + prior_bits_per_dim + 1e-9
+    )
+    # A barely trained flow barely tells the classes apart, so the other classes add little.
+    self.assertGreaterEqual(metrics["test_bits_per_dim"], metrics["test_conditional_bits_per_dim"] - 0.01)
+
+  def test_log_lines_metrics_file_and_summaries_hold_the_three_figures(self):
+    self.assertRegex(
+      "\n".join(self.lines),
+      r"(?m)^test \| step: 6 \| bits_per_dim: \d+\.\d{4} \| examples: 297 \| conditional_bits_per_dim: "
+      r"\d+\.\d{4} \| accuracy: \d\.\d{4}$",
+    )
+    with open(os.path.join(self.workdir, "metrics.json")) as file:
+      self.assertEqual(json.load(file), self.result.metrics)
+    tags = set()
+    for path in tf.io.gfile.glob(os.path.join(self.workdir, "tensorboard", "events.*")):
+      for event in tf.compat.v1.train.summary_iterator(path):
+        tags.update(value.tag for value in event.summary.value)
+    self.assertContainsSubset({"eval/bits_per_dim", "eval/conditional_bits_per_dim", "eval/accuracy"}, tags)
+
+  def test_sample_grids_have_one_row_per_class(self):
+    self.assertTrue(os.path.exists(os.path.join(self.workdir, "samples.png")))
+    trainer = train_lib.build_trainer(self.config)
+    trainer.restore(tf.train.latest_checkpoint(os.path.join(self.workdir, "checkpoints")))
+    grid = trainer.sample_grid(0.7, self.config.num_samples)
+    # 20 samples for 10 classes: rows of 2 tiles of 8x8, 1-pixel separators.
+    self.assertEqual(grid.shape, (NUM_CLASSES * 9 - 1, 2 * 9 - 1, 3))
+    labels = np.repeat(np.arange(NUM_CLASSES), 2)
+    samples = trainer.flow.sample(
+      len(labels),
+      seed=tf.constant(train_lib.SAMPLE_SEED),
+      temperature=0.7,
+      conditional_input=tf.one_hot(labels, NUM_CLASSES),
+    )
+    self.assertAllClose(grid, reporting.image_grid(samples.numpy(), 4, columns=2), atol=1e-6)
+    # The rows differ: the context reaches the samples.
+    self.assertNotAllClose(grid[:8], grid[9:17])
+
+  def test_a_resumed_run_continues_from_its_checkpoint(self):
+    workdir = os.path.join(self.get_temp_dir(), "resumed")
+    shutil.copytree(self.workdir, workdir)  # the other tests read the original
+    resumed, lines = run(tiny_config(condition="label", num_samples=20, num_train_steps=8), workdir)
+    self.assertRegex(lines[0], r"^resume \| step: 6 \| checkpoint: .*ckpt-6$")
+    self.assertEqual([line.split(" | ")[1] for line in lines if line.startswith("train |")], ["step: 8"])
+    self.assertEqual(resumed.step, 8)
+    self.assertEqual(set(resumed.metrics), set(self.result.metrics))
+    self.assertNotAllClose(
+      resumed.metrics["test_conditional_bits_per_dim"], self.result.metrics["test_conditional_bits_per_dim"]
+    )
+
+
+class ConditionalTrainerTest(tf.test.TestCase):
+  def test_evaluation_uses_the_label_frequencies_as_prior(self):
+    label_counts = np.array([5, 1, 1, 1, 1, 1, 1, 1, 1, 20])
+    trainer = train_lib.Trainer(
+      tf.distribute.get_strategy(),
+      lambda: RealNVP.from_preset("digits", **TINY_MODEL, conditional_event_shape=(NUM_CLASSES,)),
+      global_batch_size=16,
+      label_counts=label_counts,
+    )
+    perturb(trainer.flow, stddev=0.3, seed=3)  # so that the classes have different densities
+    test = data.load("digits", "test[:40]", batch_size=16, training=False, with_labels=True)
+    metrics = trainer.evaluate_metrics(test)
+    images, labels = (np.concatenate(parts) for parts in zip(*test))
+    log_prior = np.log(label_counts / label_counts.sum())
+    to_bits_per_dim = -1.0 / (64 * np.log(2.0))
+    flow = trainer.flow
+    marginal = (
+      to_bits_per_dim * classifier.marginal_log_prob(flow, images, NUM_CLASSES, log_prior).numpy().mean()
+    )
+    uniform = to_bits_per_dim * classifier.marginal_log_prob(flow, images, NUM_CLASSES).numpy().mean()
+    self.assertAllClose(metrics["bits_per_dim"], marginal, rtol=1e-5)
+    self.assertGreater(abs(marginal - uniform), 1e-3)  # the prior matters here
+    conditional = flow.bits_per_dim(images, conditional_input=tf.one_hot(labels, NUM_CLASSES)).numpy().mean()
+    self.assertAllClose(metrics["conditional_bits_per_dim"], conditional, rtol=1e-5)
+    predictions = np.argmax(classifier.class_log_probs(flow, images, NUM_CLASSES, log_prior), axis=-1)
+    self.assertAllClose(metrics["accuracy"], np.mean(predictions == labels), atol=1e-12)
+    self.assertEqual(trainer.evaluate(test), (metrics["bits_per_dim"], 40))
+
+  def test_the_loss_takes_the_context(self):
+    flow = RealNVP.from_preset("digits", **TINY_MODEL, conditional_event_shape=(NUM_CLASSES,))
+    perturb(flow, stddev=0.3, seed=4)
+    images = next(iter(data.load("digits", "test", batch_size=8, training=False)))
+    context = tf.one_hot(np.arange(8), NUM_CLASSES)
+    loss = losses.bits_per_dim_loss(flow, images, 0.0, conditional_input=context)
+    expected = flow.bits_per_dim(images, training=True, conditional_input=context)
+    self.assertAllClose(loss.bits_per_dim, expected)
+    self.assertAllClose(loss.total, tf.reduce_mean(expected))
+    other = losses.bits_per_dim_loss(flow, images, 0.0, conditional_input=tf.roll(context, 1, axis=0))
+    self.assertNotAllClose(loss.total, other.total)
+
+  def test_label_counts_must_match_the_flow_context(self):
+    with self.assertRaisesRegex(ValueError, r"`label_counts` gives 3 classes, so the flow must have "):
+      train_lib.Trainer(
+        tf.distribute.get_strategy(),
+        lambda: RealNVP.from_preset("digits", **TINY_MODEL, conditional_event_shape=(NUM_CLASSES,)),
+        global_batch_size=16,
+        label_counts=[1, 2, 3],
+      )
+
+
+class ConditionalMirroredTest(tf.test.TestCase):
+  def test_mirrored_on_two_cpus_matches_one_device(self):
+    report = run_program(
+      "conditional_mirrored", os.path.join(self.get_temp_dir(), "conditional_mirrored.json")
+    )
+    self.assertEqual(report["replicas"], [1, 2])
+    self.assertLess(report["loss_difference"], 1e-5)
+    self.assertGreater(report["weight_change"], 1e-2)
+    self.assertLess(report["weight_difference"], 1e-5)
+    one, two = report["metrics"]
+    self.assertEqual((one["num_examples"], two["num_examples"]), (45, 45))
+    for name in ("bits_per_dim", "conditional_bits_per_dim", "accuracy"):
+      self.assertAllClose(one[name], two[name], rtol=1e-5, msg=name)
+
+
+class ConditionConfigTest(tf.test.TestCase):
+  def test_an_unknown_condition_is_a_config_error(self):
+    with self.assertRaisesRegex(
+      configs.ConfigError, r"^`condition` must be one of None, label; got 'bogus'\.$"
+    ):
+      tiny_config(condition="bogus").validate()
+
+  def test_label_condition_on_a_dataset_without_labels_is_a_config_error(self):
+    directory = os.path.join(self.get_temp_dir(), "unlabelled")
+    os.makedirs(directory)
+    for index in range(4):
+      Image.fromarray(np.full([8, 8], 16 * index, np.uint8)).save(os.path.join(directory, f"{index}.png"))
+    config = tiny_config(dataset=data.DIRECTORY_PREFIX + directory, condition="label")
+    message = rf"`condition=label` needs class labels, but dataset 'dir:{re.escape(directory)}' has none"
+    with self.assertRaisesRegex(configs.ConfigError, message):
+      flow_builder.build_flow(config)
+    with self.assertRaisesRegex(configs.ConfigError, rf"dataset 'dir:{re.escape(directory)}' has none"):
+      train_lib.train_and_evaluate(config, os.path.join(self.get_temp_dir(), "run"))
+
+  def test_split_overrides_choose_the_training_and_evaluation_splits(self):
+    spec = flow_builder.dataset_spec(
+      tiny_config(train_split=data.DIGITS_FIT_SPLIT, eval_split=data.DIGITS_VALIDATION_SPLIT)
+    )
+    self.assertEqual((spec.train_split, spec.eval_split), ("train[:1200]", "train[1200:]"))
+    spec = flow_builder.dataset_spec(tiny_config())
+    self.assertEqual((spec.train_split, spec.eval_split), ("train", "test"))
+    with self.assertRaisesRegex(
+      configs.ConfigError, r"^`eval_split` must be a split name or None; got ''\.$"
+    ):
+      tiny_config(eval_split="").validate()
