@@ -17,19 +17,12 @@ were ours, less when other processes took them); `peak_rss_train_mb` (MiB, after
 first) and `peak_rss_mb` (at the end); `load_average` (1-minute, before the run).
 """
 
-import functools
 import json
 import os
 import sys
-import time
 
-import numpy as np
-import tensorflow as tf
 import timing_flags
-import workloads
 from absl import app, flags
-from flop_count import graph_flops
-from phase_timing import time_phases
 from worker_process import run_worker
 from workloads import MODELS, MODES, PHASES, REFERENCE
 
@@ -40,55 +33,7 @@ _MODES = flags.DEFINE_list(
 _INTER_OP_THREADS = flags.DEFINE_integer(
   "inter_op_threads", 0, "Inter-op threads; 0 is TensorFlow's default."
 )
-_TIMEOUT = flags.DEFINE_integer("timeout", 900, "Seconds allowed to each (model, mode) subprocess.")
 _WORKER = flags.DEFINE_bool("worker", False, "Internal: run one (model, mode) in this process.")
-
-
-def _worker(model, mode):
-  """Builds `model` in `mode`, times every phase and returns the JSON-able result."""
-  load_average = os.getloadavg()[0]
-  workloads.configure(mode, timing_flags.THREADS.value, _INTER_OP_THREADS.value)
-  start = time.perf_counter()
-  workload = workloads.build(model, mode, timing_flags.BATCH_SIZE.value)
-  build_s = time.perf_counter() - start
-  result = dict(
-    model=model,
-    mode=mode,
-    batch_size=timing_flags.BATCH_SIZE.value,
-    threads=timing_flags.THREADS.value,
-    num_parameters=int(sum(v.shape.num_elements() for v in workload.flow.trainable_variables)),
-    load_average=round(load_average, 2),
-    build_s=round(build_s, 2),
-  )
-  trace_s = {}
-
-  def count_flops(phase):
-    start = time.perf_counter()
-    concrete = workload.phases[phase].get_concrete_function(*workload.arguments[phase])
-    trace_s[phase] = round(time.perf_counter() - start, 2)
-    return graph_flops(concrete)
-
-  calls = {
-    phase: functools.partial(_call, workload.phases[phase], workload.arguments[phase])
-    for phase in timing_flags.PHASES_TO_TIME.value
-  }
-  result.update(
-    time_phases(
-      calls,
-      count_flops,
-      timing_flags.BATCH_SIZE.value,
-      timing_flags.WARMUP_RUNS.value,
-      timing_flags.TIMED_RUNS.value,
-    )
-  )
-  for phase in timing_flags.PHASES_TO_TIME.value:
-    result[phase]["trace_s"] = trace_s[phase]
-  result["tensorflow"] = tf.__version__
-  return result
-
-
-def _call(function, arguments):
-  np.asarray(function(*arguments))  # waits for the result
 
 
 def _run_in_subprocess(model, mode):
@@ -104,7 +49,9 @@ def _run_in_subprocess(model, mode):
   ):
     value = flag.value
     command.append(f"--{flag.name}={','.join(value) if isinstance(value, list) else value}")
-  return run_worker(command, _TIMEOUT.value, dict(model=model, mode=mode), env=MODES[mode].get("env"))
+  return run_worker(
+    command, timing_flags.TIMEOUT.value, dict(model=model, mode=mode), env=MODES[mode].get("env")
+  )
 
 
 def _summary(results):
@@ -143,7 +90,14 @@ def main(argv):
       f"{sorted(MODES)}, phases: {list(PHASES)}."
     )
   if _WORKER.value:
-    print(json.dumps(_worker(_MODELS.value[0], _MODES.value[0])), flush=True)
+    print(
+      json.dumps(
+        timing_flags.time_our_workload(
+          _MODELS.value[0], _MODES.value[0], _INTER_OP_THREADS.value, model=_MODELS.value[0]
+        )
+      ),
+      flush=True,
+    )
     return
   results = []
   for model in _MODELS.value:

@@ -27,15 +27,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 
-import numpy as np
-import tensorflow as tf
 import timing_flags
 import workloads
 from absl import app, flags
-from flop_count import graph_flops
-from phase_timing import time_phases
 from worker_process import run_worker
 from workloads import MODELS, PHASES
 
@@ -51,7 +46,6 @@ _MODELS = flags.DEFINE_list(
 _ROUNDS = flags.DEFINE_integer(
   "rounds", 2, "Rounds of the four runs per model; the summary takes each run's best."
 )
-_TIMEOUT = flags.DEFINE_integer("timeout", 1800, "Seconds allowed to each worker subprocess.")
 _WORKER = flags.DEFINE_string("worker", None, "Internal: run ours in this mode, in this process.")
 
 # Each round's runs, as (implementation, mode) pairs; the peer's mode of the same precision follows ours.
@@ -185,44 +179,6 @@ def summarize(results, phases, cpu):
   return summaries
 
 
-def _our_worker(model, mode):
-  """Times `model` in our `mode` in this process; the JSON-able result."""
-  load_average = os.getloadavg()[0]
-  workloads.configure(mode, timing_flags.THREADS.value)
-  start = time.perf_counter()
-  workload = workloads.build(model, mode, timing_flags.BATCH_SIZE.value)
-  result = dict(
-    implementation="ours",
-    mode=mode,
-    batch_size=timing_flags.BATCH_SIZE.value,
-    threads=timing_flags.THREADS.value,
-    num_parameters=int(sum(v.shape.num_elements() for v in workload.flow.trainable_variables)),
-    load_average=round(load_average, 2),
-    build_s=round(time.perf_counter() - start, 2),
-  )
-  phases = {phase: workload.phases[phase] for phase in timing_flags.PHASES_TO_TIME.value}
-  arguments = workload.arguments
-
-  def count_flops(phase):
-    return graph_flops(phases[phase].get_concrete_function(*arguments[phase]))  # traces the phase
-
-  def call(phase):
-    return lambda: np.asarray(phases[phase](*arguments[phase]))  # returns once the step is done
-
-  calls = {phase: call(phase) for phase in phases}
-  result.update(
-    time_phases(
-      calls,
-      count_flops,
-      timing_flags.BATCH_SIZE.value,
-      timing_flags.WARMUP_RUNS.value,
-      timing_flags.TIMED_RUNS.value,
-    )
-  )
-  result["tensorflow"] = tf.__version__
-  return result
-
-
 def _common_flags():
   return [
     f"--phases={','.join(timing_flags.PHASES_TO_TIME.value)}",
@@ -252,7 +208,7 @@ def _run(implementation, model, mode, round_index):
       f"--image_shape={','.join(str(n) for n in settings['event_shape'])}",
     ]
     environment = None
-  result = run_worker(command + _common_flags(), _TIMEOUT.value, identity, env=environment)
+  result = run_worker(command + _common_flags(), timing_flags.TIMEOUT.value, identity, env=environment)
   return dict(identity, **result)
 
 
@@ -281,7 +237,10 @@ def _usage_error():
 def main(argv):
   del argv
   if _WORKER.value:
-    print(json.dumps(_our_worker(_MODELS.value[0], _WORKER.value)), flush=True)
+    print(
+      json.dumps(timing_flags.time_our_workload(_MODELS.value[0], _WORKER.value, implementation="ours")),
+      flush=True,
+    )
     return
   problem = _usage_error()
   if problem:

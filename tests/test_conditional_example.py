@@ -2,33 +2,24 @@
 
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import unittest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.fixtures import run_script
 
 
 class ConditionalGaussianTest(unittest.TestCase):
   def test_learned_posterior_is_close_to_the_true_one_and_a_png_is_saved(self):
     output = os.path.join(tempfile.mkdtemp(), "posterior.png")
     arguments = ["--num_pairs", "4000", "--num_steps", "800", "--num_test_contexts", "50"]
-    result = subprocess.run(
-      [
-        sys.executable,
-        os.path.join(ROOT, "examples", "conditional_gaussian.py"),
-        *arguments,
-        "--num_kl_samples",
-        "500",
-        "--output",
-        output,
-      ],
-      capture_output=True,
-      text=True,
+    result = run_script(
+      "examples/conditional_gaussian.py",
+      *arguments,
+      "--num_kl_samples",
+      "500",
+      "--output",
+      output,
       timeout=600,
-      cwd=ROOT,
-      env={**os.environ, "PYTHONPATH": ROOT},
     )
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     match = re.search(

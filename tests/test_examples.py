@@ -2,31 +2,16 @@
 
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import unittest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.fixtures import run_script
 
 
 class TwoMoonsTest(unittest.TestCase):
   def test_fits_better_than_the_base_and_saves_a_png(self):
     output = os.path.join(tempfile.mkdtemp(), "moons.png")
-    result = subprocess.run(
-      [
-        sys.executable,
-        os.path.join(ROOT, "examples", "two_moons.py"),
-        "--num_steps",
-        "500",
-        "--output",
-        output,
-      ],
-      capture_output=True,
-      text=True,
-      timeout=300,
-      cwd=ROOT,
-    )
+    result = run_script("examples/two_moons.py", "--num_steps", "500", "--output", output, timeout=300)
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     match = re.search(
       r"held-out negative log-likelihood: ([\d.]+) nats \(standard normal: ([\d.]+)\)", result.stdout

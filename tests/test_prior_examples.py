@@ -2,23 +2,16 @@
 
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import unittest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.fixtures import run_script
+
 NUMBER = r"(-?[\d.]+(?:e[-+]\d+)?)"
 
 
 def _run_example(name, *arguments):
-  result = subprocess.run(
-    [sys.executable, os.path.join(ROOT, "examples", name), *arguments],
-    capture_output=True,
-    text=True,
-    timeout=300,
-    cwd=ROOT,
-  )
+  result = run_script(os.path.join("examples", name), *arguments, timeout=300)
   if result.returncode != 0:
     raise AssertionError(f"{name} exited with {result.returncode}:\n{result.stderr[-3000:]}")
   return result.stdout

@@ -3,14 +3,13 @@ and summaries: `test_reporting.py`)."""
 
 import dataclasses
 import os
-import subprocess
-import sys
 
 import tensorflow as tf
 from absl import flags
 from absl.testing import parameterized
 
 import train
+from tests.fixtures import run_script
 from tfp_realnvp import configs, optimization
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -211,13 +210,7 @@ class FlagsTest(tf.test.TestCase, parameterized.TestCase):
     ("unknown_flag", "--num_steps=3", "error: Unknown command line flag 'num_steps'"),
   )
   def test_the_command_line_prints_one_error_line_for_a_bad_flag(self, argument, message):
-    completed = subprocess.run(
-      [sys.executable, os.path.join(REPO_ROOT, "train.py"), argument],
-      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT},
-      capture_output=True,
-      text=True,
-      timeout=120,
-    )
+    completed = run_script("train.py", argument, timeout=120)
     self.assertEqual(completed.returncode, 2)
     errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
     self.assertLen(errors, 1)

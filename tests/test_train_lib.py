@@ -21,7 +21,7 @@ from absl.testing import parameterized
 from PIL import Image
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-from tests.fixtures import TINY_MODEL, tiny_config
+from tests.fixtures import TINY_MODEL, run_script, tiny_config
 from tfp_realnvp import configs, data, train_lib, workdirs
 from tfp_realnvp.flows import RealNVP
 
@@ -474,14 +474,7 @@ class CommandLineTest(tf.test.TestCase, parameterized.TestCase):
     ),
   )
   def test_a_bad_flag_prints_one_error_line(self, flags, message):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT}
-    completed = subprocess.run(
-      [sys.executable, os.path.join(REPO_ROOT, "train.py"), f"--workdir={self.get_temp_dir()}/cli"] + flags,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=120,
-    )
+    completed = run_script("train.py", f"--workdir={self.get_temp_dir()}/cli", *flags, timeout=120)
     self.assertEqual(completed.returncode, 2)
     errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
     self.assertEqual(errors, [errors[0]])
@@ -493,13 +486,7 @@ class CommandLineTest(tf.test.TestCase, parameterized.TestCase):
   def test_a_workdir_that_is_a_file_prints_one_error_line(self):
     path = os.path.join(self.get_temp_dir(), "a_file")
     open(path, "w").close()
-    completed = subprocess.run(
-      [sys.executable, os.path.join(REPO_ROOT, "train.py"), f"--workdir={path}"],
-      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO_ROOT},
-      capture_output=True,
-      text=True,
-      timeout=120,
-    )
+    completed = run_script("train.py", f"--workdir={path}", timeout=120)
     self.assertEqual(completed.returncode, 2)
     errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
     self.assertEqual(errors, [f"error: `workdir` must be a directory; {path} is a file."])
