@@ -87,10 +87,10 @@ class ConditionalRunTest(tf.test.TestCase):
     with open(os.path.join(self.workdir, "metrics.json")) as file:
       self.assertEqual(json.load(file), self.result.metrics)
     tags = set()
-    for path in tf.io.gfile.glob(os.path.join(self.workdir, "tensorboard", "events.*")):
+    for path in tf.io.gfile.glob(os.path.join(self.workdir, "tensorboard", "eval", "events.*")):
       for event in tf.compat.v1.train.summary_iterator(path):
         tags.update(value.tag for value in event.summary.value)
-    self.assertContainsSubset({"eval/bits_per_dim", "eval/conditional_bits_per_dim", "eval/accuracy"}, tags)
+    self.assertContainsSubset({"bits_per_dim", "conditional_bits_per_dim", "accuracy"}, tags)
 
   def test_sample_grids_have_one_row_per_class(self):
     self.assertTrue(os.path.exists(os.path.join(self.workdir, "samples.png")))

@@ -116,7 +116,17 @@ class CheckConfigTest(tf.test.TestCase, parameterized.TestCase):
       by_kind.setdefault(field.metadata["on_resume"], set()).add(field.name)
     self.assertEqual(
       by_kind[configs.FIXED],
-      {"dataset", "data_dir", "image_size", "preset", "model_overrides", "compute_dtype"},
+      {
+        "dataset",
+        "data_dir",
+        "image_size",
+        "train_split",
+        "eval_split",
+        "preset",
+        "model_overrides",
+        "compute_dtype",
+        "condition",
+      },
     )
     self.assertEqual(
       by_kind[configs.WITH_FLAG],

@@ -23,7 +23,7 @@ FIXED, WITH_FLAG, FREE = "fixed", "with_flag", "free"
 
 # Fields added after `config.json` was first written, with the value older runs had: a config.json without them
 # still loads. Every other field must be in the file.
-_ADDED_FIELDS = {}
+_ADDED_FIELDS = {"train_split": None, "eval_split": None, "condition": None}
 
 
 class ConfigError(ValueError):
