@@ -254,10 +254,7 @@ class RealNVP(_TransformedDistribution):
         "(`data.dequantize`), or cast floats."
       )
     shape = x.shape
-    rank = len(self._event_shape_tuple)
-    if shape.rank is not None and (
-      shape.rank < rank or not shape[-rank:].is_compatible_with(self._event_shape_tuple)
-    ):
+    if not _may_end_with(shape, self._event_shape_tuple):
       raise ValueError(
         f"`{arg_name}` must have shape `[..., {', '.join(map(str, self._event_shape_tuple))}]` "
         f"(batch dimensions, then the event shape); got shape {shape.as_list()}."
@@ -285,9 +282,7 @@ class RealNVP(_TransformedDistribution):
       )
     context = tf.convert_to_tensor(conditional_input, self.dtype)
     rank = len(expected)
-    if context.shape.rank is not None and (
-      context.shape.rank < rank or not context.shape[-rank:].is_compatible_with(expected)
-    ):
+    if not _may_end_with(context.shape, expected):
       raise ValueError(
         f"`conditional_input` must have shape `{shape_text}` (batch dimensions, then "
         f"`conditional_event_shape`); got shape {context.shape.as_list()}."
@@ -528,10 +523,6 @@ class ImageRealNVP(RealNVP):
         data_to_latent, event_shape, conditional_event_shape, dtype, validate_args, parameters, name
       )
 
-  @classmethod
-  def _parameter_properties(cls, dtype, num_classes=None):
-    return {}
-
   @property
   def num_bits(self):
     """Bits per pixel: data lie in `[0, 2**num_bits)`."""
@@ -627,10 +618,6 @@ class VectorRealNVP(RealNVP):
         data_to_latent, event_shape, conditional_event_shape, dtype, validate_args, parameters, name
       )
 
-  @classmethod
-  def _parameter_properties(cls, dtype, num_classes=None):
-    return {}
-
   def _in_support(self, x):
     return tf.math.is_finite(x)
 
@@ -641,6 +628,14 @@ class VectorRealNVP(RealNVP):
     """Not defined: bits/dim needs pixel data (`ImageRealNVP`); raises `ValueError`."""
     del x, training, conditional_input
     raise ValueError("`bits_per_dim` is defined for image flows over pixel values; this is a vector flow.")
+
+
+def _may_end_with(shape, trailing):
+  """Whether a tensor of static `shape` can be `[..., *trailing]` (an unknown rank can)."""
+  rank = len(trailing)
+  return shape.rank is None or (
+    shape.rank >= rank and shape[shape.rank - rank :].is_compatible_with(trailing)
+  )
 
 
 def _broadcast_batch(tensor, batch, target_batch, target_batch_tensor, event_rank):
