@@ -7,6 +7,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from absl.testing import parameterized
 
+from tests.bijector_testing import perturb
 from tfp_realnvp import RealNVP, priors
 
 tfd = tfp.distributions
@@ -114,6 +115,43 @@ class KLDivergenceTest(tf.test.TestCase):
     # KL(N(m, s^2) || N(0, 1)) = (s^2 + m^2 - 1) / 2 - log s, summed over dimensions.
     expected = 0.5 * (1.0 + 1.0 - 1.0) + 0.5 * (4.0 - 1.0) - math.log(2.0)
     self.assertAllClose(priors.kl_divergence(q, p), expected, rtol=1e-6)
+
+
+class ConditionalPriorKLDivergenceTest(tf.test.TestCase):
+  """`KL(q || p(. | c))` for a RealNVP prior conditioned on a context `c`."""
+
+  def setUp(self):
+    super().setUp()
+    tf.random.set_seed(0)
+    self.q, _ = _gaussians()  # batch shape [2]
+    self.flow = RealNVP(event_shape=(3,), num_couplings=2, hidden_units=(8,), conditional_event_shape=(2,))
+    self.contexts = tf.constant([[1.0, 0.0], [0.0, 1.0]])  # one per element of q's batch
+
+  def test_at_initialization_the_conditional_flow_is_a_standard_normal_for_every_context(self):
+    estimate = priors.monte_carlo_kl_divergence(
+      self.q, self.flow, 4000, seed=tf.constant([1, 2]), conditional_input=self.contexts
+    )
+    exact = tfd.kl_divergence(self.q, tfd.MultivariateNormalDiag(loc=tf.zeros(3), scale_diag=tf.ones(3)))
+    self.assertAllLess(tf.abs(estimate.value - exact) / estimate.standard_error, 4.0)
+
+  def test_scores_each_sample_under_its_context(self):
+    perturb(self.flow, stddev=0.5, seed=1)
+    seed = tf.constant([3, 4])
+    estimate = priors.monte_carlo_kl_divergence(
+      self.q, self.flow, 50, seed=seed, conditional_input=self.contexts
+    )
+    samples, log_q = self.q.experimental_sample_and_log_prob(50, seed=seed)  # [50, 2, 3]
+    for i in range(2):
+      log_p = self.flow.log_prob(samples[:, i], conditional_input=self.contexts[i])
+      self.assertAllClose(estimate.value[i], tf.reduce_mean(log_q[:, i] - log_p), atol=1e-5)
+    swapped = priors.monte_carlo_kl_divergence(
+      self.q, self.flow, 50, seed=seed, conditional_input=self.contexts[::-1]
+    )
+    self.assertGreater(float(tf.reduce_max(tf.abs(swapped.value - estimate.value))), 1e-2)
+    self.assertAllEqual(
+      priors.kl_divergence(self.q, self.flow, num_samples=50, seed=seed, conditional_input=self.contexts),
+      estimate.value,
+    )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 The generative model `p(z, x) = p(z) p(x | z)` is a `tfd.JointDistributionCoroutine`; the amortized posterior
 `q(z | x)` is a Gaussian. With a `RealNVP(event_shape=(latent_size,), ...)` prior the flow is trained jointly
-with the encoder and decoder, and the KL term has no closed form: `priors.kl_divergence` estimates it.
+with the encoder and decoder, and the KL term has no closed form: `priors.kl_divergence` estimates it. A
+conditional prior `p(z | c)` (`conditional_event_shape=...`) takes the context as `conditional_input`; conditioned
+on a one-hot label `y`, the model is `p(y) p(z | y) p(x | z)` and its marginal `log p(x)` has bounds too.
 """
 
 import math
@@ -11,7 +13,7 @@ from typing import NamedTuple
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_realnvp import networks, priors
+from tfp_realnvp import classifier, networks, priors
 
 __all__ = ["DiscretizedLogisticDecoder", "GaussianEncoder", "LogLikelihoodBounds", "VariationalAutoencoder"]
 
@@ -129,6 +131,15 @@ class LogLikelihoodBounds(NamedTuple):
   elbo: tf.Tensor
   importance_weighted: tf.Tensor
 
+  @classmethod
+  def from_log_weights(cls, log_weights):
+    """The bounds from log importance weights `[num_samples, batch...]`."""
+    num_samples = tf.cast(tf.shape(log_weights)[0], log_weights.dtype)
+    return cls(
+      elbo=tf.reduce_mean(log_weights, axis=0),
+      importance_weighted=tf.reduce_logsumexp(log_weights, axis=0) - tf.math.log(num_samples),
+    )
+
 
 class VariationalAutoencoder(tf.Module):
   """`p(z, x) = prior(z) decoder(z)(x)` with amortized posterior `q(z | x) = encoder(x)`.
@@ -136,6 +147,13 @@ class VariationalAutoencoder(tf.Module):
   `prior` is any distribution over `[latent_size]`: a `tfd.MultivariateNormalDiag` standard normal, or a learned
   `RealNVP(event_shape=(latent_size,), ...)`. A RealNVP prior is always scored with `training=False`, so build it
   without dropout or batch norm (the vector-flow defaults).
+
+  A conditional prior, `RealNVP(event_shape=(latent_size,), conditional_event_shape=...)`, makes the model
+  `p(z | c) p(x | z)`: the methods take the context `c` as `conditional_input` and give it to the prior only, so
+  the encoder and decoder are those of an unconditional VAE. `q(z | x)` does not see `c`; it is still a
+  posterior for `p(z | x, c)`, so every bound below stays a bound on `log p(x | c)`. For a prior conditioned on
+  a one-hot label `y` with class probabilities `p(y)`, `marginal_log_likelihood_bounds` bounds the marginal
+  `log p(x) = log sum_y p(y) p(x | y)`, comparable with an unconditional VAE's `log p(x)`.
 
   #### Examples
 
@@ -145,6 +163,12 @@ class VariationalAutoencoder(tf.Module):
   vae = VariationalAutoencoder(encoder, decoder, RealNVP(event_shape=(16,), num_couplings=4))
   loss = tf.reduce_mean(vae.negative_elbo(images, seed=tf.constant([1, 2]), training=True))
   bounds = vae.log_likelihood_bounds(images, num_samples=100, seed=tf.constant([3, 4]))
+
+  # p(y) p(z | y) p(x | z): a prior conditioned on the one-hot label.
+  prior = RealNVP(event_shape=(16,), num_couplings=4, conditional_event_shape=(10,))
+  vae = VariationalAutoencoder(encoder, decoder, prior)
+  loss = tf.reduce_mean(vae.negative_elbo(images, seed, training=True, conditional_input=tf.one_hot(labels, 10)))
+  marginal = vae.marginal_log_likelihood_bounds(images, 100, seed, log_label_prior=tf.math.log(label_frequencies))
   ```
 
   #### References
@@ -177,39 +201,102 @@ class VariationalAutoencoder(tf.Module):
         variables.setdefault(id(variable), variable)
     return tuple(variables.values())
 
+  @property
+  def conditional_event_shape(self):
+    """The shape of one context of a conditional prior; None for an unconditional one."""
+    return getattr(self.prior, "conditional_event_shape", None)
+
   def generative_model(self):
-    """`p(z, x)` as a `tfd.JointDistributionCoroutine` over `(z, x)`, in inference mode."""
+    """`p(z, x)` as a `tfd.JointDistributionCoroutine` over `(z, x)`, in inference mode; unconditional priors only.
+
+    A joint distribution scores each part with `log_prob(value)` alone, so it has no way to pass a context.
+    """
+    if self.conditional_event_shape is not None:
+      raise ValueError(
+        "`generative_model` needs an unconditional prior: a joint distribution cannot pass the "
+        f"`conditional_input` that this prior (`conditional_event_shape={self.conditional_event_shape}`) needs; "
+        "use `log_importance_weights(..., conditional_input=c)`."
+      )
     return tfd.JointDistributionCoroutine(self._latent_then_pixels)
 
   def _latent_then_pixels(self):
     latent = yield tfd.JointDistributionCoroutine.Root(self.prior)
     yield self.decoder(latent)
 
-  def negative_elbo(self, x, seed, training=False):
-    """`-E_q[log p(x | z)] + KL(q(z | x) || p(z))` per example, from one reparameterized sample of `q`.
+  def negative_elbo(self, x, seed, training=False, conditional_input=None):
+    """`-E_q[log p(x | z)] + KL(q(z | x) || p(z | c))` per example, from one reparameterized sample of `q`.
 
-    The KL term is exact for a Gaussian prior and a one-sample Monte-Carlo estimate for a flow
-    (`priors.kl_divergence`). `training` switches dropout in the encoder and decoder.
+    `c = conditional_input` for a conditional prior (else None). The KL term is exact for a Gaussian prior and a
+    one-sample Monte-Carlo estimate for a flow (`priors.kl_divergence`). `training` switches dropout in the
+    encoder and decoder.
     """
+    self._check_context(conditional_input)
     reconstruction_seed, kl_seed = tfp.random.split_seed(seed)
     posterior = self.encoder(x, training=training)
     latent = posterior.sample(seed=reconstruction_seed)
     reconstruction = self.decoder(latent, training=training).log_prob(x)
-    return priors.kl_divergence(posterior, self.prior, seed=kl_seed) - reconstruction
+    kl = priors.kl_divergence(posterior, self.prior, seed=kl_seed, conditional_input=conditional_input)
+    return kl - reconstruction
 
-  def log_importance_weights(self, x, num_samples, seed):
-    """`log p(x, z_k) - log q(z_k | x)` for `z_k ~ q(z | x)`, shaped `[num_samples, batch...]` (inference mode)."""
-    posterior = self.encoder(x)
-    latents, log_posterior = posterior.experimental_sample_and_log_prob(num_samples, seed=seed)
-    return self.generative_model().log_prob((latents, x)) - log_posterior
+  def log_importance_weights(self, x, num_samples, seed, conditional_input=None):
+    """`log p(x, z_k | c) - log q(z_k | x)` for `z_k ~ q(z | x)`, `[num_samples, batch...]` (inference mode).
 
-  def log_likelihood_bounds(self, x, num_samples, seed):
-    """The ELBO and the importance-weighted bound on `log p(x)` per example, from `num_samples` weights."""
-    log_weights = self.log_importance_weights(x, num_samples, seed)
-    return LogLikelihoodBounds(
-      elbo=tf.reduce_mean(log_weights, axis=0),
-      importance_weighted=tf.reduce_logsumexp(log_weights, axis=0) - math.log(num_samples),
+    `c = conditional_input` for a conditional prior, else None (then the weights are the generative model's).
+    """
+    self._check_context(conditional_input)
+    latents, log_posterior = self.encoder(x).experimental_sample_and_log_prob(num_samples, seed=seed)
+    context_kwargs = {} if conditional_input is None else {"conditional_input": conditional_input}
+    log_prior = self.prior.log_prob(latents, **context_kwargs)
+    return log_prior + self.decoder(latents).log_prob(x) - log_posterior
+
+  def log_likelihood_bounds(self, x, num_samples, seed, conditional_input=None):
+    """The ELBO and the importance-weighted bound on `log p(x | c)` per example, from `num_samples` weights."""
+    return LogLikelihoodBounds.from_log_weights(
+      self.log_importance_weights(x, num_samples, seed, conditional_input)
     )
+
+  def class_log_importance_weights(self, x, num_samples, seed, log_label_prior):
+    """`log p(y) + log p(x, z_k | y) - log q(z_k | x)` for every class `y`: `[num_samples, batch..., num_classes]`.
+
+    For a prior conditioned on the one-hot label (`conditional_event_shape=(num_classes,)`), with
+    `log_label_prior = log p(y)`, `[num_classes]`. The same `z_k ~ q(z | x)` serve every class, and the weights
+    with `seed` are those of `log_importance_weights(x, num_samples, seed, one_hot(y))` plus `log p(y)`.
+    """
+    num_classes = self._num_classes()
+    latents, log_posterior = self.encoder(x).experimental_sample_and_log_prob(num_samples, seed=seed)
+    flat_latents = tf.reshape(latents, [-1, self.encoder.latent_size])
+    joint = classifier.joint_log_probs(self.prior, flat_latents, num_classes, log_label_prior)
+    log_prior_and_label = tf.reshape(joint, tf.concat([tf.shape(latents)[:-1], [num_classes]], 0))
+    return log_prior_and_label + (self.decoder(latents).log_prob(x) - log_posterior)[..., tf.newaxis]
+
+  def marginal_log_likelihood_bounds(self, x, num_samples, seed, log_label_prior):
+    """The ELBO and the importance-weighted bound on the marginal `log p(x) = log sum_y p(y) p(x | y)`.
+
+    Both come from the weights `w_k = sum_y p(y) p(x, z_k | y) / q(z_k | x)`, a logsumexp over the classes of
+    `class_log_importance_weights`: those of the VAE whose prior is the mixture `p(z) = sum_y p(y) p(z | y)`.
+    Each `w_k` is unbiased for `p(x)`, so `E[log mean_k w_k] <= log p(x)` (Jensen), and `mean_k log w_k` is the
+    ELBO of that VAE, with `y` summed out exactly. Equivalently `log sum_y p(y) mean_k w_{k,y}`: the
+    per-class importance-weighted estimates of `p(x | y)` from shared latents, averaged under `p(y)`.
+    """
+    class_log_weights = self.class_log_importance_weights(x, num_samples, seed, log_label_prior)
+    return LogLikelihoodBounds.from_log_weights(tf.reduce_logsumexp(class_log_weights, axis=-1))
+
+  def _check_context(self, conditional_input):
+    # A conditional flow prior names a missing or misshaped context itself; a prior that takes none is named here.
+    if conditional_input is not None and self.conditional_event_shape is None:
+      raise ValueError(
+        f"This VAE's prior ({type(self.prior).__name__}) is unconditional: it takes no `conditional_input`; got "
+        f"one of shape {tf.TensorShape(getattr(conditional_input, 'shape', None)).as_list()}."
+      )
+
+  def _num_classes(self):
+    shape = self.conditional_event_shape
+    if shape is None or len(shape) != 1:
+      raise ValueError(
+        "Class weights need a prior conditioned on one-hot labels, `conditional_event_shape=(num_classes,)`; "
+        f"this VAE's prior has `conditional_event_shape={shape}`."
+      )
+    return shape[0]
 
 
 def _check_positive(name, value):
