@@ -11,6 +11,8 @@ Prints one line, `exported digits flow (844,673 parameters) from runs/digits/che
 exports/realnvp/3`; TensorFlow's start-up and INFO logging is hidden unless `TF_CPP_MIN_LOG_LEVEL` is set or
 `--verbosity` is given (`tfp_realnvp.quiet_startup`). `--max_num_samples` (default 4096) caps a `sample`
 request.
+A `--condition=label` run's export also has the `classify` signature (`log p(y | x)`, with the training
+split's label frequencies as `p(y)`), and every signature of a conditional flow takes `conditional_input`.
 """
 
 import sys

@@ -1,13 +1,17 @@
-r"""gRPC client for a RealNVP flow served by TF Serving: scores a batch or draws samples.
+r"""gRPC client for a RealNVP flow served by TF Serving: scores or classifies a batch, or draws samples.
 
 Needs `pip install tfp_realnvp[serving]` (tensorflow-serving-api), not this package:
 
   python export/grpc_client.py --server=localhost:8500 --model_name=realnvp --input=batch.npy
   python export/grpc_client.py --server=localhost:8500 --model_name=realnvp \
       --num_samples=16 --temperature=0.7 --seed=1,2 --output=samples.npz
+  python export/grpc_client.py --server=localhost:8500 --input=batch.npy --conditional_input=labels.npy
+  python export/grpc_client.py --server=localhost:8500 --input=batch.npy --classify
 
-`batch.npy` holds float32 `[batch, *event_shape]` pixel values (or vectors). The request builders
-below are the example to copy into other programs.
+`batch.npy` holds float32 `[batch, *event_shape]` pixel values (or vectors). A conditional flow's requests
+take `--conditional_input`, float32 `[batch, *conditional_event_shape]` (for sampling `[num_samples, ...]`);
+`--classify` asks a class-conditional export for `log p(y | x)`. The request builders below are the example to
+copy into other programs.
 """
 
 import sys
@@ -18,7 +22,7 @@ import tensorflow as tf
 from absl import app, flags
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-__all__ = ["log_prob_request", "predict", "response_to_numpy", "sample_request"]
+__all__ = ["classify_request", "log_prob_request", "predict", "response_to_numpy", "sample_request"]
 
 
 def _model_spec(request, model_name, signature_name, version):
@@ -28,24 +32,49 @@ def _model_spec(request, model_name, signature_name, version):
     request.model_spec.version.value = version
 
 
-def log_prob_request(x, model_name="realnvp", signature_name="serving_default", version=None):
+def _float32_input(request, name, value):
+  request.inputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(value, np.float32)))
+
+
+def log_prob_request(
+  x, model_name="realnvp", signature_name="serving_default", version=None, conditional_input=None
+):
   """A `PredictRequest` for `log_prob` (and `bits_per_dim`) of the rows of `x`.
 
-  `x`: float32 `[batch, *event_shape]`. `version=None` asks for the newest version.
+  `x`: float32 `[batch, *event_shape]`. `version=None` asks for the newest version. `conditional_input`: for a
+  conditional flow, float32 `[batch, *conditional_event_shape]`, one context per row.
   """
   request = predict_pb2.PredictRequest()
   _model_spec(request, model_name, signature_name, version)
-  request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.asarray(x, np.float32)))
+  _float32_input(request, "x", x)
+  if conditional_input is not None:
+    _float32_input(request, "conditional_input", conditional_input)
   return request
 
 
-def sample_request(num_samples, temperature=1.0, seed=(0, 0), model_name="realnvp", version=None):
-  """A `PredictRequest` for `num_samples` samples at `temperature`; the same `seed`, the same samples."""
+def sample_request(
+  num_samples, temperature=1.0, seed=(0, 0), model_name="realnvp", version=None, conditional_input=None
+):
+  """A `PredictRequest` for `num_samples` samples at `temperature`; the same `seed`, the same samples.
+
+  `conditional_input`: for a conditional flow, float32 `[num_samples, *conditional_event_shape]`.
+  """
   request = predict_pb2.PredictRequest()
   _model_spec(request, model_name, "sample", version)
   request.inputs["num_samples"].CopyFrom(tf.make_tensor_proto(num_samples, tf.int32))
   request.inputs["temperature"].CopyFrom(tf.make_tensor_proto(temperature, tf.float32))
   request.inputs["seed"].CopyFrom(tf.make_tensor_proto(np.asarray(seed, np.int32).reshape([2])))
+  if conditional_input is not None:
+    _float32_input(request, "conditional_input", conditional_input)
+  return request
+
+
+def classify_request(x, model_name="realnvp", version=None):
+  """A `PredictRequest` to a class-conditional export's `classify`: `log_probs` (`log p(y | x)`), `label` and
+  the marginal `log_prob` of the rows of `x`, float32 `[batch, *event_shape]`."""
+  request = predict_pb2.PredictRequest()
+  _model_spec(request, model_name, "classify", version)
+  _float32_input(request, "x", x)
   return request
 
 
@@ -70,6 +99,12 @@ def _define_flags():
   flags.DEFINE_string("model_name", "realnvp", "The served model's name.")
   flags.DEFINE_integer("version", None, "The model version; default: the newest.")
   flags.DEFINE_string("input", None, "A .npy file of rows to score with `log_prob`.")
+  flags.DEFINE_string(
+    "conditional_input", None, "A conditional flow's contexts: a .npy file, one row per row."
+  )
+  flags.DEFINE_bool(
+    "classify", False, "Classify `--input` (a class-conditional export) instead of scoring it."
+  )
   flags.DEFINE_integer("num_samples", None, "Draw this many samples instead of scoring `--input`.")
   flags.DEFINE_float("temperature", 1.0, "Sampling temperature (base standard deviation).")
   flags.DEFINE_list("seed", ["0", "0"], "Two integers: the stateless sampling seed.")
@@ -81,11 +116,20 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if (FLAGS.input is None) == (FLAGS.num_samples is None):
     sys.exit("grpc_client: give exactly one of --input (score rows) or --num_samples (sample).")
-  if FLAGS.input is not None:
-    request = log_prob_request(np.load(FLAGS.input), FLAGS.model_name, version=FLAGS.version)
+  if FLAGS.classify and (FLAGS.input is None or FLAGS.conditional_input is not None):
+    sys.exit("grpc_client: --classify classifies --input and takes no --conditional_input.")
+  context = None if FLAGS.conditional_input is None else np.load(FLAGS.conditional_input)
+  if FLAGS.classify:
+    request = classify_request(np.load(FLAGS.input), FLAGS.model_name, FLAGS.version)
+  elif FLAGS.input is not None:
+    request = log_prob_request(
+      np.load(FLAGS.input), FLAGS.model_name, version=FLAGS.version, conditional_input=context
+    )
   else:
     seed = [int(value) for value in FLAGS.seed]
-    request = sample_request(FLAGS.num_samples, FLAGS.temperature, seed, FLAGS.model_name, FLAGS.version)
+    request = sample_request(
+      FLAGS.num_samples, FLAGS.temperature, seed, FLAGS.model_name, FLAGS.version, conditional_input=context
+    )
   try:
     outputs = predict(FLAGS.server, request)
   except grpc.RpcError as error:

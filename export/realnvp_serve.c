@@ -15,6 +15,7 @@
  * Examples:
  *   realnvp_serve exports/realnvp/1 log_prob x=batch.npy
  *   realnvp_serve exports/realnvp/1 sample num_samples=4 temperature=0.7 seed=1,2 -- log_prob x=batch.npy
+ *   realnvp_serve exports/conditional/1 log_prob x=batch.npy conditional_input=labels.npy -- classify x=batch.npy
  * Build (TF is the installed tensorflow package directory):
  *   TF=$(python -c "import importlib.util as u; print(u.find_spec('tensorflow').submodule_search_locations[0])")
  *   gcc -O2 -std=c11 -o realnvp_serve export/realnvp_serve.c -I"$TF/include" -L"$TF" \
@@ -342,8 +343,15 @@ static int run_request(TF_Session *session, TF_Graph *graph, const TF_Buffer *me
   Signature signature;
   if (!find_signature(meta_graph_def, signature_name, &signature)) fail(2, "no signature %s", signature_name);
   int num_feeds = request_length - 1;
-  if (num_feeds != signature.num_inputs)
-    fail(2, "signature %s takes %d inputs; got %d", signature_name, signature.num_inputs, num_feeds);
+  if (num_feeds != signature.num_inputs) {
+    /* Name them: a conditional flow's signatures take `conditional_input` besides the data. */
+    char names[kMaxTensors * (kMaxName + 2)] = "";
+    for (int i = 0; i < signature.num_inputs; ++i) {
+      if (i) strcat(names, ", ");
+      strcat(names, signature.inputs[i].key);
+    }
+    fail(2, "signature %s takes %d inputs (%s); got %d", signature_name, signature.num_inputs, names, num_feeds);
+  }
   TF_Output feeds[kMaxTensors];
   TF_Tensor *feed_values[kMaxTensors];
   for (int i = 0; i < num_feeds; ++i) {

@@ -104,16 +104,24 @@ def small_image_flow(**overrides):
   return flow
 
 
-def small_vector_flow():
+def small_vector_flow(conditional_event_shape=None):
+  """A vector flow over `R^3` with moved batch-norm averages and non-trivial couplings; with
+  `conditional_event_shape`, of `p(x | c)` for a real-valued context."""
   flow = RealNVP(
     event_shape=(3,),
     num_couplings=4,
     hidden_units=(16,),
     batch_norm=True,
     batch_norm_momentum=0.5,
+    conditional_event_shape=conditional_event_shape,
   )
   for seed in range(3):
-    flow.log_prob(np.random.RandomState(seed).normal(size=[16, 3]).astype(np.float32), training=True)
+    state = np.random.RandomState(seed)
+    x = state.normal(size=[16, 3]).astype(np.float32)
+    context = None
+    if conditional_event_shape is not None:
+      context = state.normal(size=[16, *conditional_event_shape]).astype(np.float32)
+    flow.log_prob(x, training=True, conditional_input=context)
   perturb(flow, stddev=0.1)
   return flow
 
@@ -224,7 +232,76 @@ class WorkspaceTestCase(tf.test.TestCase):
     cls.addClassCleanup(shutil.rmtree, cls.workspace, ignore_errors=True)
 
 
-class ExportedFlowTest(WorkspaceTestCase):
+class LoadedExportsTestCase(WorkspaceTestCase):
+  """Exports loaded by `LOADER_SCRIPT` in a fresh interpreter: `start_loader` in `setUpClass`, then
+  `finish_loader`; the tests read what it got with `loader_result` and `loader_error`."""
+
+  @classmethod
+  def start_loader(cls, requests, paths):
+    """Starts the fresh process on `requests` `{(model, signature, case): {input name: array}}` to the
+    exports `paths` `{model: version directory}`; returns it for `finish_loader`."""
+    requests_path = os.path.join(cls.workspace, "requests.npz")
+    np.savez(
+      requests_path,
+      **{"|".join((*key, name)): value for key, inputs in requests.items() for name, value in inputs.items()},
+    )
+    results_path = os.path.join(cls.workspace, "results.npz")
+    return subprocess.Popen(
+      [sys.executable, "-c", LOADER_SCRIPT, requests_path, results_path, json.dumps(paths)],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      cwd=cls.workspace,
+    )
+
+  @classmethod
+  def finish_loader(cls, loader):
+    """Waits for `loader` and keeps its report and outputs."""
+    stdout, stderr = loader.communicate(timeout=600)
+    if loader.returncode:
+      raise RuntimeError(f"The loader process failed:\n{stderr[-5000:]}")
+    cls.loader_report = json.loads(stdout.strip().splitlines()[-1])
+    with np.load(os.path.join(cls.workspace, "results.npz")) as results:
+      cls.loader_outputs = dict(results)
+
+  def loader_result(self, loader, model, signature, case):
+    """The outputs the fresh process got, or fails with the error it recorded."""
+    prefix = f"{loader}|{model}|{signature}|{case}|"
+    outputs = {
+      key[len(prefix) :]: value for key, value in self.loader_outputs.items() if key.startswith(prefix)
+    }
+    if not outputs:
+      self.fail(f"{prefix} failed: {self.loader_report['errors'].get(prefix[:-1])}")
+    return outputs
+
+  def loader_error(self, loader, model, signature, case):
+    return self.loader_report["errors"].get(f"{loader}|{model}|{signature}|{case}", "")
+
+  def assert_grpc_request_fits(self, request, model_name, signature, definitions):
+    """`request` asks for `model_name`'s `signature` with inputs of the names, dtypes and shapes that its
+    `definitions[signature]` takes."""
+    self.assertEqual(request.model_spec.name, model_name)
+    self.assertEqual(request.model_spec.signature_name, signature)
+    definition = definitions[signature]
+    self.assertEqual(set(request.inputs), set(definition.inputs))
+    for name, tensor in request.inputs.items():
+      self.assertEqual(tensor.dtype, definition.inputs[name].dtype)
+      shape = tf.TensorShape([dim.size for dim in tensor.tensor_shape.dim])
+      signature_shape = tf.TensorShape(definition.inputs[name].tensor_shape)
+      self.assertTrue(signature_shape.is_compatible_with(shape), (name, shape))
+
+  def grpc_response_outputs(self, model, signature):
+    """TF Serving's answer to the gRPC request recorded as `(model, signature, 'grpc')`: the TF1 loader's
+    outputs in a `PredictResponse`, read back by the client."""
+    from tensorflow_serving.apis import predict_pb2  # optional: the serving extra
+
+    response = predict_pb2.PredictResponse()
+    for name, value in self.loader_result("tf1", model, signature, "grpc").items():
+      response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+    return import_grpc_client().response_to_numpy(response)
+
+
+class ExportedFlowTest(LoadedExportsTestCase):
   """One export of an image and a vector flow, checked through every loader."""
 
   @classmethod
@@ -302,30 +379,7 @@ class ExportedFlowTest(WorkspaceTestCase):
         cls.requests[("realnvp", signature, "grpc")] = {
           name: tf.make_ndarray(tensor) for name, tensor in request.inputs.items()
         }
-    requests_path = os.path.join(cls.workspace, "requests.npz")
-    np.savez(
-      requests_path,
-      **{
-        "|".join((*key, name)): value
-        for key, inputs in cls.requests.items()
-        for name, value in inputs.items()
-      },
-    )
-    results_path = os.path.join(cls.workspace, "results.npz")
-    loader = subprocess.Popen(
-      [
-        sys.executable,
-        "-c",
-        LOADER_SCRIPT,
-        requests_path,
-        results_path,
-        json.dumps(cls.paths),
-      ],
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-      cwd=cls.workspace,
-    )
+    loader = cls.start_loader(cls.requests, cls.paths)
 
     # The README's `saved_model_cli run` command, as printed there.
     saved_model_cli = None
@@ -397,25 +451,7 @@ class ExportedFlowTest(WorkspaceTestCase):
     if saved_model_cli is not None:
       cls.saved_model_cli_output = saved_model_cli.communicate(timeout=600)
       cls.saved_model_cli_returncode = saved_model_cli.returncode
-    stdout, stderr = loader.communicate(timeout=600)
-    if loader.returncode:
-      raise RuntimeError(f"The loader process failed:\n{stderr[-5000:]}")
-    cls.loader_report = json.loads(stdout.strip().splitlines()[-1])
-    with np.load(results_path) as results:
-      cls.loader_outputs = dict(results)
-
-  def loader_result(self, loader, model, signature, case):
-    """The outputs the fresh process got, or fails with the error it recorded."""
-    prefix = f"{loader}|{model}|{signature}|{case}|"
-    outputs = {
-      key[len(prefix) :]: value for key, value in self.loader_outputs.items() if key.startswith(prefix)
-    }
-    if not outputs:
-      self.fail(f"{prefix} failed: {self.loader_report['errors'].get(prefix[:-1])}")
-    return outputs
-
-  def loader_error(self, loader, model, signature, case):
-    return self.loader_report["errors"].get(f"{loader}|{model}|{signature}|{case}", "")
+    cls.finish_loader(loader)
 
   def c_result(self, index):
     """The C program's `(signature, outputs or error)` for its `index`-th request."""
@@ -601,27 +637,12 @@ class ExportedFlowTest(WorkspaceTestCase):
 
   @unittest.skipUnless(HAS_SERVING_API, "needs tensorflow-serving-api (the serving extra)")
   def test_grpc_requests_match_the_signatures_and_run(self):
-    from tensorflow_serving.apis import predict_pb2  # optional: the serving extra
-
-    grpc_client = import_grpc_client()
     definitions = signature_defs(self.paths["realnvp"])
     self.assertEqual(self.grpc_requests["log_prob"].model_spec.version.value, 1)
     for signature, request in self.grpc_requests.items():
       with self.subTest(signature=signature):
-        self.assertEqual(request.model_spec.name, "realnvp")
-        self.assertEqual(request.model_spec.signature_name, signature)
-        definition = definitions[signature]
-        self.assertEqual(set(request.inputs), set(definition.inputs))
-        for name, tensor in request.inputs.items():
-          self.assertEqual(tensor.dtype, definition.inputs[name].dtype)
-          shape = tf.TensorShape([dim.size for dim in tensor.tensor_shape.dim])
-          signature_shape = tf.TensorShape(definition.inputs[name].tensor_shape)
-          self.assertTrue(signature_shape.is_compatible_with(shape), (name, shape))
-        # TF Serving's answer: the TF1 loader's outputs in a PredictResponse.
-        response = predict_pb2.PredictResponse()
-        for name, value in self.loader_result("tf1", "realnvp", signature, "grpc").items():
-          response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
-        outputs = grpc_client.response_to_numpy(response)
+        self.assert_grpc_request_fits(request, "realnvp", signature, definitions)
+        outputs = self.grpc_response_outputs("realnvp", signature)
         case = "seed" if signature == "sample" else "batch"
         for name, expected in self.expected[("realnvp", signature, case)].items():
           assert_close_relative(self, expected, outputs[name])
@@ -649,6 +670,16 @@ class ExportedFlowTest(WorkspaceTestCase):
       tape.watch(x)
       exported, in_memory = distribution.log_prob(x), flow.log_prob(x)
     assert_close_relative(self, tape.gradient(in_memory, x), tape.gradient(exported, x), rtol=1e-4)
+
+  def test_load_distribution_of_an_unconditional_export_refuses_a_context(self):
+    distribution = saved_model_distribution.load_distribution(self.paths["vector"])
+    self.assertIsNone(distribution.conditional_event_shape)
+    context = np.zeros([4, 2], np.float32)
+    message = r"is of an unconditional flow: it takes no `conditional_input`; got one of shape \[4, 2\]"
+    with self.assertRaisesRegex(ValueError, message):
+      distribution.log_prob(np.zeros([4, 3], np.float32), conditional_input=context)
+    with self.assertRaisesRegex(ValueError, message):
+      distribution.sample(4, seed=1, conditional_input=context)
 
 
 class ExportCommandTest(WorkspaceTestCase):

@@ -1,10 +1,12 @@
 """SavedModel export of a RealNVP flow for TF Serving, the TensorFlow C API and plain TensorFlow.
 
 `export_saved_model(flow, export_base)` writes `<export_base>/<model_name>/<version>/` with the signatures of
-`serving.ServingModule` (`log_prob`, `sample`, `encode`, `decode`; their names, input and output names are
-public API). Every signature runs batch norm in inference mode (running averages), so a row's outputs do not
-depend on the rest of its batch. The graph holds only core TensorFlow ops: loading it needs neither this
-package nor TensorFlow Probability. `export_workdir` exports the flow of a training run's checkpoint.
+`serving.ServingModule` (`log_prob`, `sample`, `encode`, `decode`, which take `conditional_input` for a
+conditional flow, and `classify` given `label_log_prior`; their names, input and output names are public API).
+Every signature runs batch norm in inference mode (running averages), so a row's outputs do not depend on the
+rest of its batch. The graph holds only core TensorFlow ops: loading it needs neither this package nor
+TensorFlow Probability. `export_workdir` exports the flow of a training run's checkpoint, with `classify` for a
+`condition="label"` run.
 
 `saved_model_distribution.load_distribution` turns an export back into a read-only `tfd.Distribution`.
 """
@@ -19,7 +21,7 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import checkpoints, configs
+from tfp_realnvp import checkpoints, configs, data, flow_builder
 from tfp_realnvp.serving import DEFAULT_MAX_NUM_SAMPLES, ServingModule
 
 __all__ = ["WorkdirExport", "export_saved_model", "export_workdir"]
@@ -122,14 +124,19 @@ def _publish(staging_dir, model_dir, version):
 
 
 def export_saved_model(
-  flow, export_base, model_name="realnvp", version=None, max_num_samples=DEFAULT_MAX_NUM_SAMPLES
+  flow,
+  export_base,
+  model_name="realnvp",
+  version=None,
+  max_num_samples=DEFAULT_MAX_NUM_SAMPLES,
+  label_log_prior=None,
 ):
   """Exports `flow` to `<export_base>/<model_name>/<version>/` in TF Serving's layout.
 
   Args:
     flow: a `tfp_realnvp.RealNVP` (or any distribution with its `log_prob(x, training)`,
-      `sample(n, seed, temperature)`, `encode`, `decode`, `event_shape` and `num_bits`, and for
-      pixel data `bits_per_dim(x, training)`).
+      `sample(n, seed, temperature)`, `encode`, `decode`, `event_shape`, `num_bits` and
+      `conditional_event_shape`). A conditional flow's signatures take `conditional_input`.
     export_base: the directory TF Serving's `--model_base_path` points above; a local path.
     model_name: the model's directory under `export_base` (TF Serving's `--model_name`).
     version: a non-negative integer, or None for one more than the largest existing version
@@ -137,6 +144,9 @@ def export_saved_model(
     max_num_samples: the most samples one request to the `sample` signature may ask for (default 4096,
       `serving.DEFAULT_MAX_NUM_SAMPLES`); the graph refuses more with `InvalidArgumentError`, so a server
       cannot be asked to exhaust its memory.
+    label_log_prior: None, or for a flow conditioned on one-hot labels (`conditional_event_shape=
+      (num_classes,)`) the prior `log p(y)`, `[num_classes]` (its `exp` summing to 1; a `Trainer`'s
+      `label_log_prior`): adds the `classify` signature, `log p(y | x)` by Bayes with this `p(y)`.
 
   Returns:
     The version directory written.
@@ -152,7 +162,7 @@ def export_saved_model(
   which TF Serving ignores; delete it at will.
   """
   _check_export_arguments(model_name, version)
-  module = ServingModule(flow, max_num_samples)
+  module = ServingModule(flow, max_num_samples, label_log_prior)
   model_dir = os.path.join(os.fspath(export_base), model_name)
   os.makedirs(model_dir, exist_ok=True)
   _check_version_free(model_dir, version)  # before the slow part; checked again when publishing
@@ -185,10 +195,23 @@ def export_workdir(
   max_num_samples=DEFAULT_MAX_NUM_SAMPLES,
 ):
   """Exports a training run's flow (see `checkpoints.restore_flow`) with `export_saved_model`; returns a
-  `WorkdirExport`."""
+  `WorkdirExport`.
+
+  A `condition="label"` run's export has the `classify` signature, with the label frequencies of the run's
+  training split as `p(y)`, as training used them (`data.label_counts`).
+  """
   flow, checkpoint = checkpoints.restore_flow(workdir, checkpoint)
   with tf.io.gfile.GFile(checkpoints.config_path(workdir)) as file:
-    dataset = configs.from_json(file.read()).dataset
-  path = export_saved_model(flow, export_base, model_name, version, max_num_samples)
+    config = configs.from_json(file.read())
+  label_log_prior = _train_label_log_prior(config) if config.condition == "label" else None
+  path = export_saved_model(flow, export_base, model_name, version, max_num_samples, label_log_prior)
   num_parameters = sum(variable.shape.num_elements() for variable in flow.trainable_variables)
-  return WorkdirExport(path, checkpoint, dataset, num_parameters)
+  return WorkdirExport(path, checkpoint, config.dataset, num_parameters)
+
+
+def _train_label_log_prior(config):
+  """`log p(y)` of the label frequencies in `config`'s training split, float64 `[num_classes]`."""
+  train_split = flow_builder.dataset_spec(config).train_split
+  counts = data.label_counts(config.dataset, train_split, data_dir=config.data_dir).astype(np.float64)
+  with np.errstate(divide="ignore"):  # a class the split lacks has `p(y) = 0`
+    return np.log(counts / counts.sum())

@@ -3,6 +3,8 @@
 ```python
 prior = load_distribution("exports/realnvp/1")
 prior.log_prob(x), prior.sample(4, seed=1)
+conditional = load_distribution("exports/conditional/1")  # an export of a conditional flow
+conditional.log_prob(x, conditional_input=c), conditional.sample(4, seed=1, conditional_input=c[0])
 ```
 
 It needs only TensorFlow, TensorFlow Probability and the export: not the flow's code.
@@ -10,6 +12,7 @@ It needs only TensorFlow, TensorFlow Probability and the export: not the flow's 
 
 import os
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
@@ -29,6 +32,13 @@ class SavedModelDistribution(tfd.Distribution):
   beyond). The batch shape is `[]`. The flow's weights are fixed: the
   distribution has no trainable variables. Gradients of `log_prob` with respect to its input
   flow through the restored graph, so it can serve as a learned prior.
+
+  An export of a conditional flow takes the context as the flow does: `log_prob(x, conditional_input=c)` with
+  `c` of shape `[..., *conditional_event_shape]`, its batch dimensions broadcast against those of `x`, and
+  `sample(sample_shape, seed, conditional_input=c)` with a context per sample, `[*sample_shape,
+  *conditional_event_shape]`, or one, `[*conditional_event_shape]`, for all. A missing context (for a
+  conditional export), an extra one (for an unconditional export) or one of the wrong shape is a `ValueError`
+  naming `conditional_input`.
   """
 
   def __init__(self, path, validate_args=False, allow_nan_stats=True, name="SavedModelDistribution"):
@@ -44,8 +54,12 @@ class SavedModelDistribution(tfd.Distribution):
         )
       self._log_prob_signature = self._saved_model.signatures["log_prob"]
       self._sample_signature = self._saved_model.signatures["sample"]
-      x_spec = self._log_prob_signature.structured_input_signature[1]["x"]
-      self._static_event_shape = x_spec.shape[1:]
+      input_specs = self._log_prob_signature.structured_input_signature[1]
+      self._static_event_shape = input_specs["x"].shape[1:]
+      context_spec = input_specs.get("conditional_input")
+      self._conditional_event_shape = (
+        None if context_spec is None else tuple(context_spec.shape[1:].as_list())
+      )
       super().__init__(
         dtype=tf.float32,
         reparameterization_type=tfd.NOT_REPARAMETERIZED,
@@ -59,6 +73,11 @@ class SavedModelDistribution(tfd.Distribution):
   def path(self):
     return self._path
 
+  @property
+  def conditional_event_shape(self):
+    """The shape of one context of the exported flow, a tuple of Python ints; None for an unconditional one."""
+    return self._conditional_event_shape
+
   def _event_shape(self):
     return self._static_event_shape
 
@@ -71,21 +90,110 @@ class SavedModelDistribution(tfd.Distribution):
   def _batch_shape_tensor(self):
     return tf.constant([], tf.int32)
 
-  def _log_prob(self, x):
+  def _log_prob(self, x, conditional_input=None):
     x = tf.convert_to_tensor(x, tf.float32)
-    event_rank = self._static_event_shape.rank
-    sample_shape = tf.shape(x)[: tf.rank(x) - event_rank]
-    rows = tf.reshape(x, [-1, *self._static_event_shape.as_list()])
-    log_prob = self._log_prob_signature(x=rows)["log_prob"]
-    return tf.reshape(log_prob, sample_shape)
+    event_shape = self._static_event_shape.as_list()
+    batch_shape = _batch_shape_tensor(x, event_shape)
+    context = self._checked_context(conditional_input)
+    if context is None:
+      return tf.reshape(
+        self._log_prob_signature(x=_rows(x, batch_shape, event_shape))["log_prob"], batch_shape
+      )
+    try:
+      tf.broadcast_static_shape(
+        _batch_shape(x, event_shape), _batch_shape(context, self._conditional_event_shape)
+      )
+    except ValueError:
+      raise ValueError(
+        "`conditional_input` must have batch dimensions that broadcast against those of `x` "
+        f"{_batch_shape(x, event_shape).as_list()}; got shape {context.shape.as_list()}."
+      ) from None
+    batch_shape = tf.broadcast_dynamic_shape(
+      batch_shape, _batch_shape_tensor(context, self._conditional_event_shape)
+    )
+    log_prob = self._log_prob_signature(
+      x=_rows(x, batch_shape, event_shape),
+      conditional_input=_rows(context, batch_shape, self._conditional_event_shape),
+    )["log_prob"]
+    return tf.reshape(log_prob, batch_shape)
 
-  def _sample_n(self, n, seed=None):
+  def _call_sample_n(self, sample_shape, seed, conditional_input=None, **kwargs):
+    # The base class draws `n = prod(sample_shape)` samples with `_sample_n`: one context row for each.
+    context = self._checked_context(conditional_input)
+    if context is not None:
+      static_value = tf.get_static_value(sample_shape) if tf.is_tensor(sample_shape) else sample_shape
+      static_sample_shape = tf.TensorShape(None if static_value is None else np.reshape(static_value, [-1]))
+      try:
+        batch = tf.broadcast_static_shape(
+          static_sample_shape, _batch_shape(context, self._conditional_event_shape)
+        )
+      except ValueError:
+        batch = None
+      if batch is None or not batch.is_compatible_with(static_sample_shape):
+        shape_text = ", ".join(map(str, self._conditional_event_shape))
+        raise ValueError(
+          f"`conditional_input` must have shape `[*sample_shape, {shape_text}]` (sample shape "
+          f"{static_sample_shape.as_list()}) or `[{shape_text}]`; got shape {context.shape.as_list()}."
+        )
+      sample_shape = tf.reshape(tf.cast(sample_shape, tf.int32), [-1])
+      kwargs["conditional_input"] = _rows(context, sample_shape, self._conditional_event_shape)
+    return super()._call_sample_n(sample_shape, seed, **kwargs)
+
+  def _sample_n(self, n, seed=None, **context):
     samples = self._sample_signature(
       num_samples=tf.cast(n, tf.int32),
       temperature=tf.constant(1.0),
       seed=tfp.random.sanitize_seed(seed),
+      **context,
     )
     return samples["samples"]
+
+  def _checked_context(self, conditional_input):
+    """`conditional_input` as a float32 tensor of shape `[..., *conditional_event_shape]`, or None for an
+    unconditional export; raises `ValueError` for a missing, extra or misshaped context."""
+    expected = self._conditional_event_shape
+    if expected is None:
+      if conditional_input is not None:
+        raise ValueError(
+          f"The export {self._path} is of an unconditional flow: it takes no `conditional_input`; got one of "
+          f"shape {list(np.shape(conditional_input))}."
+        )
+      return None
+    shape_text = f"[..., {', '.join(map(str, expected))}]"
+    if conditional_input is None:
+      raise ValueError(
+        f"The export {self._path} is of a conditional flow (`conditional_event_shape={expected}`): pass the "
+        f"context as `conditional_input` of shape `{shape_text}`."
+      )
+    context = tf.convert_to_tensor(conditional_input, tf.float32)
+    shape = context.shape
+    if shape.rank is not None and not (
+      shape.rank >= len(expected) and shape[shape.rank - len(expected) :].is_compatible_with(expected)
+    ):
+      raise ValueError(
+        f"`conditional_input` must have shape `{shape_text}` (batch dimensions, then "
+        f"`conditional_event_shape`); got shape {shape.as_list()}."
+      )
+    return context
+
+
+def _batch_shape(tensor, event_shape):
+  """The static batch shape of `tensor`, whose trailing dimensions are `event_shape` (unknown rank: unknown)."""
+  shape = tensor.shape
+  return shape if shape.rank is None else shape[: shape.rank - len(event_shape)]
+
+
+def _batch_shape_tensor(tensor, event_shape):
+  return tf.shape(tensor)[: tf.rank(tensor) - len(event_shape)]
+
+
+def _rows(tensor, batch_shape, event_shape):
+  """`tensor` `[*batch, *event_shape]` with its batch broadcast to `batch_shape`, as rows `[-1, *event_shape]`.
+
+  Only the batch broadcasts: trailing dimensions other than `event_shape` fail the reshape.
+  """
+  trailing = tf.shape(tensor)[tf.rank(tensor) - len(event_shape) :]
+  return tf.reshape(tf.broadcast_to(tensor, tf.concat([batch_shape, trailing], 0)), [-1, *event_shape])
 
 
 def _load_saved_model(path):

@@ -1,4 +1,4 @@
-"""`ServingModule`: a flow's inference-mode computations as `tf.function`s with the serving signatures.
+r"""`ServingModule`: a flow's inference-mode computations as `tf.function`s with the serving signatures.
 
 | signature | inputs | outputs |
 |---|---|---|
@@ -6,6 +6,15 @@
 | `sample` | `num_samples` int32 `[]` (at most `max_num_samples`), `temperature` float32 `[]`, `seed` int32 `[2]` | `samples` float32 `[num_samples, *event_shape]`; flows of pixel data also `images` uint8 |
 | `encode` | `x` float32 `[batch, *event_shape]` | `z` float32 `[batch, *event_shape]` |
 | `decode` | `z` float32 `[batch, *event_shape]` | `x` float32 `[batch, *event_shape]` |
+| `classify` (class-conditional exports only) | `x` float32 `[batch, *event_shape]` | `log_probs` float32 `[batch, num_classes]` (`log p(y \| x)`), `label` int64 `[batch]` (its argmax), `log_prob` float32 `[batch]` (the marginal `log p(x)`) |
+
+A conditional flow's (`conditional_event_shape` not None) `log_prob`, `serving_default`, `encode` and `decode`
+also take `conditional_input` float32 `[batch, *conditional_event_shape]`, one context per row, and its
+`sample` takes `conditional_input` float32 `[num_samples, *conditional_event_shape]`, one per sample; a
+different number of rows is an `InvalidArgumentError`, checked in the graph. An unconditional flow's signatures
+take no context. `classify` exists when a prior `label_log_prior` (`log p(y)`) is given for a flow conditioned
+on one-hot labels (`conditional_event_shape=(num_classes,)`): `log p(y | x) = log p(x | y) + log p(y) -
+log p(x)` with `log p(x) = logsumexp_y (log p(x | y) + log p(y))` (`classifier`).
 
 The names of the signatures, of their inputs and of their outputs are public API (`export_lib` writes them,
 `saved_model_distribution` reads them). A flow of pixel data is one whose `num_bits` is not None.
@@ -14,13 +23,16 @@ The names of the signatures, of their inputs and of their outputs are public API
 import math
 import numbers
 
+import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import data
+from tfp_realnvp import classifier, data
 
-__all__ = ["DEFAULT_MAX_NUM_SAMPLES", "SIGNATURE_NAMES", "ServingModule"]
+__all__ = ["CLASSIFY_SIGNATURE_NAME", "DEFAULT_MAX_NUM_SAMPLES", "SIGNATURE_NAMES", "ServingModule"]
 
+# Every export's signatures; a class-conditional export adds `CLASSIFY_SIGNATURE_NAME`.
 SIGNATURE_NAMES = ("serving_default", "log_prob", "sample", "encode", "decode")
+CLASSIFY_SIGNATURE_NAME = "classify"
 
 # The `sample` signature's default limit on `num_samples`: a request's memory and time grow linearly with it
 # (measured before the limit: 10**5 digits samples took 45 s and 4.5 GB; 3 * 10**7 exhausted memory).
@@ -38,9 +50,14 @@ class ServingModule(tf.Module):
   `InvalidArgumentError`, also in the C++ loader, which does not check shapes against the signature.
   `sample` rejects a `num_samples` outside `[0, max_num_samples]` and a negative or non-finite `temperature`
   with `InvalidArgumentError`, checked in the graph, so a server refuses a request that would exhaust it.
+  A conditional flow's functions take `conditional_input` (see the module docstring), checked in the graph
+  to be `[rows, *conditional_event_shape]` with the rows of `x` (of `z`; `num_samples` for `sample`).
+  `label_log_prior` (`log p(y)`, `[num_classes]`, its `exp` summing to 1) adds `classify`.
   """
 
-  def __init__(self, flow, max_num_samples=DEFAULT_MAX_NUM_SAMPLES, name="realnvp_serving"):
+  def __init__(
+    self, flow, max_num_samples=DEFAULT_MAX_NUM_SAMPLES, label_log_prior=None, name="realnvp_serving"
+  ):
     super().__init__(name=name)
     event_shape = tf.TensorShape(flow.event_shape)
     if not event_shape.is_fully_defined():
@@ -60,9 +77,16 @@ class ServingModule(tf.Module):
     self.flow = flow
     self._event_shape = event_shape.as_list()
     self._num_bits = flow.num_bits
+    self._conditional_event_shape = flow.conditional_event_shape
+    self._label_log_prior = _checked_label_log_prior(label_log_prior, flow)
     batch_spec = [None, *self._event_shape]
+    # A conditional flow's functions take one more input, the context.
+    context_specs = []
+    if self._conditional_event_shape is not None:
+      context_shape = [None, *self._conditional_event_shape]
+      context_specs = [tf.TensorSpec(context_shape, tf.float32, name="conditional_input")]
     self.log_prob = tf.function(
-      self._log_prob, input_signature=[tf.TensorSpec(batch_spec, tf.float32, name="x")]
+      self._log_prob, input_signature=[tf.TensorSpec(batch_spec, tf.float32, name="x"), *context_specs]
     )
     self.sample = tf.function(
       self._sample,
@@ -70,21 +94,34 @@ class ServingModule(tf.Module):
         tf.TensorSpec([], tf.int32, name="num_samples"),
         tf.TensorSpec([], tf.float32, name="temperature"),
         tf.TensorSpec([2], tf.int32, name="seed"),
+        *context_specs,
       ],
     )
-    self.encode = tf.function(self._encode, input_signature=[tf.TensorSpec(batch_spec, tf.float32, name="x")])
-    self.decode = tf.function(self._decode, input_signature=[tf.TensorSpec(batch_spec, tf.float32, name="z")])
+    self.encode = tf.function(
+      self._encode, input_signature=[tf.TensorSpec(batch_spec, tf.float32, name="x"), *context_specs]
+    )
+    self.decode = tf.function(
+      self._decode, input_signature=[tf.TensorSpec(batch_spec, tf.float32, name="z"), *context_specs]
+    )
+    self.classify = None
+    if self._label_log_prior is not None:
+      self.classify = tf.function(
+        self._classify, input_signature=[tf.TensorSpec(batch_spec, tf.float32, name="x")]
+      )
 
   def signatures(self):
     """The `{signature name: concrete function}` map for `tf.saved_model.save`."""
     log_prob = self.log_prob.get_concrete_function()
-    return {
+    signatures = {
       "serving_default": log_prob,
       "log_prob": log_prob,
       "sample": self.sample.get_concrete_function(),
       "encode": self.encode.get_concrete_function(),
       "decode": self.decode.get_concrete_function(),
     }
+    if self.classify is not None:
+      signatures[CLASSIFY_SIGNATURE_NAME] = self.classify.get_concrete_function()
+    return signatures
 
   def _event_rows(self, rows):
     """`rows`, checked at run time to be `[batch, *event_shape]`.
@@ -95,9 +132,24 @@ class ServingModule(tf.Module):
     """
     return tf.ensure_shape(rows, [None, *self._event_shape])
 
-  def _log_prob(self, x):
-    x = tf.cast(self._event_rows(x), self.flow.dtype)
-    log_prob = tf.cast(self.flow.log_prob(x, training=False), tf.float32)
+  def _context(self, conditional_input, num_rows, rows_text):
+    """The flow's context keywords: `{}` when unconditional, else `{'conditional_input': c}` with `c` checked
+    at run time to be `[num_rows, *conditional_event_shape]` (`rows_text` says what `num_rows` counts)."""
+    if conditional_input is None:
+      return {}
+    context = tf.ensure_shape(conditional_input, [None, *self._conditional_event_shape])
+    check = tf.debugging.assert_equal(
+      tf.shape(context)[0],
+      num_rows,
+      message=f"`conditional_input` must have one row (context) per {rows_text}",
+    )
+    with tf.control_dependencies([check]):
+      return {"conditional_input": tf.cast(tf.identity(context), self.flow.dtype)}
+
+  def _log_prob(self, x, conditional_input=None):
+    x = self._event_rows(x)
+    context = self._context(conditional_input, tf.shape(x)[0], "row of `x`")
+    log_prob = tf.cast(self.flow.log_prob(tf.cast(x, self.flow.dtype), training=False, **context), tf.float32)
     outputs = {"log_prob": log_prob}
     if self._num_bits is not None:
       # `flow.bits_per_dim(x)`'s formula applied to the log_prob above: calling it would run the flow a second
@@ -106,7 +158,7 @@ class ServingModule(tf.Module):
       outputs["bits_per_dim"] = -log_prob / (math.prod(self._event_shape) * math.log(2.0))
     return outputs
 
-  def _sample(self, num_samples, temperature, seed):
+  def _sample(self, num_samples, temperature, seed, conditional_input=None):
     checks = [
       tf.debugging.assert_non_negative(num_samples, message="`num_samples` must be non-negative"),
       tf.debugging.assert_less_equal(
@@ -118,10 +170,12 @@ class ServingModule(tf.Module):
       tf.debugging.assert_all_finite(temperature, message="`temperature` must be finite"),
     ]
     with tf.control_dependencies(checks):
+      context = self._context(conditional_input, num_samples, "sample, `num_samples` rows")
       samples = self.flow.sample(
         num_samples,
         seed=seed,
         temperature=tf.cast(temperature, self.flow.dtype),
+        **context,
       )
     samples = self._event_rows(tf.cast(samples, tf.float32))
     outputs = {"samples": samples}
@@ -129,12 +183,56 @@ class ServingModule(tf.Module):
       outputs["images"] = data.uint8_images(samples, self._num_bits)
     return outputs
 
-  def _encode(self, x):
+  def _encode(self, x, conditional_input=None):
     x = self._event_rows(x)
-    z = self.flow.encode(tf.cast(x, self.flow.dtype))
+    context = self._context(conditional_input, tf.shape(x)[0], "row of `x`")
+    z = self.flow.encode(tf.cast(x, self.flow.dtype), **context)
     return {"z": self._event_rows(tf.cast(z, tf.float32))}
 
-  def _decode(self, z):
+  def _decode(self, z, conditional_input=None):
     z = self._event_rows(z)
-    x = self.flow.decode(tf.cast(z, self.flow.dtype))
+    context = self._context(conditional_input, tf.shape(z)[0], "row of `z`")
+    x = self.flow.decode(tf.cast(z, self.flow.dtype), **context)
     return {"x": self._event_rows(tf.cast(x, tf.float32))}
+
+  def _classify(self, x):
+    x = tf.cast(self._event_rows(x), self.flow.dtype)
+    (num_classes,) = self._conditional_event_shape
+    # `classifier.class_log_probs` and `marginal_log_prob` from one `joint_log_probs`: calling both would run
+    # the flow twice on `num_classes * batch` rows in the graph.
+    joint = classifier.joint_log_probs(self.flow, x, num_classes, self._label_log_prior)
+    log_prob = tf.reduce_logsumexp(joint, axis=-1)
+    log_probs = joint - log_prob[:, tf.newaxis]
+    return {
+      "log_probs": tf.cast(log_probs, tf.float32),
+      "label": tf.argmax(log_probs, axis=-1, output_type=tf.int64),
+      "log_prob": tf.cast(log_prob, tf.float32),
+    }
+
+
+def _checked_label_log_prior(label_log_prior, flow):
+  """`label_log_prior` as a constant of `flow.dtype`, checked to be `log p(y)` over `flow`'s one-hot labels;
+  None for None."""
+  if label_log_prior is None:
+    return None
+  conditional_event_shape = flow.conditional_event_shape
+  if conditional_event_shape is None or len(conditional_event_shape) != 1:
+    raise ValueError(
+      "`label_log_prior` (for a `classify` signature) needs a flow conditioned on one-hot labels, "
+      f"`conditional_event_shape=(num_classes,)`; this flow's `conditional_event_shape` is "
+      f"{conditional_event_shape}."
+    )
+  (num_classes,) = conditional_event_shape
+  log_prior = np.asarray(label_log_prior, np.float64)
+  if log_prior.shape != (num_classes,):
+    raise ValueError(
+      f"`label_log_prior` must be `log p(y)` of shape [{num_classes}] (the flow's `conditional_event_shape`); "
+      f"got shape {list(log_prior.shape)}."
+    )
+  total = np.exp(log_prior).sum()
+  if np.any(np.isnan(log_prior)) or np.any(log_prior == np.inf) or not abs(total - 1.0) <= 1e-5:
+    raise ValueError(
+      "`label_log_prior` must be log-probabilities (`log p(y)`, each `-inf` or finite, their `exp` summing "
+      f"to 1); got {log_prior.tolist()}, whose `exp` sums to {total}."
+    )
+  return tf.constant(log_prior, flow.dtype)

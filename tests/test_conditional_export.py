@@ -1,0 +1,423 @@
+"""Exports of conditional flows: signatures that take `conditional_input`, `classify` of a `condition=label`
+workdir, through the fresh-process Python and TF1 loaders, the C program and gRPC requests; `load_distribution`
+with a context; bad contexts."""
+
+import dataclasses
+import os
+import subprocess
+import unittest
+
+import numpy as np
+import tensorflow as tf
+
+# As a module, so that pytest does not collect its test classes a second time here.
+from tests import test_export as export_testing
+from tests.bijector_testing import perturb
+from tfp_realnvp import (
+  classifier,
+  configs,
+  data,
+  export_lib,
+  flow_builder,
+  saved_model_distribution,
+  serving,
+)
+
+MAX_NUM_SAMPLES = export_testing.MAX_NUM_SAMPLES
+SAMPLE_INPUTS = export_testing.SAMPLE_INPUTS
+NUM_CLASSES = 10  # the digits' labels
+# A training split other than the dataset's own: `classify` must take `p(y)` from the run's.
+TRAIN_SPLIT = "train[:1200]"
+assert_close_relative = export_testing.assert_close_relative
+
+
+def one_hot(labels):
+  return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+
+
+def label_workdir(workdir):
+  """A `condition=label` training workdir as train_lib leaves it, with a small non-trivial flow; returns it."""
+  config = dataclasses.replace(
+    configs.get_config(),
+    condition="label",
+    train_split=TRAIN_SPLIT,
+    model_overrides={**export_testing.IMAGE_OVERRIDES, "num_scales": 1},
+  )
+  flow = flow_builder.build_flow(config)
+  for seed in range(3):
+    labels = np.random.RandomState(seed).randint(NUM_CLASSES, size=16)
+    flow.log_prob(
+      export_testing.pixels([16, 8, 8, 1], 4, seed), training=True, conditional_input=one_hot(labels)
+    )
+  perturb(flow, stddev=0.1)
+  os.makedirs(workdir)
+  with open(os.path.join(workdir, "config.json"), "w") as file:
+    file.write(configs.to_json(config))
+  checkpoint = tf.train.Checkpoint(flow=flow, step=tf.Variable(5, dtype=tf.int64))
+  tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints"), 2).save(5)
+  return flow
+
+
+def log_prior(split):
+  counts = data.label_counts("digits", split).astype(np.float64)
+  return np.log(counts / counts.sum())
+
+
+class ConditionalExportTest(export_testing.LoadedExportsTestCase):
+  """One export of a `condition=label` workdir (digits, one-hot labels, `classify`) and one of a vector flow
+  with a real-valued context, checked through every loader."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    binary = os.path.join(cls.workspace, "realnvp_serve")
+    gcc = subprocess.Popen(
+      export_testing.gcc_command(binary), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    base = os.path.join(cls.workspace, "exports")
+    cls.flows = {
+      "labels": label_workdir(os.path.join(cls.workspace, "run")),
+      "vector": export_testing.small_vector_flow(conditional_event_shape=(2,)),
+    }
+    cls.paths = {
+      "labels": export_lib.export_workdir(
+        os.path.join(cls.workspace, "run"), base, "labels", max_num_samples=MAX_NUM_SAMPLES
+      ).path,
+      "vector": export_lib.export_saved_model(
+        cls.flows["vector"], base, "vector", max_num_samples=MAX_NUM_SAMPLES
+      ),
+    }
+    state = np.random.RandomState(40)
+    cls.inputs = {
+      "labels": {
+        "x": export_testing.pixels([5, 8, 8, 1], 4, seed=41),
+        "c": one_hot([3, 1, 4, 1, 5]),
+        "z": state.normal(size=[4, 8, 8, 1]).astype(np.float32),
+        "cz": one_hot([9, 2, 6, 5]),
+        "cs": one_hot([0, 7, 2]),  # one per sample
+      },
+      "vector": {
+        "x": state.normal(size=[5, 3]).astype(np.float32),
+        "c": 1.5 * state.normal(size=[5, 2]).astype(np.float32),
+        "z": state.normal(size=[4, 3]).astype(np.float32),
+        "cz": 1.5 * state.normal(size=[4, 2]).astype(np.float32),
+        "cs": 1.5 * state.normal(size=[3, 2]).astype(np.float32),
+      },
+    }
+    cls.requests = {}
+    for model, inputs in cls.inputs.items():
+      x, c, z, cz, cs = (inputs[name] for name in ("x", "c", "z", "cz", "cs"))
+      cls.requests.update(
+        {
+          (model, "serving_default", "batch"): {"x": x, "conditional_input": c},
+          (model, "log_prob", "batch"): {"x": x, "conditional_input": c},
+          (model, "log_prob", "one_row"): {"x": x[1:2], "conditional_input": c[1:2]},
+          (model, "log_prob", "empty"): {"x": x[:0], "conditional_input": c[:0]},
+          (model, "log_prob", "missing"): {"x": x},
+          (model, "log_prob", "fewer_contexts"): {"x": x, "conditional_input": c[:4]},
+          (model, "log_prob", "wrong_width"): {"x": x, "conditional_input": np.zeros([5, 9], np.float32)},
+          (model, "encode", "batch"): {"x": x, "conditional_input": c},
+          (model, "decode", "batch"): {"z": z, "conditional_input": cz},
+          (model, "sample", "seed"): dict(SAMPLE_INPUTS, conditional_input=cs),
+          (model, "sample", "none"): dict(SAMPLE_INPUTS, num_samples=np.int32(0), conditional_input=cs[:0]),
+          (model, "sample", "fewer_contexts"): dict(SAMPLE_INPUTS, conditional_input=cs[:2]),
+        }
+      )
+    x = cls.inputs["labels"]["x"]
+    cls.requests[("labels", "classify", "batch")] = {"x": x}
+    cls.requests[("labels", "classify", "empty")] = {"x": x[:0]}
+    # The gRPC client's requests, as TF Serving would decode and feed them.
+    cls.grpc_requests = {}
+    if export_testing.HAS_SERVING_API:
+      grpc_client = export_testing.import_grpc_client()
+      inputs = cls.inputs["labels"]
+      cls.grpc_requests = {
+        "log_prob": grpc_client.log_prob_request(x, "labels", "log_prob", conditional_input=inputs["c"]),
+        "sample": grpc_client.sample_request(3, 0.7, (7, 11), "labels", conditional_input=inputs["cs"]),
+        "classify": grpc_client.classify_request(x, "labels", version=1),
+      }
+      for signature, request in cls.grpc_requests.items():
+        cls.requests[("labels", signature, "grpc")] = {
+          name: tf.make_ndarray(tensor) for name, tensor in request.inputs.items()
+        }
+    loader = cls.start_loader(cls.requests, cls.paths)
+
+    cls.log_prior = log_prior(TRAIN_SPLIT)
+    cls.expected = {}
+    for model, flow in cls.flows.items():
+      x, c, z, cz, cs = (cls.inputs[model][name] for name in ("x", "c", "z", "cz", "cs"))
+      log_prob = {"log_prob": flow.log_prob(x, conditional_input=c).numpy()}
+      if flow.num_bits is not None:
+        log_prob["bits_per_dim"] = flow.bits_per_dim(x, conditional_input=c).numpy()
+      samples = flow.sample(3, seed=tf.constant([7, 11]), temperature=0.7, conditional_input=cs).numpy()
+      cls.expected.update(
+        {
+          (model, "serving_default", "batch"): log_prob,
+          (model, "log_prob", "batch"): log_prob,
+          (model, "encode", "batch"): {"z": flow.encode(x, conditional_input=c).numpy()},
+          (model, "decode", "batch"): {"x": flow.decode(z, conditional_input=cz).numpy()},
+          (model, "sample", "seed"): {"samples": samples},
+        }
+      )
+    flow, x = cls.flows["labels"], cls.inputs["labels"]["x"]
+    class_log_probs = classifier.class_log_probs(flow, x, NUM_CLASSES, cls.log_prior).numpy()
+    cls.expected[("labels", "classify", "batch")] = {
+      "log_probs": class_log_probs,
+      "label": np.argmax(class_log_probs, axis=-1),
+      "log_prob": classifier.marginal_log_prob(flow, x, NUM_CLASSES, cls.log_prior).numpy(),
+    }
+
+    cls.gcc_output = gcc.communicate(timeout=600)[0]
+    cls.gcc_returncode = gcc.returncode
+    if cls.gcc_returncode == 0:
+      inputs = cls.inputs["labels"]
+      arrays = {**inputs, "c4": inputs["c"][:4]}
+      for name, array in arrays.items():
+        np.save(os.path.join(cls.workspace, f"{name}.npy"), array)
+      requests = [
+        ["log_prob", "x=x.npy", "conditional_input=c.npy"],
+        ["sample", "num_samples=3", "temperature=0.7", "seed=7,11", "conditional_input=cs.npy"],
+        ["classify", "x=x.npy"],
+        ["decode", "z=z.npy", "conditional_input=cz.npy"],
+        ["log_prob", "x=x.npy", "conditional_input=c4.npy"],
+      ]
+      arguments = [binary, cls.paths["labels"]]
+      for request in requests:
+        arguments += [*request, "--"]
+
+      def run(arguments):
+        return subprocess.run(
+          arguments, check=False, capture_output=True, text=True, timeout=600, cwd=cls.workspace
+        )
+
+      c_program = run(arguments[:-1])
+      cls.c_returncode, cls.c_stderr = c_program.returncode, c_program.stderr
+      cls.c_results = export_testing.parse_binary_output(c_program.stdout)
+      cls.c_missing_context = run([binary, cls.paths["labels"], "log_prob", "x=x.npy"])
+    cls.finish_loader(loader)
+
+  def c_result(self, index):
+    self.assertEqual(self.gcc_returncode, 0, self.gcc_output)
+    self.assertLen(self.c_results, 5, self.c_stderr[-3000:])
+    return self.c_results[index]
+
+  def assert_outputs_match(self, expected, actual):
+    self.assertEqual(set(expected), set(actual))
+    for name in expected:
+      if name == "label":
+        self.assertAllEqual(expected[name], actual[name])
+      else:
+        assert_close_relative(self, expected[name], actual[name])
+
+  def test_loader_process_imported_neither_tfp_realnvp_nor_tfp(self):
+    self.assertEqual(self.loader_report["modules"], [])
+
+  def test_every_signature_matches_the_flow_in_both_loaders(self):
+    for loader in ("tf2", "tf1"):
+      for (model, signature, case), expected in self.expected.items():
+        with self.subTest(loader=loader, model=model, signature=signature):
+          actual = self.loader_result(loader, model, signature, case)
+          if signature == "sample" and model == "labels":
+            self.assertAllEqual(data.uint8_images(actual["samples"], 4), actual.pop("images"))
+          self.assert_outputs_match(expected, actual)
+    covered = {(model, signature) for model, signature, _ in self.expected}
+    expected_signatures = {(m, s) for m in self.flows for s in serving.SIGNATURE_NAMES}
+    self.assertEqual(covered, expected_signatures | {("labels", serving.CLASSIFY_SIGNATURE_NAME)})
+
+  def test_classify_uses_the_training_splits_label_frequencies(self):
+    # The dataset's own training split has other frequencies: the export must not have used them.
+    self.assertNotAllClose(self.log_prior, log_prior("train"), rtol=1e-3)
+    other = classifier.class_log_probs(
+      self.flows["labels"], self.inputs["labels"]["x"], NUM_CLASSES, log_prior("train")
+    )
+    self.assertNotAllClose(
+      other, self.loader_result("tf1", "labels", "classify", "batch")["log_probs"], rtol=1e-5
+    )
+    outputs = self.loader_result("tf1", "labels", "classify", "batch")
+    self.assertAllClose(np.exp(outputs["log_probs"]).sum(axis=-1), np.ones(5), rtol=1e-5)
+    empty = self.loader_result("tf1", "labels", "classify", "empty")
+    self.assertEqual(empty["log_probs"].shape, (0, NUM_CLASSES))
+    self.assertEqual(empty["label"].shape, (0,))
+
+  def test_signatures_have_the_documented_names_dtypes_and_shapes(self):
+    image, vector = [-1, 8, 8, 1], [-1, 3]
+    for model, event, context, log_prob_outputs, sample_outputs in [
+      (
+        "labels",
+        image,
+        ("float32", [-1, NUM_CLASSES]),
+        {"log_prob": ("float32", [-1]), "bits_per_dim": ("float32", [-1])},
+        {"samples": ("float32", image), "images": ("uint8", image)},
+      ),
+      (
+        "vector",
+        vector,
+        ("float32", [-1, 2]),
+        {"log_prob": ("float32", [-1])},
+        {"samples": ("float32", vector)},
+      ),
+    ]:
+      definitions = export_testing.signature_defs(self.paths[model])
+      expected = {
+        "serving_default": ({"x": ("float32", event), "conditional_input": context}, log_prob_outputs),
+        "log_prob": ({"x": ("float32", event), "conditional_input": context}, log_prob_outputs),
+        "sample": (
+          {
+            "num_samples": ("int32", []),
+            "temperature": ("float32", []),
+            "seed": ("int32", [2]),
+            "conditional_input": context,
+          },
+          sample_outputs,
+        ),
+        "encode": ({"x": ("float32", event), "conditional_input": context}, {"z": ("float32", event)}),
+        "decode": ({"z": ("float32", event), "conditional_input": context}, {"x": ("float32", event)}),
+      }
+      if model == "labels":
+        expected["classify"] = (
+          {"x": ("float32", event)},
+          {
+            "log_probs": ("float32", [-1, NUM_CLASSES]),
+            "label": ("int64", [-1]),
+            "log_prob": ("float32", [-1]),
+          },
+        )
+      self.assertEqual({name for name in definitions if not name.startswith("__")}, set(expected))
+      for name, (inputs, outputs) in expected.items():
+        with self.subTest(model=model, signature=name):
+          self.assertEqual(export_testing.tensor_table(definitions[name].inputs), inputs)
+          self.assertEqual(export_testing.tensor_table(definitions[name].outputs), outputs)
+          self.assertEqual(definitions[name].method_name, "tensorflow/serving/predict")
+
+  def test_rows_do_not_depend_on_their_batch_and_empty_batches_work(self):
+    for model, flow in self.flows.items():
+      batch = self.loader_result("tf1", model, "log_prob", "batch")["log_prob"]
+      one_row = self.loader_result("tf1", model, "log_prob", "one_row")["log_prob"]
+      assert_close_relative(self, batch[1:2], one_row)
+      self.assertEqual(self.loader_result("tf1", model, "log_prob", "empty")["log_prob"].shape, (0,))
+      samples = self.loader_result("tf1", model, "sample", "none")["samples"]
+      self.assertEqual(samples.shape, (0, *flow.event_shape))
+
+  def test_missing_and_misshaped_contexts_are_errors_in_both_loaders(self):
+    for model in self.flows:
+      with self.subTest(model=model):
+        # TF2 names the missing argument; the TF1 session the placeholder it was not fed.
+        self.assertRegex(
+          self.loader_error("tf2", model, "log_prob", "missing"), "TypeError: .*conditional_input"
+        )
+        self.assertRegex(
+          self.loader_error("tf1", model, "log_prob", "missing"),
+          "(?s)InvalidArgumentError: .*must feed a value for placeholder tensor 'log_prob_conditional_input'",
+        )
+        self.assertIn(
+          "is not compatible with expected shape", self.loader_error("tf2", model, "log_prob", "wrong_width")
+        )
+        self.assertIn("ValueError", self.loader_error("tf1", model, "log_prob", "wrong_width"))
+        for loader in ("tf2", "tf1"):
+          error = self.loader_error(loader, model, "log_prob", "fewer_contexts")
+          self.assertIn("InvalidArgumentError", error)
+          self.assertIn("`conditional_input` must have one row (context) per row of `x`", error)
+          error = self.loader_error(loader, model, "sample", "fewer_contexts")
+          self.assertIn("InvalidArgumentError", error)
+          self.assertIn(
+            "`conditional_input` must have one row (context) per sample, `num_samples` rows", error
+          )
+
+  def test_c_program_matches_python(self):
+    for index, (signature, case) in enumerate(
+      [("log_prob", "batch"), ("sample", "seed"), ("classify", "batch"), ("decode", "batch")]
+    ):
+      with self.subTest(signature=signature):
+        name, outputs = self.c_result(index)
+        self.assertEqual(name, signature)
+        if signature == "sample":
+          self.assertAllEqual(
+            self.loader_result("tf1", "labels", "sample", "seed")["images"], outputs.pop("images")
+          )
+        self.assert_outputs_match(self.expected[("labels", signature, case)], outputs)
+
+  def test_c_program_gets_an_error_for_a_wrong_or_missing_context(self):
+    self.assertEqual(self.c_returncode, 1)  # the last request fails, the program does not
+    self.assertIn("`conditional_input` must have one row (context) per row of `x`", self.c_result(4)[1])
+    missing = self.c_missing_context
+    self.assertEqual(missing.returncode, 2, missing.stderr[-3000:])
+    self.assertRegex(
+      missing.stderr,
+      r"signature log_prob takes 2 inputs \((conditional_input, x|x, conditional_input)\); got 1",
+    )
+
+  @unittest.skipUnless(export_testing.HAS_SERVING_API, "needs tensorflow-serving-api (the serving extra)")
+  def test_grpc_requests_match_the_signatures_and_run(self):
+    definitions = export_testing.signature_defs(self.paths["labels"])
+    self.assertEqual(self.grpc_requests["classify"].model_spec.version.value, 1)
+    for signature, request in self.grpc_requests.items():
+      with self.subTest(signature=signature):
+        self.assert_grpc_request_fits(request, "labels", signature, definitions)
+        outputs = self.grpc_response_outputs("labels", signature)
+        expected = self.expected[("labels", signature, "seed" if signature == "sample" else "batch")]
+        self.assert_outputs_match(expected, {name: outputs[name] for name in expected})
+
+  def test_load_distribution_takes_the_context_as_the_flow_does(self):
+    flow = self.flows["vector"]
+    distribution = saved_model_distribution.load_distribution(self.paths["vector"])
+    self.assertEqual(distribution.conditional_event_shape, (2,))
+    state = np.random.RandomState(50)
+    x = state.normal(size=[2, 4, 3]).astype(np.float32)
+    for context_shape in ([2, 4, 2], [4, 2], [2, 1, 2], [2]):  # per row, or broadcast as the flow does
+      with self.subTest(context_shape=context_shape):
+        c = state.normal(size=context_shape).astype(np.float32)
+        assert_close_relative(
+          self, flow.log_prob(x, conditional_input=c), distribution.log_prob(x, conditional_input=c)
+        )
+    seed = tf.constant([3, 4])
+    for sample_shape, context_shape in [(5, [5, 2]), (5, [2]), ([2, 3], [2, 3, 2]), ([2, 3], [3, 2])]:
+      with self.subTest(sample_shape=sample_shape, context_shape=context_shape):
+        c = state.normal(size=context_shape).astype(np.float32)
+        samples = distribution.sample(sample_shape, seed=seed, conditional_input=c)
+        self.assertEqual(samples.shape, [*np.reshape(sample_shape, [-1]), 3])
+        assert_close_relative(self, flow.sample(sample_shape, seed=seed, conditional_input=c), samples)
+    c = state.normal(size=[5, 2]).astype(np.float32)
+    self.assertNotAllClose(
+      distribution.sample(5, seed=seed, conditional_input=c),
+      distribution.sample(5, seed=seed, conditional_input=2 * c),
+    )
+
+  def test_load_distribution_refuses_a_missing_or_misshaped_context(self):
+    distribution = saved_model_distribution.load_distribution(self.paths["vector"])
+    x = np.zeros([4, 3], np.float32)
+    with self.assertRaisesRegex(
+      ValueError, r"conditional flow .* pass the context as `conditional_input` of shape `\[\.\.\., 2\]`"
+    ):
+      distribution.log_prob(x)
+    with self.assertRaisesRegex(ValueError, "pass the context as `conditional_input`"):
+      distribution.sample(2, seed=1)
+    with self.assertRaisesRegex(
+      ValueError, r"`conditional_input` must have shape `\[\.\.\., 2\]`.*got shape \[4, 3\]"
+    ):
+      distribution.log_prob(x, conditional_input=np.zeros([4, 3], np.float32))
+    with self.assertRaisesRegex(ValueError, r"broadcast against those of `x` \[4\]; got shape \[3, 2\]"):
+      distribution.log_prob(x, conditional_input=np.zeros([3, 2], np.float32))
+    with self.assertRaisesRegex(
+      ValueError,
+      r"`conditional_input` must have shape `\[\*sample_shape, 2\]` \(sample shape \[5\]\) or `\[2\]`; got shape \[4, 2\]",
+    ):
+      distribution.sample(5, seed=1, conditional_input=np.zeros([4, 2], np.float32))
+
+  def test_serving_module_refuses_a_bad_label_log_prior(self):
+    uniform = np.full(NUM_CLASSES, -np.log(NUM_CLASSES))
+    for flow, prior, message in [
+      (export_testing.small_vector_flow(), uniform, r"needs a flow conditioned on one-hot labels.* is None"),
+      (self.flows["labels"], uniform[:3], r"of shape \[10\] .*got shape \[3\]"),
+      (self.flows["labels"], uniform + 1.0, r"`exp` summing to 1.*sums to 2\.718"),
+      (self.flows["labels"], np.where(np.arange(NUM_CLASSES) == 0, np.nan, uniform), "`exp` summing to 1"),
+    ]:
+      with self.assertRaisesRegex(ValueError, "`label_log_prior`.*" + message):
+        serving.ServingModule(flow, label_log_prior=prior)
+    # A class with prior 0 is allowed: its `log p(y)` is -inf.
+    with np.errstate(divide="ignore"):
+      only_class_0 = np.log(np.eye(NUM_CLASSES)[0])
+    serving.ServingModule(self.flows["labels"], label_log_prior=only_class_0)
+
+
+if __name__ == "__main__":
+  tf.test.main()
