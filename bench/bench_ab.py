@@ -1,0 +1,114 @@
+"""A/B in one run: the same models timed from several source trees and in several modes, alternating.
+
+Usage, from the repository root:
+
+  python bench/bench_ab.py --trees=/tmp/main,. --models=small --modes=bf16 --phases=train --rounds=3
+  python bench/bench_ab.py --modes=fp32,bf16,auto_bf16 --phases=train,log_prob --rounds=2
+
+Every (tree, mode) of a round runs `bench_flow.py --worker` of that tree, with that tree first on
+`PYTHONPATH`, in a fresh subprocess; odd rounds run the (tree, mode) pairs in reverse order, so neither side
+always runs first. Other processes only ever slow a run down, so the summary compares each pair's best images/s
+over the rounds (and the medians): ratios to the first (tree, mode). Prints one JSON line per worker, then a
+summary line with the CPU (model name, bfloat16 flags) and the 1-minute load averages before the workers.
+"""
+
+import json
+import os
+import statistics
+import sys
+
+import timing_flags
+from absl import app, flags
+from worker_process import run_worker
+from workloads import MODELS, MODES
+
+from tfp_realnvp import cpu_features
+
+_TREES = flags.DEFINE_list("trees", ["."], "Source trees (repository roots); the first is the baseline.")
+_MODELS = flags.DEFINE_list("models", ["small"], "Models (see `workloads.MODELS`).")
+_MODES = flags.DEFINE_list("modes", ["bf16"], "Speed modes (see `workloads.MODES`).")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Rounds; each runs every (tree, mode) once.")
+
+
+def _run(tree, model, mode):
+  root = os.path.abspath(tree)
+  command = [sys.executable, os.path.join(root, "bench", "bench_flow.py"), "--worker"]
+  command += [
+    f"--models={model}",
+    f"--modes={mode}",
+    f"--phases={','.join(timing_flags.PHASES_TO_TIME.value)}",
+  ]
+  for flag in (
+    timing_flags.BATCH_SIZE,
+    timing_flags.THREADS,
+    timing_flags.WARMUP_RUNS,
+    timing_flags.TIMED_RUNS,
+  ):
+    command.append(f"--{flag.name}={flag.value}")
+  env = dict(MODES[mode].get("env", {}), PYTHONPATH=root)
+  return run_worker(command, timing_flags.TIMEOUT.value, dict(tree=tree, model=model, mode=mode), env=env)
+
+
+def _summary(results, model):
+  """Best and median images/s of each (tree, mode) of `model` per phase, and their ratios to the first pair."""
+  pairs = [(tree, mode) for tree in _TREES.value for mode in _MODES.value]
+  summary = {}
+  for phase in timing_flags.PHASES_TO_TIME.value:
+    speeds = {
+      pair: [r[phase]["images_per_s"] for r in results if (r["tree"], r["mode"]) == pair and "error" not in r]
+      for pair in pairs
+    }
+    if not all(speeds.values()):
+      continue
+    baseline = speeds[pairs[0]]
+    summary[phase] = {
+      f"{tree}:{mode}": dict(
+        best=max(speed),
+        median=statistics.median(speed),
+        best_ratio=round(max(speed) / max(baseline), 3),
+        median_ratio=round(statistics.median(speed) / statistics.median(baseline), 3),
+        runs=speed,
+      )
+      for (tree, mode), speed in speeds.items()
+    }
+  rss = {
+    f"{tree}:{mode}": max(
+      (
+        r["peak_rss_train_mb"]
+        for r in results
+        if (r["tree"], r["mode"]) == (tree, mode) and "peak_rss_train_mb" in r
+      ),
+      default=None,
+    )
+    for tree, mode in pairs
+  }
+  return dict(model=model, phases=summary, peak_rss_train_mb=rss)
+
+
+def main(argv):
+  del argv
+  unknown = [m for m in _MODELS.value if m not in MODELS] + [m for m in _MODES.value if m not in MODES]
+  if unknown:
+    raise app.UsageError(
+      f"Unknown models or modes {unknown}; models: {sorted(MODELS)}, modes: {sorted(MODES)}."
+    )
+  cpu = cpu_features.read_cpu_info()
+  for model in _MODELS.value:
+    pairs = [(tree, mode) for tree in _TREES.value for mode in _MODES.value]
+    results = []
+    for round_index in range(_ROUNDS.value):
+      for tree, mode in pairs if round_index % 2 == 0 else pairs[::-1]:
+        result = dict(_run(tree, model, mode), round=round_index)
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    summary = _summary(results, model)
+    summary.update(
+      cpu=cpu.model_name,
+      bfloat16_flags=list(cpu.bfloat16_flags),
+      load_averages=[r.get("load_average") for r in results],
+    )
+    print(json.dumps({"summary": summary}), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
