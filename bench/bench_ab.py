@@ -49,15 +49,13 @@ def _run(tree, model, mode):
   return run_worker(command, timing_flags.TIMEOUT.value, dict(tree=tree, model=model, mode=mode), env=env)
 
 
-def _summary(results, model):
-  """Best and median images/s of each (tree, mode) of `model` per phase, and their ratios to the first pair."""
-  pairs = [(tree, mode) for tree in _TREES.value for mode in _MODES.value]
+def summarize(results, pairs, phases):
+  """Best and median images/s of each `(tree, mode)` pair per phase over `results` (the JSON of its workers),
+  their ratios to the first pair's, and each pair's highest peak RSS of a train step."""
+  runs = {pair: [r for r in results if (r["tree"], r["mode"]) == pair and "error" not in r] for pair in pairs}
   summary = {}
-  for phase in timing_flags.PHASES_TO_TIME.value:
-    speeds = {
-      pair: [r[phase]["images_per_s"] for r in results if (r["tree"], r["mode"]) == pair and "error" not in r]
-      for pair in pairs
-    }
+  for phase in phases:
+    speeds = {pair: [r[phase]["images_per_s"] for r in pair_runs] for pair, pair_runs in runs.items()}
     if not all(speeds.values()):
       continue
     baseline = speeds[pairs[0]]
@@ -73,16 +71,11 @@ def _summary(results, model):
     }
   rss = {
     f"{tree}:{mode}": max(
-      (
-        r["peak_rss_train_mb"]
-        for r in results
-        if (r["tree"], r["mode"]) == (tree, mode) and "peak_rss_train_mb" in r
-      ),
-      default=None,
+      (r["peak_rss_train_mb"] for r in pair_runs if "peak_rss_train_mb" in r), default=None
     )
-    for tree, mode in pairs
+    for (tree, mode), pair_runs in runs.items()
   }
-  return dict(model=model, phases=summary, peak_rss_train_mb=rss)
+  return dict(phases=summary, peak_rss_train_mb=rss)
 
 
 def main(argv):
@@ -101,7 +94,7 @@ def main(argv):
         result = dict(_run(tree, model, mode), round=round_index)
         results.append(result)
         print(json.dumps(result), flush=True)
-    summary = _summary(results, model)
+    summary = dict(model=model, **summarize(results, pairs, timing_flags.PHASES_TO_TIME.value))
     summary.update(
       cpu=cpu.model_name,
       bfloat16_flags=list(cpu.bfloat16_flags),
