@@ -1,15 +1,17 @@
-"""A/B in one run: the same models timed from several source trees and in several modes, alternating.
+"""A/B in one run: the same model timed from several source trees, modes and batch sizes, alternating.
 
 Usage, from the repository root:
 
   python bench/bench_ab.py --trees=/tmp/main,. --models=small --modes=bf16 --phases=train --rounds=3
   python bench/bench_ab.py --modes=fp32,bf16,auto_bf16 --phases=train,log_prob --rounds=2
+  python bench/bench_ab.py --modes=bf16 --batch_sizes=64,32,128 --phases=train
 
-Every (tree, mode) of a round runs `bench_flow.py --worker` of that tree, with that tree first on
-`PYTHONPATH`, in a fresh subprocess; odd rounds run the (tree, mode) pairs in reverse order, so neither side
-always runs first. Other processes only ever slow a run down, so the summary compares each pair's best images/s
-over the rounds (and the medians): ratios to the first (tree, mode). Prints one JSON line per worker, then a
-summary line with the CPU (model name, bfloat16 flags) and the 1-minute load averages before the workers.
+Every variant `tree:mode:batch_size` of a round runs `bench_flow.py --worker` of that tree, with that tree
+first on `PYTHONPATH`, in a fresh subprocess; odd rounds run the variants in reverse order, so none always
+runs first. Other processes only ever slow a run down, so the summary compares each variant's best images/s
+over the rounds (and the medians): ratios to the first variant. Prints one JSON line per worker, then a
+summary line per model with the CPU (model name, bfloat16 flags) and the 1-minute load averages before the
+workers.
 """
 
 import json
@@ -27,10 +29,16 @@ from tfp_realnvp import cpu_features
 _TREES = flags.DEFINE_list("trees", ["."], "Source trees (repository roots); the first is the baseline.")
 _MODELS = flags.DEFINE_list("models", ["small"], "Models (see `workloads.MODELS`).")
 _MODES = flags.DEFINE_list("modes", ["bf16"], "Speed modes (see `workloads.MODES`).")
-_ROUNDS = flags.DEFINE_integer("rounds", 3, "Rounds; each runs every (tree, mode) once.")
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["64"], "Images per step.")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Rounds; each runs every variant once.")
 
 
-def _run(tree, model, mode):
+def variant(result):
+  """`tree:mode:batch_size` of a worker's result."""
+  return f"{result['tree']}:{result['mode']}:{result['batch_size']}"
+
+
+def _run(tree, model, mode, batch_size):
   root = os.path.abspath(tree)
   command = [sys.executable, os.path.join(root, "bench", "bench_flow.py"), "--worker"]
   command += [
@@ -38,42 +46,46 @@ def _run(tree, model, mode):
     f"--modes={mode}",
     f"--phases={','.join(timing_flags.PHASES_TO_TIME.value)}",
   ]
+  command.append(f"--batch_size={batch_size}")
   for flag in (
-    timing_flags.BATCH_SIZE,
     timing_flags.THREADS,
     timing_flags.WARMUP_RUNS,
     timing_flags.TIMED_RUNS,
   ):
     command.append(f"--{flag.name}={flag.value}")
   env = dict(MODES[mode].get("env", {}), PYTHONPATH=root)
-  return run_worker(command, timing_flags.TIMEOUT.value, dict(tree=tree, model=model, mode=mode), env=env)
+  return run_worker(
+    command,
+    timing_flags.TIMEOUT.value,
+    dict(tree=tree, model=model, mode=mode, batch_size=batch_size),
+    env=env,
+  )
 
 
-def summarize(results, pairs, phases):
-  """Best and median images/s of each `(tree, mode)` pair per phase over `results` (the JSON of its workers),
-  their ratios to the first pair's, and each pair's highest peak RSS of a train step."""
-  runs = {pair: [r for r in results if (r["tree"], r["mode"]) == pair and "error" not in r] for pair in pairs}
+def summarize(results, variants, phases):
+  """Best and median images/s of each variant (`variant(result)`, in `variants`, the first the baseline) per phase
+  over `results` (the JSON of its workers), their ratios to the baseline's, and the highest peak RSS of a train
+  step of each."""
+  runs = {name: [r for r in results if variant(r) == name and "error" not in r] for name in variants}
   summary = {}
   for phase in phases:
-    speeds = {pair: [r[phase]["images_per_s"] for r in pair_runs] for pair, pair_runs in runs.items()}
+    speeds = {name: [r[phase]["images_per_s"] for r in variant_runs] for name, variant_runs in runs.items()}
     if not all(speeds.values()):
       continue
-    baseline = speeds[pairs[0]]
+    baseline = speeds[variants[0]]
     summary[phase] = {
-      f"{tree}:{mode}": dict(
+      name: dict(
         best=max(speed),
         median=statistics.median(speed),
         best_ratio=round(max(speed) / max(baseline), 3),
         median_ratio=round(statistics.median(speed) / statistics.median(baseline), 3),
         runs=speed,
       )
-      for (tree, mode), speed in speeds.items()
+      for name, speed in speeds.items()
     }
   rss = {
-    f"{tree}:{mode}": max(
-      (r["peak_rss_train_mb"] for r in pair_runs if "peak_rss_train_mb" in r), default=None
-    )
-    for (tree, mode), pair_runs in runs.items()
+    name: max((r["peak_rss_train_mb"] for r in variant_runs if "peak_rss_train_mb" in r), default=None)
+    for name, variant_runs in runs.items()
   }
   return dict(phases=summary, peak_rss_train_mb=rss)
 
@@ -86,15 +98,17 @@ def main(argv):
       f"Unknown models or modes {unknown}; models: {sorted(MODELS)}, modes: {sorted(MODES)}."
     )
   cpu = cpu_features.read_cpu_info()
+  batch_sizes = [int(b) for b in _BATCH_SIZES.value]
+  triples = [(tree, mode, batch) for tree in _TREES.value for mode in _MODES.value for batch in batch_sizes]
+  variants = [f"{tree}:{mode}:{batch}" for tree, mode, batch in triples]
   for model in _MODELS.value:
-    pairs = [(tree, mode) for tree in _TREES.value for mode in _MODES.value]
     results = []
     for round_index in range(_ROUNDS.value):
-      for tree, mode in pairs if round_index % 2 == 0 else pairs[::-1]:
-        result = dict(_run(tree, model, mode), round=round_index)
+      for tree, mode, batch in triples if round_index % 2 == 0 else triples[::-1]:
+        result = dict(_run(tree, model, mode, batch), tree=tree, batch_size=batch, round=round_index)
         results.append(result)
         print(json.dumps(result), flush=True)
-    summary = dict(model=model, **summarize(results, pairs, timing_flags.PHASES_TO_TIME.value))
+    summary = dict(model=model, **summarize(results, variants, timing_flags.PHASES_TO_TIME.value))
     summary.update(
       cpu=cpu.model_name,
       bfloat16_flags=list(cpu.bfloat16_flags),
