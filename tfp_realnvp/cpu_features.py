@@ -68,6 +68,7 @@ def bfloat16_hint(compute_dtype, cpu_info=None, has_gpu=None):
   if not flags:
     return None
   return (
-    f"this CPU has {' and '.join(flags)}: --compute_dtype=bfloat16 (conditioners in bfloat16) trains about "
-    "1.6x faster on it with the same test bits/dim (bench/README.md); this run stays float32"
+    f"this CPU has {' and '.join(flags)}: --compute_dtype=bfloat16 (conditioners in bfloat16) trains "
+    "1.6-1.7x faster on it with the same digits test bits/dim within 0.02 (bench/README.md); this run stays "
+    "float32"
   )
