@@ -16,10 +16,10 @@ workers.
 
 import json
 import os
-import statistics
 import sys
 
 import timing_flags
+from ab_summary import summarize
 from absl import app, flags
 from worker_process import run_worker
 from workloads import MODELS, MODES
@@ -31,11 +31,6 @@ _MODELS = flags.DEFINE_list("models", ["small"], "Models (see `workloads.MODELS`
 _MODES = flags.DEFINE_list("modes", ["bf16"], "Speed modes (see `workloads.MODES`).")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["64"], "Images per step.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Rounds; each runs every variant once.")
-
-
-def variant(result):
-  """`tree:mode:batch_size` of a worker's result."""
-  return f"{result['tree']}:{result['mode']}:{result['batch_size']}"
 
 
 def _run(tree, model, mode, batch_size):
@@ -60,34 +55,6 @@ def _run(tree, model, mode, batch_size):
     dict(tree=tree, model=model, mode=mode, batch_size=batch_size),
     env=env,
   )
-
-
-def summarize(results, variants, phases):
-  """Best and median images/s of each variant (`variant(result)`, in `variants`, the first the baseline) per phase
-  over `results` (the JSON of its workers), their ratios to the baseline's, and the highest peak RSS of a train
-  step of each."""
-  runs = {name: [r for r in results if variant(r) == name and "error" not in r] for name in variants}
-  summary = {}
-  for phase in phases:
-    speeds = {name: [r[phase]["images_per_s"] for r in variant_runs] for name, variant_runs in runs.items()}
-    if not all(speeds.values()):
-      continue
-    baseline = speeds[variants[0]]
-    summary[phase] = {
-      name: dict(
-        best=max(speed),
-        median=statistics.median(speed),
-        best_ratio=round(max(speed) / max(baseline), 3),
-        median_ratio=round(statistics.median(speed) / statistics.median(baseline), 3),
-        runs=speed,
-      )
-      for name, speed in speeds.items()
-    }
-  rss = {
-    name: max((r["peak_rss_train_mb"] for r in variant_runs if "peak_rss_train_mb" in r), default=None)
-    for name, variant_runs in runs.items()
-  }
-  return dict(phases=summary, peak_rss_train_mb=rss)
 
 
 def main(argv):
