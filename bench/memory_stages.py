@@ -11,7 +11,6 @@ steps. Linux only.
 """
 
 import json
-import os
 
 from absl import app, flags
 from workloads import MODELS, MODES, PHASES
@@ -57,11 +56,7 @@ def main(argv):
     np.asarray(step(*arguments))
   stages[f"after_{_STEPS.value}_steps"] = _memory_mb()
   result = dict(
-    model=_MODEL.value,
-    mode=_MODE.value,
-    phase=_PHASE.value,
-    batch_size=_BATCH_SIZE.value,
-    load_average=round(os.getloadavg()[0], 2),
+    **workloads.run_description(_MODEL.value, _MODE.value, _PHASE.value, _BATCH_SIZE.value),
     rss_mb={stage: rss for stage, (rss, _) in stages.items()},
     peak_rss_mb={stage: peak for stage, (_, peak) in stages.items()},
   )
