@@ -34,6 +34,8 @@ from absl import app, flags
 from worker_process import run_worker
 from workloads import MODELS, PHASES
 
+from tfp_realnvp import cpu_features
+
 _REFERENCE_DIR = flags.DEFINE_string(
   "reference_dir", None, "A checkout of https://github.com/chrischute/real-nvp (required)."
 )
@@ -84,17 +86,11 @@ def reference_dir_error(reference_dir):
 
 def cpu_description(text):
   """The CPU's model name and bfloat16 flags from `lscpu` (or `/proc/cpuinfo`) output."""
-  fields = {}
-  for line in text.splitlines():
-    key, separator, value = line.partition(":")
-    key = key.strip().lower()
-    if separator and key in ("model name", "flags") and key not in fields:
-      fields[key] = value.strip()
-  cpu_flags = set(fields.get("flags", "").split())
+  cpu = cpu_features.parse_cpu_info(text)
   return dict(
-    cpu=fields.get("model name", "unknown"),
-    amx_bf16="amx_bf16" in cpu_flags,
-    avx512_bf16="avx512_bf16" in cpu_flags,
+    cpu=cpu.model_name,
+    amx_bf16="amx_bf16" in cpu.flags,
+    avx512_bf16="avx512_bf16" in cpu.flags,
   )
 
 

@@ -98,11 +98,7 @@ def main(argv):
     }
 
   result = dict(
-    model=_MODEL.value,
-    mode=_MODE.value,
-    phase=_PHASE.value,
-    batch_size=_BATCH_SIZE.value,
-    load_average=round(os.getloadavg()[0], 2),
+    **workloads.run_description(_MODEL.value, _MODE.value, _PHASE.value, _BATCH_SIZE.value),
     wall_ms_per_step=round(wall_s * 1e3, 1),
     op_ms_per_step=round(total * per_step_ms, 1),
     ops_per_step=round(sum(counts.values()) / _STEPS.value),

@@ -7,13 +7,14 @@ loss = workload.phases["train"](*workload.arguments["train"])
 """
 
 import dataclasses
+import os
 
 import tensorflow as tf
 
 from tfp_realnvp import losses, optimization
 from tfp_realnvp.flows import PRESETS, RealNVP
 
-__all__ = ["MODELS", "MODES", "PHASES", "REFERENCE", "Workload", "build", "configure"]
+__all__ = ["MODELS", "MODES", "PHASES", "REFERENCE", "Workload", "build", "configure", "run_description"]
 
 PHASES = ("train", "log_prob", "sample")
 
@@ -108,4 +109,11 @@ def build(model, mode, batch_size):
     optimizer=optimizer,
     phases={"train": train, "log_prob": log_prob, "sample": sample},
     arguments={"train": (pixels,), "log_prob": (pixels,), "sample": ()},
+  )
+
+
+def run_description(model, mode, phase, batch_size):
+  """The fields that head the JSON line of one phase's run, with the 1-minute load average now."""
+  return dict(
+    model=model, mode=mode, phase=phase, batch_size=batch_size, load_average=round(os.getloadavg()[0], 2)
   )

@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 import typing
@@ -29,6 +30,7 @@ from tfp_realnvp import (
   checkpoints,
   classifier,
   configs,
+  cpu_features,
   data,
   flow_builder,
   losses,
@@ -384,6 +386,8 @@ def train_and_evaluate(config, workdir, allow_config_change=()):
   trainer = build_trainer(config, strategy, spec)
   is_chief = _is_chief(strategy)
   reporter = reporting.Reporter(config.num_train_steps)
+  if is_chief and (hint := cpu_features.bfloat16_hint(config.compute_dtype)):
+    print(f"hint: {hint}", file=sys.stderr, flush=True)  # stderr: stdout is the run's log lines
   workdirs.create(workdir)
   # Only the chief writes to the workdir, so only the chief locks it.
   with workdirs.lock(workdir) if is_chief else contextlib.nullcontext() as stale_holder:
