@@ -67,7 +67,7 @@ class LogitTransformTest(tf.test.TestCase, parameterized.TestCase, BijectorCheck
     self.assertAllClose(bits_per_dim, tf.fill([7], num_bits - math.log2(1 - 2 * alpha)), rtol=1e-5)
 
   @parameterized.parameters(4, 8)
-  def test_domain_is_the_open_interval_the_inverse_maps_the_real_line_onto(self, num_bits):
+  def test_domain_is_the_interval_the_inverse_maps_the_real_line_onto(self, num_bits):
     bijector = LogitTransform(num_bits)
     low, high = bijector.domain
     self.assertAllClose((low, high), (-0.05 / 0.9 * 2**num_bits, 0.95 / 0.9 * 2**num_bits))
