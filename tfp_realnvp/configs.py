@@ -110,8 +110,10 @@ class TrainConfig:
   max_consecutive_non_finite: int = _field(
     10, "Skipped non-finite steps in a row before stopping.", on_resume=FREE
   )
+  # Measured on the digits validation split (train[1200:]): 0.99 evaluates within 1e-5 bits/dim of the
+  # training weights, 0.999 0.0002 worse; with the cosine decay to 0 no average beat the final weights.
   ema_decay: float = _field(
-    0.999,
+    0.99,
     "Decay of the exponential moving average of the weights used for evaluation, samples and export "
     "(0: off; warmed up as min(decay, (1 + n) / (10 + n)) after n updates).",
   )

@@ -23,7 +23,7 @@ class WeightAverage(tf.Module):
   after `n` updates (`num_updates`): `tf.train.ExponentialMovingAverage` with `num_updates`. Its warm-up
   keeps the random initial weights out of the average (with `d = 0.999` from the start they would still
   weigh `0.999**2000 = 13.5%` after 2000 steps); for fewer than `(10 * decay - 1) / (1 - decay)` updates
-  (8,991 for 0.999) `d` is the warm-up's, about the last tenth of training. The averages start equal to the
+  (8,990 for 0.999) `d` is the warm-up's, about the last tenth of training. The averages start equal to the
   weights. Inside `with average.applied():` the weights hold the averages, and afterwards their own values
   again; `assign_to_weights()` copies the averages into them for good (a restored model to export).
 
