@@ -41,6 +41,15 @@ class BuildFlowTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(tf.as_dtype(flow.compute_dtype), tf.bfloat16)
     self.assertEqual(flow.dtype, tf.float32)  # variables and log-densities stay float32
 
+  def test_logit_alpha_is_the_presets_unless_the_config_sets_it(self):
+    def alpha(config):
+      return flow_builder.build_flow(config).parameters["logit_alpha"]
+
+    self.assertEqual(alpha(tiny_config()), 0.0)  # the digits preset: box-exact
+    self.assertEqual(alpha(tiny_config(logit_alpha=0.05)), 0.05)
+    old_run = configs.from_json(configs.to_json(tiny_config()).replace('"logit_alpha": null,', ""))
+    self.assertEqual(alpha(old_run), 0.05)  # a config.json from before the field: what those runs had
+
   def test_image_size_sets_the_event_shape(self):
     flow = flow_builder.build_flow(tiny_config(image_size=16))
     self.assertEqual(tuple(flow.event_shape), (16, 16, 1))

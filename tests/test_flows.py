@@ -26,9 +26,9 @@ def small_image_flow(**overrides):
   return flow
 
 
-def perturbed_digits_flow():
+def perturbed_digits_flow(**overrides):
   tf.random.set_seed(0)
-  flow = RealNVP.from_preset("digits")
+  flow = RealNVP.from_preset("digits", **overrides)
   perturb(flow, stddev=0.3)
   return flow
 
@@ -57,8 +57,9 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(flow.num_bits, 4)
     self.assertTrue(flow.is_image)
 
-  def test_log_prob_is_base_density_plus_autodiff_log_det(self):
-    flow = small_image_flow()
+  @parameterized.parameters(0.05, 0.0)
+  def test_log_prob_is_base_density_plus_autodiff_log_det(self, logit_alpha):
+    flow = small_image_flow(logit_alpha=logit_alpha)
     perturb_running_averages(flow)
     x = pixels([2, 8, 8, 1], 4, seed=1)
     z = flow.encode(x)
@@ -66,7 +67,7 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     expected = tfd.Sample(tfd.Normal(0.0, 1.0), [8, 8, 1]).log_prob(z) + log_det
     self.assertAllClose(expected, flow.log_prob(x), rtol=1e-3)
     # The couplings were perturbed: the log-det is far from the logit transform's alone.
-    logit_log_det = LogitTransform(4).forward_log_det_jacobian(x, event_ndims=3)
+    logit_log_det = LogitTransform(4, logit_alpha).forward_log_det_jacobian(x, event_ndims=3)
     self.assertGreater(float(tf.reduce_max(tf.abs(log_det - logit_log_det))), 1.0)
 
   def test_bits_per_dim_is_negative_log2_likelihood_per_dimension(self):
@@ -212,30 +213,37 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
       finite_part = flow.log_prob(x_tensor)[0]
     self.assertTrue(np.all(np.isfinite(tape.gradient(finite_part, x_tensor))))
 
-  @parameterized.parameters(1.0, 0.7)
-  def test_own_samples_have_finite_log_prob_that_agrees_with_sample_and_log_prob(self, temperature):
-    flow = perturbed_digits_flow()
+  @parameterized.product(temperature=(1.0, 0.7), logit_alpha=(0.05, 0.0))
+  def test_own_samples_have_finite_log_prob_that_agrees_with_sample_and_log_prob(
+    self, temperature, logit_alpha
+  ):
+    flow = perturbed_digits_flow(logit_alpha=logit_alpha)
     samples, log_prob_at_sampling = flow.experimental_sample_and_log_prob(
       256, seed=[1, 2], temperature=temperature
     )
-    # With these weights many samples leave the pixel box [0, 16)^D (about 30% at temperature 1).
+    # With the paper's alpha and these weights many samples leave the pixel box [0, 16)^D (about 30% at
+    # temperature 1); the box-exact flow's never do.
     outside_box = ~np.all((samples.numpy() >= 0.0) & (samples.numpy() < 16.0), axis=(1, 2, 3))
-    self.assertGreater(outside_box.sum(), 0)
+    if logit_alpha:
+      self.assertGreater(outside_box.sum(), 0)
+    else:
+      self.assertEqual(outside_box.sum(), 0)
     self.assertAllClose(samples, flow.sample(256, seed=[1, 2], temperature=temperature))
     log_prob = flow.log_prob(samples)
     self.assertTrue(np.all(np.isfinite(log_prob)))
     self.assertAllClose(log_prob, log_prob_at_sampling, rtol=1e-4, atol=0)
 
-  def test_pixel_data_keep_the_unmasked_log_prob(self):
+  @parameterized.parameters(0.05, 0.0)
+  def test_pixel_data_keep_the_unmasked_log_prob(self, logit_alpha):
     # Inside the pixel box the support's masking changes nothing: `log N(f(x)) + log|det df/dx|`.
-    flow = perturbed_digits_flow()
+    flow = perturbed_digits_flow(logit_alpha=logit_alpha)
     perturb_running_averages(flow)
     x = pixels([16, 8, 8, 1], 4, seed=3)
     expected = flow.distribution.log_prob(flow.encode(x)) + flow.bijector.inverse_log_det_jacobian(x, 3)
     self.assertAllClose(flow.log_prob(x), expected, rtol=1e-6, atol=0)
 
   def test_default_event_space_bijector_maps_onto_the_support(self):
-    flow = perturbed_digits_flow()
+    flow = perturbed_digits_flow(logit_alpha=0.05)
     bijector = flow.experimental_default_event_space_bijector()
     x = bijector(tf.random.stateless_normal([64, 8, 8, 1], seed=[5, 6], stddev=1.5))
     low, high = LogitTransform(4).domain
@@ -326,9 +334,9 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIsInstance(small_image_flow().copy(), ImageRealNVP)
     self.assertEqual(
       str(inspect.signature(ImageRealNVP)),
-      "(event_shape, num_scales=2, num_blocks=4, num_filters=32, num_bits=8, dropout=0.0, batch_norm=True, "
-      "batch_norm_momentum=0.99, fused_batch_norm=True, conditional_event_shape=None, dtype=tf.float32, "
-      "compute_dtype=None, validate_args=False, name='real_nvp')",
+      "(event_shape, num_scales=2, num_blocks=4, num_filters=32, num_bits=8, logit_alpha=0.05, dropout=0.0, "
+      "batch_norm=True, batch_norm_momentum=0.99, fused_batch_norm=True, conditional_event_shape=None, "
+      "dtype=tf.float32, compute_dtype=None, validate_args=False, name='real_nvp')",
     )
     self.assertEqual(
       str(inspect.signature(VectorRealNVP)),
@@ -355,6 +363,60 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     for name, settings in PRESETS.items():
       if settings["event_shape"][0] <= 32:
         self.assertEqual(RealNVP.from_preset(name).event_shape, settings["event_shape"], name)
+
+
+class PixelBoxTest(tf.test.TestCase, parameterized.TestCase):
+  """`logit_alpha=0`: the support is the pixel box `[0, 2**num_bits)**D`; `pixel_box_mass` measures it."""
+
+  def test_box_exact_flow_scores_only_the_pixel_box(self):
+    flow = perturbed_digits_flow(logit_alpha=0.0)
+    x = pixels([7, 8, 8, 1], 4, seed=12).numpy()
+    x[1, 0, 0, 0] = -1e-6
+    x[2, 3, 3, 0] = 16.0
+    x[3, 5, 1, 0] = -0.5  # inside the paper's support, outside the box
+    x[4, 0, 0, 0] = 0.0  # the box's closed end: a level-0 pixel with no dequantization noise
+    x[5, 3, 3, 0] = np.nextafter(np.float32(16.0), np.float32(0.0))
+    x[6, 2, 2, 0] = np.nan
+    log_prob = flow.log_prob(x).numpy()
+    self.assertAllEqual(log_prob[1:4], [-np.inf] * 3)
+    self.assertTrue(np.all(np.isfinite(log_prob[[0, 4, 5]])))
+    self.assertTrue(np.isnan(log_prob[6]))
+    with tf.GradientTape() as tape:
+      x_tensor = tf.constant(x[:6])
+      tape.watch(x_tensor)
+      finite_part = tf.gather(flow.log_prob(x_tensor), [0, 4, 5])
+    self.assertTrue(np.all(np.isfinite(tape.gradient(finite_part, x_tensor))))
+
+  def test_box_exact_default_event_space_bijector_maps_into_the_box(self):
+    flow = perturbed_digits_flow(logit_alpha=0.0)
+    x = flow.experimental_default_event_space_bijector()(
+      tf.random.stateless_normal([64, 8, 8, 1], seed=[5, 6], stddev=30.0)
+    ).numpy()
+    self.assertTrue(np.all((x >= 0.0) & (x < 16.0)))
+    self.assertTrue(np.all(np.isfinite(flow.log_prob(x))))
+
+  @parameterized.parameters(0.05, 0.0)
+  def test_pixel_box_mass_is_the_share_of_samples_in_the_box(self, logit_alpha):
+    flow = perturbed_digits_flow(logit_alpha=logit_alpha)
+    fraction, standard_error = flow.pixel_box_mass(num_samples=300, seed=(3, 4), batch_size=128)
+    samples = tf.concat(
+      [
+        flow.sample(n, seed=s) for n, s in zip([128, 128, 44], tf.unstack(tfp.random.split_seed((3, 4), n=3)))
+      ],
+      0,
+    ).numpy()
+    expected = np.mean(np.all((samples >= 0.0) & (samples < 16.0), axis=(1, 2, 3)))
+    self.assertEqual(fraction, expected)
+    self.assertAllClose(standard_error, np.sqrt(expected * (1 - expected) / 300))
+    if logit_alpha:
+      self.assertBetween(fraction, 0.05, 0.95)  # these weights put much of the mass outside the box
+    else:
+      self.assertEqual((fraction, standard_error), (1.0, 0.0))
+
+  def test_pixel_box_mass_names_bad_arguments(self):
+    flow = small_image_flow()
+    with self.assertRaisesRegex(ValueError, r"`num_samples` must be a positive integer; got 0"):
+      flow.pixel_box_mass(num_samples=0)
 
 
 def small_vector_flow():

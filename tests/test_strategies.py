@@ -110,6 +110,19 @@ class MirroredTrainingTest(tf.test.TestCase):
     self.assertLess(keras_loss[-1], keras_loss[0])
 
 
+class MirroredWeightAverageTest(tf.test.TestCase):
+  """Its own class, so that pytest-xdist's `--dist loadscope` can run it beside the other distributed tests."""
+
+  def test_mirrored_averages_are_identical_across_replicas_and_equal_one_devices(self):
+    report = run_program("ema_mirrored", os.path.join(self.get_temp_dir(), "ema_mirrored.json"))
+    self.assertEqual(report["replica_copies"], [1, 2])
+    self.assertEqual(report["num_updates"], [6, 6])
+    self.assertGreater(report["average_change"], 1e-3)  # the averages moved ...
+    self.assertEqual(report["replica_difference"], 0.0)  # ... identically on both replicas ...
+    self.assertLess(report["strategy_difference"], 1e-5)  # ... and as on one device
+    self.assertAllClose(report["bits_per_dim"][0], report["bits_per_dim"][1], rtol=1e-5)
+
+
 class MultiWorkerTrainingTest(tf.test.TestCase):
   """Its own class, so that pytest-xdist's `--dist loadscope` can run it beside the mirrored test."""
 

@@ -73,6 +73,8 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
     ("decay", dict(learning_rate_decay="linear"), r"`learning_rate_decay` must be one of cosine, constant"),
     ("temperatures", dict(sample_temperatures=()), r"`sample_temperatures` must be one or more positive"),
     ("model_overrides", dict(model_overrides=["dropout"]), r"`model_overrides` must be a dict"),
+    ("logit_alpha", dict(logit_alpha=0.5), r"`logit_alpha` must be None or in \[0, 0\.5\); got 0\.5\."),
+    ("ema_decay", dict(ema_decay=1.0), r"`ema_decay` must be in \[0, 1\) \(0: off\); got 1\.0\."),
   )
   def test_validate_names_the_setting(self, changes, message):
     with self.assertRaisesRegex(configs.ConfigError, message):

@@ -126,6 +126,8 @@ class CheckConfigTest(tf.test.TestCase, parameterized.TestCase):
         "model_overrides",
         "compute_dtype",
         "condition",
+        "logit_alpha",
+        "ema_decay",
       },
     )
     self.assertEqual(

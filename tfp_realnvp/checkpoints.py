@@ -16,7 +16,7 @@ import os
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-from tfp_realnvp import configs, flow_builder
+from tfp_realnvp import configs, flow_builder, weight_averaging
 from tfp_realnvp.configs import ConfigError
 
 __all__ = ["checkpoint_dir", "config_path", "newest_intact", "read_error", "restore", "restore_flow"]
@@ -106,7 +106,8 @@ def restore_flow(workdir, checkpoint=None):
 
   The flow is built from `workdir/config.json` by `flow_builder.build_flow`, as training built it;
   `checkpoint` (a checkpoint prefix such as `workdir/checkpoints/ckpt-3000`) defaults to the latest in
-  `workdir/checkpoints`. Returns `(flow, checkpoint)`.
+  `workdir/checkpoints`. A run with `ema_decay` gives the flow its averaged weights (the checkpoint's
+  `weight_average`), the ones its evaluation and samples used. Returns `(flow, checkpoint)`.
 
   Raises:
     FileNotFoundError: no config or no checkpoint.
@@ -129,12 +130,20 @@ def restore_flow(workdir, checkpoint=None):
     if checkpoint is None:
       raise FileNotFoundError(f"`workdir` {os.fspath(workdir)} has no checkpoint under checkpoints/.")
   flow = flow_builder.build_flow(config)
+  average = _weight_average(flow, config.ema_decay)
   restore(
-    tf.train.Checkpoint(flow=flow),
+    tf.train.Checkpoint(flow=flow, **({} if average is None else {"weight_average": average})),
     checkpoint,
     f"`checkpoint` {checkpoint} does not hold the flow that {path} describes",
   )
+  if average is not None:
+    average.assign_to_weights()
   return flow, checkpoint
+
+
+def _weight_average(flow, decay):
+  """The `WeightAverage` of `flow`'s trainable weights that a run with `ema_decay=decay` saved; None for 0."""
+  return weight_averaging.WeightAverage(flow.trainable_variables, decay) if decay else None
 
 
 def _first_line(error):

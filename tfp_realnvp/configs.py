@@ -23,7 +23,13 @@ FIXED, WITH_FLAG, FREE = "fixed", "with_flag", "free"
 
 # Fields added after `config.json` was first written, with the value older runs had: a config.json without them
 # still loads. Every other field must be in the file.
-_ADDED_FIELDS = {"train_split": None, "eval_split": None, "condition": None}
+_ADDED_FIELDS = {
+  "train_split": None,
+  "eval_split": None,
+  "condition": None,
+  "logit_alpha": 0.05,
+  "ema_decay": 0.0,
+}
 
 
 class ConfigError(ValueError):
@@ -73,6 +79,11 @@ class TrainConfig:
   model_overrides: dict[str, object] = _field(
     {}, "Keyword arguments that override the preset's (the digits preset has its measured dropout, 0.4)."
   )
+  logit_alpha: float | None = _field(
+    None,
+    "The logit preprocessing's alpha (None: the preset's): 0 puts all mass on the pixel box (the digits "
+    "preset's), the paper's 0.05 (the other presets') some outside it.",
+  )
 
   # Speed (see bench/README.md).
   compute_dtype: str | None = _field(
@@ -99,6 +110,13 @@ class TrainConfig:
   clip_global_norm: float = _field(100.0, "Gradient clipping by global norm.", on_resume=WITH_FLAG)
   max_consecutive_non_finite: int = _field(
     10, "Skipped non-finite steps in a row before stopping.", on_resume=FREE
+  )
+  # Measured on the digits validation split (train[1200:]): 0.99 evaluates within 1e-5 bits/dim of the
+  # training weights, 0.999 0.0002 worse; with the cosine decay to 0 no average beat the final weights.
+  ema_decay: float = _field(
+    0.99,
+    "Decay of the exponential moving average of the weights used for evaluation, samples and export "
+    "(0: off; warmed up as min(decay, (1 + n) / (10 + n)) after n updates).",
   )
 
   # Distribution.
@@ -171,6 +189,13 @@ class TrainConfig:
         _check(value in choices, field.name, f"one of {', '.join(map(str, choices))}", value)
     _check(isinstance(self.jit_compile, bool), "jit_compile", "True or False", self.jit_compile)
     _check(isinstance(self.model_overrides, dict), "model_overrides", "a dict", self.model_overrides)
+    _check(
+      self.logit_alpha is None or 0.0 <= self.logit_alpha < 0.5,
+      "logit_alpha",
+      "None or in [0, 0.5)",
+      self.logit_alpha,
+    )
+    _check(0.0 <= self.ema_decay < 1.0, "ema_decay", "in [0, 1) (0: off)", self.ema_decay)
     for name in ("train_split", "eval_split"):
       value = getattr(self, name)
       _check(value is None or (isinstance(value, str) and value), name, "a split name or None", value)

@@ -34,7 +34,7 @@ def build_flow(config, spec=None):
   """`RealNVP.from_preset(preset, **overrides)` for `config`, checked against the images of its dataset.
 
   `preset` is `config.preset`, or the dataset's own preset; `overrides` are `config.model_overrides`, plus
-  `compute_dtype=config.compute_dtype` when set, plus `event_shape` of the resized images when
+  `compute_dtype=config.compute_dtype` and `logit_alpha=config.logit_alpha` when set, plus `event_shape` of the resized images when
   `config.image_size` is set (unless the overrides give one), plus `conditional_event_shape=(num_classes,)`
   (the one-hot label) for `config.condition == "label"`. `spec` (default: `dataset_spec(config)`) is the
   dataset the flow will model.
@@ -55,6 +55,8 @@ def build_flow(config, spec=None):
   overrides = dict(config.model_overrides)
   if config.compute_dtype is not None:
     overrides["compute_dtype"] = config.compute_dtype
+  if config.logit_alpha is not None:
+    overrides["logit_alpha"] = config.logit_alpha
   if config.image_size is not None:
     overrides.setdefault("event_shape", spec.image_shape)
   if config.condition == "label":

@@ -33,7 +33,16 @@ PRESETS = {
   # pixels that change `D` and make bits/dim incomparable with the literature.
   "mnist": dict(event_shape=(28, 28, 1), num_scales=2, num_blocks=4, num_filters=32),
   # Dropout 0.4 keeps the 1500 training digits from being memorized (chosen on the digits protocol).
-  "digits": dict(event_shape=(8, 8, 1), num_scales=2, num_blocks=2, num_filters=32, num_bits=4, dropout=0.4),
+  # `logit_alpha=0`: all of the flow's mass on the pixel box (`LogitTransform`; chosen on the digits protocol).
+  "digits": dict(
+    event_shape=(8, 8, 1),
+    num_scales=2,
+    num_blocks=2,
+    num_filters=32,
+    num_bits=4,
+    dropout=0.4,
+    logit_alpha=0.0,
+  ),
 }
 
 
@@ -51,12 +60,13 @@ class RealNVP(_TransformedDistribution):
   `RealNVP.from_preset(name, **overrides)` the paper's settings for a dataset (`PRESETS`).
 
   The support of `log_prob` is exactly the set the flow maps `R^D` onto, where its samples lie: `R^D` for
-  vectors, and for images the open box `LogitTransform.domain**D`, per pixel
-  `(-alpha, 1 - alpha) * 2**num_bits / (1 - 2*alpha)` (`(-0.889, 16.889)` for 4 bits), which holds the pixel
-  box `[0, 2**num_bits)**D` of the data. `log_prob(x)` is `-inf` for a row outside the support (an infinite
-  value, or a pixel outside that interval) and NaN for a row holding NaN, with finite gradients for the other
-  rows; `sample`, `experimental_sample_and_log_prob` and `experimental_default_event_space_bijector` agree
-  with it. For dequantized discrete data, the mass outside the pixel box is wasted: no pixel level gets it.
+  vectors, and for images the box `LogitTransform.domain**D`, per pixel
+  `[-alpha, 1 - alpha) * 2**num_bits / (1 - 2*alpha)`: the pixel box `[0, 2**num_bits)**D` of the data itself
+  for `logit_alpha=0`, a larger box for the paper's `0.05` (`[-0.889, 16.889)` for 4 bits). `log_prob(x)` is
+  `-inf` for a row outside the support (an infinite value, or a pixel outside that interval) and NaN for a row
+  holding NaN, with finite gradients for the other rows; `sample`, `experimental_sample_and_log_prob` and
+  `experimental_default_event_space_bijector` agree with it. For dequantized discrete data, the mass outside
+  the pixel box is wasted: no pixel level gets it (`ImageRealNVP.pixel_box_mass` measures the rest).
   `log_prob(x, training=True)` uses batch statistics in every batch norm and moves their running averages
   (and enables dropout), except that an empty batch moves none; the default `training=False` is for
   evaluation. `training` is a Python bool or a scalar bool tensor (else a `TypeError`). Call-time keywords
@@ -416,8 +426,9 @@ class RealNVP(_TransformedDistribution):
 class ImageRealNVP(RealNVP):
   """RealNVP over images `(H, W, C)` of dequantized pixel values in `[0, 2**num_bits)`.
 
-  The density is positive on the open box `LogitTransform.domain**D`, which holds `[0, 2**num_bits)**D`
-  (see `RealNVP`): samples can have pixels outside `[0, 2**num_bits)`, and `log_prob` scores them.
+  The density is positive on the box `LogitTransform.domain**D` (see `RealNVP`): with `logit_alpha=0` that
+  is the pixel box `[0, 2**num_bits)**D`; with the paper's `logit_alpha=0.05` it is larger, so samples can
+  have pixels outside `[0, 2**num_bits)`, and `log_prob` scores them.
 
   `f` is a `LogitTransform` followed by the paper's multi-scale architecture (`bijectors.MultiScale`: per
   scale 3 alternating checkerboard couplings, a squeeze, 3 alternating channel couplings and a factor-out of
@@ -436,6 +447,7 @@ class ImageRealNVP(RealNVP):
     num_blocks=4,
     num_filters=32,
     num_bits=8,
+    logit_alpha=0.05,
     dropout=0.0,
     batch_norm=True,
     batch_norm_momentum=0.99,
@@ -454,6 +466,8 @@ class ImageRealNVP(RealNVP):
       num_blocks: residual blocks per conditioner.
       num_filters: conditioner features at the finest scale, doubled at each coarser one.
       num_bits: bits per pixel; data lie in `[0, 2**num_bits)`.
+      logit_alpha: the `LogitTransform`'s `alpha`: 0 puts all of the flow's mass on the pixel box, the
+        paper's 0.05 (the default) cuts off the logit's tails and puts some mass outside it (see there).
       dropout: dropout rate inside the conditioners, active only with `training=True`.
       batch_norm: whether a `BatchNorm` flow layer follows each coupling.
       batch_norm_momentum: running-average momentum of every batch norm.
@@ -516,7 +530,7 @@ class ImageRealNVP(RealNVP):
         event_shape,
         num_scales,
         make_coupling,
-        preprocessing=LogitTransform(num_bits),
+        preprocessing=LogitTransform(num_bits, alpha=logit_alpha),
         name="data_to_latent",
       )
       super().__init__(
@@ -530,8 +544,7 @@ class ImageRealNVP(RealNVP):
 
   def _in_support(self, x):
     # The preprocessing's domain is the one place that says where the flow maps onto.
-    low, high = self._data_to_latent.preprocessing.domain
-    return (x > low) & (x < high)
+    return self._data_to_latent.preprocessing.in_domain(x)
 
   def _interior_value(self, dtype):
     low, high = self._data_to_latent.preprocessing.domain
@@ -542,6 +555,31 @@ class ImageRealNVP(RealNVP):
     x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
     log_prob = self.log_prob(x, training=training, conditional_input=conditional_input)
     return -log_prob / (self.num_dims * math.log(2.0))
+
+  def pixel_box_mass(self, num_samples=10_000, seed=(0, 0), batch_size=1000, conditional_input=None):
+    """`(fraction, standard_error)`, Python floats: the flow's mass inside the pixel box `[0, 2**num_bits)**D`.
+
+    `fraction` is the share of `num_samples` samples (temperature 1, inference mode, drawn in batches of
+    `batch_size` from the stateless `seed`) whose pixels all lie in `[0, 2**num_bits)`, an unbiased estimate
+    of the mass; `standard_error = sqrt(fraction * (1 - fraction) / num_samples)`, its binomial standard
+    error (0 when every sample or none is inside). `log2(1 / fraction) / D` is the bits/dim that dequantized
+    discrete data can never get back. A conditional flow samples under the one context `conditional_input`,
+    `[*conditional_event_shape]`.
+    """
+    num_samples = _positive_int("num_samples", num_samples)
+    batch_size = _positive_int("batch_size", batch_size)
+    sizes = [batch_size] * (num_samples // batch_size)
+    if num_samples % batch_size:
+      sizes.append(num_samples % batch_size)
+    seeds = tfp.random.split_seed(seed, n=len(sizes))
+    context = {} if conditional_input is None else {"conditional_input": conditional_input}
+    inside = 0
+    for size, batch_seed in zip(sizes, tf.unstack(seeds)):
+      samples = self.sample(size, seed=batch_seed, **context)
+      in_box = (samples >= 0.0) & (samples < 2.0**self.num_bits)
+      inside += int(tf.reduce_sum(tf.cast(tf.reduce_all(in_box, axis=[-3, -2, -1]), tf.int64)))
+    fraction = inside / num_samples
+    return fraction, math.sqrt(fraction * (1.0 - fraction) / num_samples)
 
 
 class VectorRealNVP(RealNVP):

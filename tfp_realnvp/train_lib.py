@@ -37,6 +37,7 @@ from tfp_realnvp import (
   optimization,
   reporting,
   strategies,
+  weight_averaging,
   workdirs,
 )
 from tfp_realnvp.configs import ConfigError
@@ -59,7 +60,8 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclasses.dataclass
 class TrainResult:
-  """What `train_and_evaluate` returns: the trained flow, its step and the final metrics."""
+  """What `train_and_evaluate` returns: the trained flow (with the weights it was evaluated with: the averages
+  when `config.ema_decay` is set), its step and the final metrics."""
 
   flow: object
   step: int
@@ -87,6 +89,11 @@ class Trainer:
   `loss_scale`: an `optimization.DynamicLossScale`, None, or `'auto'` (the default: dynamic loss scaling when
   the flow's conditioners compute in float16, none otherwise). `jit_compile=True` compiles the train step with
   XLA (slower on CPUs, see `bench/README.md`).
+
+  `ema_decay` in `(0, 1)` keeps `weight_average`, a `weight_averaging.WeightAverage` of the flow's trainable
+  weights, updated after every applied step (not after a skipped one) and checkpointed with them;
+  `evaluate_metrics` and `sample_grid` then use the averages (`evaluation_weights`), while training goes on
+  with the flow's own weights. 0 (the default) keeps none.
   """
 
   def __init__(
@@ -100,6 +107,7 @@ class Trainer:
     label_counts=None,
     loss_scale="auto",
     jit_compile=False,
+    ema_decay=0.0,
   ):
     self.strategy = strategy
     self.global_batch_size = global_batch_size
@@ -121,7 +129,12 @@ class Trainer:
           f"`loss_scale` must be 'auto', None or an optimization.DynamicLossScale; got {loss_scale!r}."
         )
       self.loss_scale = loss_scale
+      self.weight_average = (
+        weight_averaging.WeightAverage(self.flow.trainable_variables, ema_decay) if ema_decay else None
+      )
       optional = {} if loss_scale is None else {"loss_scale": loss_scale}
+      if self.weight_average is not None:
+        optional["weight_average"] = self.weight_average
       self.checkpoint = tf.train.Checkpoint(
         flow=self.flow, optimizer=self.optimizer, step=self.step, **optional
       )
@@ -148,6 +161,8 @@ class Trainer:
 
     def apply():
       self.strategy.run(self._replica_apply, args=(gradients,))
+      if self.weight_average is not None:
+        self.weight_average.update()
       return tf.constant(True)
 
     def skip():
@@ -239,6 +254,11 @@ class Trainer:
       "num_examples": tf.cast(tf.size(labels), tf.float64),
     }
 
+  def evaluation_weights(self):
+    """A context in which the flow holds the weights to evaluate with: the averages of `weight_average` when
+    the trainer keeps one (the flow's own weights come back on leaving it), else its own."""
+    return contextlib.nullcontext() if self.weight_average is None else self.weight_average.applied()
+
   def evaluate(self, dataset):
     """`(mean bits/dim, number of examples)` over one pass of a distributed `dataset`, in inference mode; the
     marginal bits/dim for a class-conditional trainer."""
@@ -257,9 +277,10 @@ class Trainer:
     if spec not in self._eval_functions:
       self._eval_functions[spec] = tf.function(self._eval_sums, input_signature=[spec])
     totals = {}
-    for batch in dataset:
-      for name, value in self._eval_functions[spec](batch).items():
-        totals[name] = totals.get(name, 0.0) + float(value)
+    with self.evaluation_weights():
+      for batch in dataset:
+        for name, value in self._eval_functions[spec](batch).items():
+          totals[name] = totals.get(name, 0.0) + float(value)
     count = totals.pop("num_examples", 0.0)
     if not count:
       raise ValueError("The evaluation dataset is empty.")
@@ -286,7 +307,8 @@ class Trainer:
         functools.partial(self._samples, num_samples if self.num_classes is None else columns),
         input_signature=[tf.TensorSpec([], tf.float32)],
       )
-    images = self._sample_functions[num_samples](tf.constant(temperature, tf.float32))
+    with self.evaluation_weights():
+      images = self._sample_functions[num_samples](tf.constant(temperature, tf.float32))
     return reporting.image_grid(images.numpy(), self.flow.num_bits, columns=columns)
 
   def _samples(self, num_samples, temperature):
@@ -309,9 +331,9 @@ def build_trainer(config, strategy=None, spec=None):
   """The `Trainer` of `config` under `strategy` (default: the current one) for the dataset `spec`.
 
   Its flow is `flow_builder.build_flow(config, spec)`, its optimizer the paper's Adam
-  (`optimization.adam`) with `config`'s learning-rate schedule and clipping; `l2_coefficient` and
-  `jit_compile` are `config`'s. With `config.condition == "label"` it is class-conditional, with the
-  `label_counts` of `spec.train_split`.
+  (`optimization.adam`) with `config`'s learning-rate schedule and clipping; `l2_coefficient`,
+  `jit_compile` and `ema_decay` are `config`'s. With `config.condition == "label"` it is class-conditional,
+  with the `label_counts` of `spec.train_split`.
 
   Raises:
     ConfigError: `config` cannot build a flow for its dataset.
@@ -328,6 +350,7 @@ def build_trainer(config, strategy=None, spec=None):
     l2_coefficient=config.l2_coefficient,
     label_counts=_train_label_counts(config, spec),
     jit_compile=config.jit_compile,
+    ema_decay=config.ema_decay,
   )
 
 
@@ -418,6 +441,8 @@ def train_and_evaluate(config, workdir, allow_config_change=()):
     finally:
       if scratch_dir:
         shutil.rmtree(scratch_dir, ignore_errors=True)
+  if trainer.weight_average is not None:  # the checkpoints keep the training weights
+    trainer.weight_average.assign_to_weights()
   return TrainResult(flow=trainer.flow, step=metrics["step"], metrics=metrics)
 
 
