@@ -46,6 +46,15 @@ def perturb_running_averages(flow, seed=1):
       variable.assign(tf.exp(generator.normal(variable.shape, stddev=0.3)))
 
 
+class ParameterPropertiesTest(tf.test.TestCase):
+  def test_both_kinds_answer_parameter_properties_without_tfp_warnings(self):
+    # TFP logs a warning (Python logging, root logger) when a subclass with its own `__init__` inherits `_parameter_properties`.
+    for flow in (small_image_flow(), RealNVP(event_shape=(2,), num_couplings=2, hidden_units=(8,))):
+      with self.subTest(type(flow).__name__), self.assertNoLogs(level="WARNING"):
+        self.assertEqual(flow.parameter_properties(), {})
+        self.assertEqual(flow.copy().batch_shape, [])
+
+
 class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
   def test_is_a_tfp_distribution_with_the_event_shape(self):
     flow = small_image_flow()

@@ -537,6 +537,12 @@ class ImageRealNVP(RealNVP):
         data_to_latent, event_shape, conditional_event_shape, dtype, validate_args, parameters, name
       )
 
+  # Repeated in each subclass on purpose: TFP logs a warning at every `parameter_properties` call (batch shapes,
+  # `copy`, slicing) of a subclass that defines `__init__` but inherits this method.
+  @classmethod
+  def _parameter_properties(cls, dtype, num_classes=None):
+    return {}
+
   @property
   def num_bits(self):
     """Bits per pixel: data lie in `[0, 2**num_bits)`."""
@@ -655,6 +661,12 @@ class VectorRealNVP(RealNVP):
       super().__init__(
         data_to_latent, event_shape, conditional_event_shape, dtype, validate_args, parameters, name
       )
+
+  # Repeated in each subclass on purpose: TFP logs a warning at every `parameter_properties` call (batch shapes,
+  # `copy`, slicing) of a subclass that defines `__init__` but inherits this method.
+  @classmethod
+  def _parameter_properties(cls, dtype, num_classes=None):
+    return {}
 
   def _in_support(self, x):
     return tf.math.is_finite(x)
