@@ -126,6 +126,7 @@ class CheckConfigTest(tf.test.TestCase, parameterized.TestCase):
         "model_overrides",
         "compute_dtype",
         "condition",
+        "dequantization",
       },
     )
     self.assertEqual(

@@ -15,6 +15,7 @@ __all__ = ["FIXED", "FREE", "WITH_FLAG", "ConfigError", "TrainConfig", "from_jso
 
 COMPUTE_DTYPES = (None, "float32", "bfloat16", "float16")
 CONDITIONS = (None, "label")
+DEQUANTIZATIONS = ("uniform", "variational")
 
 # How a field may differ from the config a workdir's run started with (`field.metadata["on_resume"]`, checked by
 # `workdirs.check_config`): the model and the data never; the optimization only when named in
@@ -23,7 +24,13 @@ FIXED, WITH_FLAG, FREE = "fixed", "with_flag", "free"
 
 # Fields added after `config.json` was first written, with the value older runs had: a config.json without them
 # still loads. Every other field must be in the file.
-_ADDED_FIELDS = {"train_split": None, "eval_split": None, "condition": None}
+_ADDED_FIELDS = {
+  "train_split": None,
+  "eval_split": None,
+  "condition": None,
+  "dequantization": "uniform",
+  "num_importance_samples": 1,
+}
 
 
 class ConfigError(ValueError):
@@ -73,6 +80,12 @@ class TrainConfig:
   model_overrides: dict[str, object] = _field(
     {}, "Keyword arguments that override the preset's (the digits preset has its measured dropout, 0.4)."
   )
+  dequantization: str = _field(
+    "uniform",
+    "`uniform` noise, or `variational`: a learned `q(u | v)` trained jointly, for the tighter bound "
+    "(dequantization.VariationalDequantizer).",
+    choices=DEQUANTIZATIONS,
+  )
 
   # Speed (see bench/README.md).
   compute_dtype: str | None = _field(
@@ -121,6 +134,11 @@ class TrainConfig:
     (1.0, 0.7), "Prior temperatures of the sample grids.", on_resume=FREE
   )
   seed: int = _field(0, "Seed of the input pipeline.", on_resume=WITH_FLAG)
+  num_importance_samples: int = _field(
+    100,
+    "Draws K of the importance-weighted test bits/dim reported beside K = 1 (1: K = 1 only).",
+    on_resume=FREE,
+  )
 
   def validate(self):
     """Raises `ConfigError` for a value no run can use (dataset and preset names are checked
@@ -134,6 +152,7 @@ class TrainConfig:
       "num_samples",
       "num_cpu_devices",
       "max_consecutive_non_finite",
+      "num_importance_samples",
     ):
       _check(
         isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
