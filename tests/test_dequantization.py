@@ -28,7 +28,7 @@ def noise(shape, seed):
   return tf.random.stateless_uniform(shape, seed=[seed, 1])
 
 
-def perturbed_dequantizer(event_shape=(2, 2, 1), stddev=0.3, seed=0, dtype=tf.float32, num_couplings=4):
+def perturbed_dequantizer(event_shape=(2, 2, 1), stddev=0.1, seed=0, dtype=tf.float32, num_couplings=4):
   dequantizer = dequantization.VariationalDequantizer(
     event_shape, num_bits=4, num_couplings=num_couplings, hidden_units=(16,), dtype=dtype
   )
@@ -67,11 +67,13 @@ class VariationalDequantizerTest(tf.test.TestCase, BijectorChecks):
     v = levels([5, 2, 2, 1], seed=1)
     u, log_q = self.dequantizer.offsets_and_log_prob(v, tf.reshape(self.noise, [5, 2, 2, 1]))
     self.assertAllClose(log_q, self.dequantizer.log_prob(u, v), atol=1e-4)
-    self.assertGreater(float(tf.reduce_max(tf.abs(log_q))), 0.5)  # not the uniform q
+    self.assertGreater(float(tf.reduce_max(tf.abs(log_q))), 0.2)  # not the uniform q
 
   def test_q_integrates_to_one_on_the_unit_square_for_each_of_three_two_pixel_images(self):
     # Two couplings: each pixel is scaled once, by at most `exp(tanh_scale)`, so the logit-space tails are light.
-    dequantizer = perturbed_dequantizer(event_shape=(1, 2, 1), seed=3, dtype=tf.float64, num_couplings=2)
+    dequantizer = perturbed_dequantizer(
+      event_shape=(1, 2, 1), stddev=0.3, seed=3, dtype=tf.float64, num_couplings=2
+    )
     # `u = sigmoid(t)` on a midpoint grid of `t`: `int q(u) du = int q(sigmoid(t)) sigmoid'(t) dt`, with the
     # tails beyond |t| = 30 holding (far) less than the tolerance.
     num_points, limit = 600, 30.0
@@ -185,7 +187,7 @@ class ImportanceWeightedBoundTest(tf.test.TestCase, parameterized.TestCase):
     cdf = tfd.Logistic(MEAN, 0.7).cdf
     flat = tf.reshape(v, [2, 4])
     exact = -tf.reduce_sum(tf.math.log(cdf(flat + 1.0) - cdf(flat)), -1).numpy() / (4 * math.log(2.0))
-    for dequantizer in (dequantization.UniformDequantizer((2, 2, 1)), perturbed_dequantizer(stddev=0.1)):
+    for dequantizer in (dequantization.UniformDequantizer((2, 2, 1)), perturbed_dequantizer()):
       means = []
       # Nested draws (the first `k` of 64), so the figures for different `k` differ by less noise.
       all_noises = tf.random.stateless_uniform([200, 64, 2, 2, 2, 1], seed=[3, 0])

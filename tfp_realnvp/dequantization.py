@@ -200,7 +200,7 @@ class VariationalDequantizer(_Dequantizer):
     levels = self._check_levels(levels)
     noise = tf.convert_to_tensor(noise, self.dtype)
     eps = 2.0**-24
-    flat_noise = self._flatten(tf.clip_by_value(noise, eps, 1.0 - eps))
+    flat_noise = self._flat_events(tf.clip_by_value(noise, eps, 1.0 - eps))
     kwargs = {"training": training, "conditional_input": self.context(levels)}
     flat_offsets = self.noise_to_offsets.forward(flat_noise, **kwargs)
     log_det = self.noise_to_offsets.forward_log_det_jacobian(flat_noise, event_ndims=1, **kwargs)
@@ -211,13 +211,13 @@ class VariationalDequantizer(_Dequantizer):
     offsets = self._check_levels(offsets, "offsets")
     levels = self._check_levels(levels)
     return self.noise_to_offsets.inverse_log_det_jacobian(
-      self._flatten(tf.cast(offsets, self.dtype)),
+      self._flat_events(tf.cast(offsets, self.dtype)),
       event_ndims=1,
       training=False,
       conditional_input=self.context(levels),
     )
 
-  def _flatten(self, x):
+  def _flat_events(self, x):
     rank = len(self.event_shape)
     return tf.reshape(x, tf.concat([tf.shape(x)[: tf.rank(x) - rank], [self.num_dims]], 0))
 

@@ -41,6 +41,7 @@ from tfp_realnvp import (
 from tfp_realnvp.configs import ConfigError
 
 __all__ = [
+  "IMPORTANCE_SEED",
   "NonFiniteLossError",
   "SAMPLE_SEED",
   "TrainResult",
@@ -321,11 +322,12 @@ class Trainer:
     return {**{name: total / count for name, total in totals.items()}, "num_examples": int(count)}
 
   def variables_are_finite(self):
-    """Whether every variable of the flow (weights and running averages) is finite on this worker."""
+    """Whether every variable of the flow (weights and running averages) and the dequantizer is finite on this
+    worker."""
     # Local copies: reading a running average across replicas would be a collective per variable.
     return all(
       bool(tf.reduce_all(tf.math.is_finite(copy)))
-      for variable in self.flow.variables
+      for variable in (*self.flow.variables, *self.dequantizer.variables)
       for copy in self.strategy.experimental_local_results(variable)
     )
 
