@@ -307,7 +307,7 @@ class VariationalMirroredTest(tf.test.TestCase):
     report = run_program(
       "variational_mirrored", os.path.join(self.get_temp_dir(), "variational_mirrored.json")
     )
-    for kind in ("unconditional", "conditional"):
+    for kind in ("conditional",):
       result = report[kind]
       self.assertEqual(result["replicas"], [1, 2])
       self.assertEqual(result["checkpointed"], [True, True])
