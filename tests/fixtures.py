@@ -19,7 +19,7 @@ TINY_MODEL = {"num_scales": 1, "num_blocks": 1, "num_filters": 8, "dropout": 0.0
 
 def tiny_config(**changes):
   """The digits config with `TINY_MODEL`, batch 16, 6 steps, a log line every 2 steps, a checkpoint every 3
-  and an evaluation every 4, with `changes` applied."""
+  and an evaluation every 4, 2 importance-weighted draws at the end, with `changes` applied."""
   values = dict(
     batch_size=16,
     num_train_steps=6,
@@ -28,6 +28,7 @@ def tiny_config(**changes):
     checkpoint_every_steps=3,
     eval_every_steps=4,
     num_samples=4,
+    num_importance_samples=2,
     model_overrides=TINY_MODEL,
   )
   return dataclasses.replace(configs.get_config(), **{**values, **changes})

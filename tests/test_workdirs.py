@@ -128,6 +128,7 @@ class CheckConfigTest(tf.test.TestCase, parameterized.TestCase):
         "condition",
         "logit_alpha",
         "ema_decay",
+        "dequantization",
       },
     )
     self.assertEqual(

@@ -15,6 +15,7 @@ __all__ = ["FIXED", "FREE", "WITH_FLAG", "ConfigError", "TrainConfig", "from_jso
 
 COMPUTE_DTYPES = (None, "float32", "bfloat16", "float16")
 CONDITIONS = (None, "label")
+DEQUANTIZATIONS = ("uniform", "variational")
 
 # How a field may differ from the config a workdir's run started with (`field.metadata["on_resume"]`, checked by
 # `workdirs.check_config`): the model and the data never; the optimization only when named in
@@ -29,6 +30,8 @@ _ADDED_FIELDS = {
   "condition": None,
   "logit_alpha": 0.05,
   "ema_decay": 0.0,
+  "dequantization": "uniform",
+  "num_importance_samples": 1,
 }
 
 
@@ -83,6 +86,12 @@ class TrainConfig:
     None,
     "The logit preprocessing's alpha (None: the preset's): 0 puts all mass on the pixel box (the digits "
     "preset's), the paper's 0.05 (the other presets') some outside it.",
+  )
+  dequantization: str = _field(
+    "uniform",
+    "`uniform` noise, or `variational`: a learned `q(u | v)` trained jointly, for the tighter bound "
+    "(dequantization.VariationalDequantizer).",
+    choices=DEQUANTIZATIONS,
   )
 
   # Speed (see bench/README.md).
@@ -140,6 +149,11 @@ class TrainConfig:
     (1.0, 0.7), "Prior temperatures of the sample grids.", on_resume=FREE
   )
   seed: int = _field(0, "Seed of the input pipeline.", on_resume=WITH_FLAG)
+  num_importance_samples: int = _field(
+    100,
+    "Draws K of the importance-weighted test bits/dim reported beside K = 1 (1: K = 1 only).",
+    on_resume=FREE,
+  )
 
   def validate(self):
     """Raises `ConfigError` for a value no run can use (dataset and preset names are checked
@@ -153,6 +167,7 @@ class TrainConfig:
       "num_samples",
       "num_cpu_devices",
       "max_consecutive_non_finite",
+      "num_importance_samples",
     ):
       _check(
         isinstance(getattr(self, name), int) and getattr(self, name) >= 1,

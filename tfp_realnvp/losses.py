@@ -11,7 +11,7 @@ import typing
 
 import tensorflow as tf
 
-from tfp_realnvp import optimization
+from tfp_realnvp import dequantization, optimization
 
 __all__ = ["BitsPerDimLoss", "bits_per_dim_loss"]
 
@@ -24,19 +24,32 @@ class BitsPerDimLoss(typing.NamedTuple):
   bits_per_dim: tf.Tensor
 
 
-def bits_per_dim_loss(flow, images, l2_coefficient, global_batch_size=None, conditional_input=None):
+def bits_per_dim_loss(
+  flow, images, l2_coefficient, global_batch_size=None, conditional_input=None, dequantizer=None
+):
   """`sum(bits_per_dim) / global_batch_size + l2_coefficient * sum_v ||v||^2 / num_replicas`, in training mode.
 
   `bits_per_dim = flow.bits_per_dim(images, training=True, conditional_input=conditional_input)` (batch
   statistics, dropout; `conditional_input` the context of a conditional flow, None for none) and `v` ranges over
-  `flow.regularized_variables` (`optimization.l2_penalty`). In a replica of a `tf.distribute` strategy both
+  `flow.regularized_variables` (`optimization.l2_penalty`). With a `dequantizer` (`dequantization`), the
+  data term is the variational bound `-(log p(v + u) - log q(u | v)) / (D ln 2)` of
+  `dequantization.variational_bits_per_dim`, `u` the dequantizer's offsets for the images' own noise, and `v`
+  also ranges over `dequantizer.regularized_variables`: `flow` and `dequantizer` train jointly (with
+  `UniformDequantizer` it is the loss without one). In a replica of a `tf.distribute` strategy both
   terms are this replica's share (`tf.nn.compute_average_loss`, `tf.nn.scale_regularization_loss`): the
   replicas' shares add up to the loss one device computes on the global batch, and the optimizer sums their
   gradients, so N replicas take the step one device takes. `global_batch_size` defaults to the size of
   `images` times the number of replicas.
   """
-  bits_per_dim = flow.bits_per_dim(images, training=True, conditional_input=conditional_input)
+  if dequantizer is None:
+    bits_per_dim = flow.bits_per_dim(images, training=True, conditional_input=conditional_input)
+    regularized = flow.regularized_variables
+  else:
+    bits_per_dim = dequantization.variational_bits_per_dim(
+      flow, dequantizer, images, training=True, conditional_input=conditional_input
+    )
+    regularized = (*flow.regularized_variables, *dequantizer.regularized_variables)
   mean_bits_per_dim = tf.nn.compute_average_loss(bits_per_dim, global_batch_size=global_batch_size)
-  penalty = optimization.l2_penalty(flow.regularized_variables, l2_coefficient)
+  penalty = optimization.l2_penalty(regularized, l2_coefficient)
   total = mean_bits_per_dim + tf.nn.scale_regularization_loss(penalty)
   return BitsPerDimLoss(total=total, mean_bits_per_dim=mean_bits_per_dim, bits_per_dim=bits_per_dim)

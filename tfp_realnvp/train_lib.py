@@ -32,6 +32,7 @@ from tfp_realnvp import (
   configs,
   cpu_features,
   data,
+  dequantization,
   flow_builder,
   losses,
   optimization,
@@ -43,6 +44,7 @@ from tfp_realnvp import (
 from tfp_realnvp.configs import ConfigError
 
 __all__ = [
+  "IMPORTANCE_SEED",
   "NonFiniteLossError",
   "SAMPLE_SEED",
   "TrainResult",
@@ -52,6 +54,8 @@ __all__ = [
 ]
 
 SAMPLE_SEED = (2016, 5)  # every sample grid of every run uses this stateless seed
+# The rotations of every importance-weighted evaluation (`dequantization.rotated_noise`).
+IMPORTANCE_SEED = (2019, 2)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -86,6 +90,13 @@ class Trainer:
   `-log2 sum_y p(x | y) p(y) / D` with `p(y) = label_counts / sum(label_counts)` (see `evaluate_metrics`), and
   sample grids have one row per class.
 
+  `dequantization` (`'uniform'` or `'variational'`, see `dequantization.make_dequantizer`) is the dequantizer
+  `q(u | v)` of the discrete images `v = floor(x)` of the batches, built in the scope beside the flow
+  (`trainer.dequantizer`). The loss's data term is then the bound `-(log p(v + u) - log q(u | v)) / (D ln 2)`,
+  `u` the dequantizer's offsets for the batch's own noise `x - v` (`losses.bits_per_dim_loss`); a variational
+  dequantizer trains jointly with the flow (its variables in the optimizer and the checkpoint, as
+  `dequantizer`). With `'uniform'` everything is as without a dequantizer, checkpoints included.
+
   `loss_scale`: an `optimization.DynamicLossScale`, None, or `'auto'` (the default: dynamic loss scaling when
   the flow's conditioners compute in float16, none otherwise). `jit_compile=True` compiles the train step with
   XLA (slower on CPUs, see `bench/README.md`).
@@ -108,6 +119,7 @@ class Trainer:
     loss_scale="auto",
     jit_compile=False,
     ema_decay=0.0,
+    dequantization="uniform",
   ):
     self.strategy = strategy
     self.global_batch_size = global_batch_size
@@ -117,8 +129,9 @@ class Trainer:
     # Variables and optimizer slots created in the scope are mirrored across replicas (and workers).
     with strategy.scope():
       self.flow = make_flow()
+      self.dequantizer = _make_dequantizer(dequantization, self.flow)
       self.optimizer = make_optimizer()
-      self.optimizer.build(self.flow.trainable_variables)
+      self.optimizer.build(self.trainable_variables)
       self.step = tf.Variable(
         0, dtype=tf.int64, trainable=False, name="step", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA
       )
@@ -135,6 +148,8 @@ class Trainer:
       optional = {} if loss_scale is None else {"loss_scale": loss_scale}
       if self.weight_average is not None:
         optional["weight_average"] = self.weight_average
+      if self.dequantizer.variables:  # a uniform dequantizer has none: checkpoints stay as they were
+        optional["dequantizer"] = self.dequantizer
       self.checkpoint = tf.train.Checkpoint(
         flow=self.flow, optimizer=self.optimizer, step=self.step, **optional
       )
@@ -143,10 +158,17 @@ class Trainer:
         f"`label_counts` gives {self.num_classes} classes, so the flow must have "
         f"`conditional_event_shape=({self.num_classes},)`; it has {self.flow.conditional_event_shape}."
       )
-    self._running_averages = [variable for variable in self.flow.variables if not variable.trainable]
+    self._running_averages = [
+      variable for variable in (*self.flow.variables, *self.dequantizer.variables) if not variable.trainable
+    ]
     self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
-    self._eval_functions = {}  # by dataset element spec: one trace serves full and partial batches
+    self._eval_functions = {}  # by dataset element spec and draws: one trace serves full and partial batches
     self._sample_functions = {}  # by number of samples
+
+  @property
+  def trainable_variables(self):
+    """What the optimizer trains: the flow's trainable variables, then the dequantizer's."""
+    return (*self.flow.trainable_variables, *self.dequantizer.trainable_variables)
 
   def _train_step(self, batch):
     # The forward pass moves the batch-norm running averages; a skipped step puts them back. Every replica
@@ -184,11 +206,16 @@ class Trainer:
     return images, tf.one_hot(labels, self.num_classes, dtype=self.flow.dtype)
 
   def _replica_gradients(self, batch):
-    variables = self.flow.trainable_variables
+    variables = self.trainable_variables
     images, context = self._images_and_context(batch)
     with tf.GradientTape() as tape:
       loss_terms = losses.bits_per_dim_loss(
-        self.flow, images, self.l2_coefficient, self.global_batch_size, conditional_input=context
+        self.flow,
+        images,
+        self.l2_coefficient,
+        self.global_batch_size,
+        conditional_input=context,
+        dequantizer=self.dequantizer,
       )
       data_loss, loss = loss_terms.mean_bits_per_dim, loss_terms.total
       # Dynamic loss scaling: `d(scale * loss) / scale`, so float16 gradients stay above underflow.
@@ -220,28 +247,46 @@ class Trainer:
     return int(self.step.numpy())
 
   def _replica_apply(self, gradients):
-    self.optimizer.apply_gradients(zip(gradients, self.flow.trainable_variables))
+    self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
 
-  def _eval_sums(self, batch):
+  def _eval_sums(self, num_samples, batch):
     replica_sums = self._replica_sums if self.num_classes is None else self._replica_class_sums
-    sums = self.strategy.run(replica_sums, args=(batch,))
+    sums = self.strategy.run(replica_sums, args=(batch, num_samples))
     return {
       name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for name, value in sums.items()
     }
 
-  def _replica_sums(self, images):
-    bits_per_dim = tf.cast(self.flow.bits_per_dim(images, training=False), tf.float64)
+  def _discrete_log_likelihoods(self, images, log_prob_fn, num_samples):
+    """The bound on `log P(v)`, `v = floor(images)`, float64: from the images' own noise `images - v` alone
+    (`num_samples == 1`), or importance-weighted over it and `num_samples - 1` rotations of it."""
+    levels = tf.floor(images)
+    noise = images - levels
+    if num_samples == 1:
+      return tf.cast(dequantization.log_weights(log_prob_fn, self.dequantizer, levels, noise), tf.float64)
+    noises = dequantization.rotated_noise(noise, num_samples, tf.constant(IMPORTANCE_SEED, tf.int32))
+    return dequantization.importance_weighted_log_prob(log_prob_fn, self.dequantizer, levels, noises)
+
+  def _replica_sums(self, images, num_samples):
+    if num_samples == 1:  # with the uniform dequantizer exactly `flow.bits_per_dim(images)`
+      bits_per_dim = tf.cast(
+        dequantization.variational_bits_per_dim(self.flow, self.dequantizer, images), tf.float64
+      )
+    else:
+      log_likelihoods = self._discrete_log_likelihoods(images, self.flow.log_prob, num_samples)
+      bits_per_dim = -log_likelihoods / (self.flow.num_dims * np.log(2.0))
     return {
       "bits_per_dim": tf.reduce_sum(bits_per_dim),
       "num_examples": tf.cast(tf.size(bits_per_dim), tf.float64),
     }
 
-  def _replica_class_sums(self, batch):
+  def _replica_class_sums(self, batch, num_samples):
     images, labels = batch
     # `log p(x | y)` for every class `y`, `[batch, num_classes]`, then `log p(x, y)` with the training prior.
     zero_prior = tf.zeros([self.num_classes], self.flow.dtype)
-    log_likelihoods = tf.cast(
-      classifier.joint_log_probs(self.flow, images, self.num_classes, zero_prior), tf.float64
+    log_likelihoods = self._discrete_log_likelihoods(
+      images,
+      lambda x: classifier.joint_log_probs(self.flow, x, self.num_classes, zero_prior),
+      num_samples,
     )
     joint = log_likelihoods + self.label_log_prior
     to_bits_per_dim = -1.0 / (self.flow.num_dims * np.log(2.0))
@@ -265,21 +310,32 @@ class Trainer:
     metrics = self.evaluate_metrics(dataset)
     return metrics["bits_per_dim"], metrics["num_examples"]
 
-  def evaluate_metrics(self, dataset):
+  def evaluate_metrics(self, dataset, num_importance_samples=1):
     """`{"bits_per_dim", "num_examples"}` over one pass of a distributed `dataset`, in inference mode.
+
+    `bits_per_dim` bounds `-log2 P(v) / D` for the discrete images `v = floor(x)` of the batches `x`: with
+    `num_importance_samples=1` it is `-(log p(x') - log q(u | v)) / (D ln 2)` for the dequantizer's offsets `u`
+    for the batch's own noise `x - v` and `x' = v + u` (with the uniform dequantizer: `flow.bits_per_dim(x)`);
+    with `K > 1` the importance-weighted `-log2 (1/K) sum_k p(v + u_k) / q(u_k | v) / D` over that noise and
+    `K - 1` rotations of it (`dequantization.rotated_noise` with `IMPORTANCE_SEED`: an image's draws do not
+    depend on its batch or replica), and every figure below uses the same `K` draws.
 
     A class-conditional trainer's `dataset` yields `(images, labels)`; `bits_per_dim` is then the marginal
     `-log2(sum_y p(x | y) p(y)) / D`, and the dict adds `conditional_bits_per_dim` (`-log2 p(x | label) / D`)
     and `accuracy`, the fraction whose label is the argmax of `p(y | x)` (`classifier.class_log_probs` with the
     same prior). Every figure is a sum over examples (all replicas and workers) divided by their number.
     """
+    num_samples = _positive_int("num_importance_samples", num_importance_samples)
     spec = dataset.element_spec
-    if spec not in self._eval_functions:
-      self._eval_functions[spec] = tf.function(self._eval_sums, input_signature=[spec])
+    key = (spec, num_samples)
+    if key not in self._eval_functions:
+      self._eval_functions[key] = tf.function(
+        functools.partial(self._eval_sums, num_samples), input_signature=[spec]
+      )
     totals = {}
     with self.evaluation_weights():
       for batch in dataset:
-        for name, value in self._eval_functions[spec](batch).items():
+        for name, value in self._eval_functions[key](batch).items():
           totals[name] = totals.get(name, 0.0) + float(value)
     count = totals.pop("num_examples", 0.0)
     if not count:
@@ -287,11 +343,12 @@ class Trainer:
     return {**{name: total / count for name, total in totals.items()}, "num_examples": int(count)}
 
   def variables_are_finite(self):
-    """Whether every variable of the flow (weights and running averages) is finite on this worker."""
+    """Whether every variable of the flow (weights and running averages) and the dequantizer is finite on this
+    worker."""
     # Local copies: reading a running average across replicas would be a collective per variable.
     return all(
       bool(tf.reduce_all(tf.math.is_finite(copy)))
-      for variable in self.flow.variables
+      for variable in (*self.flow.variables, *self.dequantizer.variables)
       for copy in self.strategy.experimental_local_results(variable)
     )
 
@@ -332,8 +389,8 @@ def build_trainer(config, strategy=None, spec=None):
 
   Its flow is `flow_builder.build_flow(config, spec)`, its optimizer the paper's Adam
   (`optimization.adam`) with `config`'s learning-rate schedule and clipping; `l2_coefficient`,
-  `jit_compile` and `ema_decay` are `config`'s. With `config.condition == "label"` it is class-conditional,
-  with the `label_counts` of `spec.train_split`.
+  `jit_compile`, `ema_decay` and `dequantization` are `config`'s. With `config.condition == "label"` it is
+  class-conditional, with the `label_counts` of `spec.train_split`.
 
   Raises:
     ConfigError: `config` cannot build a flow for its dataset.
@@ -351,6 +408,7 @@ def build_trainer(config, strategy=None, spec=None):
     label_counts=_train_label_counts(config, spec),
     jit_compile=config.jit_compile,
     ema_decay=config.ema_decay,
+    dequantization=config.dequantization,
   )
 
 
@@ -363,6 +421,19 @@ def _train_label_counts(config, spec):
     return data.label_counts(config.dataset, spec.train_split, data_dir=config.data_dir)
   except (ValueError, FileNotFoundError) as error:
     raise ConfigError(str(error)) from error
+
+
+def _make_dequantizer(dequantization_name, flow):
+  """The dequantizer `dequantization_name` names for `flow`'s images (a `ValueError` for an unknown name)."""
+  if not getattr(flow, "is_image", False):
+    raise ValueError(f"`dequantization` needs an image flow (`ImageRealNVP`); got {type(flow).__name__}.")
+  return dequantization.make_dequantizer(dequantization_name, flow.event_shape, flow.num_bits, flow.dtype)
+
+
+def _positive_int(name, value):
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    raise ValueError(f"`{name}` must be an integer >= 1; got {value!r}.")
+  return int(value)
 
 
 def _label_log_prior(label_counts):
@@ -478,6 +549,7 @@ def _evaluate_and_report(trainer, config, spec, eval_dataset, writers, reporter,
     "num_test_examples": num_examples,
     # A class-conditional run: `test_conditional_bits_per_dim` and `test_accuracy`.
     **{f"test_{name}": value for name, value in evaluation.items()},
+    **_importance_weighted_metrics(trainer, config, eval_dataset, reporter, writers, step),
   }
   grids = {
     temperature: trainer.sample_grid(temperature, config.num_samples)
@@ -498,6 +570,22 @@ def _evaluate_and_report(trainer, config, spec, eval_dataset, writers, reporter,
       file.write(reporting.sample_grids_png(titled, step=step, test_bits_per_dim=test_bits_per_dim))
     reporter.log("wrote", metrics=metrics_path, samples=samples_path)
   return metrics
+
+
+def _importance_weighted_metrics(trainer, config, eval_dataset, reporter, writers, step):
+  """`dequantization`, `num_importance_samples` and, for `K = config.num_importance_samples > 1`, the test
+  figures at `K` draws (`test_bits_per_dim_k{K}`, ...; see `Trainer.evaluate_metrics`): logged and summarized."""
+  num_samples = config.num_importance_samples
+  metrics = {"dequantization": config.dequantization, "num_importance_samples": num_samples}
+  if num_samples == 1:
+    return metrics
+  evaluation = trainer.evaluate_metrics(eval_dataset, num_samples)
+  evaluation.pop("num_examples")
+  reporter.log("test", step=step, draws=num_samples, **evaluation)
+  with writers.eval.as_default():
+    for name, value in evaluation.items():
+      reporting.summary_scalar(f"{name}_k{num_samples}", value, step)
+  return {**metrics, **{f"test_{name}_k{num_samples}": value for name, value in evaluation.items()}}
 
 
 def _train(trainer, config, spec, manager, writers, reporter, eval_dataset, start_step):
