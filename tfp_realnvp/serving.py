@@ -44,8 +44,8 @@ class ServingModule(tf.Module):
 
   Every function runs the flow with `training=False` (batch-norm running averages), so a row's outputs do
   not depend on the rest of its batch. `log_prob` is the flow's: a row holding NaN scores NaN, any other row
-  outside the support (an infinite value, or for pixel data a pixel outside the preprocessing's range,
-  `(-0.889, 16.889)` for 4 bits) scores `-inf`
+  outside the support (an infinite value, or for pixel data a pixel outside the preprocessing's range: the
+  pixel box `[0, 2**num_bits)` for `logit_alpha=0`, `[-0.889, 16.889)` for 4 bits with the paper's 0.05) scores `-inf`
   (`bits_per_dim` `+inf`). Inputs whose shape is not `[batch, *event_shape]` fail with
   `InvalidArgumentError`, also in the C++ loader, which does not check shapes against the signature.
   `sample` rejects a `num_samples` outside `[0, max_num_samples]` and a negative or non-finite `temperature`
