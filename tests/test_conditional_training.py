@@ -100,12 +100,13 @@ class ConditionalRunTest(tf.test.TestCase):
     # 20 samples for 10 classes: rows of 2 tiles of 8x8, 1-pixel separators.
     self.assertEqual(grid.shape, (NUM_CLASSES * 9 - 1, 2 * 9 - 1, 3))
     labels = np.repeat(np.arange(NUM_CLASSES), 2)
-    samples = trainer.flow.sample(
-      len(labels),
-      seed=tf.constant(train_lib.SAMPLE_SEED),
-      temperature=0.7,
-      conditional_input=tf.one_hot(labels, NUM_CLASSES),
-    )
+    with trainer.evaluation_weights():  # the grids are drawn with the averaged weights (`ema_decay`)
+      samples = trainer.flow.sample(
+        len(labels),
+        seed=tf.constant(train_lib.SAMPLE_SEED),
+        temperature=0.7,
+        conditional_input=tf.one_hot(labels, NUM_CLASSES),
+      )
     self.assertAllClose(grid, reporting.image_grid(samples.numpy(), 4, columns=2), atol=1e-6)
     # The rows differ: the context reaches the samples.
     self.assertNotAllClose(grid[:8], grid[9:17])

@@ -274,10 +274,11 @@ class VariationalTrainingTest(tf.test.TestCase):
     self.assertEqual(metrics, self.result.metrics)
     self.assertEqual((metrics["dequantization"], metrics["num_importance_samples"]), ("variational", 3))
     trainer = self.restored_trainer()
-    bits = [
-      dequantization.variational_bits_per_dim(trainer.flow, trainer.dequantizer, batch).numpy()
-      for batch in data.load("digits", "test", batch_size=100, training=False)
-    ]
+    with trainer.evaluation_weights():  # the metrics use the averaged weights (`ema_decay`)
+      bits = [
+        dequantization.variational_bits_per_dim(trainer.flow, trainer.dequantizer, batch).numpy()
+        for batch in data.load("digits", "test", batch_size=100, training=False)
+      ]
     self.assertAllClose(metrics["test_bits_per_dim"], np.concatenate(bits).mean(), rtol=1e-6)
     self.assertLess(metrics["test_bits_per_dim_k3"], metrics["test_bits_per_dim"])
     self.assertRegex("\n".join(self.lines), r"(?m)^test \| step: 6 \| draws: 3 \| bits_per_dim: \d+\.\d{4}$")
