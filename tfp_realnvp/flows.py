@@ -14,7 +14,7 @@ import tensorflow_probability as tfp
 # parts hold variables; RealNVP subclasses it for the same reason.
 from tensorflow_probability.python.distributions.transformed_distribution import _TransformedDistribution
 
-from tfp_realnvp import networks
+from tfp_realnvp import networks, shapes
 from tfp_realnvp.bijectors import AffineCoupling, BatchNorm, KeywordChain, LogitTransform, MultiScale
 
 __all__ = ["PRESETS", "ImageRealNVP", "RealNVP", "VectorRealNVP"]
@@ -264,7 +264,7 @@ class RealNVP(_TransformedDistribution):
         "(`data.dequantize`), or cast floats."
       )
     shape = x.shape
-    if not _may_end_with(shape, self._event_shape_tuple):
+    if not shapes.may_end_with(shape, self._event_shape_tuple):
       raise ValueError(
         f"`{arg_name}` must have shape `[..., {', '.join(map(str, self._event_shape_tuple))}]` "
         f"(batch dimensions, then the event shape); got shape {shape.as_list()}."
@@ -292,7 +292,7 @@ class RealNVP(_TransformedDistribution):
       )
     context = tf.convert_to_tensor(conditional_input, self.dtype)
     rank = len(expected)
-    if not _may_end_with(context.shape, expected):
+    if not shapes.may_end_with(context.shape, expected):
       raise ValueError(
         f"`conditional_input` must have shape `{shape_text}` (batch dimensions, then "
         f"`conditional_event_shape`); got shape {context.shape.as_list()}."
@@ -678,14 +678,6 @@ class VectorRealNVP(RealNVP):
     """Not defined: bits/dim needs pixel data (`ImageRealNVP`); raises `ValueError`."""
     del x, training, conditional_input
     raise ValueError("`bits_per_dim` is defined for image flows over pixel values; this is a vector flow.")
-
-
-def _may_end_with(shape, trailing):
-  """Whether a tensor of static `shape` can be `[..., *trailing]` (an unknown rank can)."""
-  rank = len(trailing)
-  return shape.rank is None or (
-    shape.rank >= rank and shape[shape.rank - rank :].is_compatible_with(trailing)
-  )
 
 
 def _broadcast_batch(tensor, batch, target_batch, target_batch_tensor, event_rank):

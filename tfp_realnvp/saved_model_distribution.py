@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from tfp_realnvp import shapes
 from tfp_realnvp.serving import SIGNATURE_NAMES
 
 tfd = tfp.distributions
@@ -167,9 +168,7 @@ class SavedModelDistribution(tfd.Distribution):
       )
     context = tf.convert_to_tensor(conditional_input, tf.float32)
     shape = context.shape
-    if shape.rank is not None and not (
-      shape.rank >= len(expected) and shape[shape.rank - len(expected) :].is_compatible_with(expected)
-    ):
+    if not shapes.may_end_with(shape, expected):
       raise ValueError(
         f"`conditional_input` must have shape `{shape_text}` (batch dimensions, then "
         f"`conditional_event_shape`); got shape {shape.as_list()}."
