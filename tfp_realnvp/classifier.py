@@ -18,9 +18,10 @@ labels = tf.argmax(log_probs, axis=-1)
 ```
 """
 
+import numpy as np
 import tensorflow as tf
 
-__all__ = ["class_log_probs", "joint_log_probs", "marginal_log_prob"]
+__all__ = ["class_log_probs", "joint_log_probs", "log_prior_of_counts", "marginal_log_prob"]
 
 
 def joint_log_probs(flow, x, num_classes, log_prior=None):
@@ -75,3 +76,19 @@ def marginal_log_prob(flow, x, num_classes, log_prior=None):
   Arguments as in `joint_log_probs`.
   """
   return tf.reduce_logsumexp(joint_log_probs(flow, x, num_classes, log_prior), axis=-1)
+
+
+def log_prior_of_counts(label_counts):
+  """`log p(y)`, float64 numpy `[num_classes]`, of the class frequencies `label_counts` (`-inf` for a class
+  counted 0 times), such as `data.label_counts` of a training split gives.
+
+  Raises:
+    ValueError: `label_counts` is not a non-empty vector of non-negative counts, not all 0.
+  """
+  counts = np.asarray(label_counts, np.float64)
+  if counts.ndim != 1 or not len(counts) or np.any(counts < 0) or not counts.sum():
+    raise ValueError(
+      f"`label_counts` must be non-negative class counts [num_classes], not all 0; got {label_counts!r}."
+    )
+  with np.errstate(divide="ignore"):
+    return np.log(counts / counts.sum())

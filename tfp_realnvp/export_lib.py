@@ -21,7 +21,7 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import checkpoints, configs, data, flow_builder
+from tfp_realnvp import checkpoints, classifier, configs, data, flow_builder
 from tfp_realnvp.serving import DEFAULT_MAX_NUM_SAMPLES, ServingModule
 
 __all__ = ["WorkdirExport", "export_saved_model", "export_workdir"]
@@ -212,6 +212,6 @@ def export_workdir(
 def _train_label_log_prior(config):
   """`log p(y)` of the label frequencies in `config`'s training split, float64 `[num_classes]`."""
   train_split = flow_builder.dataset_spec(config).train_split
-  counts = data.label_counts(config.dataset, train_split, data_dir=config.data_dir).astype(np.float64)
-  with np.errstate(divide="ignore"):  # a class the split lacks has `p(y) = 0`
-    return np.log(counts / counts.sum())
+  return classifier.log_prior_of_counts(
+    data.label_counts(config.dataset, train_split, data_dir=config.data_dir)
+  )

@@ -437,16 +437,10 @@ def _positive_int(name, value):
 
 
 def _label_log_prior(label_counts):
-  """`log p(y)` (float64 `[num_classes]`) of the class frequencies `label_counts`, or None for None."""
+  """`classifier.log_prior_of_counts(label_counts)` as a float64 constant, or None for None."""
   if label_counts is None:
     return None
-  counts = np.asarray(label_counts, np.float64)
-  if counts.ndim != 1 or not len(counts) or np.any(counts < 0) or not counts.sum():
-    raise ValueError(
-      f"`label_counts` must be non-negative class counts [num_classes], not all 0; got {label_counts!r}."
-    )
-  with np.errstate(divide="ignore"):
-    return tf.constant(np.log(counts / counts.sum()), tf.float64)
+  return tf.constant(classifier.log_prior_of_counts(label_counts), tf.float64)
 
 
 def train_and_evaluate(config, workdir, allow_config_change=()):
