@@ -62,9 +62,13 @@ class ConditionalRunTest(tf.test.TestCase):
     self.assertAllClose(
       metrics["test_conditional_bits_per_dim"], to_bits_per_dim * conditional.mean(), rtol=1e-5
     )
-    predictions = np.argmax(classifier.class_log_probs(flow, images, NUM_CLASSES, self.log_prior), axis=-1)
+    class_log_probs = classifier.class_log_probs(flow, images, NUM_CLASSES, self.log_prior).numpy()
+    predictions = np.argmax(class_log_probs, axis=-1)
     self.assertAllClose(metrics["test_accuracy"], np.mean(predictions == labels), atol=1e-12)
     self.assertBetween(metrics["test_accuracy"], 0.0, 1.0)
+    log_loss = -np.mean(class_log_probs[np.arange(len(labels)), labels])
+    self.assertAllClose(metrics["test_class_log_loss"], log_loss, rtol=1e-5)
+    self.assertGreater(metrics["test_class_log_loss"], 0.0)
 
   def test_marginal_and_conditional_bits_per_dim_are_consistent(self):
     metrics = self.result.metrics
@@ -82,7 +86,7 @@ class ConditionalRunTest(tf.test.TestCase):
     self.assertRegex(
       "\n".join(self.lines),
       r"(?m)^test \| step: 6 \| bits_per_dim: \d+\.\d{4} \| examples: 297 \| conditional_bits_per_dim: "
-      r"\d+\.\d{4} \| accuracy: \d\.\d{4}$",
+      r"\d+\.\d{4} \| accuracy: \d\.\d{4} \| class_log_loss: \d+\.\d{4}$",
     )
     with open(os.path.join(self.workdir, "metrics.json")) as file:
       self.assertEqual(json.load(file), self.result.metrics)
@@ -90,7 +94,9 @@ class ConditionalRunTest(tf.test.TestCase):
     for path in tf.io.gfile.glob(os.path.join(self.workdir, "tensorboard", "eval", "events.*")):
       for event in tf.compat.v1.train.summary_iterator(path):
         tags.update(value.tag for value in event.summary.value)
-    self.assertContainsSubset({"bits_per_dim", "conditional_bits_per_dim", "accuracy"}, tags)
+    self.assertContainsSubset(
+      {"bits_per_dim", "conditional_bits_per_dim", "accuracy", "class_log_loss"}, tags
+    )
 
   def test_sample_grids_have_one_row_per_class(self):
     self.assertTrue(os.path.exists(os.path.join(self.workdir, "samples.png")))
@@ -148,8 +154,12 @@ class ConditionalTrainerTest(tf.test.TestCase):
     self.assertGreater(abs(marginal - uniform), 1e-3)  # the prior matters here
     conditional = flow.bits_per_dim(images, conditional_input=tf.one_hot(labels, NUM_CLASSES)).numpy().mean()
     self.assertAllClose(metrics["conditional_bits_per_dim"], conditional, rtol=1e-5)
-    predictions = np.argmax(classifier.class_log_probs(flow, images, NUM_CLASSES, log_prior), axis=-1)
-    self.assertAllClose(metrics["accuracy"], np.mean(predictions == labels), atol=1e-12)
+    class_log_probs = classifier.class_log_probs(flow, images, NUM_CLASSES, log_prior).numpy()
+    self.assertAllClose(
+      metrics["accuracy"], np.mean(np.argmax(class_log_probs, axis=-1) == labels), atol=1e-12
+    )
+    log_loss = -np.mean(class_log_probs[np.arange(len(labels)), labels])
+    self.assertAllClose(metrics["class_log_loss"], log_loss, rtol=1e-5)
     self.assertEqual(trainer.evaluate(test), (metrics["bits_per_dim"], 40))
 
   def test_the_loss_takes_the_context(self):
@@ -185,7 +195,7 @@ class ConditionalMirroredTest(tf.test.TestCase):
     self.assertLess(report["weight_difference"], 1e-5)
     one, two = report["metrics"]
     self.assertEqual((one["num_examples"], two["num_examples"]), (45, 45))
-    for name in ("bits_per_dim", "conditional_bits_per_dim", "accuracy"):
+    for name in ("bits_per_dim", "conditional_bits_per_dim", "accuracy", "class_log_loss"):
       self.assertAllClose(one[name], two[name], rtol=1e-5, msg=name)
 
 

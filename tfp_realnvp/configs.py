@@ -148,7 +148,7 @@ class TrainConfig:
   sample_temperatures: tuple[float, ...] = _field(
     (1.0, 0.7), "Prior temperatures of the sample grids.", on_resume=FREE
   )
-  seed: int = _field(0, "Seed of the input pipeline.", on_resume=WITH_FLAG)
+  seed: int = _field(0, "Seed of the initial weights, dropout and the input pipeline.", on_resume=WITH_FLAG)
   num_importance_samples: int = _field(
     100,
     "Draws K of the importance-weighted test bits/dim reported beside K = 1 (1: K = 1 only).",

@@ -291,11 +291,14 @@ class Trainer:
     joint = log_likelihoods + self.label_log_prior
     to_bits_per_dim = -1.0 / (self.flow.num_dims * np.log(2.0))
     predictions = tf.argmax(joint, axis=-1, output_type=labels.dtype)
+    log_marginals = tf.reduce_logsumexp(joint, axis=-1)
     return {
-      "bits_per_dim": to_bits_per_dim * tf.reduce_sum(tf.reduce_logsumexp(joint, axis=-1)),
+      "bits_per_dim": to_bits_per_dim * tf.reduce_sum(log_marginals),
       "conditional_bits_per_dim": to_bits_per_dim
       * tf.reduce_sum(tf.gather(log_likelihoods, labels, batch_dims=1)),
       "accuracy": tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float64)),
+      # `-log p(label | x)`, nats: unlike the accuracy it still ranks models that classify every image right.
+      "class_log_loss": tf.reduce_sum(log_marginals - tf.gather(joint, labels, batch_dims=1)),
       "num_examples": tf.cast(tf.size(labels), tf.float64),
     }
 
@@ -321,9 +324,10 @@ class Trainer:
     depend on its batch or replica), and every figure below uses the same `K` draws.
 
     A class-conditional trainer's `dataset` yields `(images, labels)`; `bits_per_dim` is then the marginal
-    `-log2(sum_y p(x | y) p(y)) / D`, and the dict adds `conditional_bits_per_dim` (`-log2 p(x | label) / D`)
-    and `accuracy`, the fraction whose label is the argmax of `p(y | x)` (`classifier.class_log_probs` with the
-    same prior). Every figure is a sum over examples (all replicas and workers) divided by their number.
+    `-log2(sum_y p(x | y) p(y)) / D`, and the dict adds `conditional_bits_per_dim` (`-log2 p(x | label) / D`),
+    `accuracy`, the fraction whose label is the argmax of `p(y | x)` (`classifier.class_log_probs` with the
+    same prior), and `class_log_loss`, the mean `-log p(label | x)` in nats. Every figure is a sum over
+    examples (all replicas and workers) divided by their number.
     """
     num_samples = _positive_int("num_importance_samples", num_importance_samples)
     spec = dataset.element_spec
@@ -451,6 +455,8 @@ def train_and_evaluate(config, workdir, allow_config_change=()):
   the workdir's lock (`workdirs.lock`, the chief only) and checks `config` against the workdir's `config.json`
   (`workdirs.check_config`: the model and data never change, the fields named in `allow_config_change` and the
   loop and output settings may) and its checkpoint (`checkpoints.restore`: exactly the flow's variables).
+  `config.seed` seeds the input pipeline and, through `tf.random.set_seed` (process-wide), the initial weights
+  and dropout, so the same config on the same machine and strategy trains the same model.
 
   Raises:
     ConfigError: a setting that cannot work (unknown dataset, strategy or preset, a batch size that does not
@@ -471,6 +477,7 @@ def train_and_evaluate(config, workdir, allow_config_change=()):
   eval_dataset = strategy.distribute_datasets_from_function(
     functools.partial(_load, config, spec.eval_split, training=False, seed=config.seed)
   )
+  tf.random.set_seed(config.seed)
   trainer = build_trainer(config, strategy, spec)
   is_chief = _is_chief(strategy)
   reporter = reporting.Reporter(config.num_train_steps)
@@ -541,7 +548,7 @@ def _evaluate_and_report(trainer, config, spec, eval_dataset, writers, reporter,
     "step": step,
     "test_bits_per_dim": test_bits_per_dim,
     "num_test_examples": num_examples,
-    # A class-conditional run: `test_conditional_bits_per_dim` and `test_accuracy`.
+    # A class-conditional run: `test_conditional_bits_per_dim`, `test_accuracy` and `test_class_log_loss`.
     **{f"test_{name}": value for name, value in evaluation.items()},
     **_importance_weighted_metrics(trainer, config, eval_dataset, reporter, writers, step),
   }
