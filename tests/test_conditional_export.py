@@ -17,6 +17,7 @@ from tfp_realnvp import (
   classifier,
   configs,
   data,
+  dequantization,
   export_lib,
   flow_builder,
   saved_model_distribution,
@@ -29,6 +30,7 @@ NUM_CLASSES = 10  # the digits' labels
 # A training split other than the dataset's own: `classify` must take `p(y)` from the run's.
 TRAIN_SPLIT = "train[:1200]"
 assert_close_relative = export_testing.assert_close_relative
+DISCRETE = serving.DISCRETE_BITS_PER_DIM_SIGNATURE_NAME
 
 
 def one_hot(labels):
@@ -127,6 +129,14 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
     x = cls.inputs["labels"]["x"]
     cls.requests[("labels", "classify", "batch")] = {"x": x}
     cls.requests[("labels", "classify", "empty")] = {"x": x[:0]}
+    # The workdir's export bounds the discrete likelihood with the run's (uniform) dequantizer.
+    levels = np.floor(x)
+    cls.requests[("labels", DISCRETE, "k3")] = {
+      "levels": levels,
+      "num_samples": np.int32(3),
+      "seed": SAMPLE_INPUTS["seed"],
+      "conditional_input": cls.inputs["labels"]["c"],
+    }
     # The gRPC client's requests, as TF Serving would decode and feed them.
     cls.grpc_requests = {}
     if export_testing.HAS_SERVING_API:
@@ -166,6 +176,18 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
       "log_probs": class_log_probs,
       "label": np.argmax(class_log_probs, axis=-1),
       "log_prob": classifier.marginal_log_prob(flow, x, NUM_CLASSES, cls.log_prior).numpy(),
+    }
+    bits_per_dim = dequantization.importance_weighted_bits_per_dim(
+      flow,
+      dequantization.UniformDequantizer(flow.event_shape),
+      levels,
+      3,
+      tf.constant(SAMPLE_INPUTS["seed"]),
+      conditional_input=cls.inputs["labels"]["c"],
+    ).numpy()
+    cls.expected[("labels", DISCRETE, "k3")] = {
+      "bits_per_dim": bits_per_dim,
+      "log_prob": -bits_per_dim * flow.num_dims * np.log(2.0),
     }
 
     cls.gcc_output = gcc.communicate(timeout=600)[0]
@@ -223,7 +245,9 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
           self.assert_outputs_match(expected, actual)
     covered = {(model, signature) for model, signature, _ in self.expected}
     expected_signatures = {(m, s) for m in self.flows for s in serving.SIGNATURE_NAMES}
-    self.assertEqual(covered, expected_signatures | {("labels", serving.CLASSIFY_SIGNATURE_NAME)})
+    self.assertEqual(
+      covered, expected_signatures | {("labels", serving.CLASSIFY_SIGNATURE_NAME), ("labels", DISCRETE)}
+    )
 
   def test_classify_uses_the_training_splits_label_frequencies(self):
     # The dataset's own training split has other frequencies: the export must not have used them.
@@ -282,6 +306,15 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
             "label": ("int64", [-1]),
             "log_prob": ("float32", [-1]),
           },
+        )
+        expected[DISCRETE] = (
+          {
+            "levels": ("float32", event),
+            "num_samples": ("int32", []),
+            "seed": ("int32", [2]),
+            "conditional_input": context,
+          },
+          {"bits_per_dim": ("float32", [-1]), "log_prob": ("float32", [-1])},
         )
       self.assertEqual({name for name in definitions if not name.startswith("__")}, set(expected))
       for name, (inputs, outputs) in expected.items():
