@@ -37,6 +37,18 @@ def one_hot(labels):
   return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
 
 
+def moved_and_perturbed(flow):
+  """`flow`, a digits flow conditioned on one-hot labels, with its batch-norm averages moved and its couplings
+  perturbed (not the identity)."""
+  for seed in range(3):
+    labels = np.random.RandomState(seed).randint(NUM_CLASSES, size=16)
+    flow.log_prob(
+      export_testing.pixels([16, 8, 8, 1], 4, seed), training=True, conditional_input=one_hot(labels)
+    )
+  perturb(flow, stddev=0.1)
+  return flow
+
+
 def label_workdir(workdir):
   """A `condition=label` training workdir as train_lib leaves it, with a small non-trivial flow; returns it."""
   config = dataclasses.replace(
@@ -46,13 +58,7 @@ def label_workdir(workdir):
     ema_decay=0.0,  # the checkpoint below holds the flow alone, no weight average
     model_overrides={**export_testing.IMAGE_OVERRIDES, "num_scales": 1},
   )
-  flow = flow_builder.build_flow(config)
-  for seed in range(3):
-    labels = np.random.RandomState(seed).randint(NUM_CLASSES, size=16)
-    flow.log_prob(
-      export_testing.pixels([16, 8, 8, 1], 4, seed), training=True, conditional_input=one_hot(labels)
-    )
-  perturb(flow, stddev=0.1)
+  flow = moved_and_perturbed(flow_builder.build_flow(config))
   os.makedirs(workdir)
   with open(os.path.join(workdir, "config.json"), "w") as file:
     file.write(configs.to_json(config))

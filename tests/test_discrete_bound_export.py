@@ -14,6 +14,7 @@ import tensorflow as tf
 
 # As modules, so that pytest does not collect their test classes a second time here.
 from tests import test_checkpoint_compat as compat_testing
+from tests import test_conditional_export as conditional_export_testing
 from tests import test_export as export_testing
 from tests.bijector_testing import perturb
 from tests.fixtures import tiny_config
@@ -35,10 +36,11 @@ SIGNATURE = serving.DISCRETE_BITS_PER_DIM_SIGNATURE_NAME
 MAX_NUM_SAMPLES = export_testing.MAX_NUM_SAMPLES  # the most draws `K` a request may ask for
 SEED = np.array([3, 4], np.int32)
 OTHER_SEED = np.array([3, 5], np.int32)
-NUM_CLASSES = 10
+NUM_CLASSES = conditional_export_testing.NUM_CLASSES
 EVENT_SHAPE = (8, 8, 1)
 NUM_DIMS = math.prod(EVENT_SHAPE)
 assert_close_relative = export_testing.assert_close_relative
+one_hot = conditional_export_testing.one_hot
 
 
 def pixel_levels(num_rows, seed):
@@ -48,22 +50,13 @@ def pixel_levels(num_rows, seed):
   return levels
 
 
-def one_hot(labels):
-  return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
-
-
 def conditional_image_flow():
   """The digits preset conditioned on one-hot labels, small, with moved batch-norm averages and perturbed."""
-  flow = RealNVP.from_preset(
-    "digits", **{**export_testing.IMAGE_OVERRIDES, "num_scales": 1}, conditional_event_shape=(NUM_CLASSES,)
-  )
-  for seed in range(3):
-    labels = np.random.RandomState(seed).randint(NUM_CLASSES, size=16)
-    flow.log_prob(
-      export_testing.pixels([16, *EVENT_SHAPE], 4, seed), training=True, conditional_input=one_hot(labels)
+  return conditional_export_testing.moved_and_perturbed(
+    RealNVP.from_preset(
+      "digits", **{**export_testing.IMAGE_OVERRIDES, "num_scales": 1}, conditional_event_shape=(NUM_CLASSES,)
     )
-  perturb(flow, stddev=0.1)
-  return flow
+  )
 
 
 def perturbed_dequantizer(seed):
