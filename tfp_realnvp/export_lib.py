@@ -206,9 +206,10 @@ def export_workdir(
   returns a `WorkdirExport`.
 
   The export has the `discrete_bits_per_dim` signature with the run's own dequantizer, a uniform one too:
-  with uniform `q` the importance-weighted bound is still the figure for discrete images that the run's
-  `metrics.json` reports (at `K = 1` the usual bits/dim of `levels + u`, tighter for larger `K`), while the
-  `log_prob` signature only scores dequantized values. A `condition="label"` run's export has the `classify`
+  with uniform `q` the importance-weighted bound is still the kind of figure for discrete images that the
+  run's `metrics.json` reports (at `K = 1` the usual bits/dim of `levels + u`, tighter for larger `K`; for a
+  conditional flow, of `P(levels | conditional_input)`), while the `log_prob` signature only scores
+  dequantized values. A `condition="label"` run's export has the `classify`
   signature, with the label frequencies of the run's training split as `p(y)`, as training used them
   (`data.label_counts`).
   """
