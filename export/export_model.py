@@ -10,9 +10,12 @@ from the workdir's latest checkpoint, or from `--checkpoint`. Serve it with
 Prints one line, `exported digits flow (844,673 parameters) from runs/digits/checkpoints/ckpt-2000 to
 exports/realnvp/3`; TensorFlow's start-up and INFO logging is hidden unless `TF_CPP_MIN_LOG_LEVEL` is set or
 `--verbosity` is given (`tfp_realnvp.quiet_startup`). `--max_num_samples` (default 4096) caps a `sample`
-request.
-A `--condition=label` run's export also has the `classify` signature (`log p(y | x)`, with the training
-split's label frequencies as `p(y)`), and every signature of a conditional flow takes `conditional_input`.
+request (and the draws `K` of a `discrete_bits_per_dim` request).
+Every export has the `discrete_bits_per_dim` signature: the importance-weighted bound on the discrete image's
+bits/dim with the run's dequantizer (`levels`, `num_samples` K, `seed`), beside `log_prob`, the continuous
+density of dequantized values. A `--condition=label` run's export also has the `classify` signature
+(`log p(y | x)`, with the training split's label frequencies as `p(y)`), and every signature of a conditional
+flow takes `conditional_input`.
 """
 
 import sys
@@ -35,7 +38,8 @@ flags.DEFINE_string("checkpoint", None, "A checkpoint prefix to export; default:
 flags.DEFINE_integer(
   "max_num_samples",
   serving.DEFAULT_MAX_NUM_SAMPLES,
-  "The most samples one request to the `sample` signature may ask for; larger requests are refused.",
+  "The most samples one request to the `sample` signature (or draws K to `discrete_bits_per_dim`) may ask "
+  "for; larger requests are refused.",
 )
 flags.mark_flags_as_required(["workdir", "export_base"])
 

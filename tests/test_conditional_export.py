@@ -17,6 +17,7 @@ from tfp_realnvp import (
   classifier,
   configs,
   data,
+  dequantization,
   export_lib,
   flow_builder,
   saved_model_distribution,
@@ -29,10 +30,23 @@ NUM_CLASSES = 10  # the digits' labels
 # A training split other than the dataset's own: `classify` must take `p(y)` from the run's.
 TRAIN_SPLIT = "train[:1200]"
 assert_close_relative = export_testing.assert_close_relative
+DISCRETE = serving.DISCRETE_BITS_PER_DIM_SIGNATURE_NAME
 
 
 def one_hot(labels):
   return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
+
+
+def moved_and_perturbed(flow):
+  """`flow`, a digits flow conditioned on one-hot labels, with its batch-norm averages moved and its couplings
+  perturbed (not the identity)."""
+  for seed in range(3):
+    labels = np.random.RandomState(seed).randint(NUM_CLASSES, size=16)
+    flow.log_prob(
+      export_testing.pixels([16, 8, 8, 1], 4, seed), training=True, conditional_input=one_hot(labels)
+    )
+  perturb(flow, stddev=0.1)
+  return flow
 
 
 def label_workdir(workdir):
@@ -44,13 +58,7 @@ def label_workdir(workdir):
     ema_decay=0.0,  # the checkpoint below holds the flow alone, no weight average
     model_overrides={**export_testing.IMAGE_OVERRIDES, "num_scales": 1},
   )
-  flow = flow_builder.build_flow(config)
-  for seed in range(3):
-    labels = np.random.RandomState(seed).randint(NUM_CLASSES, size=16)
-    flow.log_prob(
-      export_testing.pixels([16, 8, 8, 1], 4, seed), training=True, conditional_input=one_hot(labels)
-    )
-  perturb(flow, stddev=0.1)
+  flow = moved_and_perturbed(flow_builder.build_flow(config))
   os.makedirs(workdir)
   with open(os.path.join(workdir, "config.json"), "w") as file:
     file.write(configs.to_json(config))
@@ -127,6 +135,14 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
     x = cls.inputs["labels"]["x"]
     cls.requests[("labels", "classify", "batch")] = {"x": x}
     cls.requests[("labels", "classify", "empty")] = {"x": x[:0]}
+    # The workdir's export bounds the discrete likelihood with the run's (uniform) dequantizer.
+    levels = np.floor(x)
+    cls.requests[("labels", DISCRETE, "k3")] = {
+      "levels": levels,
+      "num_samples": np.int32(3),
+      "seed": SAMPLE_INPUTS["seed"],
+      "conditional_input": cls.inputs["labels"]["c"],
+    }
     # The gRPC client's requests, as TF Serving would decode and feed them.
     cls.grpc_requests = {}
     if export_testing.HAS_SERVING_API:
@@ -166,6 +182,18 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
       "log_probs": class_log_probs,
       "label": np.argmax(class_log_probs, axis=-1),
       "log_prob": classifier.marginal_log_prob(flow, x, NUM_CLASSES, cls.log_prior).numpy(),
+    }
+    bits_per_dim = dequantization.importance_weighted_bits_per_dim(
+      flow,
+      dequantization.UniformDequantizer(flow.event_shape),
+      levels,
+      3,
+      tf.constant(SAMPLE_INPUTS["seed"]),
+      conditional_input=cls.inputs["labels"]["c"],
+    ).numpy()
+    cls.expected[("labels", DISCRETE, "k3")] = {
+      "bits_per_dim": bits_per_dim,
+      "log_prob": -bits_per_dim * flow.num_dims * np.log(2.0),
     }
 
     cls.gcc_output = gcc.communicate(timeout=600)[0]
@@ -223,7 +251,9 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
           self.assert_outputs_match(expected, actual)
     covered = {(model, signature) for model, signature, _ in self.expected}
     expected_signatures = {(m, s) for m in self.flows for s in serving.SIGNATURE_NAMES}
-    self.assertEqual(covered, expected_signatures | {("labels", serving.CLASSIFY_SIGNATURE_NAME)})
+    self.assertEqual(
+      covered, expected_signatures | {("labels", serving.CLASSIFY_SIGNATURE_NAME), ("labels", DISCRETE)}
+    )
 
   def test_classify_uses_the_training_splits_label_frequencies(self):
     # The dataset's own training split has other frequencies: the export must not have used them.
@@ -282,6 +312,15 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
             "label": ("int64", [-1]),
             "log_prob": ("float32", [-1]),
           },
+        )
+        expected[DISCRETE] = (
+          {
+            "levels": ("float32", event),
+            "num_samples": ("int32", []),
+            "seed": ("int32", [2]),
+            "conditional_input": context,
+          },
+          {"bits_per_dim": ("float32", [-1]), "log_prob": ("float32", [-1])},
         )
       self.assertEqual({name for name in definitions if not name.startswith("__")}, set(expected))
       for name, (inputs, outputs) in expected.items():

@@ -2,27 +2,41 @@
 
 ```python
 flow, checkpoint = checkpoints.restore_flow("runs/digits")      # the latest checkpoint of the run
+flow, dequantizer, checkpoint = checkpoints.restore_run("runs/digits")  # with the run's dequantizer
 ```
 
 A training workdir (`train_lib.train_and_evaluate`) holds `config.json` (`config_path`) and the checkpoints
-of `tf.train.Checkpoint(flow=..., optimizer=..., step=...)` under `checkpoints/` (`checkpoint_dir`).
+of `tf.train.Checkpoint(flow=..., optimizer=..., step=...)` (with `weight_average` for a run with `ema_decay`
+and `dequantizer` for a variational one) under `checkpoints/` (`checkpoint_dir`).
 A checkpoint whose files cannot be read whole (a truncated `.index` or `.data` file) is skipped by
 `newest_intact` and refused by `restore`, with one line naming the file.
 """
 
 import collections
 import os
+import typing
 
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-from tfp_realnvp import configs, flow_builder, weight_averaging
+from tfp_realnvp import configs, dequantization, flow_builder, weight_averaging
 from tfp_realnvp.configs import ConfigError
 
-__all__ = ["checkpoint_dir", "config_path", "newest_intact", "read_error", "restore", "restore_flow"]
+__all__ = [
+  "Run",
+  "checkpoint_dir",
+  "config_path",
+  "newest_intact",
+  "read_error",
+  "restore",
+  "restore_flow",
+  "restore_run",
+]
 
-# The `tf.train.Checkpoint` child that holds the flow: its variables must match the model's both ways.
+# The `tf.train.Checkpoint` children whose variables must match the model's both ways: the flow, and a
+# variational run's dequantizer (a uniform one has no variables and is not saved).
 _FLOW = "flow"
+_DEQUANTIZER = "dequantizer"
 
 
 def config_path(workdir):
@@ -73,13 +87,14 @@ def restore(checkpoint, path, mismatch):
   """Restores the checkpoint file `path` into `checkpoint`, a `tf.train.Checkpoint`; returns the load status.
 
   Every object `checkpoint` holds must be found in the file, and the file must hold no variable of the flow
-  (`checkpoint`'s `flow`) that `checkpoint` lacks; other values in the file that `checkpoint` does not hold
+  (`checkpoint`'s `flow`), nor of the dequantizer when `checkpoint` holds one (its `dequantizer`), that
+  `checkpoint` lacks; other values in the file that `checkpoint` does not hold
   (the optimizer and step, when only the flow is restored) are skipped without warnings. Under a
   `tf.distribute` strategy, call it in the `strategy.scope()` the objects were built in.
 
   Raises:
-    ConfigError: the file cannot be read whole (`read_error`), or does not hold exactly `checkpoint`'s flow:
-      `"{mismatch}: {reason}"`, one line.
+    ConfigError: the file cannot be read whole (`read_error`), or does not hold exactly `checkpoint`'s flow
+      (and dequantizer): `"{mismatch}: {reason}"`, one line.
   """
   error = read_error(path) if tf.io.gfile.exists(f"{path}.index") else None  # a missing one fails below
   if error is not None:
@@ -91,29 +106,42 @@ def restore(checkpoint, path, mismatch):
   except (AssertionError, ValueError, tf.errors.OpError) as error:
     raise ConfigError(f"{mismatch}: {_first_line(error)}") from error
   children = tf.train.TrackableView(checkpoint).children(checkpoint)
-  if _FLOW in children:
-    left_over = sorted(_saved_variable_paths(path, _FLOW) - _variable_paths(children[_FLOW], _FLOW))
-    if left_over:
-      raise ConfigError(
-        f"{mismatch}: the checkpoint holds {len(left_over)} variable(s) of a larger flow than this one, "
-        f"such as {left_over[0]}"
-      )
+  for name, what in ((_FLOW, "flow"), (_DEQUANTIZER, "dequantizer")):
+    if name in children:
+      left_over = sorted(_saved_variable_paths(path, name) - _variable_paths(children[name], name))
+      if left_over:
+        raise ConfigError(
+          f"{mismatch}: the checkpoint holds {len(left_over)} variable(s) of a larger {what} than this one, "
+          f"such as {left_over[0]}"
+        )
   return status
 
 
-def restore_flow(workdir, checkpoint=None):
-  """Rebuilds the flow of the training run in `workdir` and restores a checkpoint into it.
+class Run(typing.NamedTuple):
+  """What `restore_run` restored: the run's flow (with the weights its evaluation used), its dequantizer
+  (`dequantization.UniformDequantizer` or `VariationalDequantizer`) and the checkpoint they came from."""
 
-  The flow is built from `workdir/config.json` by `flow_builder.build_flow`, as training built it;
-  `checkpoint` (a checkpoint prefix such as `workdir/checkpoints/ckpt-3000`) defaults to the latest in
-  `workdir/checkpoints`. A run with `ema_decay` gives the flow its averaged weights (the checkpoint's
-  `weight_average`), the ones its evaluation and samples used. Returns `(flow, checkpoint)`.
+  flow: typing.Any
+  dequantizer: typing.Any
+  checkpoint: str
+
+
+def restore_run(workdir, checkpoint=None):
+  """Rebuilds the flow and the dequantizer of the training run in `workdir` and restores a checkpoint into
+  them; returns a `Run`.
+
+  The flow is built from `workdir/config.json` by `flow_builder.build_flow`, as training built it, and the
+  dequantizer by `dequantization.make_dequantizer(config.dequantization, ...)` for the flow's images
+  (`'uniform'` for a config.json older than the field); `checkpoint` (a checkpoint prefix such as
+  `workdir/checkpoints/ckpt-3000`) defaults to the latest in `workdir/checkpoints`. A run with `ema_decay`
+  gives the flow its averaged weights (the checkpoint's `weight_average`), the ones its evaluation and samples
+  used; the dequantizer, which training does not average, gets its trained weights (a uniform one has none).
 
   Raises:
     FileNotFoundError: no config or no checkpoint.
     ConfigError: the config is not a `TrainConfig`'s JSON or cannot build a flow, the checkpoint does not hold
-      exactly this flow's variables (a config.json changed after training), or it is corrupt (for the
-      latest: naming the newest intact one to pass as `checkpoint`).
+      exactly this flow's and dequantizer's variables (a config.json changed after training), or it is
+      corrupt (for the latest: naming the newest intact one to pass as `checkpoint`).
   """
   path = config_path(workdir)
   if not tf.io.gfile.exists(path):
@@ -130,14 +158,31 @@ def restore_flow(workdir, checkpoint=None):
     if checkpoint is None:
       raise FileNotFoundError(f"`workdir` {os.fspath(workdir)} has no checkpoint under checkpoints/.")
   flow = flow_builder.build_flow(config)
-  average = _weight_average(flow, config.ema_decay)
-  restore(
-    tf.train.Checkpoint(flow=flow, **({} if average is None else {"weight_average": average})),
-    checkpoint,
-    f"`checkpoint` {checkpoint} does not hold the flow that {path} describes",
+  dequantizer = dequantization.make_dequantizer(
+    config.dequantization, flow.event_shape, flow.num_bits, flow.dtype
   )
+  average = _weight_average(flow, config.ema_decay)
+  objects = {"flow": flow}
+  if average is not None:
+    objects["weight_average"] = average
+  if dequantizer.variables:  # as the `Trainer` saves it
+    objects[_DEQUANTIZER] = dequantizer
+  mismatch = f"`checkpoint` {checkpoint} does not hold the flow that {path} describes"
+  restore(tf.train.Checkpoint(**objects), checkpoint, mismatch)
+  if not dequantizer.variables and _saved_variable_paths(checkpoint, _DEQUANTIZER):
+    raise ConfigError(
+      f"{mismatch}: the checkpoint holds a learned dequantizer, but the config says "
+      f"`dequantization={config.dequantization!r}`"
+    )
   if average is not None:
     average.assign_to_weights()
+  return Run(flow, dequantizer, checkpoint)
+
+
+def restore_flow(workdir, checkpoint=None):
+  """`(flow, checkpoint)` of `restore_run(workdir, checkpoint)`: the training run's flow, with the weights its
+  evaluation and samples used, and the checkpoint restored; raises as `restore_run` does."""
+  flow, _, checkpoint = restore_run(workdir, checkpoint)
   return flow, checkpoint
 
 

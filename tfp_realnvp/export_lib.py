@@ -2,11 +2,12 @@
 
 `export_saved_model(flow, export_base)` writes `<export_base>/<model_name>/<version>/` with the signatures of
 `serving.ServingModule` (`log_prob`, `sample`, `encode`, `decode`, which take `conditional_input` for a
-conditional flow, and `classify` given `label_log_prior`; their names, input and output names are public API).
+conditional flow, `classify` given `label_log_prior` and `discrete_bits_per_dim` given a `dequantizer`; their
+names, input and output names are public API).
 Every signature runs batch norm in inference mode (running averages), so a row's outputs do not depend on the
 rest of its batch. The graph holds only core TensorFlow ops: loading it needs neither this package nor
-TensorFlow Probability. `export_workdir` exports the flow of a training run's checkpoint, with `classify` for a
-`condition="label"` run.
+TensorFlow Probability. `export_workdir` exports the flow of a training run's checkpoint with its dequantizer
+(`discrete_bits_per_dim`), and `classify` for a `condition="label"` run.
 
 `saved_model_distribution.load_distribution` turns an export back into a read-only `tfd.Distribution`.
 """
@@ -130,6 +131,7 @@ def export_saved_model(
   version=None,
   max_num_samples=DEFAULT_MAX_NUM_SAMPLES,
   label_log_prior=None,
+  dequantizer=None,
 ):
   """Exports `flow` to `<export_base>/<model_name>/<version>/` in TF Serving's layout.
 
@@ -142,11 +144,17 @@ def export_saved_model(
     version: a non-negative integer, or None for one more than the largest existing version
       (1 for the first export).
     max_num_samples: the most samples one request to the `sample` signature may ask for (default 4096,
-      `serving.DEFAULT_MAX_NUM_SAMPLES`); the graph refuses more with `InvalidArgumentError`, so a server
-      cannot be asked to exhaust its memory.
+      `serving.DEFAULT_MAX_NUM_SAMPLES`), and the most draws `K` per row one `discrete_bits_per_dim` request
+      may ask for; the graph refuses more with `InvalidArgumentError`, so a server cannot be asked to exhaust
+      its memory.
     label_log_prior: None, or for a flow conditioned on one-hot labels (`conditional_event_shape=
       (num_classes,)`) the prior `log p(y)`, `[num_classes]` (its `exp` summing to 1; a `Trainer`'s
       `label_log_prior`): adds the `classify` signature, `log p(y | x)` by Bayes with this `p(y)`.
+    dequantizer: None, or for a flow of pixel data (`num_bits` not None) a `dequantization.UniformDequantizer`
+      or `VariationalDequantizer` of its event shape (a `Trainer`'s `dequantizer`): adds the
+      `discrete_bits_per_dim` signature, the importance-weighted bound on the discrete image's
+      `-log2 P(levels) / D` (`dequantization.importance_weighted_bits_per_dim`); the `log_prob` signature stays
+      the continuous density of dequantized values.
 
   Returns:
     The version directory written.
@@ -162,7 +170,7 @@ def export_saved_model(
   which TF Serving ignores; delete it at will.
   """
   _check_export_arguments(model_name, version)
-  module = ServingModule(flow, max_num_samples, label_log_prior)
+  module = ServingModule(flow, max_num_samples, label_log_prior, dequantizer)
   model_dir = os.path.join(os.fspath(export_base), model_name)
   os.makedirs(model_dir, exist_ok=True)
   _check_version_free(model_dir, version)  # before the slow part; checked again when publishing
@@ -194,17 +202,24 @@ def export_workdir(
   checkpoint=None,
   max_num_samples=DEFAULT_MAX_NUM_SAMPLES,
 ):
-  """Exports a training run's flow (see `checkpoints.restore_flow`) with `export_saved_model`; returns a
-  `WorkdirExport`.
+  """Exports a training run's flow and dequantizer (see `checkpoints.restore_run`) with `export_saved_model`;
+  returns a `WorkdirExport`.
 
-  A `condition="label"` run's export has the `classify` signature, with the label frequencies of the run's
-  training split as `p(y)`, as training used them (`data.label_counts`).
+  The export has the `discrete_bits_per_dim` signature with the run's own dequantizer, a uniform one too:
+  with uniform `q` the importance-weighted bound is still the kind of figure for discrete images that the
+  run's `metrics.json` reports (at `K = 1` the usual bits/dim of `levels + u`, tighter for larger `K`; for a
+  conditional flow, of `P(levels | conditional_input)`), while the `log_prob` signature only scores
+  dequantized values. A `condition="label"` run's export has the `classify`
+  signature, with the label frequencies of the run's training split as `p(y)`, as training used them
+  (`data.label_counts`).
   """
-  flow, checkpoint = checkpoints.restore_flow(workdir, checkpoint)
+  flow, dequantizer, checkpoint = checkpoints.restore_run(workdir, checkpoint)
   with tf.io.gfile.GFile(checkpoints.config_path(workdir)) as file:
     config = configs.from_json(file.read())
   label_log_prior = _train_label_log_prior(config) if config.condition == "label" else None
-  path = export_saved_model(flow, export_base, model_name, version, max_num_samples, label_log_prior)
+  path = export_saved_model(
+    flow, export_base, model_name, version, max_num_samples, label_log_prior, dequantizer
+  )
   num_parameters = sum(variable.shape.num_elements() for variable in flow.trainable_variables)
   return WorkdirExport(path, checkpoint, config.dataset, num_parameters)
 

@@ -5,6 +5,7 @@ prior = load_distribution("exports/realnvp/1")
 prior.log_prob(x), prior.sample(4, seed=1)
 conditional = load_distribution("exports/conditional/1")  # an export of a conditional flow
 conditional.log_prob(x, conditional_input=c), conditional.sample(4, seed=1, conditional_input=c[0])
+prior.discrete_bits_per_dim(levels, num_samples=100, seed=[1, 2])  # an export with a dequantizer
 ```
 
 It needs only TensorFlow, TensorFlow Probability and the export: not the flow's code.
@@ -17,7 +18,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_realnvp import shapes
-from tfp_realnvp.serving import SIGNATURE_NAMES
+from tfp_realnvp.serving import DISCRETE_BITS_PER_DIM_SIGNATURE_NAME, SIGNATURE_NAMES
 
 tfd = tfp.distributions
 
@@ -40,6 +41,9 @@ class SavedModelDistribution(tfd.Distribution):
   *conditional_event_shape]`, or one, `[*conditional_event_shape]`, for all. A missing context (for a
   conditional export), an extra one (for an unconditional export) or one of the wrong shape is a `ValueError`
   naming `conditional_input`.
+
+  `log_prob` is the continuous density of dequantized values; `discrete_bits_per_dim` (exports with a
+  dequantizer) is the export's bound on the discrete image's `-log2 P(levels) / D`.
   """
 
   def __init__(self, path, validate_args=False, allow_nan_stats=True, name="SavedModelDistribution"):
@@ -55,6 +59,7 @@ class SavedModelDistribution(tfd.Distribution):
         )
       self._log_prob_signature = self._saved_model.signatures["log_prob"]
       self._sample_signature = self._saved_model.signatures["sample"]
+      self._discrete_signature = self._saved_model.signatures.get(DISCRETE_BITS_PER_DIM_SIGNATURE_NAME)
       input_specs = self._log_prob_signature.structured_input_signature[1]
       self._static_event_shape = input_specs["x"].shape[1:]
       context_spec = input_specs.get("conditional_input")
@@ -92,31 +97,71 @@ class SavedModelDistribution(tfd.Distribution):
     return tf.constant([], tf.int32)
 
   def _log_prob(self, x, conditional_input=None):
-    x = tf.convert_to_tensor(x, tf.float32)
-    event_shape = self._static_event_shape.as_list()
-    batch_shape = _batch_shape_tensor(x, event_shape)
-    context = self._checked_context(conditional_input)
-    if context is None:
-      return tf.reshape(
-        self._log_prob_signature(x=_rows(x, batch_shape, event_shape))["log_prob"], batch_shape
-      )
-    try:
-      tf.broadcast_static_shape(
-        _batch_shape(x, event_shape), _batch_shape(context, self._conditional_event_shape)
-      )
-    except ValueError:
+    return self._call_on_rows(self._log_prob_signature, "x", x, conditional_input)["log_prob"]
+
+  def discrete_bits_per_dim(self, levels, num_samples, seed, conditional_input=None):
+    """The export's `discrete_bits_per_dim` signature: the importance-weighted bound on `-log2 P(levels) / D`
+    over `K = num_samples` draws, float32 `[...]` for integer pixel `levels` `[..., *event_shape]`.
+
+    `seed` as for `sample` (an int, None, or an int32 `[2]` stateless seed; the same seed and rows give the
+    same figure); `conditional_input` as for `log_prob`. The rows go to the signature as one batch, flattened
+    in C order (its draws depend on the batch, see `serving`). Non-integer or out-of-range levels and a `K`
+    above the export's `max_num_samples` are an `InvalidArgumentError` from the graph.
+
+    Raises:
+      ValueError: the export has no `discrete_bits_per_dim` signature (it was exported without a
+        dequantizer), `levels` is not `[..., *event_shape]`, `num_samples` is not an integer >= 1, or the
+        context is missing, extra or misshaped.
+    """
+    if self._discrete_signature is None:
       raise ValueError(
-        "`conditional_input` must have batch dimensions that broadcast against those of `x` "
-        f"{_batch_shape(x, event_shape).as_list()}; got shape {context.shape.as_list()}."
-      ) from None
-    batch_shape = tf.broadcast_dynamic_shape(
-      batch_shape, _batch_shape_tensor(context, self._conditional_event_shape)
+        f"The export {self._path} has no `{DISCRETE_BITS_PER_DIM_SIGNATURE_NAME}` signature: export the flow "
+        "with its `dequantizer` (`export_saved_model(..., dequantizer=...)`, or `export_workdir`)."
+      )
+    levels = tf.convert_to_tensor(levels, tf.float32)
+    event_shape = self._static_event_shape.as_list()
+    if not shapes.may_end_with(levels.shape, event_shape):
+      raise ValueError(
+        f"`levels` must have shape `[..., {', '.join(map(str, event_shape))}]` (batch dimensions, then the "
+        f"event shape); got shape {levels.shape.as_list()}."
+      )
+    if not tf.is_tensor(num_samples) and (
+      isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1
+    ):
+      raise ValueError(f"`num_samples` must be an integer >= 1 (the number of draws K); got {num_samples!r}.")
+    outputs = self._call_on_rows(
+      self._discrete_signature,
+      "levels",
+      levels,
+      conditional_input,
+      num_samples=tf.cast(num_samples, tf.int32),
+      seed=tfp.random.sanitize_seed(seed),
     )
-    log_prob = self._log_prob_signature(
-      x=_rows(x, batch_shape, event_shape),
-      conditional_input=_rows(context, batch_shape, self._conditional_event_shape),
-    )["log_prob"]
-    return tf.reshape(log_prob, batch_shape)
+    return outputs["bits_per_dim"]
+
+  def _call_on_rows(self, signature, rows_name, rows, conditional_input, **inputs):
+    """`signature`'s `[batch]` outputs for `rows` `[..., *event_shape]` (its input `rows_name`), each reshaped to
+    the batch shape, with the context broadcast against the rows' batch dimensions; `inputs` are passed on."""
+    rows = tf.convert_to_tensor(rows, tf.float32)
+    event_shape = self._static_event_shape.as_list()
+    batch_shape = _batch_shape_tensor(rows, event_shape)
+    context = self._checked_context(conditional_input)
+    if context is not None:
+      try:
+        tf.broadcast_static_shape(
+          _batch_shape(rows, event_shape), _batch_shape(context, self._conditional_event_shape)
+        )
+      except ValueError:
+        raise ValueError(
+          f"`conditional_input` must have batch dimensions that broadcast against those of `{rows_name}` "
+          f"{_batch_shape(rows, event_shape).as_list()}; got shape {context.shape.as_list()}."
+        ) from None
+      batch_shape = tf.broadcast_dynamic_shape(
+        batch_shape, _batch_shape_tensor(context, self._conditional_event_shape)
+      )
+      inputs["conditional_input"] = _rows(context, batch_shape, self._conditional_event_shape)
+    outputs = signature(**{rows_name: _rows(rows, batch_shape, event_shape)}, **inputs)
+    return {name: tf.reshape(value, batch_shape) for name, value in outputs.items()}
 
   def _call_sample_n(self, sample_shape, seed, conditional_input=None, **kwargs):
     # The base class draws `n = prod(sample_shape)` samples with `_sample_n`: one context row for each.

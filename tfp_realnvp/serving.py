@@ -7,14 +7,26 @@ r"""`ServingModule`: a flow's inference-mode computations as `tf.function`s with
 | `encode` | `x` float32 `[batch, *event_shape]` | `z` float32 `[batch, *event_shape]` |
 | `decode` | `z` float32 `[batch, *event_shape]` | `x` float32 `[batch, *event_shape]` |
 | `classify` (class-conditional exports only) | `x` float32 `[batch, *event_shape]` | `log_probs` float32 `[batch, num_classes]` (`log p(y \| x)`), `label` int64 `[batch]` (its argmax), `log_prob` float32 `[batch]` (the marginal `log p(x)`) |
+| `discrete_bits_per_dim` (exports with a dequantizer only) | `levels` float32 `[batch, *event_shape]` (integer pixel levels in `[0, 2**num_bits)`), `num_samples` int32 `[]` (`K`, in `[1, max_num_samples]`), `seed` int32 `[2]` | `bits_per_dim` float32 `[batch]` (the bound on `-log2 P(levels) / D`), `log_prob` float32 `[batch]` (the bound on `log P(levels)`, nats) |
 
-A conditional flow's (`conditional_event_shape` not None) `log_prob`, `serving_default`, `encode` and `decode`
-also take `conditional_input` float32 `[batch, *conditional_event_shape]`, one context per row, and its
-`sample` takes `conditional_input` float32 `[num_samples, *conditional_event_shape]`, one per sample; a
-different number of rows is an `InvalidArgumentError`, checked in the graph. An unconditional flow's signatures
+A conditional flow's (`conditional_event_shape` not None) `log_prob`, `serving_default`, `encode`, `decode` and
+`discrete_bits_per_dim` also take `conditional_input` float32 `[batch, *conditional_event_shape]`, one context
+per row, and its `sample` takes `conditional_input` float32 `[num_samples, *conditional_event_shape]`, one per
+sample; a different number of rows is an `InvalidArgumentError`, checked in the graph. An unconditional flow's signatures
 take no context. `classify` exists when a prior `label_log_prior` (`log p(y)`) is given for a flow conditioned
 on one-hot labels (`conditional_event_shape=(num_classes,)`): `log p(y | x) = log p(x | y) + log p(y) -
 log p(x)` with `log p(x) = logsumexp_y (log p(x | y) + log p(y))` (`classifier`).
+
+Two kinds of likelihood: `log_prob` and `bits_per_dim` of the `log_prob` signature are the flow's continuous
+density of the values `x` given, dequantized pixel values (for pixel data `v + u`, `u in [0, 1)^D`), not the
+probability of a discrete image. `discrete_bits_per_dim` (given a dequantizer `q(u | v)`, see
+`dequantization`) is the bound on the discrete image's likelihood `P(v)`: `bits_per_dim = -log2 (1/K) sum_k
+p(v + u_k) / q(u_k | v) / D` over `K = num_samples` draws, computed in float64 as
+`dequantization.importance_weighted_bits_per_dim` computes it (its noise `tf.random.stateless_uniform([K,
+batch, *event_shape], seed)`, so a row's draws depend on `seed`, `K`, the batch size and the row's place in
+it, not on the other rows' values), an upper bound on `-log2 P(v) / D` in expectation for every `K`, tighter
+as `K` grows; `log_prob = -bits_per_dim * D ln 2`. `levels` that are not integers in `[0, 2**num_bits)` and a
+`num_samples` outside `[1, max_num_samples]` are an `InvalidArgumentError`, checked in the graph.
 
 The names of the signatures, of their inputs and of their outputs are public API (`export_lib` writes them,
 `saved_model_distribution` reads them). A flow of pixel data is one whose `num_bits` is not None.
@@ -26,16 +38,25 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import classifier, data
+from tfp_realnvp import classifier, data, dequantization
 
-__all__ = ["CLASSIFY_SIGNATURE_NAME", "DEFAULT_MAX_NUM_SAMPLES", "SIGNATURE_NAMES", "ServingModule"]
+__all__ = [
+  "CLASSIFY_SIGNATURE_NAME",
+  "DEFAULT_MAX_NUM_SAMPLES",
+  "DISCRETE_BITS_PER_DIM_SIGNATURE_NAME",
+  "SIGNATURE_NAMES",
+  "ServingModule",
+]
 
-# Every export's signatures; a class-conditional export adds `CLASSIFY_SIGNATURE_NAME`.
+# Every export's signatures; a class-conditional export adds `CLASSIFY_SIGNATURE_NAME`, an export with a
+# dequantizer `DISCRETE_BITS_PER_DIM_SIGNATURE_NAME`.
 SIGNATURE_NAMES = ("serving_default", "log_prob", "sample", "encode", "decode")
 CLASSIFY_SIGNATURE_NAME = "classify"
+DISCRETE_BITS_PER_DIM_SIGNATURE_NAME = "discrete_bits_per_dim"
 
-# The `sample` signature's default limit on `num_samples`: a request's memory and time grow linearly with it
-# (measured before the limit: 10**5 digits samples took 45 s and 4.5 GB; 3 * 10**7 exhausted memory).
+# The default limit on `num_samples` of `sample` (and on `K` of `discrete_bits_per_dim`): a request's memory and
+# time grow linearly with it (measured before the limit: 10**5 digits samples took 45 s and 4.5 GB; 3 * 10**7
+# exhausted memory).
 DEFAULT_MAX_NUM_SAMPLES = 4096
 
 
@@ -52,11 +73,19 @@ class ServingModule(tf.Module):
   with `InvalidArgumentError`, checked in the graph, so a server refuses a request that would exhaust it.
   A conditional flow's functions take `conditional_input` (see the module docstring), checked in the graph
   to be `[rows, *conditional_event_shape]` with the rows of `x` (of `z`; `num_samples` for `sample`).
-  `label_log_prior` (`log p(y)`, `[num_classes]`, its `exp` summing to 1) adds `classify`.
+  `label_log_prior` (`log p(y)`, `[num_classes]`, its `exp` summing to 1) adds `classify`. `dequantizer` (a
+  `dequantization.UniformDequantizer` or `VariationalDequantizer` of the flow's event shape and `num_bits`,
+  for a flow of pixel data) adds `discrete_bits_per_dim`, whose `num_samples` (`K` draws per row, so a request
+  costs `K` times a `log_prob` request of its batch) is limited by `max_num_samples` as `sample`'s is.
   """
 
   def __init__(
-    self, flow, max_num_samples=DEFAULT_MAX_NUM_SAMPLES, label_log_prior=None, name="realnvp_serving"
+    self,
+    flow,
+    max_num_samples=DEFAULT_MAX_NUM_SAMPLES,
+    label_log_prior=None,
+    dequantizer=None,
+    name="realnvp_serving",
   ):
     super().__init__(name=name)
     event_shape = tf.TensorShape(flow.event_shape)
@@ -79,6 +108,7 @@ class ServingModule(tf.Module):
     self._num_bits = flow.num_bits
     self._conditional_event_shape = flow.conditional_event_shape
     self._label_log_prior = _checked_label_log_prior(label_log_prior, flow)
+    self.dequantizer = _checked_dequantizer(dequantizer, flow)
     batch_spec = [None, *self._event_shape]
     # A conditional flow's functions take one more input, the context.
     context_specs = []
@@ -108,6 +138,17 @@ class ServingModule(tf.Module):
       self.classify = tf.function(
         self._classify, input_signature=[tf.TensorSpec(batch_spec, tf.float32, name="x")]
       )
+    self.discrete_bits_per_dim = None
+    if self.dequantizer is not None:
+      self.discrete_bits_per_dim = tf.function(
+        self._discrete_bits_per_dim,
+        input_signature=[
+          tf.TensorSpec(batch_spec, tf.float32, name="levels"),
+          tf.TensorSpec([], tf.int32, name="num_samples"),
+          tf.TensorSpec([2], tf.int32, name="seed"),
+          *context_specs,
+        ],
+      )
 
   def signatures(self):
     """The `{signature name: concrete function}` map for `tf.saved_model.save`."""
@@ -121,6 +162,8 @@ class ServingModule(tf.Module):
     }
     if self.classify is not None:
       signatures[CLASSIFY_SIGNATURE_NAME] = self.classify.get_concrete_function()
+    if self.discrete_bits_per_dim is not None:
+      signatures[DISCRETE_BITS_PER_DIM_SIGNATURE_NAME] = self.discrete_bits_per_dim.get_concrete_function()
     return signatures
 
   def _event_rows(self, rows):
@@ -158,14 +201,18 @@ class ServingModule(tf.Module):
       outputs["bits_per_dim"] = -log_prob / (math.prod(self._event_shape) * math.log(2.0))
     return outputs
 
+  def _at_most_max_num_samples(self, num_samples):
+    """The graph's check that `num_samples` is at most `max_num_samples`."""
+    return tf.debugging.assert_less_equal(
+      num_samples,
+      self._max_num_samples,
+      message=f"`num_samples` must be at most `max_num_samples`, set at export to {self._max_num_samples}",
+    )
+
   def _sample(self, num_samples, temperature, seed, conditional_input=None):
     checks = [
       tf.debugging.assert_non_negative(num_samples, message="`num_samples` must be non-negative"),
-      tf.debugging.assert_less_equal(
-        num_samples,
-        self._max_num_samples,
-        message=f"`num_samples` must be at most `max_num_samples`, set at export to {self._max_num_samples}",
-      ),
+      self._at_most_max_num_samples(num_samples),
       tf.debugging.assert_non_negative(temperature, message="`temperature` must be non-negative"),
       tf.debugging.assert_all_finite(temperature, message="`temperature` must be finite"),
     ]
@@ -195,6 +242,27 @@ class ServingModule(tf.Module):
     x = self.flow.decode(tf.cast(z, self.flow.dtype), **context)
     return {"x": self._event_rows(tf.cast(x, tf.float32))}
 
+  def _discrete_bits_per_dim(self, levels, num_samples, seed, conditional_input=None):
+    levels = self._event_rows(levels)
+    max_level = 2**self._num_bits - 1
+    is_level = (levels == tf.floor(levels)) & (levels >= 0.0) & (levels <= max_level)  # False for NaN
+    checks = [
+      tf.debugging.assert_equal(
+        tf.reduce_all(is_level),
+        True,
+        message=f"`levels` must be integer pixel levels in [0, {max_level}] (`num_bits={self._num_bits}`)",
+      ),
+      tf.debugging.assert_positive(num_samples, message="`num_samples` (K) must be at least 1"),
+      self._at_most_max_num_samples(num_samples),
+    ]
+    with tf.control_dependencies(checks):
+      context = self._context(conditional_input, tf.shape(levels)[0], "row of `levels`")
+      bits_per_dim = dequantization.importance_weighted_bits_per_dim(
+        self.flow, self.dequantizer, tf.identity(levels), num_samples, seed, **context
+      )
+    log_prob = -bits_per_dim * (math.prod(self._event_shape) * math.log(2.0))
+    return {"bits_per_dim": tf.cast(bits_per_dim, tf.float32), "log_prob": tf.cast(log_prob, tf.float32)}
+
   def _classify(self, x):
     x = tf.cast(self._event_rows(x), self.flow.dtype)
     (num_classes,) = self._conditional_event_shape
@@ -208,6 +276,29 @@ class ServingModule(tf.Module):
       "label": tf.argmax(log_probs, axis=-1, output_type=tf.int64),
       "log_prob": tf.cast(log_prob, tf.float32),
     }
+
+
+def _checked_dequantizer(dequantizer, flow):
+  """`dequantizer`, checked to dequantize `flow`'s pixel data (event shape and `num_bits`); None for None."""
+  if dequantizer is None:
+    return None
+  if flow.num_bits is None:
+    raise ValueError(
+      "`dequantizer` (for a `discrete_bits_per_dim` signature) needs a flow of pixel data (`num_bits` not "
+      "None); this flow's `num_bits` is None."
+    )
+  event_shape = tuple(tf.TensorShape(flow.event_shape).as_list())
+  if tuple(dequantizer.event_shape) != event_shape:
+    raise ValueError(
+      f"`dequantizer` must dequantize the flow's events of shape {event_shape}; got one of event shape "
+      f"{tuple(dequantizer.event_shape)}."
+    )
+  num_bits = getattr(dequantizer, "num_bits", flow.num_bits)  # a uniform dequantizer fits any
+  if num_bits != flow.num_bits:
+    raise ValueError(
+      f"`dequantizer` must be for the flow's {flow.num_bits}-bit pixels; got one for {num_bits}-bit pixels."
+    )
+  return dequantizer
 
 
 def _checked_label_log_prior(label_log_prior, flow):
