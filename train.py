@@ -7,7 +7,7 @@ r"""Trains a RealNVP flow and reports its test bits/dim: a thin command line ove
   python train.py --dataset=cifar10 --compute_dtype=bfloat16        # mixed precision on AVX512-BF16 CPUs
   python train.py --condition=label --workdir=runs/digits_label      # p(x | label): accuracy, marginal bits/dim
   python train.py --condition=label --train_split='train[:1200]' --eval_split='train[1200:]'  # validation
-  python train.py --dequantization=variational --workdir=runs/digits_vd  # learned q(u | v); K=1 and K=100 bounds
+  python train.py --logit_alpha=0.05 --dequantization=uniform --ema_decay=0 --workdir=runs/paper_recipe
 
 Every field of `configs.TrainConfig` is a flag of the same name (`--tpu` sets `tpu_address`;
 `--model=name=VALUE`, repeatable, adds to `model_overrides`, VALUE being JSON such as 0.3, 4, [32, 32] or

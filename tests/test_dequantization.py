@@ -284,7 +284,7 @@ class VariationalTrainingTest(tf.test.TestCase):
     self.assertRegex("\n".join(self.lines), r"(?m)^test \| step: 6 \| draws: 3 \| bits_per_dim: \d+\.\d{4}$")
 
   def test_a_uniform_run_checkpoints_no_dequantizer(self):
-    trainer = train_lib.build_trainer(tiny_config())
+    trainer = train_lib.build_trainer(tiny_config(dequantization="uniform"))
     self.assertIsInstance(trainer.dequantizer, dequantization.UniformDequantizer)
     self.assertNotIn("dequantizer", tf.train.TrackableView(trainer.checkpoint).children(trainer.checkpoint))
 

@@ -64,6 +64,22 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
       (cifar10.dataset, cifar10.model_overrides, cifar10.learning_rate_decay), ("cifar10", {}, "constant")
     )
 
+  def test_every_dataset_gets_the_options_chosen_on_the_digits_validation_split(self):
+    options = ("logit_alpha", "dequantization", "ema_decay", "num_importance_samples")
+    digits, cifar10 = configs.get_config(), configs.get_config("cifar10")
+    # `logit_alpha=None`: the digits preset's 0 (box-exact); the cifar10 preset's would be the paper's 0.05.
+    self.assertEqual([getattr(digits, name) for name in options], [None, "variational", 0.99, 100])
+    self.assertEqual([getattr(cifar10, name) for name in options], [0.0, "variational", 0.999, 100])
+    self.assertEqual(configs.get_config("mnist").dequantization, "variational")
+    # The paper's recipe is three flags away.
+    paper = train.config_from_flags(
+      parsed_flags("--dataset=cifar10", "--logit_alpha=0.05", "--dequantization=uniform", "--ema_decay=0")
+    )
+    paper.validate()
+    self.assertEqual(
+      paper, dataclasses.replace(cifar10, logit_alpha=0.05, dequantization="uniform", ema_decay=0.0)
+    )
+
   @parameterized.named_parameters(
     ("batch_size", dict(batch_size=0), r"`batch_size` must be an integer >= 1; got 0\."),
     ("num_train_steps", dict(num_train_steps=2.5), r"`num_train_steps` must be an integer >= 1; got 2\.5\."),
@@ -91,6 +107,9 @@ class FlagsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertTrue({"tpu", "model", "dataset", "compute_dtype", "batch_size"} <= names)
     for name in names:
       self.assertNotEmpty(flag_values[name].help, name)
+    self.assertIn(
+      f"`{configs.TrainConfig().dequantization}` (the default)", flag_values["dequantization"].help
+    )
 
   def test_unset_flags_keep_the_datasets_defaults(self):
     self.assertEqual(train.config_from_flags(parsed_flags()), configs.get_config())

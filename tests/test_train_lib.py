@@ -22,7 +22,7 @@ from PIL import Image
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from tests.fixtures import TINY_MODEL, run_script, tiny_config
-from tfp_realnvp import configs, data, train_lib, workdirs
+from tfp_realnvp import configs, data, dequantization, train_lib, workdirs
 from tfp_realnvp.flows import RealNVP
 
 PROGRAMS = os.path.join(os.path.dirname(__file__), "distributed_programs.py")
@@ -126,8 +126,23 @@ class DigitsRunTest(tf.test.TestCase, parameterized.TestCase):
     with open(os.path.join(self.workdir, "metrics.json")) as file:
       metrics = json.load(file)
     self.assertEqual(metrics, self.result.metrics)
+    self.assertEqual(
+      set(metrics),
+      {
+        "dataset",
+        "split",
+        "step",
+        "test_bits_per_dim",
+        "num_test_examples",
+        "dequantization",
+        "num_importance_samples",
+        "test_bits_per_dim_k2",
+      },
+    )
     self.assertEqual(metrics["step"], 6)
     self.assertEqual(metrics["num_test_examples"], 297)
+    self.assertEqual((metrics["dequantization"], metrics["num_importance_samples"]), ("variational", 2))
+    self.assertLess(metrics["test_bits_per_dim_k2"], metrics["test_bits_per_dim"])
     with Image.open(os.path.join(self.workdir, "samples.png")) as png:
       self.assertEqual(png.format, "PNG")
       self.assertGreater(png.width, png.height)  # two panels side by side: temperatures 1.0 and 0.7
@@ -160,10 +175,16 @@ class DigitsRunTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIn('"num_train_steps": 6', text.string_val[0].decode())
 
   def test_test_bits_per_dim_is_the_inference_mode_mean_over_the_whole_split(self):
+    # The default dequantizer is variational: the figure is its bound, with the checkpoint's `q(u | v)`.
+    self.assertEqual(self.result.metrics["dequantization"], "variational")
     flow = self.result.flow
+    dequantizer = train_lib.build_trainer(self.config).dequantizer
+    tf.train.Checkpoint(dequantizer=dequantizer).restore(
+      tf.train.latest_checkpoint(os.path.join(self.workdir, "checkpoints"))
+    ).expect_partial().assert_existing_objects_matched()
     averages = [variable.numpy() for variable in flow.variables if not variable.trainable]
     bits_per_dim = [
-      flow.bits_per_dim(batch, training=False).numpy()
+      dequantization.variational_bits_per_dim(flow, dequantizer, batch, training=False).numpy()
       for batch in data.load("digits", "test", batch_size=100, training=False)
     ]
     bits_per_dim = np.concatenate(bits_per_dim)
@@ -442,6 +463,42 @@ class TfdsMockDataTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(result.metrics["num_test_examples"], 10)
     self.assertTrue(np.isfinite(result.metrics["test_bits_per_dim"]))
     self.assertRegex("\n".join(lines), r"(?m)^train \| step: 2 \| steps/sec: ")
+
+  def test_the_cifar10_config_checkpoints_its_dequantizer_and_average_and_resumes_on_mock_data(self):
+    # `get_config("cifar10")` as it is (box-exact, variational, EMA 0.999, K = 100) with a tiny model.
+    config = dataclasses.replace(
+      configs.get_config("cifar10"),
+      batch_size=4,
+      num_train_steps=2,
+      log_every_steps=2,
+      checkpoint_every_steps=2,
+      eval_every_steps=0,
+      num_samples=2,
+      model_overrides={**TINY_MODEL, "num_filters": 4},
+    )
+    draws = config.num_importance_samples
+    self.assertEqual(
+      (config.logit_alpha, config.dequantization, config.ema_decay, draws), (0.0, "variational", 0.999, 100)
+    )
+    workdir = os.path.join(self.get_temp_dir(), "cifar10_config")
+    with tfds.testing.mock_data(num_examples=10):
+      result, _ = run(config, workdir)
+      self.assertEqual(result.flow.parameters["logit_alpha"], 0.0)  # box-exact, not the preset's 0.05
+      with open(os.path.join(workdir, "metrics.json")) as file:
+        metrics = json.load(file)
+      self.assertEqual(metrics, result.metrics)
+      self.assertEqual((metrics["dequantization"], metrics["num_importance_samples"]), ("variational", draws))
+      self.assertEqual(metrics["num_test_examples"], 10)
+      self.assertLess(metrics[f"test_bits_per_dim_k{draws}"], metrics["test_bits_per_dim"])
+      latest = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+      names = [name for name, _ in tf.train.list_variables(latest)]
+      self.assertTrue(any(name.startswith("dequantizer/") for name in names))
+      self.assertTrue(any(name.startswith("weight_average/") for name in names))
+      # Rerunning resumes from the checkpoint and evaluates the same figures: the trained dequantizer and the
+      # averages came back with the flow (a fresh `q` would be the uniform one, the training weights others).
+      resumed, lines = run(config, workdir)
+    self.assertRegex(lines[0], r"^resume \| step: 2 \| checkpoint: .*ckpt-2$")
+    self.assertEqual(resumed.metrics, metrics)
 
 
 class ConfigErrorTest(tf.test.TestCase, parameterized.TestCase):
