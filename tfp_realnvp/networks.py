@@ -96,8 +96,8 @@ class BatchNormalization(tf.Module):
     In training on the fused kernel, the gradient keeps only `x` and the batch statistics, not the ReLU
     output: it recomputes `relu(batch_norm(x))` with the fused kernel in inference mode on the saved batch
     statistics, which gives the training output bit for bit, so values and gradients are those of the
-    composition. One activation tensor fewer per convolution, for one more elementwise pass each (the cifar10
-    bfloat16 train step's peak RSS -17%, bench/README.md).
+    composition. One activation tensor fewer per convolution, for one more elementwise pass each (cifar10
+    bfloat16 train step, batch 64: peak RSS 4025 -> 3088 MiB; bench/README.md).
     """
     if not (training and self._takes_fused_kernel(x, training)):
       return tf.nn.conv2d(
@@ -151,15 +151,18 @@ def _recomputing_relu_conv2d(x, gamma, beta, kernel, epsilon):
 
     def gradient(dz, *unused_statistics_gradients):
       del unused_statistics_gradients  # the statistics only move the running averages, under stop_gradient
-      y = tf.raw_ops.FusedBatchNormV3(
-        x=x,
-        scale=gamma,
-        offset=beta,
-        mean=batch_mean,
-        variance=batch_variance,
-        epsilon=epsilon,
-        is_training=False,
-      )[0]
+      # Not before the backward pass reaches here: run as soon as its inputs exist, the recomputation would
+      # hold its output through the rest of the forward pass, as the plain gradient does.
+      with tf.control_dependencies([dz]):
+        y = tf.raw_ops.FusedBatchNormV3(
+          x=x,
+          scale=gamma,
+          offset=beta,
+          mean=batch_mean,
+          variance=batch_variance,
+          epsilon=epsilon,
+          is_training=False,
+        )[0]
       activation = tf.nn.relu(y)
       conv_input = tf.cast(activation, kernel.dtype)
       d_input = tf.raw_ops.Conv2DBackpropInput(
