@@ -71,6 +71,83 @@ class FusedBatchNormTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(tf.cast(y, tf.float32), (x - mean) * tf.math.rsqrt(variance + 1e-4), atol=0.05)
 
 
+class RecomputingReluConv2dTest(tf.test.TestCase, parameterized.TestCase):
+  """`BatchNormalization.relu_conv2d` in training recomputes `relu(bn(x))` for its gradient, keeping the numbers."""
+
+  def _pair(self):
+    recomputing, composed = (networks.BatchNormalization(6, momentum=0.5) for _ in range(2))
+    for module in (recomputing, composed):
+      module.gamma.assign(np.linspace(-1.5, 2.0, 6))  # one negative scale: a ReLU mask the other way round
+      module.beta.assign(np.linspace(-1.0, 0.5, 6))
+    return recomputing, composed
+
+  @parameterized.parameters(
+    (tf.float32, tf.float32), (tf.bfloat16, tf.bfloat16), (tf.bfloat16, tf.float32), (tf.float32, tf.bfloat16)
+  )
+  def test_values_gradients_and_running_averages_are_those_of_the_composition_bit_for_bit(
+    self, dtype, kernel_dtype
+  ):
+    recomputing, composed = self._pair()
+    x = tf.cast(2.0 + 3.0 * tf.random.stateless_normal([4, 8, 8, 6], seed=[1, 2]), dtype)
+    kernel = tf.Variable(0.3 * tf.random.stateless_normal([3, 3, 6, 5], seed=[3, 4]))
+    weights = tf.random.stateless_normal([4, 8, 8, 5], seed=[5, 6])
+
+    @tf.function
+    def value_and_gradients(module, recompute):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        cast_kernel = tf.cast(kernel, kernel_dtype)
+        if recompute:
+          z = module.relu_conv2d(x, cast_kernel, training=True)
+        else:
+          a = tf.cast(tf.nn.relu(module(x, training=True)), kernel_dtype)
+          z = tf.nn.conv2d(a, cast_kernel, strides=1, padding="SAME")
+        loss = tf.reduce_sum(tf.cast(z, tf.float32) * weights)
+      return [z, *tape.gradient(loss, [x, kernel, module.gamma, module.beta])]
+
+    got = value_and_gradients(recomputing, True)
+    expected = value_and_gradients(composed, False)
+    self.assertEqual(got[0].dtype, kernel_dtype)
+    for got_tensor, expected_tensor in zip(got, expected):
+      self.assertAllEqual(got_tensor, expected_tensor)
+    self.assertAllEqual(recomputing.moving_mean, composed.moving_mean)
+    self.assertAllEqual(recomputing.moving_variance, composed.moving_variance)
+    self.assertNotAllClose(recomputing.moving_mean, tf.zeros([6]))  # the averages did move
+
+  def test_the_gradient_keeps_no_relu_output(self):
+    """What the memory saving rests on: no gradient op reads a forward ReLU output, so none is kept."""
+    batch_norm = networks.BatchNormalization(6)
+    kernel = tf.Variable(tf.random.stateless_normal([3, 3, 6, 6], seed=[1, 2]))
+
+    @tf.function
+    def gradients(x):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        h = batch_norm.relu_conv2d(x, kernel, training=True)
+        loss = tf.reduce_sum(batch_norm.relu_conv2d(h, kernel, training=True))
+      return tape.gradient(loss, [x, kernel])
+
+    graph = gradients.get_concrete_function(tf.TensorSpec([2, 4, 4, 6])).graph
+    relus = [op for op in graph.get_operations() if op.type == "Relu"]
+    # Forward: after a training-mode batch norm; the gradient's recomputation: after an inference-mode one.
+    forward_relus = [op for op in relus if op.inputs[0].op.get_attr("is_training")]
+    self.assertLen(forward_relus, 2)
+    self.assertLen(relus, 4)
+    for relu in forward_relus:
+      self.assertEqual([consumer.type for consumer in relu.outputs[0].consumers()], ["Conv2D"])
+    for relu in relus:
+      if relu not in forward_relus:  # recomputed only once the backward pass reaches it
+        self.assertNotEmpty(relu.inputs[0].op.control_inputs)
+
+  def test_inference_and_the_composite_path_compute_the_composition(self):
+    composite = networks.BatchNormalization(6, fused=False)
+    x = tf.random.stateless_normal([2, 4, 4, 6], seed=[1, 2])
+    kernel = tf.random.stateless_normal([3, 3, 6, 5], seed=[3, 4])
+    for training in (False, True):
+      expected = tf.nn.conv2d(tf.nn.relu(composite(x, training=training)), kernel, strides=1, padding="SAME")
+      self.assertAllClose(composite.relu_conv2d(x, kernel, training=training), expected, atol=1e-5)
+
+
 class ComputeDtypeTest(tf.test.TestCase, parameterized.TestCase):
   def test_bfloat16_resnet_is_close_to_float32_with_float32_variables_and_output(self):
     exact = networks.ResNet(3, 6, num_blocks=2, num_filters=16)
