@@ -101,8 +101,8 @@ class RestoreFlowTest(tf.test.TestCase, parameterized.TestCase):
     os.makedirs(workdir)
     with open(checkpoints.config_path(workdir), "w") as file:
       file.write(
-        configs.to_json(dataclasses.replace(config, ema_decay=0.0))
-      )  # a flow-only checkpoint: no EMA
+        configs.to_json(dataclasses.replace(config, ema_decay=0.0, dequantization="uniform"))
+      )  # a flow-only checkpoint: no EMA, no learned dequantizer
     manager = tf.train.CheckpointManager(
       tf.train.Checkpoint(flow=flow), checkpoints.checkpoint_dir(workdir), num_checkpoints
     )

@@ -55,7 +55,8 @@ def label_workdir(workdir):
     configs.get_config(),
     condition="label",
     train_split=TRAIN_SPLIT,
-    ema_decay=0.0,  # the checkpoint below holds the flow alone, no weight average
+    ema_decay=0.0,  # the checkpoint below holds the flow alone: no weight average,
+    dequantization="uniform",  # no learned dequantizer
     model_overrides={**export_testing.IMAGE_OVERRIDES, "num_scales": 1},
   )
   flow = moved_and_perturbed(flow_builder.build_flow(config))

@@ -783,12 +783,13 @@ class ExportDirectoryTest(WorkspaceTestCase):
     cls.image_flow = small_image_flow(num_scales=1)
     cls.workdir = os.path.join(cls.workspace, "workdir")
     os.makedirs(cls.workdir)
-    # A flow-only checkpoint (no EMA) of this flow's preprocessing.
+    # A flow-only checkpoint (no EMA, no learned dequantizer) of this flow's preprocessing.
     config = dataclasses.replace(
       configs.get_config(),
       model_overrides={**IMAGE_OVERRIDES, "num_scales": 1},
       logit_alpha=cls.image_flow.parameters["logit_alpha"],
       ema_decay=0.0,
+      dequantization="uniform",
     )
     with open(os.path.join(cls.workdir, "config.json"), "w") as file:
       file.write(configs.to_json(config))
