@@ -135,17 +135,8 @@ def _recomputing_relu_conv2d(x, gamma, beta, kernel, epsilon):
 
   @tf.custom_gradient
   def forward(x, gamma, beta, kernel):
-    no_statistics = tf.constant([], gamma.dtype)
-    # As `tf.compat.v1.nn.fused_batch_norm(..., is_training=True)` (whose epsilon floor, 1.001e-5, is below
-    # any epsilon `BatchNormalization` takes here).
-    y, mean, unbiased_variance, batch_mean, batch_variance, workspace = tf.raw_ops.FusedBatchNormV3(
-      x=x,
-      scale=gamma,
-      offset=beta,
-      mean=no_statistics,
-      variance=no_statistics,
-      epsilon=epsilon,
-      is_training=True,
+    y, mean, unbiased_variance, batch_mean, batch_variance, workspace = _fused_batch_norm(
+      x, gamma, beta, epsilon
     )
     z = tf.nn.conv2d(tf.cast(tf.nn.relu(y), kernel.dtype), kernel, strides=1, padding="SAME")
 
@@ -154,15 +145,7 @@ def _recomputing_relu_conv2d(x, gamma, beta, kernel, epsilon):
       # Not before the backward pass reaches here: run as soon as its inputs exist, the recomputation would
       # hold its output through the rest of the forward pass, as the plain gradient does.
       with tf.control_dependencies([dz]):
-        y = tf.raw_ops.FusedBatchNormV3(
-          x=x,
-          scale=gamma,
-          offset=beta,
-          mean=batch_mean,
-          variance=batch_variance,
-          epsilon=epsilon,
-          is_training=False,
-        )[0]
+        y = _fused_batch_norm(x, gamma, beta, epsilon, statistics=(batch_mean, batch_variance))[0]
       activation = tf.nn.relu(y)
       conv_input = tf.cast(activation, kernel.dtype)
       d_input = tf.raw_ops.Conv2DBackpropInput(
@@ -187,6 +170,24 @@ def _recomputing_relu_conv2d(x, gamma, beta, kernel, epsilon):
     return (z, mean, unbiased_variance), gradient
 
   return forward(x, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta), kernel)
+
+
+def _fused_batch_norm(x, gamma, beta, epsilon, statistics=None):
+  """All six outputs of TensorFlow's `FusedBatchNormV3`: on the batch statistics when `statistics` is None
+  (training mode, as `tf.compat.v1.nn.fused_batch_norm(..., is_training=True)`, whose epsilon floor, 1.001e-5,
+  is below any epsilon `BatchNormalization` takes here), else on the given `(mean, variance)` (inference mode).
+  """
+  is_training = statistics is None
+  mean, variance = (tf.constant([], gamma.dtype),) * 2 if is_training else statistics
+  return tf.raw_ops.FusedBatchNormV3(
+    x=x,
+    scale=gamma,
+    offset=beta,
+    mean=mean,
+    variance=variance,
+    epsilon=epsilon,
+    is_training=is_training,
+  )
 
 
 class WeightNormConv2D(tf.Module):
