@@ -16,7 +16,7 @@ from PIL import Image
 from tests.bijector_testing import perturb
 from tests.fixtures import TINY_MODEL, tiny_config
 from tests.test_strategies import run_program
-from tfp_realnvp import classifier, configs, data, flow_builder, losses, reporting, train_lib
+from tfp_realnvp import classifier, configs, data, dequantization, flow_builder, losses, reporting, train_lib
 from tfp_realnvp.flows import RealNVP
 
 NUM_CLASSES = 10
@@ -164,6 +164,47 @@ class ConditionalTrainerTest(tf.test.TestCase):
     log_loss = -np.mean(class_log_probs[np.arange(len(labels)), labels])
     self.assertAllClose(metrics["class_log_loss"], log_loss, rtol=1e-5)
     self.assertEqual(trainer.evaluate(test), (metrics["bits_per_dim"], 40))
+
+  def test_with_a_variational_dequantizer_the_figures_come_from_the_bounds_on_each_class_likelihood(self):
+    # The bound on `log P(v | y)` for every `y`, with the draws `u ~ q(u | v)` shared by the classes; the
+    # marginal, accuracy and conditional figures all come from those scores (K = 1: the images' own noise;
+    # K = 3: it and two rotations of it).
+    label_counts = np.array([5, 1, 1, 1, 1, 1, 1, 1, 1, 20])
+    trainer = train_lib.Trainer(
+      tf.distribute.get_strategy(),
+      lambda: RealNVP.from_preset("digits", **TINY_MODEL, conditional_event_shape=(NUM_CLASSES,)),
+      global_batch_size=16,
+      label_counts=label_counts,
+      dequantization="variational",
+    )
+    dequantizer = trainer.dequantizer
+    perturb(trainer.flow, stddev=0.3, seed=5)
+    perturb(dequantizer, stddev=0.1, seed=6)
+    test = data.load("digits", "test[:24]", batch_size=16, training=False, with_labels=True)
+    images, labels = (np.concatenate(parts) for parts in zip(*test))
+    v = np.floor(images)
+    log_prior = np.log(label_counts / label_counts.sum())
+    for num_samples in (1, 3):
+      metrics = trainer.evaluate_metrics(test, num_importance_samples=num_samples)
+      noises = dequantization.rotated_noise(images - v, num_samples, tf.constant(train_lib.IMPORTANCE_SEED))
+      scores = np.zeros([len(v), NUM_CLASSES])
+      for label in range(NUM_CLASSES):
+        context = tf.one_hot(np.full(len(v), label), NUM_CLASSES)
+        weights = []
+        for noise in noises:
+          u, log_q = dequantizer.offsets_and_log_prob(v, noise)
+          log_p = trainer.flow.log_prob(data.dequantize(v, u), conditional_input=context)
+          weights.append((log_p - log_q).numpy().astype(np.float64))
+        scores[:, label] = np.logaddexp.reduce(weights, axis=0) - np.log(num_samples)
+      joint = scores + log_prior
+      marginal = np.logaddexp.reduce(joint, axis=1)
+      to_bits_per_dim = -1.0 / (64 * np.log(2.0))
+      self.assertAllClose(metrics["bits_per_dim"], to_bits_per_dim * marginal.mean(), rtol=1e-5)
+      true = scores[np.arange(len(v)), labels]
+      self.assertAllClose(metrics["conditional_bits_per_dim"], to_bits_per_dim * true.mean(), rtol=1e-5)
+      self.assertAllClose(metrics["accuracy"], np.mean(np.argmax(joint, axis=1) == labels), atol=1e-12)
+      log_loss = np.mean(marginal - joint[np.arange(len(v)), labels])
+      self.assertAllClose(metrics["class_log_loss"], log_loss, rtol=1e-4, atol=1e-6)
 
   def test_the_loss_takes_the_context(self):
     flow = RealNVP.from_preset("digits", **TINY_MODEL, conditional_event_shape=(NUM_CLASSES,))

@@ -215,6 +215,7 @@ class ImportanceWeightedBoundTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(dequantization.rotated_noise(e[3:], 5, seed=[1, 2]), rotated[:, 3:])
     self.assertTrue(np.all((rotated.numpy() >= 0.0) & (rotated.numpy() < 1.0)))
     self.assertGreater(float(tf.reduce_min(tf.reduce_max(tf.abs(rotated[1:] - e), axis=[1, 2, 3, 4]))), 0.1)
+    self.assertAllEqual(dequantization.rotated_noise(e, 1, seed=[1, 2]), e[tf.newaxis])  # K = 1: the noise
 
   def test_class_scores_get_the_same_log_q_each(self):
     dequantizer = perturbed_dequantizer()

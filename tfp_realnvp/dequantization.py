@@ -292,7 +292,7 @@ def rotated_noise(noise, num_samples, seed):
   shifts = tf.random.stateless_uniform(
     tf.concat([[num_samples - 1], event_shape], 0), seed, dtype=noise.dtype
   )
-  shifts = tf.concat([tf.zeros_like(shifts[:1]), shifts], 0)[:, tf.newaxis]
+  shifts = tf.concat([tf.zeros(tf.concat([[1], event_shape], 0), noise.dtype), shifts], 0)[:, tf.newaxis]
   rotated = noise + shifts
   return rotated - tf.floor(rotated)
 
