@@ -6,11 +6,11 @@ Usage, from the repository root:
   python bench/bench_accuracy.py --runs=fp32:0,bf16:0 --num_train_steps=1000
 
 Every run (mode, init seed) trains the digits headline config (`configs.get_config()`, its `num_train_steps`
-unless overridden, evaluating only at the end) through `train_lib.train_and_evaluate`, in a fresh subprocess with the global TensorFlow seed set,
-so two modes with the same init seed start from the same weights and see the same batches: they differ only
-by arithmetic. One JSON line per run, then a summary with each run's test bits/dim minus the first run's. The
-default's fp32 run with a second init seed shows how far two fp32 runs land apart: the yardstick for a mode's
-difference.
+unless overridden, evaluating only at the end) through `train_lib.train_and_evaluate`, in a fresh subprocess, with
+the init seed as `config.seed` (which seeds the initial weights, dropout and batches), so two modes with the same
+init seed start from the same weights and see the same batches: they differ only by arithmetic. One JSON line
+per run, then a summary with each run's test bits/dim minus the first run's. The default's fp32 run with a
+second init seed shows how far two fp32 runs land apart: the yardstick for a mode's difference.
 """
 
 import dataclasses
@@ -27,7 +27,7 @@ _RUNS = flags.DEFINE_list(
   "runs",
   ["fp32:0", "bf16:0", "fp32:1"],
   "`mode:init_seed` runs; the first is the baseline. Modes: see MODES; the init seed is "
-  "the global TensorFlow seed (weight initialization).",
+  "`config.seed` (initial weights, dropout and batches).",
 )
 _NUM_TRAIN_STEPS = flags.DEFINE_integer(
   "num_train_steps", None, "Training steps of every run (default: the config's)."
@@ -43,23 +43,29 @@ MODES = {
 }
 
 
-def _worker(mode, seed):
-  import tensorflow as tf  # noqa: PLC0415 (workers only: the driver stays light)
-
-  from tfp_realnvp import configs, train_lib  # noqa: PLC0415
-
-  tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value)
-  tf.random.set_seed(seed)
-  config = configs.get_config()
-  num_train_steps = _NUM_TRAIN_STEPS.value or config.num_train_steps
-  config = dataclasses.replace(
+def run_config(config, mode, seed, num_train_steps=None):
+  """`config` for the run `mode:seed`: `seed` as `config.seed` (`train_and_evaluate` seeds TensorFlow with
+  it, so a global seed set beforehand would be overridden), the mode's model overrides, `num_train_steps`
+  (None: the config's) and one evaluation, at the end."""
+  num_train_steps = num_train_steps or config.num_train_steps
+  return dataclasses.replace(
     config,
+    seed=seed,
     num_train_steps=num_train_steps,
     eval_every_steps=0,
     checkpoint_every_steps=num_train_steps,
     log_every_steps=num_train_steps,
     model_overrides={**config.model_overrides, **MODES[mode]},
   )
+
+
+def _worker(mode, seed):
+  import tensorflow as tf  # noqa: PLC0415 (workers only: the driver stays light)
+
+  from tfp_realnvp import configs, train_lib  # noqa: PLC0415
+
+  tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value)
+  config = run_config(configs.get_config(), mode, seed, _NUM_TRAIN_STEPS.value)
   start = time.perf_counter()
   with tempfile.TemporaryDirectory() as workdir:
     result = train_lib.train_and_evaluate(config, workdir)

@@ -90,5 +90,28 @@ class BenchFlowTest(tf.test.TestCase):
     self.assertEqual(summary["tiny/fp32"]["log_prob_vs_fp32"], 1.0)
 
 
+class BenchAccuracyTest(tf.test.TestCase):
+  def test_a_runs_init_seed_is_its_configs_seed(self):
+    # `train_and_evaluate` seeds TensorFlow with `config.seed`, so that is where the init seed must go. In a
+    # subprocess: bench_accuracy defines absl flags that other bench modules define too.
+    code = (
+      "import json, sys; sys.path.insert(0, sys.argv[1]); import bench_accuracy; "
+      "from tfp_realnvp import configs; base = configs.get_config(); "
+      "runs = [bench_accuracy.run_config(base, 'bf16', 3, 5), bench_accuracy.run_config(base, 'fp32', 1)]; "
+      "print(json.dumps([[c.seed, c.num_train_steps, c.eval_every_steps, c.model_overrides] for c in runs] "
+      "+ [base.seed, base.num_train_steps]))"
+    )
+    completed = subprocess.run(
+      [sys.executable, "-c", code, _BENCH_DIR], capture_output=True, text=True, timeout=300
+    )
+    self.assertEqual(completed.returncode, 0, completed.stderr[-2000:])
+    bf16, fp32, base_seed, base_steps = json.loads(completed.stdout.splitlines()[-1])
+    self.assertEqual(base_seed, 0)
+    self.assertEqual(bf16[:3], [3, 5, 0])
+    self.assertEqual(bf16[3]["compute_dtype"], "bfloat16")
+    self.assertEqual(fp32[:3], [1, base_steps, 0])
+    self.assertNotIn("compute_dtype", fp32[3])
+
+
 if __name__ == "__main__":
   tf.test.main()
