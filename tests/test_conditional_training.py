@@ -133,15 +133,24 @@ class ConditionalRunTest(tf.test.TestCase):
     )
 
 
+SKEWED_LABEL_COUNTS = np.array([5, 1, 1, 1, 1, 1, 1, 1, 1, 20])
+
+
+def skewed_prior_trainer(**trainer_kwargs):
+  """A class-conditional `Trainer` of the tiny digits model whose label prior is `SKEWED_LABEL_COUNTS`."""
+  return train_lib.Trainer(
+    tf.distribute.get_strategy(),
+    lambda: RealNVP.from_preset("digits", **TINY_MODEL, conditional_event_shape=(NUM_CLASSES,)),
+    global_batch_size=16,
+    label_counts=SKEWED_LABEL_COUNTS,
+    **trainer_kwargs,
+  )
+
+
 class ConditionalTrainerTest(tf.test.TestCase):
   def test_evaluation_uses_the_label_frequencies_as_prior(self):
-    label_counts = np.array([5, 1, 1, 1, 1, 1, 1, 1, 1, 20])
-    trainer = train_lib.Trainer(
-      tf.distribute.get_strategy(),
-      lambda: RealNVP.from_preset("digits", **TINY_MODEL, conditional_event_shape=(NUM_CLASSES,)),
-      global_batch_size=16,
-      label_counts=label_counts,
-    )
+    trainer = skewed_prior_trainer()
+    label_counts = SKEWED_LABEL_COUNTS
     perturb(trainer.flow, stddev=0.3, seed=3)  # so that the classes have different densities
     test = data.load("digits", "test[:40]", batch_size=16, training=False, with_labels=True)
     metrics = trainer.evaluate_metrics(test)
@@ -169,14 +178,8 @@ class ConditionalTrainerTest(tf.test.TestCase):
     # The bound on `log P(v | y)` for every `y`, with the draws `u ~ q(u | v)` shared by the classes; the
     # marginal, accuracy and conditional figures all come from those scores (K = 1: the images' own noise;
     # K = 3: it and two rotations of it).
-    label_counts = np.array([5, 1, 1, 1, 1, 1, 1, 1, 1, 20])
-    trainer = train_lib.Trainer(
-      tf.distribute.get_strategy(),
-      lambda: RealNVP.from_preset("digits", **TINY_MODEL, conditional_event_shape=(NUM_CLASSES,)),
-      global_batch_size=16,
-      label_counts=label_counts,
-      dequantization="variational",
-    )
+    trainer = skewed_prior_trainer(dequantization="variational")
+    label_counts = SKEWED_LABEL_COUNTS
     dequantizer = trainer.dequantizer
     perturb(trainer.flow, stddev=0.3, seed=5)
     perturb(dequantizer, stddev=0.1, seed=6)
