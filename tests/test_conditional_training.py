@@ -221,6 +221,29 @@ class ConditionalTrainerTest(tf.test.TestCase):
     other = losses.bits_per_dim_loss(flow, images, 0.0, conditional_input=tf.roll(context, 1, axis=0))
     self.assertNotAllClose(loss.total, other.total)
 
+  def test_label_dropout_trains_dropped_images_on_the_all_zeros_context(self):
+    images, labels = next(
+      iter(data.load("digits", "train", batch_size=16, training=False, with_labels=True))
+    )
+    contexts = {"labels": tf.one_hot(labels, NUM_CLASSES), "zeros": tf.zeros([16, NUM_CLASSES])}
+    step_figures, expected = {}, {}
+    for name, label_dropout in (("labels", 0.0), ("zeros", 1.0 - 1e-9)):  # 1e-9: all 16 dropped but by 1.6e-8
+      tf.random.set_seed(7)
+      trainer = skewed_prior_trainer(label_dropout=label_dropout)
+      perturb(trainer.flow, stddev=0.3, seed=8)
+      # The step's bits/dim are those of the weights before its update.
+      expected[name] = float(
+        losses.bits_per_dim_loss(trainer.flow, images, 0.0, conditional_input=contexts[name]).mean_bits_per_dim
+      )
+      step_figures[name] = float(trainer.train_step((images, labels))[0])
+    self.assertAllClose(step_figures, expected, rtol=1e-5)
+    self.assertGreater(abs(expected["labels"] - expected["zeros"]), 1e-3)  # the label matters here
+    with self.assertRaisesRegex(ValueError, r"`label_dropout` must be in \[0, 1\), and 0 without `label_counts`"):
+      train_lib.Trainer(
+        tf.distribute.get_strategy(), lambda: RealNVP.from_preset("digits", **TINY_MODEL), global_batch_size=16,
+        label_dropout=0.1,
+      )
+
   def test_label_counts_must_match_the_flow_context(self):
     with self.assertRaisesRegex(ValueError, r"`label_counts` gives 3 classes, so the flow must have "):
       train_lib.Trainer(
@@ -252,6 +275,14 @@ class ConditionConfigTest(tf.test.TestCase):
       configs.ConfigError, r"^`condition` must be one of None, label; got 'bogus'\.$"
     ):
       tiny_config(condition="bogus").validate()
+
+  def test_label_dropout_needs_the_label_condition_and_a_share_below_one(self):
+    for changes in (dict(label_dropout=0.2), dict(condition="label", label_dropout=1.0)):
+      with self.assertRaisesRegex(
+        configs.ConfigError, r"^`label_dropout` must be in \[0, 1\), and 0 unless `condition` is label; got "
+      ):
+        tiny_config(**changes).validate()
+    tiny_config(condition="label", label_dropout=0.2).validate()
 
   def test_label_condition_on_a_dataset_without_labels_is_a_config_error(self):
     directory = os.path.join(self.get_temp_dir(), "unlabelled")

@@ -28,6 +28,7 @@ _ADDED_FIELDS = {
   "train_split": None,
   "eval_split": None,
   "condition": None,
+  "label_dropout": 0.0,
   "logit_alpha": 0.05,
   "ema_decay": 0.0,
   "dequantization": "uniform",
@@ -75,6 +76,12 @@ class TrainConfig:
     "`label`: model `p(x | y)` on the one-hot class label and report marginal bits/dim and accuracy "
     "(None: unconditional `p(x)`).",
     choices=CONDITIONS,
+  )
+  label_dropout: float = _field(
+    0.0,
+    "`condition=label`: the share of training images whose context is all zeros instead of their one-hot label "
+    "(no class), so the class densities share one learned `p(x | no class)`; 0: every image has its label.",
+    on_resume=WITH_FLAG,
   )
 
   # Model: `RealNVP.from_preset(preset or the dataset's preset, **model_overrides)`.
@@ -220,6 +227,12 @@ class TrainConfig:
       self.logit_alpha,
     )
     _check(0.0 <= self.ema_decay < 1.0, "ema_decay", "in [0, 1) (0: off)", self.ema_decay)
+    _check(
+      0.0 <= self.label_dropout < 1.0 and (self.condition == "label" or not self.label_dropout),
+      "label_dropout",
+      "in [0, 1), and 0 unless `condition` is label",
+      self.label_dropout,
+    )
     for name in ("train_split", "eval_split"):
       value = getattr(self, name)
       _check(value is None or (isinstance(value, str) and value), name, "a split name or None", value)

@@ -88,7 +88,8 @@ class Trainer:
   class-conditional trainer for a flow with `conditional_event_shape == (num_classes,)`: batches are
   `(images, labels)`, the context is `one_hot(labels)`, evaluation gives the marginal bits/dim
   `-log2 sum_y p(x | y) p(y) / D` with `p(y) = label_counts / sum(label_counts)` (see `evaluate_metrics`), and
-  sample grids have one row per class.
+  sample grids have one row per class. `label_dropout` is the share of training images whose context is all
+  zeros instead of their one-hot label (one uniform draw per image and step); evaluation always gives the label.
 
   `dequantization` (`'uniform'` or `'variational'`, see `dequantization.make_dequantizer`) is the dequantizer
   `q(u | v)` of the discrete images `v = floor(x)` of the batches, built in the scope beside the flow
@@ -120,11 +121,18 @@ class Trainer:
     jit_compile=False,
     ema_decay=0.0,
     dequantization="uniform",
+    label_dropout=0.0,
   ):
     self.strategy = strategy
     self.global_batch_size = global_batch_size
     self.l2_coefficient = l2_coefficient
     self.label_log_prior = _label_log_prior(label_counts)
+    if not (0.0 <= label_dropout < 1.0 and (label_counts is not None or not label_dropout)):
+      raise ValueError(
+        f"`label_dropout` must be in [0, 1), and 0 without `label_counts` (a class-conditional trainer); got "
+        f"{label_dropout!r}."
+      )
+    self.label_dropout = float(label_dropout)
     self.num_classes = None if label_counts is None else len(self.label_log_prior)
     # Variables and optimizer slots created in the scope are mirrored across replicas (and workers).
     with strategy.scope():
@@ -208,6 +216,10 @@ class Trainer:
   def _replica_gradients(self, batch):
     variables = self.trainable_variables
     images, context = self._images_and_context(batch)
+    if self.label_dropout:
+      # One draw per image: its whole one-hot label kept, or all zeros.
+      kept = tf.random.uniform(tf.shape(context)[:1], dtype=context.dtype) >= self.label_dropout
+      context = context * tf.cast(kept, context.dtype)[:, tf.newaxis]
     with tf.GradientTape() as tape:
       loss_terms = losses.bits_per_dim_loss(
         self.flow,
@@ -413,6 +425,7 @@ def build_trainer(config, strategy=None, spec=None):
     jit_compile=config.jit_compile,
     ema_decay=config.ema_decay,
     dequantization=config.dequantization,
+    label_dropout=config.label_dropout,
   )
 
 
