@@ -279,10 +279,17 @@ class ConditionConfigTest(tf.test.TestCase):
   def test_label_dropout_needs_the_label_condition_and_a_share_below_one(self):
     for changes in (dict(label_dropout=0.2), dict(condition="label", label_dropout=1.0)):
       with self.assertRaisesRegex(
-        configs.ConfigError, r"^`label_dropout` must be in \[0, 1\), and 0 unless `condition` is label; got "
+        configs.ConfigError,
+        r"^`label_dropout` must be None or in \[0, 1\), and 0 unless `condition` is label; got ",
       ):
         tiny_config(**changes).validate()
-    tiny_config(condition="label", label_dropout=0.2).validate()
+    tiny_config(condition="label", label_dropout=0.5).validate()
+    # None (the default): the measured share for a class-conditional run, none for another.
+    self.assertIsNone(configs.TrainConfig().label_dropout)
+    self.assertEqual(tiny_config(condition="label").effective_label_dropout, configs.CONDITIONAL_LABEL_DROPOUT)
+    self.assertEqual(tiny_config().effective_label_dropout, 0.0)
+    self.assertEqual(tiny_config(condition="label", label_dropout=0.0).effective_label_dropout, 0.0)
+    self.assertEqual(train_lib.build_trainer(tiny_config(condition="label")).label_dropout, 0.2)
 
   def test_label_condition_on_a_dataset_without_labels_is_a_config_error(self):
     directory = os.path.join(self.get_temp_dir(), "unlabelled")

@@ -15,6 +15,8 @@ __all__ = ["FIXED", "FREE", "WITH_FLAG", "ConfigError", "TrainConfig", "from_jso
 
 COMPUTE_DTYPES = (None, "float32", "bfloat16", "float16")
 CONDITIONS = (None, "label")
+# The share of all-zeros contexts a class-conditional run trains with by default (measured: `label_dropout`).
+CONDITIONAL_LABEL_DROPOUT = 0.2
 DEQUANTIZATIONS = ("uniform", "variational")
 
 # How a field may differ from the config a workdir's run started with (`field.metadata["on_resume"]`, checked by
@@ -77,10 +79,16 @@ class TrainConfig:
     "(None: unconditional `p(x)`).",
     choices=CONDITIONS,
   )
-  label_dropout: float = _field(
-    0.0,
+  # Measured on the digits fold that validates on the first 300 training images (fit train[300:], validate
+  # train[:300], seed 0), where, as on the test split, the class-conditional marginal was above the
+  # unconditional model's (1.7958 / 1.6782 against 1.7777 / 1.6703 bits/dim at K = 1 / K = 100): 0.2 gives
+  # 1.7629 / 1.6629, accuracy 0.920 / 0.977 against 0.943 / 0.967, `-log p(label | x)` 0.396 / 0.103 against
+  # 0.524 / 0.163 nats. (The fold train[:1200] / train[1200:] had shown no gap.)
+  label_dropout: float | None = _field(
+    None,
     "`condition=label`: the share of training images whose context is all zeros instead of their one-hot label "
-    "(no class), so the class densities share one learned `p(x | no class)`; 0: every image has its label.",
+    "(no class), so the class densities share what they have in common (None: "
+    f"{CONDITIONAL_LABEL_DROPOUT} with `condition=label`, else 0).",
     on_resume=WITH_FLAG,
   )
 
@@ -228,14 +236,22 @@ class TrainConfig:
     )
     _check(0.0 <= self.ema_decay < 1.0, "ema_decay", "in [0, 1) (0: off)", self.ema_decay)
     _check(
-      0.0 <= self.label_dropout < 1.0 and (self.condition == "label" or not self.label_dropout),
+      self.label_dropout is None
+      or (0.0 <= self.label_dropout < 1.0 and (self.condition == "label" or not self.label_dropout)),
       "label_dropout",
-      "in [0, 1), and 0 unless `condition` is label",
+      "None or in [0, 1), and 0 unless `condition` is label",
       self.label_dropout,
     )
     for name in ("train_split", "eval_split"):
       value = getattr(self, name)
       _check(value is None or (isinstance(value, str) and value), name, "a split name or None", value)
+
+  @property
+  def effective_label_dropout(self):
+    """`label_dropout`, with None resolved: `CONDITIONAL_LABEL_DROPOUT` for `condition="label"`, else 0."""
+    if self.label_dropout is not None:
+      return self.label_dropout
+    return CONDITIONAL_LABEL_DROPOUT if self.condition == "label" else 0.0
 
 
 def _check(condition, name, expected, got):

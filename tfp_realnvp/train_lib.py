@@ -425,7 +425,7 @@ def build_trainer(config, strategy=None, spec=None):
     jit_compile=config.jit_compile,
     ema_decay=config.ema_decay,
     dequantization=config.dequantization,
-    label_dropout=config.label_dropout,
+    label_dropout=config.effective_label_dropout,
   )
 
 
