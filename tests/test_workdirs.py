@@ -139,6 +139,7 @@ class CheckConfigTest(tf.test.TestCase, parameterized.TestCase):
         "warmup_steps",
         "learning_rate_decay",
         "l2_coefficient",
+        "label_dropout",
         "clip_global_norm",
         "seed",
       },
