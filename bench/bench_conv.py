@@ -7,9 +7,13 @@ Usage, from the repository root:
 
 For every (shape `HxWxC`, dtype, layout) a chain of `--depth` same-size convolutions runs forward, then forward
 and backward (input and kernel gradients); one JSON line each with the median GFLOP/s of `--timed_runs` runs
-(`2 * multiply-adds` per convolution, 3 convolutions' worth for forward+backward). The default shapes are the
-residual-block convolutions of the small model (scale 0: 32x32x32; scale 1 and the channel couplings:
-16x16x64, 16x16x32); cifar10 doubles their channels.
+(`2 * multiply-adds` per convolution, 3 convolutions' worth for forward+backward). For NHWC the line also has
+each pass of one convolution alone (`pass_gflops`): `forward`, `input_gradient` (`Conv2DBackpropInput`),
+`kernel_gradient` (`Conv2DBackpropFilter`, the slowest pass of a train step) and
+`kernel_gradient_as_forward`, the same kernel gradient computed as a forward convolution with the batch and
+channel axes swapped: the rewrite that would pay if the forward kernel ran faster on that shape. The default
+shapes are the residual-block convolutions of the small model (scale 0: 32x32x32; scale 1 and the channel
+couplings: 16x16x64, 16x16x32); cifar10 doubles their channels.
 """
 
 import json
@@ -42,6 +46,49 @@ def _median_seconds(function, argument, timed_runs):
     np.asarray(function(argument))
     times.append(time.perf_counter() - start)
   return float(np.median(times))
+
+
+def kernel_gradient_as_forward(images, output_gradient, kernel_size=3):
+  """`Conv2DBackpropFilter` of a 'SAME', stride-1 convolution of NHWC `images` as one forward convolution.
+
+  `dW[i, j, c, d] = sum_{n, h, w} x[n, h + i - p, w + j - p, c] * dy[n, h, w, d]` (`p = kernel_size // 2`) is a
+  'VALID' convolution of the padded `x` with channels as its batch, `[C, H + 2p, W + 2p, N]`, by the filter
+  `dy` as `[H, W, N, D]`; its `[C, k, k, D]` output is `dW` transposed.
+  """
+  pad = kernel_size // 2
+  swapped_images = tf.pad(tf.transpose(images, [3, 1, 2, 0]), [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+  swapped_filter = tf.transpose(output_gradient, [1, 2, 0, 3])
+  return tf.transpose(tf.nn.conv2d(swapped_images, swapped_filter, 1, "VALID"), [1, 2, 0, 3])
+
+
+def _one_convolution_passes(height, width, channels, dtype):
+  """GFLOP/s of each pass of one NHWC 3x3 convolution alone, one op a call."""
+  batch_size = _BATCH_SIZE.value
+  shape = [batch_size, height, width, channels]
+  images = tf.cast(tf.random.stateless_normal(shape, seed=[1, 2]), dtype)
+  output_gradient = tf.cast(tf.random.stateless_normal(shape, seed=[4, 5]), dtype)
+  kernel = tf.cast(tf.random.stateless_normal([3, 3, channels, channels], seed=[3, 0]) * 0.05, dtype)
+  strides = [1, 1, 1, 1]
+  passes = {
+    "forward": tf.function(lambda x: tf.nn.conv2d(x, kernel, 1, "SAME")),
+    "input_gradient": tf.function(
+      lambda dy: tf.raw_ops.Conv2DBackpropInput(
+        input_sizes=shape, filter=kernel, out_backprop=dy, strides=strides, padding="SAME"
+      )
+    ),
+    "kernel_gradient": tf.function(
+      lambda dy: tf.raw_ops.Conv2DBackpropFilter(
+        input=images, filter_sizes=kernel.shape, out_backprop=dy, strides=strides, padding="SAME"
+      )
+    ),
+    "kernel_gradient_as_forward": tf.function(lambda dy: kernel_gradient_as_forward(images, dy)),
+  }
+  flops = 2 * batch_size * height * width * 9 * channels * channels
+  result = {}
+  for name, function in passes.items():
+    seconds = _median_seconds(function, images if name == "forward" else output_gradient, _TIMED_RUNS.value)
+    result[name] = round(flops / seconds / 1e9, 1)
+  return result
 
 
 def _measure(height, width, channels, dtype, layout):
@@ -80,6 +127,8 @@ def _measure(height, width, channels, dtype, layout):
       result[f"{name}_gflops"] = round(multiple * flops / seconds / 1e9, 1)
     except (tf.errors.UnimplementedError, tf.errors.InvalidArgumentError) as error:
       result[f"{name}_error"] = str(error).splitlines()[0][:200]
+  if layout == "NHWC":
+    result["pass_gflops"] = _one_convolution_passes(height, width, channels, dtype)
   return result
 
 

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import tensorflow as tf
 
 from tfp_realnvp import networks
@@ -88,6 +89,28 @@ class BenchFlowTest(tf.test.TestCase):
     self.assertAllClose(result["sample"]["gflop_per_image"], result["log_prob"]["gflop_per_image"], rtol=0.05)
     self.assertGreater(result["peak_rss_mb"], 100)
     self.assertEqual(summary["tiny/fp32"]["log_prob_vs_fp32"], 1.0)
+
+
+class BenchConvTest(tf.test.TestCase):
+  def test_the_kernel_gradient_as_a_forward_convolution_is_tensorflows_kernel_gradient(self):
+    # In a subprocess: bench_conv defines absl flags that other bench modules define too.
+    code = (
+      "import sys; sys.path.insert(0, sys.argv[1]); import numpy as np, tensorflow as tf, bench_conv; "
+      "x = tf.random.stateless_normal([3, 7, 6, 4], seed=[1, 2]); "
+      "dy = tf.random.stateless_normal([3, 7, 6, 5], seed=[3, 4]); "
+      "expected = tf.raw_ops.Conv2DBackpropFilter(input=x, filter_sizes=[3, 3, 4, 5], out_backprop=dy, "
+      "strides=[1, 1, 1, 1], padding='SAME'); "
+      "np.save(sys.argv[2], np.stack([expected, bench_conv.kernel_gradient_as_forward(x, dy)]))"
+    )
+    output = os.path.join(self.get_temp_dir(), "kernel_gradients.npy")
+    completed = subprocess.run(
+      [sys.executable, "-c", code, _BENCH_DIR, output], capture_output=True, text=True, timeout=300
+    )
+    self.assertEqual(completed.returncode, 0, completed.stderr[-2000:])
+    expected, rewritten = np.load(output)
+    self.assertEqual(expected.shape, (3, 3, 4, 5))
+    self.assertGreater(np.abs(expected).min(), 0.0)
+    self.assertAllClose(rewritten, expected, rtol=1e-5, atol=1e-5)
 
 
 class BenchAccuracyTest(tf.test.TestCase):
