@@ -222,9 +222,7 @@ class ConditionalTrainerTest(tf.test.TestCase):
     self.assertNotAllClose(loss.total, other.total)
 
   def test_label_dropout_trains_dropped_images_on_the_all_zeros_context(self):
-    images, labels = next(
-      iter(data.load("digits", "train", batch_size=16, training=False, with_labels=True))
-    )
+    images, labels = next(iter(data.load("digits", "train", batch_size=16, training=False, with_labels=True)))
     contexts = {"labels": tf.one_hot(labels, NUM_CLASSES), "zeros": tf.zeros([16, NUM_CLASSES])}
     step_figures, expected = {}, {}
     for name, label_dropout in (("labels", 0.0), ("zeros", 1.0 - 1e-9)):  # 1e-9: all 16 dropped but by 1.6e-8
@@ -232,14 +230,20 @@ class ConditionalTrainerTest(tf.test.TestCase):
       perturb(trainer.flow, stddev=0.3, seed=8)
       # The step's bits/dim are those of the weights before its update.
       expected[name] = float(
-        losses.bits_per_dim_loss(trainer.flow, images, 0.0, conditional_input=contexts[name]).mean_bits_per_dim
+        losses.bits_per_dim_loss(
+          trainer.flow, images, 0.0, conditional_input=contexts[name]
+        ).mean_bits_per_dim
       )
       step_figures[name] = float(trainer.train_step((images, labels))[0])
     self.assertAllClose(step_figures, expected, rtol=1e-5)
     self.assertGreater(abs(expected["labels"] - expected["zeros"]), 1e-3)  # the label matters here
-    with self.assertRaisesRegex(ValueError, r"`label_dropout` must be in \[0, 1\), and 0 without `label_counts`"):
+    with self.assertRaisesRegex(
+      ValueError, r"`label_dropout` must be in \[0, 1\), and 0 without `label_counts`"
+    ):
       train_lib.Trainer(
-        tf.distribute.get_strategy(), lambda: RealNVP.from_preset("digits", **TINY_MODEL), global_batch_size=16,
+        tf.distribute.get_strategy(),
+        lambda: RealNVP.from_preset("digits", **TINY_MODEL),
+        global_batch_size=16,
         label_dropout=0.1,
       )
 
@@ -285,7 +289,9 @@ class ConditionConfigTest(tf.test.TestCase):
     tiny_config(condition="label", label_dropout=0.5).validate()
     # None (the default): the measured share for a class-conditional run, none for another.
     self.assertIsNone(configs.TrainConfig().label_dropout)
-    self.assertEqual(tiny_config(condition="label").effective_label_dropout, configs.CONDITIONAL_LABEL_DROPOUT)
+    self.assertEqual(
+      tiny_config(condition="label").effective_label_dropout, configs.CONDITIONAL_LABEL_DROPOUT
+    )
     self.assertEqual(tiny_config().effective_label_dropout, 0.0)
     self.assertEqual(tiny_config(condition="label", label_dropout=0.0).effective_label_dropout, 0.0)
     self.assertEqual(train_lib.build_trainer(tiny_config(condition="label")).label_dropout, 0.2)

@@ -345,7 +345,7 @@ class DiscreteBoundExportTest(export_testing.LoadedExportsTestCase):
     seed = tf.constant(SEED)
     for num_samples in (0, -1, 2.5, True):
       with self.assertRaisesRegex(
-        ValueError, rf"`num_samples` must be an integer >= 1 .*; got {num_samples}"
+        ValueError, rf"`num_samples` must be a positive integer; got {num_samples}"
       ):
         distribution.discrete_bits_per_dim(self.levels, num_samples, seed)
     with self.assertRaisesRegex(

@@ -91,7 +91,7 @@ class GetStrategyTest(tf.test.TestCase):
     strategies.configure_cpu_devices(len(tf.config.list_logical_devices("CPU")))  # unchanged: fine
     with self.assertRaisesRegex(ValueError, "must be set before TensorFlow runs its first op"):
       strategies.configure_cpu_devices(len(tf.config.list_logical_devices("CPU")) + 1)
-    with self.assertRaisesRegex(ValueError, "`num_cpu_devices` must be an integer >= 1, got 0"):
+    with self.assertRaisesRegex(ValueError, "`num_cpu_devices` must be a positive integer; got 0"):
       strategies.configure_cpu_devices(0)
 
 

@@ -35,6 +35,7 @@ import tensorflow_probability as tfp
 
 from tfp_realnvp import data, networks
 from tfp_realnvp.bijectors import AffineCoupling, KeywordChain
+from tfp_realnvp.checks import positive_int
 
 __all__ = [
   "UniformDequantizer",
@@ -161,15 +162,8 @@ class VariationalDequantizer(_Dequantizer):
       raise ValueError(
         f"`event_shape` must have at least 2 elements (for the couplings); got {event_shape!r}."
       )
-    if isinstance(num_bits, bool) or not isinstance(num_bits, (int, np.integer)) or num_bits <= 0:
-      raise ValueError(f"`num_bits` must be a positive integer; got {num_bits!r}.")
-    if (
-      isinstance(num_couplings, bool)
-      or not isinstance(num_couplings, (int, np.integer))
-      or num_couplings <= 0
-    ):
-      raise ValueError(f"`num_couplings` must be a positive integer; got {num_couplings!r}.")
-    self.num_bits = int(num_bits)
+    self.num_bits = positive_int("num_bits", num_bits)
+    positive_int("num_couplings", num_couplings)
     self.dtype = tf.as_dtype(dtype)
     dims = self.num_dims
     with self.name_scope:

@@ -16,6 +16,7 @@ from tensorflow_probability.python.distributions.transformed_distribution import
 
 from tfp_realnvp import networks, shapes
 from tfp_realnvp.bijectors import AffineCoupling, BatchNorm, KeywordChain, LogitTransform, MultiScale
+from tfp_realnvp.checks import positive_int
 
 __all__ = ["PRESETS", "ImageRealNVP", "RealNVP", "VectorRealNVP"]
 
@@ -413,7 +414,7 @@ class RealNVP(_TransformedDistribution):
     Returns `[num_steps, *x_start.shape]`, starting at `x_start` and ending at `x_end` (up to round-off). A
     conditional flow encodes, and decodes the path, under the one context `conditional_input`.
     """
-    num_steps = _positive_int("num_steps", num_steps)
+    num_steps = positive_int("num_steps", num_steps)
     if num_steps < 2:
       raise ValueError(f"`num_steps` must be at least 2; got {num_steps!r}.")
     z_start = self.encode(x_start, conditional_input)
@@ -487,8 +488,8 @@ class ImageRealNVP(RealNVP):
     """
     parameters = dict(locals())
     event_shape = _event_shape_arg(event_shape)
-    num_blocks = _positive_int("num_blocks", num_blocks)
-    num_filters = _positive_int("num_filters", num_filters)
+    num_blocks = positive_int("num_blocks", num_blocks)
+    num_filters = positive_int("num_filters", num_filters)
     dtype = _float_dtype(dtype)
     conditional_event_shape = _check_conditional_event_shape(conditional_event_shape, event_shape)
     with tf.name_scope(name) as name:
@@ -572,8 +573,8 @@ class ImageRealNVP(RealNVP):
     discrete data can never get back. A conditional flow samples under the one context `conditional_input`,
     `[*conditional_event_shape]`.
     """
-    num_samples = _positive_int("num_samples", num_samples)
-    batch_size = _positive_int("batch_size", batch_size)
+    num_samples = positive_int("num_samples", num_samples)
+    batch_size = positive_int("batch_size", batch_size)
     sizes = [batch_size] * (num_samples // batch_size)
     if num_samples % batch_size:
       sizes.append(num_samples % batch_size)
@@ -630,8 +631,8 @@ class VectorRealNVP(RealNVP):
     event_shape = _event_shape_arg(event_shape)
     if len(event_shape) != 1:
       raise ValueError(f"`event_shape` must be `(dims,)` with positive `dims`; got {event_shape}.")
-    num_couplings = _positive_int("num_couplings", num_couplings)
-    hidden_units = tuple(_positive_int("hidden_units", units) for units in hidden_units)
+    num_couplings = positive_int("num_couplings", num_couplings)
+    hidden_units = tuple(positive_int("hidden_units", units) for units in hidden_units)
     dtype = _float_dtype(dtype)
     (dims,) = event_shape
     conditional_event_shape = _check_conditional_event_shape(conditional_event_shape)
@@ -697,7 +698,7 @@ def _check_conditional_event_shape(conditional_event_shape, event_shape=None):
   if conditional_event_shape is None:
     return None
   try:
-    shape = tuple(_positive_int("conditional_event_shape", size) for size in conditional_event_shape)
+    shape = tuple(positive_int("conditional_event_shape", size) for size in conditional_event_shape)
   except (TypeError, ValueError):
     shape = ()
   if not shape:
@@ -713,21 +714,10 @@ def _check_conditional_event_shape(conditional_event_shape, event_shape=None):
   return shape
 
 
-def _positive_int(name, value):
-  """`value` as a Python int, or a `ValueError` naming `name`; a float such as 2.5 is not truncated."""
-  try:
-    number = None if isinstance(value, bool) else operator.index(value)
-  except TypeError:
-    number = None
-  if number is None or number <= 0:
-    raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-  return number
-
-
 def _event_shape_arg(event_shape):
   """`event_shape` as a tuple of positive Python ints, or a `ValueError` naming it."""
   try:
-    return tuple(_positive_int("event_shape", size) for size in event_shape)
+    return tuple(positive_int("event_shape", size) for size in event_shape)
   except (TypeError, ValueError):
     raise ValueError(f"`event_shape` must be a sequence of positive integers; got {event_shape!r}.") from None
 

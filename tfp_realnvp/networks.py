@@ -10,6 +10,7 @@ couplings of a conditional flow `p(x | c)`.
 import numpy as np
 import tensorflow as tf
 
+from tfp_realnvp.checks import positive_int
 from tfp_realnvp.moments import assign_moving_averages, moments_for_mode, moving_average_variable
 
 __all__ = [
@@ -549,8 +550,7 @@ def _num_replicas_in_sync():
 
 def _check_positive(**values):
   for name, value in values.items():
-    if int(value) <= 0:
-      raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+    positive_int(name, value)
 
 
 def _check_rate(dropout):

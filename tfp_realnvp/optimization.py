@@ -9,6 +9,8 @@ loss = data_loss + optimization.l2_penalty(flow.regularized_variables, 5e-5)
 import tensorflow as tf
 import tf_keras as tfk
 
+from tfp_realnvp.checks import positive_int
+
 __all__ = ["DynamicLossScale", "adam", "l2_penalty", "learning_rate_schedule"]
 
 
@@ -75,9 +77,7 @@ class DynamicLossScale(tf.Module):
     super().__init__(name=name)
     if not initial_scale >= 1:
       raise ValueError(f"`initial_scale` must be >= 1; got {initial_scale!r}.")
-    if int(growth_interval) < 1:
-      raise ValueError(f"`growth_interval` must be a positive integer; got {growth_interval!r}.")
-    self.growth_interval = int(growth_interval)
+    self.growth_interval = positive_int("growth_interval", growth_interval)
     first_replica = tf.VariableAggregation.ONLY_FIRST_REPLICA
     with self.name_scope:
       self.scale = tf.Variable(float(initial_scale), trainable=False, name="scale", aggregation=first_replica)

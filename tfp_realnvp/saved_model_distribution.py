@@ -18,6 +18,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_realnvp import shapes
+from tfp_realnvp.checks import positive_int
 from tfp_realnvp.serving import DISCRETE_BITS_PER_DIM_SIGNATURE_NAME, SIGNATURE_NAMES
 
 tfd = tfp.distributions
@@ -110,7 +111,7 @@ class SavedModelDistribution(tfd.Distribution):
 
     Raises:
       ValueError: the export has no `discrete_bits_per_dim` signature (it was exported without a
-        dequantizer), `levels` is not `[..., *event_shape]`, `num_samples` is not an integer >= 1, or the
+        dequantizer), `levels` is not `[..., *event_shape]`, `num_samples` is not a positive integer, or the
         context is missing, extra or misshaped.
     """
     if self._discrete_signature is None:
@@ -125,10 +126,8 @@ class SavedModelDistribution(tfd.Distribution):
         f"`levels` must have shape `[..., {', '.join(map(str, event_shape))}]` (batch dimensions, then the "
         f"event shape); got shape {levels.shape.as_list()}."
       )
-    if not tf.is_tensor(num_samples) and (
-      isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1
-    ):
-      raise ValueError(f"`num_samples` must be an integer >= 1 (the number of draws K); got {num_samples!r}.")
+    if not tf.is_tensor(num_samples):
+      num_samples = positive_int("num_samples", num_samples)
     outputs = self._call_on_rows(
       self._discrete_signature,
       "levels",

@@ -12,6 +12,8 @@ import os
 
 import tensorflow as tf
 
+from tfp_realnvp.checks import positive_int
+
 __all__ = ["STRATEGY_NAMES", "configure_cpu_devices", "get_strategy"]
 
 STRATEGY_NAMES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
@@ -23,8 +25,7 @@ def configure_cpu_devices(num_devices):
   Must run before the TensorFlow runtime initializes (before the first op). Calling it again
   with the number already configured is a no-op; `num_devices=1` leaves the CPU whole.
   """
-  if not isinstance(num_devices, int) or num_devices < 1:
-    raise ValueError(f"`num_cpu_devices` must be an integer >= 1, got {num_devices!r}.")
+  num_devices = positive_int("num_cpu_devices", num_devices)
   (cpu,) = tf.config.list_physical_devices("CPU")
   configured = tf.config.get_logical_device_configuration(cpu)
   if len(configured or [None]) == num_devices:

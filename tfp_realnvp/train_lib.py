@@ -41,6 +41,7 @@ from tfp_realnvp import (
   weight_averaging,
   workdirs,
 )
+from tfp_realnvp.checks import positive_int
 from tfp_realnvp.configs import ConfigError
 
 __all__ = [
@@ -341,7 +342,7 @@ class Trainer:
     same prior), and `class_log_loss`, the mean `-log p(label | x)` in nats. Every figure is a sum over
     examples (all replicas and workers) divided by their number.
     """
-    num_samples = _positive_int("num_importance_samples", num_importance_samples)
+    num_samples = positive_int("num_importance_samples", num_importance_samples)
     spec = dataset.element_spec
     key = (spec, num_samples)
     if key not in self._eval_functions:
@@ -445,12 +446,6 @@ def _make_dequantizer(dequantization_name, flow):
   if not getattr(flow, "is_image", False):
     raise ValueError(f"`dequantization` needs an image flow (`ImageRealNVP`); got {type(flow).__name__}.")
   return dequantization.make_dequantizer(dequantization_name, flow.event_shape, flow.num_bits, flow.dtype)
-
-
-def _positive_int(name, value):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-    raise ValueError(f"`{name}` must be an integer >= 1; got {value!r}.")
-  return int(value)
 
 
 def _label_log_prior(label_counts):

@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_realnvp import classifier, networks, priors
+from tfp_realnvp.checks import positive_int
 
 __all__ = ["DiscretizedLogisticDecoder", "GaussianEncoder", "LogLikelihoodBounds", "VariationalAutoencoder"]
 
@@ -43,7 +44,7 @@ class GaussianEncoder(tf.Module):
   ):
     super().__init__(name=name)
     self.event_shape = _check_shape(event_shape)
-    self.latent_size = _check_positive("latent_size", latent_size)
+    self.latent_size = positive_int("latent_size", latent_size)
     self.num_levels = _check_num_levels(num_levels)
     self.min_scale = min_scale
     with self.name_scope:
@@ -88,7 +89,7 @@ class DiscretizedLogisticDecoder(tf.Module):
     name="discretized_logistic_decoder",
   ):
     super().__init__(name=name)
-    self.latent_size = _check_positive("latent_size", latent_size)
+    self.latent_size = positive_int("latent_size", latent_size)
     self.event_shape = _check_shape(event_shape)
     self.num_levels = _check_num_levels(num_levels)
     self.min_scale = min_scale
@@ -297,12 +298,6 @@ class VariationalAutoencoder(tf.Module):
         f"this VAE's prior has `conditional_event_shape={shape}`."
       )
     return shape[0]
-
-
-def _check_positive(name, value):
-  if isinstance(value, bool) or int(value) != value or value < 1:
-    raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-  return int(value)
 
 
 def _check_shape(event_shape):

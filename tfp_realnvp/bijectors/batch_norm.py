@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 from tfp_realnvp.bijectors.joint_log_det import JointLogDetBijector
+from tfp_realnvp.checks import positive_int
 from tfp_realnvp.moments import moments_for_mode, moving_average_variable
 
 __all__ = ["BatchNorm"]
@@ -29,8 +30,7 @@ class BatchNorm(JointLogDetBijector):
     self, num_features, momentum=0.99, epsilon=1e-4, validate_args=False, dtype=tf.float32, name="batch_norm"
   ):
     parameters = dict(locals())
-    if int(num_features) <= 0:
-      raise ValueError(f"`num_features` must be a positive integer; got {num_features!r}.")
+    positive_int("num_features", num_features)
     if not 0.0 <= momentum < 1.0:
       raise ValueError(f"`momentum` must be in [0, 1); got {momentum!r}.")
     if not epsilon > 0.0:

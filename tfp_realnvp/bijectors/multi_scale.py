@@ -5,6 +5,7 @@ import tensorflow_probability as tfp
 from tfp_realnvp.bijectors.factor_out import FactorOut
 from tfp_realnvp.bijectors.keyword_chain import KeywordChain
 from tfp_realnvp.bijectors.squeeze import Squeeze
+from tfp_realnvp.checks import positive_int
 
 __all__ = ["MultiScale"]
 
@@ -84,8 +85,7 @@ class MultiScale(KeywordChain):
       raise ValueError(
         f"`event_shape` must be `(height, width, channels)` with positive sizes; got {event_shape}."
       )
-    if isinstance(num_scales, bool) or int(num_scales) != num_scales or num_scales < 1:
-      raise ValueError(f"`num_scales` must be a positive integer; got {num_scales!r}.")
+    num_scales = positive_int("num_scales", num_scales)
     factor = 2 ** (num_scales - 1)
     if event_shape[0] % factor or event_shape[1] % factor:
       raise ValueError(

@@ -1,0 +1,18 @@
+"""Argument checks shared by the library: each returns the value it checked, or raises a `ValueError` that
+names the argument, says what was expected and shows what was given."""
+
+import operator
+
+__all__ = ["positive_int"]
+
+
+def positive_int(name, value):
+  """`value` as a Python int if it is an integer >= 1 (a Python or NumPy integer), else a `ValueError` naming
+  `name`. A bool is refused, and so is a float such as 2.5 or 2.0, rather than truncated."""
+  try:
+    number = None if isinstance(value, bool) else operator.index(value)
+  except TypeError:
+    number = None
+  if number is None or number < 1:
+    raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+  return number
