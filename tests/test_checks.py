@@ -1,5 +1,6 @@
-"""`checks.positive_int`, the library's one check of count-like arguments, and call sites that used to let a
-fractional count through (truncated, or failing later with an error that did not name it)."""
+"""`checks.positive_int` and `checks.positive_ints`, the library's one check of counts and of shapes or widths,
+and call sites that used to let a fractional size through (truncated, or failing later with an error that did
+not name it)."""
 
 import re
 
@@ -7,7 +8,8 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tfp_realnvp import bijectors, checks, networks, optimization, vae
+from tfp_realnvp import bijectors, checks, dequantization, networks, optimization, vae
+from tfp_realnvp.flows import RealNVP
 
 
 class PositiveIntTest(tf.test.TestCase, parameterized.TestCase):
@@ -25,6 +27,24 @@ class PositiveIntTest(tf.test.TestCase, parameterized.TestCase):
       checks.positive_int("count", value)
 
 
+class PositiveIntsTest(tf.test.TestCase, parameterized.TestCase):
+  def test_a_sequence_of_integers_comes_back_as_a_tuple_of_python_ints(self):
+    numbers = checks.positive_ints("sizes", [np.int64(8), 8, 3])
+    self.assertEqual(numbers, (8, 8, 3))
+    self.assertEqual({type(number) for number in numbers}, {int})
+    self.assertEqual(checks.positive_ints("sizes", tf.TensorShape([4, 2])), (4, 2))
+    with self.assertRaisesRegex(ValueError, r"`sizes` must be a non-empty sequence of positive integers"):
+      checks.positive_ints("sizes", tf.TensorShape(None))
+
+  @parameterized.parameters(*[(values,) for values in ((), [8, 0], [8, 2.5], [8, None], "abc", 3, None)])
+  def test_anything_else_is_refused_naming_the_argument(self, values):
+    with self.assertRaisesRegex(
+      ValueError,
+      rf"^`sizes` must be a non-empty sequence of positive integers; got {re.escape(repr(values))}\.$",
+    ):
+      checks.positive_ints("sizes", values)
+
+
 class FractionalCountsTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.named_parameters(
     ("resnet_blocks", lambda: networks.ResNet(2, 4, num_blocks=2.5), "num_blocks"),
@@ -36,6 +56,22 @@ class FractionalCountsTest(tf.test.TestCase, parameterized.TestCase):
   )
   def test_a_fractional_count_is_refused_naming_it(self, build, name):
     with self.assertRaisesRegex(ValueError, rf"`{name}` must be a positive integer; got \d\.\d"):
+      build()
+
+  @parameterized.named_parameters(
+    ("mlp_widths", lambda: networks.MLP(3, 6, hidden_units=(16, 2.5)), "hidden_units"),
+    ("vector_flow_widths", lambda: RealNVP(event_shape=(4,), hidden_units=(16, 2.5)), "hidden_units"),
+    ("image_flow_shape", lambda: RealNVP(event_shape=(8, 8.5, 1)), "event_shape"),
+    ("vae_shape", lambda: vae.GaussianEncoder((8, 8.0, 1), latent_size=2, num_levels=16), "event_shape"),
+    ("dequantizer_shape", lambda: dequantization.UniformDequantizer((8, 8.5, 1)), "event_shape"),
+    (
+      "context_shape",
+      lambda: RealNVP(event_shape=(4,), conditional_event_shape=(2.5,)),
+      "conditional_event_shape",
+    ),
+  )
+  def test_a_fractional_size_in_a_sequence_is_refused_naming_it(self, build, name):
+    with self.assertRaisesRegex(ValueError, rf"`{name}` must be a non-empty sequence of positive integers"):
       build()
 
 

@@ -3,7 +3,7 @@ names the argument, says what was expected and shows what was given."""
 
 import operator
 
-__all__ = ["positive_int"]
+__all__ = ["positive_int", "positive_ints"]
 
 
 def positive_int(name, value):
@@ -16,3 +16,14 @@ def positive_int(name, value):
   if number is None or number < 1:
     raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
   return number
+
+
+def positive_ints(name, values):
+  """`values` (a shape, layer widths) as a non-empty tuple of `positive_int`s, else a `ValueError` naming `name`."""
+  try:
+    numbers = tuple(positive_int(name, value) for value in values)
+  except (TypeError, ValueError):
+    numbers = ()
+  if not numbers:
+    raise ValueError(f"`{name}` must be a non-empty sequence of positive integers; got {values!r}.")
+  return numbers

@@ -35,7 +35,7 @@ import tensorflow_probability as tfp
 
 from tfp_realnvp import data, networks
 from tfp_realnvp.bijectors import AffineCoupling, KeywordChain
-from tfp_realnvp.checks import positive_int
+from tfp_realnvp.checks import positive_int, positive_ints
 
 __all__ = [
   "UniformDequantizer",
@@ -56,11 +56,7 @@ class _Dequantizer(tf.Module):
 
   def __init__(self, event_shape, name):
     super().__init__(name=name)
-    self.event_shape = tuple(int(d) for d in event_shape)
-    if not self.event_shape or min(self.event_shape) <= 0:
-      raise ValueError(
-        f"`event_shape` must be a non-empty sequence of positive integers; got {event_shape!r}."
-      )
+    self.event_shape = positive_ints("event_shape", event_shape)
 
   @property
   def num_dims(self):

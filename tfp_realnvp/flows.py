@@ -16,7 +16,7 @@ from tensorflow_probability.python.distributions.transformed_distribution import
 
 from tfp_realnvp import networks, shapes
 from tfp_realnvp.bijectors import AffineCoupling, BatchNorm, KeywordChain, LogitTransform, MultiScale
-from tfp_realnvp.checks import positive_int
+from tfp_realnvp.checks import positive_int, positive_ints
 
 __all__ = ["PRESETS", "ImageRealNVP", "RealNVP", "VectorRealNVP"]
 
@@ -108,7 +108,7 @@ class RealNVP(_TransformedDistribution):
     """`RealNVP(event_shape=..., **kwargs)` is an `ImageRealNVP` for `(H, W, C)`, a `VectorRealNVP` for `(D,)`."""
     if cls is not RealNVP:
       return super().__new__(cls)
-    shape = _event_shape_arg(event_shape)
+    shape = positive_ints("event_shape", event_shape)
     if len(shape) not in _KINDS:
       raise ValueError(
         "`event_shape` must be `(height, width, channels)` for images or `(dims,)` for vectors, with "
@@ -487,7 +487,7 @@ class ImageRealNVP(RealNVP):
       name: Python `str` name.
     """
     parameters = dict(locals())
-    event_shape = _event_shape_arg(event_shape)
+    event_shape = positive_ints("event_shape", event_shape)
     num_blocks = positive_int("num_blocks", num_blocks)
     num_filters = positive_int("num_filters", num_filters)
     dtype = _float_dtype(dtype)
@@ -628,11 +628,11 @@ class VectorRealNVP(RealNVP):
       name: Python `str` name.
     """
     parameters = dict(locals())
-    event_shape = _event_shape_arg(event_shape)
+    event_shape = positive_ints("event_shape", event_shape)
     if len(event_shape) != 1:
       raise ValueError(f"`event_shape` must be `(dims,)` with positive `dims`; got {event_shape}.")
     num_couplings = positive_int("num_couplings", num_couplings)
-    hidden_units = tuple(positive_int("hidden_units", units) for units in hidden_units)
+    hidden_units = positive_ints("hidden_units", hidden_units)
     dtype = _float_dtype(dtype)
     (dims,) = event_shape
     conditional_event_shape = _check_conditional_event_shape(conditional_event_shape)
@@ -697,29 +697,13 @@ def _check_conditional_event_shape(conditional_event_shape, event_shape=None):
   """
   if conditional_event_shape is None:
     return None
-  try:
-    shape = tuple(positive_int("conditional_event_shape", size) for size in conditional_event_shape)
-  except (TypeError, ValueError):
-    shape = ()
-  if not shape:
-    raise ValueError(
-      f"`conditional_event_shape` must be None or a non-empty sequence of positive integers; got "
-      f"{conditional_event_shape!r}."
-    )
+  shape = positive_ints("conditional_event_shape", conditional_event_shape)
   if event_shape is not None and not (len(shape) == 1 or (len(shape) == 3 and shape[:2] == event_shape[:2])):
     raise ValueError(
       "`conditional_event_shape` of an image flow must be None, `(features,)`, or `(height, width, channels)` "
       f"with the event's height and width {tuple(event_shape[:2])}; got {shape}."
     )
   return shape
-
-
-def _event_shape_arg(event_shape):
-  """`event_shape` as a tuple of positive Python ints, or a `ValueError` naming it."""
-  try:
-    return tuple(positive_int("event_shape", size) for size in event_shape)
-  except (TypeError, ValueError):
-    raise ValueError(f"`event_shape` must be a sequence of positive integers; got {event_shape!r}.") from None
 
 
 def _float_dtype(dtype):

@@ -10,7 +10,7 @@ couplings of a conditional flow `p(x | c)`.
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp.checks import positive_int
+from tfp_realnvp.checks import positive_int, positive_ints
 from tfp_realnvp.moments import assign_moving_averages, moments_for_mode, moving_average_variable
 
 __all__ = [
@@ -374,10 +374,7 @@ class MLP(tf.Module):
   ):
     super().__init__(name=name)
     _check_positive(in_features=in_features, out_features=out_features)
-    if not hidden_units or any(int(units) <= 0 for units in hidden_units):
-      raise ValueError(
-        f"`hidden_units` must be a non-empty sequence of positive integers; got {hidden_units!r}."
-      )
+    hidden_units = positive_ints("hidden_units", hidden_units)
     _check_rate(dropout)
     self.dropout = dropout
     self.compute_dtype = _check_compute_dtype(compute_dtype, dtype)

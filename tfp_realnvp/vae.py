@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_realnvp import classifier, networks, priors
-from tfp_realnvp.checks import positive_int
+from tfp_realnvp.checks import positive_int, positive_ints
 
 __all__ = ["DiscretizedLogisticDecoder", "GaussianEncoder", "LogLikelihoodBounds", "VariationalAutoencoder"]
 
@@ -43,7 +43,7 @@ class GaussianEncoder(tf.Module):
     name="gaussian_encoder",
   ):
     super().__init__(name=name)
-    self.event_shape = _check_shape(event_shape)
+    self.event_shape = positive_ints("event_shape", event_shape)
     self.latent_size = positive_int("latent_size", latent_size)
     self.num_levels = _check_num_levels(num_levels)
     self.min_scale = min_scale
@@ -90,7 +90,7 @@ class DiscretizedLogisticDecoder(tf.Module):
   ):
     super().__init__(name=name)
     self.latent_size = positive_int("latent_size", latent_size)
-    self.event_shape = _check_shape(event_shape)
+    self.event_shape = positive_ints("event_shape", event_shape)
     self.num_levels = _check_num_levels(num_levels)
     self.min_scale = min_scale
     with self.name_scope:
@@ -298,13 +298,6 @@ class VariationalAutoencoder(tf.Module):
         f"this VAE's prior has `conditional_event_shape={shape}`."
       )
     return shape[0]
-
-
-def _check_shape(event_shape):
-  shape = tuple(event_shape)
-  if not shape or any(isinstance(d, bool) or int(d) != d or d < 1 for d in shape):
-    raise ValueError(f"`event_shape` must be a non-empty sequence of positive integers; got {event_shape!r}.")
-  return tuple(int(d) for d in shape)
 
 
 def _check_num_levels(num_levels):
