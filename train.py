@@ -16,7 +16,7 @@ false, or a plain word such as bfloat16). Flags left unset take the dataset's de
 change the loop and output settings and `--num_train_steps`, the optimization settings only when named in
 `--allow_config_change`, the model and the data never. A setting that cannot work, or a workdir that is in
 use or holds another run, prints one `error:` line and exits with 2. TensorFlow's C++ start-up logging is
-hidden unless `TF_CPP_MIN_LOG_LEVEL` is set or `--verbosity` is given (`tfp_realnvp.quiet_startup`).
+hidden unless `TF_CPP_MIN_LOG_LEVEL` is set or `--verbosity` is given (`tfp_realnvp.internal.quiet_startup`).
 """
 
 import dataclasses
@@ -28,12 +28,12 @@ import typing
 
 from absl import app, flags, logging
 
-from tfp_realnvp import quiet_startup
+from tfp_realnvp.internal import quiet_startup
 
 if __name__ == "__main__":
   quiet_startup.import_tensorflow_quietly(sys.argv)  # before `train_lib` imports TensorFlow
 
-from tfp_realnvp import configs, train_lib  # noqa: E402
+from tfp_realnvp.training import configs, train_lib  # noqa: E402
 
 # Fields whose flag has another name: the names the command line has always used.
 FLAG_NAMES = {"tpu_address": "tpu", "model_overrides": "model"}

@@ -24,7 +24,7 @@ from absl import app, flags
 from worker_process import run_worker
 from workloads import MODELS, MODES
 
-from tfp_realnvp import cpu_features
+from tfp_realnvp.internal import cpu_features
 
 _TREES = flags.DEFINE_list("trees", ["."], "Source trees (repository roots); the first is the baseline.")
 _MODELS = flags.DEFINE_list("models", ["small"], "Models (see `workloads.MODELS`).")

@@ -62,7 +62,7 @@ def run_config(config, mode, seed, num_train_steps=None):
 def _worker(mode, seed):
   import tensorflow as tf  # noqa: PLC0415 (workers only: the driver stays light)
 
-  from tfp_realnvp import configs, train_lib  # noqa: PLC0415
+  from tfp_realnvp.training import configs, train_lib  # noqa: PLC0415
 
   tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value)
   config = run_config(configs.get_config(), mode, seed, _NUM_TRAIN_STEPS.value)

@@ -20,8 +20,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from tfp_realnvp import export_lib
 from tfp_realnvp.flows import RealNVP
+from tfp_realnvp.serving import export
 
 _MODELS = flags.DEFINE_list("models", ["digits", "small"], "Models: digits (the preset), small.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per log_prob call and per sample call.")
@@ -65,7 +65,7 @@ def bench(model):
   seed = tf.constant([1, 2])
   with tempfile.TemporaryDirectory() as export_base:
     start = time.perf_counter()
-    path = export_lib.export_saved_model(flow, export_base)
+    path = export.export_saved_model(flow, export_base)
     export_s = time.perf_counter() - start
     in_memory_log_prob = tf.function(lambda x: flow.log_prob(x))
     in_memory_sample = tf.function(lambda: flow.sample(batch_size, seed=seed))

@@ -33,8 +33,9 @@ tf.config.threading.set_intra_op_parallelism_threads(2)
 import numpy as np  # noqa: E402
 import tf_keras as tfk  # noqa: E402
 
-from tfp_realnvp import losses, networks, optimization, train_lib  # noqa: E402
+from tfp_realnvp import networks  # noqa: E402
 from tfp_realnvp.flows import RealNVP  # noqa: E402
+from tfp_realnvp.training import losses, optimization, train_lib  # noqa: E402
 
 TINY_MODEL = {"num_scales": 1, "num_blocks": 1, "num_filters": 8, "dropout": 0.0}
 

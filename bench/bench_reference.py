@@ -34,7 +34,7 @@ from absl import app, flags
 from worker_process import run_worker
 from workloads import MODELS, PHASES
 
-from tfp_realnvp import cpu_features
+from tfp_realnvp.internal import cpu_features
 
 _REFERENCE_DIR = flags.DEFINE_string(
   "reference_dir", None, "A checkout of https://github.com/chrischute/real-nvp (required)."

@@ -20,7 +20,8 @@ import time
 
 from absl import app, flags
 
-from tfp_realnvp import checkpoints, configs, data, train_lib
+from tfp_realnvp import data
+from tfp_realnvp.training import checkpoints, configs, train_lib
 
 PREPROCESSINGS = {"paper": 0.05, "box": 0.0}  # `logit_alpha`
 

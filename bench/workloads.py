@@ -11,8 +11,8 @@ import os
 
 import tensorflow as tf
 
-from tfp_realnvp import losses, optimization
 from tfp_realnvp.flows import PRESETS, RealNVP
+from tfp_realnvp.training import losses, optimization
 
 __all__ = ["MODELS", "MODES", "PHASES", "REFERENCE", "Workload", "build", "configure", "run_description"]
 

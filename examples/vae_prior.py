@@ -35,7 +35,8 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as tfk
 
-from tfp_realnvp import RealNVP, data, reporting
+from tfp_realnvp import RealNVP, data
+from tfp_realnvp.training import reporting
 from tfp_realnvp.vae import DiscretizedLogisticDecoder, GaussianEncoder, VariationalAutoencoder
 
 tfd = tfp.distributions

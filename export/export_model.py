@@ -9,7 +9,7 @@ from the workdir's latest checkpoint, or from `--checkpoint`. Serve it with
 `docker run -p 8501:8501 -v $PWD/exports/realnvp:/models/realnvp -e MODEL_NAME=realnvp tensorflow/serving`.
 Prints one line, `exported digits flow (844,673 parameters) from runs/digits/checkpoints/ckpt-2000 to
 exports/realnvp/3`; TensorFlow's start-up and INFO logging is hidden unless `TF_CPP_MIN_LOG_LEVEL` is set or
-`--verbosity` is given (`tfp_realnvp.quiet_startup`). `--max_num_samples` (default 4096) caps a `sample`
+`--verbosity` is given (`tfp_realnvp.internal.quiet_startup`). `--max_num_samples` (default 4096) caps a `sample`
 request (and the draws `K` of a `discrete_bits_per_dim` request).
 Every export has the `discrete_bits_per_dim` signature: the importance-weighted bound on the discrete image's
 bits/dim with the run's dequantizer (`levels`, `num_samples` K, `seed`), beside `log_prob`, the continuous
@@ -22,12 +22,13 @@ import sys
 
 from absl import app, flags, logging
 
-from tfp_realnvp import quiet_startup
+from tfp_realnvp.internal import quiet_startup
 
 if __name__ == "__main__":
-  quiet_startup.import_tensorflow_quietly(sys.argv)  # before `export_lib` imports TensorFlow
+  quiet_startup.import_tensorflow_quietly(sys.argv)  # before `export` imports TensorFlow
 
-from tfp_realnvp import configs, export_lib, serving  # noqa: E402
+from tfp_realnvp.serving import export, serving_module  # noqa: E402
+from tfp_realnvp.training import configs  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The training run's directory (with config.json and checkpoints/).")
@@ -37,7 +38,7 @@ flags.DEFINE_integer("version", None, "The version to write; default: one more t
 flags.DEFINE_string("checkpoint", None, "A checkpoint prefix to export; default: the workdir's latest.")
 flags.DEFINE_integer(
   "max_num_samples",
-  serving.DEFAULT_MAX_NUM_SAMPLES,
+  serving_module.DEFAULT_MAX_NUM_SAMPLES,
   "The most samples one request to the `sample` signature (or draws K to `discrete_bits_per_dim`) may ask "
   "for; larger requests are refused.",
 )
@@ -50,7 +51,7 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # the line below is the output; INFO chatter would hide it
   try:
-    exported = export_lib.export_workdir(
+    exported = export.export_workdir(
       FLAGS.workdir,
       FLAGS.export_base,
       FLAGS.model_name,

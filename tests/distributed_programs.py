@@ -39,15 +39,16 @@ def mirrored(out_path):
   which hides nothing but proves less.) Then `FlowModel.fit`
   with the paper's Adam on the 2 replicas.
   """
-  from tfp_realnvp import strategies
+  from tfp_realnvp.training import strategies
 
   strategies.configure_cpu_devices(2)
   import numpy as np
   import tensorflow as tf
   import tf_keras as tfk
 
-  from tfp_realnvp import data, keras_model, train_lib
+  from tfp_realnvp import data, keras_model
   from tfp_realnvp.flows import RealNVP
+  from tfp_realnvp.training import train_lib
 
   def make_flow():
     return RealNVP.from_preset("digits", **TINY_MODEL)
@@ -100,15 +101,16 @@ def conditional_mirrored(out_path):
   """A class-conditional tiny flow trained with SGD on the same global batches of `(images, labels)` on 1 device
   and on 2 mirrored logical CPUs, then evaluated (marginal and conditional bits/dim, accuracy) on 45 digits
   test images, which do not split evenly across the replicas."""
-  from tfp_realnvp import strategies
+  from tfp_realnvp.training import strategies
 
   strategies.configure_cpu_devices(2)
   import numpy as np
   import tensorflow as tf
   import tf_keras as tfk
 
-  from tfp_realnvp import data, train_lib
+  from tfp_realnvp import data
   from tfp_realnvp.flows import RealNVP
+  from tfp_realnvp.training import train_lib
 
   def make_flow():
     return RealNVP.from_preset("digits", **TINY_MODEL, conditional_event_shape=(10,))
@@ -155,15 +157,16 @@ def ema_mirrored(out_path):
   """A tiny flow trained with SGD and an EMA of its weights on the same global batches, from the same weights and
   averages, on 1 device and on 2 mirrored logical CPUs: the averages of each replica, of each strategy, and the
   bits/dim evaluated with them (on 45 digits test images, split unevenly across the replicas)."""
-  from tfp_realnvp import strategies
+  from tfp_realnvp.training import strategies
 
   strategies.configure_cpu_devices(2)
   import numpy as np
   import tensorflow as tf
   import tf_keras as tfk
 
-  from tfp_realnvp import data, train_lib
+  from tfp_realnvp import data
   from tfp_realnvp.flows import RealNVP
+  from tfp_realnvp.training import train_lib
 
   images = np.random.default_rng(0).uniform(0, 16, size=[6 * 16, 8, 8, 1]).astype(np.float32)
   global_batches = tf.data.Dataset.from_tensor_slices(images).batch(16)
@@ -212,15 +215,16 @@ def variational_mirrored(out_path):
   """A tiny class-conditional flow and its variational dequantizer trained jointly with SGD on the same global
   batches on 1 device and on 2 mirrored logical CPUs, then evaluated at 1 and at 3
   importance-weighted draws on 45 digits test images (which do not split evenly across the replicas)."""
-  from tfp_realnvp import strategies
+  from tfp_realnvp.training import strategies
 
   strategies.configure_cpu_devices(2)
   import numpy as np
   import tensorflow as tf
   import tf_keras as tfk
 
-  from tfp_realnvp import data, train_lib
+  from tfp_realnvp import data
   from tfp_realnvp.flows import RealNVP
+  from tfp_realnvp.training import train_lib
 
   rng = np.random.default_rng(0)
   images = rng.uniform(0, 16, size=[3 * 16, 8, 8, 1]).astype(np.float32)
@@ -294,7 +298,7 @@ def worker(index, port0, port1, workdir, out_path):
   )
   import numpy as np
 
-  from tfp_realnvp import train_lib
+  from tfp_realnvp.training import train_lib
 
   config = tiny_config(
     strategy="multi_worker_mirrored",
@@ -317,7 +321,7 @@ def worker(index, port0, port1, workdir, out_path):
 
 def train(workdir, num_train_steps):
   """A long single-process run, checkpointing every 2 steps, for the kill-and-resume test."""
-  from tfp_realnvp import train_lib
+  from tfp_realnvp.training import train_lib
 
   config = tiny_config(
     num_train_steps=int(num_train_steps), log_every_steps=1, checkpoint_every_steps=2, eval_every_steps=0

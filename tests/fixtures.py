@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from tfp_realnvp import configs
+from tfp_realnvp.training import configs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

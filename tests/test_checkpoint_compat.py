@@ -12,7 +12,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import checkpoints, configs, export_lib, train_lib
+from tfp_realnvp.serving import export
+from tfp_realnvp.training import checkpoints, configs, train_lib
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "digits_workdir_968b41f")
 
@@ -30,7 +31,7 @@ class CheckpointCompatibilityTest(tf.test.TestCase):
 
   def test_export_from_old_checkpoint_matches_old_export(self):
     export_base = tempfile.mkdtemp(dir=self.get_temp_dir())
-    path = export_lib.export_workdir(FIXTURE, export_base).path
+    path = export.export_workdir(FIXTURE, export_base).path
     loaded = tf.saved_model.load(path)
     log_prob = loaded.signatures["log_prob"](x=tf.constant(self.reference["x"]))["log_prob"].numpy()
     np.testing.assert_allclose(log_prob, self.reference["export_log_prob"], rtol=1e-6)

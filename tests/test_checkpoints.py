@@ -12,8 +12,8 @@ from absl.testing import parameterized
 
 from tests.bijector_testing import perturb
 from tests.fixtures import TINY_MODEL, tiny_config
-from tfp_realnvp import checkpoints, configs, flow_builder, train_lib
 from tfp_realnvp.flows import RealNVP
+from tfp_realnvp.training import checkpoints, configs, flow_builder, train_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,8 +8,10 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tfp_realnvp import bijectors, checks, dequantization, networks, optimization, vae
+from tfp_realnvp import bijectors, dequantization, networks, vae
 from tfp_realnvp.flows import RealNVP
+from tfp_realnvp.internal import checks
+from tfp_realnvp.training import optimization
 
 
 class PositiveIntTest(tf.test.TestCase, parameterized.TestCase):

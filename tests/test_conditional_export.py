@@ -13,16 +13,9 @@ import tensorflow as tf
 # As a module, so that pytest does not collect its test classes a second time here.
 from tests import test_export as export_testing
 from tests.bijector_testing import perturb
-from tfp_realnvp import (
-  classifier,
-  configs,
-  data,
-  dequantization,
-  export_lib,
-  flow_builder,
-  saved_model_distribution,
-  serving,
-)
+from tfp_realnvp import classifier, data, dequantization
+from tfp_realnvp.serving import export, saved_model_distribution, serving_module
+from tfp_realnvp.training import configs, flow_builder
 
 MAX_NUM_SAMPLES = export_testing.MAX_NUM_SAMPLES
 SAMPLE_INPUTS = export_testing.SAMPLE_INPUTS
@@ -30,7 +23,7 @@ NUM_CLASSES = 10  # the digits' labels
 # A training split other than the dataset's own: `classify` must take `p(y)` from the run's.
 TRAIN_SPLIT = "train[:1200]"
 assert_close_relative = export_testing.assert_close_relative
-DISCRETE = serving.DISCRETE_BITS_PER_DIM_SIGNATURE_NAME
+DISCRETE = serving_module.DISCRETE_BITS_PER_DIM_SIGNATURE_NAME
 
 
 def one_hot(labels):
@@ -90,10 +83,10 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
       "vector": export_testing.small_vector_flow(conditional_event_shape=(2,)),
     }
     cls.paths = {
-      "labels": export_lib.export_workdir(
+      "labels": export.export_workdir(
         os.path.join(cls.workspace, "run"), base, "labels", max_num_samples=MAX_NUM_SAMPLES
       ).path,
-      "vector": export_lib.export_saved_model(
+      "vector": export.export_saved_model(
         cls.flows["vector"], base, "vector", max_num_samples=MAX_NUM_SAMPLES
       ),
     }
@@ -251,9 +244,10 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
             self.assertAllEqual(data.uint8_images(actual["samples"], 4), actual.pop("images"))
           self.assert_outputs_match(expected, actual)
     covered = {(model, signature) for model, signature, _ in self.expected}
-    expected_signatures = {(m, s) for m in self.flows for s in serving.SIGNATURE_NAMES}
+    expected_signatures = {(m, s) for m in self.flows for s in serving_module.SIGNATURE_NAMES}
     self.assertEqual(
-      covered, expected_signatures | {("labels", serving.CLASSIFY_SIGNATURE_NAME), ("labels", DISCRETE)}
+      covered,
+      expected_signatures | {("labels", serving_module.CLASSIFY_SIGNATURE_NAME), ("labels", DISCRETE)},
     )
 
   def test_classify_uses_the_training_splits_label_frequencies(self):
@@ -453,11 +447,11 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
       (self.flows["labels"], np.where(np.arange(NUM_CLASSES) == 0, np.nan, uniform), "`exp` summing to 1"),
     ]:
       with self.assertRaisesRegex(ValueError, "`label_log_prior`.*" + message):
-        serving.ServingModule(flow, label_log_prior=prior)
+        serving_module.ServingModule(flow, label_log_prior=prior)
     # A class with prior 0 is allowed: its `log p(y)` is -inf.
     with np.errstate(divide="ignore"):
       only_class_0 = np.log(np.eye(NUM_CLASSES)[0])
-    serving.ServingModule(self.flows["labels"], label_log_prior=only_class_0)
+    serving_module.ServingModule(self.flows["labels"], label_log_prior=only_class_0)
 
 
 if __name__ == "__main__":

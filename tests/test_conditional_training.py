@@ -16,8 +16,9 @@ from PIL import Image
 from tests.bijector_testing import perturb
 from tests.fixtures import TINY_MODEL, tiny_config
 from tests.test_strategies import run_program
-from tfp_realnvp import classifier, configs, data, dequantization, flow_builder, losses, reporting, train_lib
+from tfp_realnvp import classifier, data, dequantization
 from tfp_realnvp.flows import RealNVP
+from tfp_realnvp.training import configs, flow_builder, losses, reporting, train_lib
 
 NUM_CLASSES = 10
 

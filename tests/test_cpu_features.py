@@ -6,7 +6,7 @@ import tempfile
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tfp_realnvp import cpu_features
+from tfp_realnvp.internal import cpu_features
 
 # Two processors as Linux's /proc/cpuinfo lists them: only the first one's lines count.
 ZEN4_CPUINFO = (

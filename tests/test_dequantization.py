@@ -15,7 +15,8 @@ from absl.testing import parameterized
 from tests.bijector_testing import BijectorChecks, perturb
 from tests.fixtures import tiny_config
 from tests.test_strategies import run_program
-from tfp_realnvp import RealNVP, configs, data, dequantization, train_lib
+from tfp_realnvp import RealNVP, data, dequantization
+from tfp_realnvp.training import configs, train_lib
 
 tfd = tfp.distributions
 

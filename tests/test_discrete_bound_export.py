@@ -19,20 +19,11 @@ from tests import test_export as export_testing
 from tests.bijector_testing import perturb
 from tests.fixtures import tiny_config
 from tests.test_train_lib import checkpoint_values_by_name
-from tfp_realnvp import (
-  RealNVP,
-  checkpoints,
-  configs,
-  data,
-  dequantization,
-  export_lib,
-  flow_builder,
-  saved_model_distribution,
-  serving,
-  train_lib,
-)
+from tfp_realnvp import RealNVP, data, dequantization
+from tfp_realnvp.serving import export, saved_model_distribution, serving_module
+from tfp_realnvp.training import checkpoints, configs, flow_builder, train_lib
 
-SIGNATURE = serving.DISCRETE_BITS_PER_DIM_SIGNATURE_NAME
+SIGNATURE = serving_module.DISCRETE_BITS_PER_DIM_SIGNATURE_NAME
 MAX_NUM_SAMPLES = export_testing.MAX_NUM_SAMPLES  # the most draws `K` a request may ask for
 SEED = np.array([3, 4], np.int32)
 OTHER_SEED = np.array([3, 5], np.int32)
@@ -99,12 +90,12 @@ class DiscreteBoundExportTest(export_testing.LoadedExportsTestCase):
     }
     base = os.path.join(cls.workspace, "exports")
     cls.paths = {
-      model: export_lib.export_saved_model(
+      model: export.export_saved_model(
         flow, base, model, max_num_samples=MAX_NUM_SAMPLES, dequantizer=dequantizer
       )
       for model, (flow, dequantizer) in cls.models.items()
     }
-    cls.paths["no_dequantizer"] = export_lib.export_saved_model(export_testing.small_vector_flow(), base)
+    cls.paths["no_dequantizer"] = export.export_saved_model(export_testing.small_vector_flow(), base)
 
     def inputs(levels, num_samples, seed=SEED, **context):
       return {"levels": levels, "num_samples": np.int32(num_samples), "seed": seed, **context}
@@ -208,7 +199,7 @@ class DiscreteBoundExportTest(export_testing.LoadedExportsTestCase):
         definitions = export_testing.signature_defs(self.paths[model])
         self.assertEqual(
           {name for name in definitions if not name.startswith("__")},
-          {*serving.SIGNATURE_NAMES, SIGNATURE},
+          {*serving_module.SIGNATURE_NAMES, SIGNATURE},
         )
         inputs = {"levels": ("float32", image), "num_samples": ("int32", []), "seed": ("int32", [2])}
         if model == "conditional":
@@ -384,7 +375,7 @@ class DiscreteBoundExportTest(export_testing.LoadedExportsTestCase):
       ),
     ]:
       with self.subTest(message=message), self.assertRaisesRegex(ValueError, "^`dequantizer` .*" + message):
-        serving.ServingModule(flow, dequantizer=dequantizer)
+        serving_module.ServingModule(flow, dequantizer=dequantizer)
 
 
 def write_workdir(workdir, config, **objects):
@@ -416,7 +407,7 @@ class WorkdirExportTest(export_testing.WorkspaceTestCase):
     train_lib.train_and_evaluate(cls.config, cls.workdir)
     cls.checkpoint = tf.train.latest_checkpoint(checkpoints.checkpoint_dir(cls.workdir))
     cls.saved = checkpoint_values_by_name(cls.checkpoint)
-    cls.export = export_lib.export_workdir(
+    cls.export = export.export_workdir(
       cls.workdir, os.path.join(cls.workspace, "exports"), max_num_samples=MAX_NUM_SAMPLES
     )
 

@@ -24,16 +24,9 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from tests import fixtures
 from tests.bijector_testing import perturb
-from tfp_realnvp import (
-  RealNVP,
-  checkpoints,
-  configs,
-  data,
-  export_lib,
-  saved_model_distribution,
-  serving,
-  train_lib,
-)
+from tfp_realnvp import RealNVP, data
+from tfp_realnvp.serving import export, saved_model_distribution, serving_module
+from tfp_realnvp.training import checkpoints, configs, train_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TF_DIR = os.path.dirname(tf.__file__)
@@ -316,7 +309,7 @@ class ExportedFlowTest(LoadedExportsTestCase):
     cls.flows = {"realnvp": small_image_flow(), "vector": small_vector_flow()}
     base = os.path.join(cls.workspace, "exports")
     cls.paths = {
-      name: export_lib.export_saved_model(flow, base, model_name=name, max_num_samples=MAX_NUM_SAMPLES)
+      name: export.export_saved_model(flow, base, model_name=name, max_num_samples=MAX_NUM_SAMPLES)
       for name, flow in cls.flows.items()
     }
     x_image = pixels([5, 8, 8, 1], 4, seed=10)
@@ -478,7 +471,7 @@ class ExportedFlowTest(LoadedExportsTestCase):
           for name in expected:
             assert_close_relative(self, expected[name], actual[name])
     covered = {(model, signature) for model, signature, _ in self.expected}
-    self.assertEqual(covered, {(m, s) for m in self.flows for s in serving.SIGNATURE_NAMES})
+    self.assertEqual(covered, {(m, s) for m in self.flows for s in serving_module.SIGNATURE_NAMES})
 
   def test_signatures_have_the_documented_names_dtypes_and_shapes(self):
     image, vector = [-1, 8, 8, 1], [-1, 3]
@@ -495,7 +488,7 @@ class ExportedFlowTest(LoadedExportsTestCase):
       # TF adds `__saved_model_init_op`; TF Serving ignores it.
       self.assertEqual(
         {name for name in definitions if not name.startswith("__")},
-        set(serving.SIGNATURE_NAMES),
+        set(serving_module.SIGNATURE_NAMES),
       )
       expected = {
         "serving_default": ({"x": ("float32", event)}, log_prob_outputs),
@@ -740,10 +733,10 @@ class ExportCommandTest(WorkspaceTestCase):
 
 class MaxNumSamplesTest(tf.test.TestCase):
   def test_the_default_is_4096_in_the_graph(self):
-    self.assertEqual(serving.DEFAULT_MAX_NUM_SAMPLES, 4096)
-    for function in (export_lib.export_saved_model, export_lib.export_workdir):
+    self.assertEqual(serving_module.DEFAULT_MAX_NUM_SAMPLES, 4096)
+    for function in (export.export_saved_model, export.export_workdir):
       self.assertEqual(inspect.signature(function).parameters["max_num_samples"].default, 4096)
-    module = serving.ServingModule(small_vector_flow())
+    module = serving_module.ServingModule(small_vector_flow())
     seed = tf.constant([1, 2])
     self.assertEqual(module.sample(tf.constant(4096), tf.constant(1.0), seed)["samples"].shape, [4096, 3])
     with self.assertRaisesRegex(
@@ -755,7 +748,7 @@ class MaxNumSamplesTest(tf.test.TestCase):
     flow = small_vector_flow()
     for value in (0, -1, True, 2.5, "8", 2**31 // 3 + 1):
       with self.assertRaisesRegex(ValueError, r"`max_num_samples` must be an integer in \[1, 715827882\]"):
-        serving.ServingModule(flow, max_num_samples=value)
+        serving_module.ServingModule(flow, max_num_samples=value)
 
 
 class Uint8ImagesTest(tf.test.TestCase):
@@ -775,7 +768,7 @@ class ExportDirectoryTest(WorkspaceTestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.vector_flow = small_vector_flow()
-    cls.vector_export = export_lib.export_saved_model(
+    cls.vector_export = export.export_saved_model(
       cls.vector_flow, os.path.join(cls.workspace, "exports"), "vector", version=4
     )
     # A training workdir as train_lib leaves it: config.json and a checkpoint of flow, step, ...
@@ -804,7 +797,7 @@ class ExportDirectoryTest(WorkspaceTestCase):
     model_dir = self.model_dir("counting")
     shutil.copytree(self.vector_export, os.path.join(model_dir, "5"))
     os.makedirs(os.path.join(model_dir, ".staging-left-by-a-killed-export"))
-    path = export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "counting")
+    path = export.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "counting")
     self.assertEqual(path, os.path.join(model_dir, "6"))
     self.assertEqual(version_dirs(model_dir), ["5", "6"])
     self.assertTrue(os.path.exists(os.path.join(path, "saved_model.pb")))
@@ -815,7 +808,7 @@ class ExportDirectoryTest(WorkspaceTestCase):
     # `str.isdigit` is True for all three; `int` refuses the first two, TF Serving's int64 the third.
     for name in ("²", "٣", "9" * 20):
       os.makedirs(os.path.join(model_dir, name))
-    path = export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "unicode_digits")
+    path = export.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "unicode_digits")
     self.assertEqual(path, os.path.join(model_dir, "3"))
 
   def test_export_into_an_existing_version_raises_and_leaves_it_untouched(self):
@@ -826,12 +819,12 @@ class ExportDirectoryTest(WorkspaceTestCase):
         shutil.copytree(self.vector_export, os.path.join(model_dir, name))
         before = tree_snapshot(model_dir)
         with self.assertRaisesRegex(FileExistsError, f"Version {version} already exists as .*/{name};"):
-          export_lib.export_saved_model(
+          export.export_saved_model(
             self.vector_flow, os.path.dirname(model_dir), os.path.basename(model_dir), version=version
           )
         self.assertEqual(tree_snapshot(model_dir), before)
         self.assertEqual(os.listdir(model_dir), [name])
-    path = export_lib.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "existing_007")
+    path = export.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "existing_007")
     self.assertEqual(path, os.path.join(model_dir, "8"))
 
   def test_versions_are_as_readable_as_the_umask_allows(self):
@@ -839,7 +832,7 @@ class ExportDirectoryTest(WorkspaceTestCase):
       with self.subTest(umask=oct(umask)):
         previous = os.umask(umask)
         try:
-          path = export_lib.export_saved_model(self.vector_flow, self.model_dir(f"umask_{umask:o}"), "modes")
+          path = export.export_saved_model(self.vector_flow, self.model_dir(f"umask_{umask:o}"), "modes")
         finally:
           os.umask(previous)
         modes = {}
@@ -860,10 +853,10 @@ class ExportDirectoryTest(WorkspaceTestCase):
     base = os.path.dirname(self.model_dir("interrupted"))
     # Ctrl-C arriving after the SavedModel is written, just before it is published.
     with (
-      mock.patch.object(export_lib.os, "rename", side_effect=KeyboardInterrupt),
+      mock.patch.object(export.os, "rename", side_effect=KeyboardInterrupt),
       self.assertRaises(KeyboardInterrupt),
     ):
-      export_lib.export_saved_model(self.vector_flow, base, "interrupted")
+      export.export_saved_model(self.vector_flow, base, "interrupted")
     self.assertEqual(os.listdir(self.model_dir("interrupted")), [])
 
   def test_killed_export_command_leaves_no_version_directory(self):
@@ -933,7 +926,7 @@ class ExportDirectoryTest(WorkspaceTestCase):
 
   def test_export_workdir_exports_the_checkpointed_flow(self):
     base = os.path.join(self.workspace, "from_workdir")
-    path, checkpoint, dataset, num_parameters = export_lib.export_workdir(self.workdir, base)
+    path, checkpoint, dataset, num_parameters = export.export_workdir(self.workdir, base)
     self.assertEqual(path, os.path.join(base, "realnvp", "1"))
     self.assertEqual(checkpoint, os.path.join(self.workdir, "checkpoints", "ckpt-7"))
     self.assertEqual(dataset, "digits")
@@ -960,12 +953,12 @@ class ExportDirectoryTest(WorkspaceTestCase):
     base = os.path.join(self.workspace, "bad_arguments")
     for model_name in ("", "a/b", ".."):
       with self.assertRaisesRegex(ValueError, "`model_name`"):
-        export_lib.export_saved_model(self.vector_flow, base, model_name=model_name)
+        export.export_saved_model(self.vector_flow, base, model_name=model_name)
     for version in (-1, True, "3", 1.0, 2**63):
       with self.assertRaisesRegex(ValueError, "`version`"):
-        export_lib.export_saved_model(self.vector_flow, base, version=version)
+        export.export_saved_model(self.vector_flow, base, version=version)
     with self.assertRaisesRegex(ValueError, "`max_num_samples`"):
-      export_lib.export_saved_model(self.vector_flow, base, max_num_samples=0)
+      export.export_saved_model(self.vector_flow, base, max_num_samples=0)
     self.assertFalse(os.path.exists(base))
 
 

@@ -7,8 +7,9 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tests.fixtures import TINY_MODEL, tiny_config
-from tfp_realnvp import configs, data, flow_builder, networks
+from tfp_realnvp import data, networks
 from tfp_realnvp.flows import RealNVP
+from tfp_realnvp.training import configs, flow_builder
 
 
 def variable_table(flow):

@@ -8,8 +8,9 @@ import tensorflow as tf
 import tf_keras as tfk
 
 from tests.fixtures import TINY_MODEL
-from tfp_realnvp import configs, data, flow_builder, keras_model
+from tfp_realnvp import data, keras_model
 from tfp_realnvp.flows import RealNVP
+from tfp_realnvp.training import configs, flow_builder
 
 
 class FlowModelTest(tf.test.TestCase):

@@ -8,7 +8,7 @@ import tensorflow as tf
 import tf_keras as tfk
 from absl.testing import parameterized
 
-from tfp_realnvp import optimization
+from tfp_realnvp.training import optimization
 
 
 def replaced_warmup_cosine_decay(learning_rate, num_train_steps, warmup_steps, decay, step):

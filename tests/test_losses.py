@@ -11,8 +11,8 @@ import tensorflow as tf
 
 from tests.bijector_testing import perturb
 from tests.fixtures import TINY_MODEL
-from tfp_realnvp import losses
 from tfp_realnvp.flows import RealNVP
+from tfp_realnvp.training import losses
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGES = np.random.default_rng(4).uniform(0, 16, size=[8, 8, 8, 1]).astype(np.float32)
@@ -22,11 +22,11 @@ IMAGES = np.random.default_rng(4).uniform(0, 16, size=[8, 8, 8, 1]).astype(np.fl
 MIRRORED_SCRIPT = r"""
 import json, sys
 import numpy as np
-from tfp_realnvp import strategies
+from tfp_realnvp.training import strategies
 strategies.configure_cpu_devices(2)
 import tensorflow as tf
 from tests.bijector_testing import perturb
-from tfp_realnvp import losses
+from tfp_realnvp.training import losses
 from tfp_realnvp.flows import RealNVP
 
 overrides = json.loads(sys.argv[1])

@@ -7,14 +7,14 @@ import textwrap
 import tensorflow as tf
 
 from tfp_realnvp import networks
-from tfp_realnvp.moments import batch_moments, moments_for_mode
+from tfp_realnvp.internal.moments import batch_moments, moments_for_mode
 
 _MIRRORED_SCRIPT = textwrap.dedent("""
     import numpy as np
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from tfp_realnvp.moments import batch_moments
+    from tfp_realnvp.internal.moments import batch_moments
     from tfp_realnvp.bijectors import BatchNorm
 
     x = 3.0 + 2.0 * tf.random.stateless_normal([8, 4, 4, 2], seed=[1, 2])

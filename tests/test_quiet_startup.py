@@ -8,7 +8,7 @@ import tempfile
 import unittest
 from unittest import mock
 
-from tfp_realnvp import quiet_startup
+from tfp_realnvp.internal import quiet_startup
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # absl/glog C++ log lines (`I0000 00:00:1796113148.676943 20647 port.cc:153] ...`) and absl's pre-init notice.

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import reporting
+from tfp_realnvp.training import reporting
 
 SEPARATOR_UINT8 = np.round(np.array(reporting.SEPARATOR_RGB) * 255).astype(np.uint8)
 

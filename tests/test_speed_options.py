@@ -9,8 +9,9 @@ import tf_keras as tfk
 from absl.testing import parameterized
 
 from tests.fixtures import TINY_MODEL, tiny_config
-from tfp_realnvp import configs, networks, optimization, train_lib
+from tfp_realnvp import networks
 from tfp_realnvp.flows import RealNVP
+from tfp_realnvp.training import configs, optimization, train_lib
 
 IMAGES = np.random.default_rng(3).uniform(0, 16, size=[8, 8, 8, 1]).astype(np.float32)
 

@@ -15,7 +15,7 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import strategies
+from tfp_realnvp.training import strategies
 
 PROGRAMS = os.path.join(os.path.dirname(__file__), "distributed_programs.py")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

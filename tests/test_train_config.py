@@ -10,7 +10,7 @@ from absl.testing import parameterized
 
 import train
 from tests.fixtures import run_script
-from tfp_realnvp import configs, optimization
+from tfp_realnvp.training import configs, optimization
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -22,8 +22,9 @@ from PIL import Image
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from tests.fixtures import TINY_MODEL, run_script, tiny_config
-from tfp_realnvp import configs, data, dequantization, train_lib, workdirs
+from tfp_realnvp import data, dequantization
 from tfp_realnvp.flows import RealNVP
+from tfp_realnvp.training import configs, train_lib, workdirs
 
 PROGRAMS = os.path.join(os.path.dirname(__file__), "distributed_programs.py")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,9 +8,10 @@ import numpy as np
 import tensorflow as tf
 
 from tests.fixtures import TINY_MODEL, tiny_config
-from tfp_realnvp import checkpoints, export_lib, flow_builder, train_lib
 from tfp_realnvp.flows import RealNVP
-from tfp_realnvp.weight_averaging import WeightAverage
+from tfp_realnvp.serving import export
+from tfp_realnvp.training import checkpoints, flow_builder, train_lib
+from tfp_realnvp.training.weight_averaging import WeightAverage
 
 
 def expected_averages(initial, weights_after_each_update, decay):
@@ -166,7 +167,7 @@ class RunAverageTest(tf.test.TestCase):
     for restored, returned in zip(flow.variables, result.flow.variables):
       self.assertAllEqual(restored, returned)
     x = tf.random.stateless_uniform([4, 8, 8, 1], seed=[1, 2], maxval=16.0)
-    export_path = export_lib.export_workdir(workdir, tempfile.mkdtemp(dir=self.get_temp_dir())).path
+    export_path = export.export_workdir(workdir, tempfile.mkdtemp(dir=self.get_temp_dir())).path
     exported = tf.saved_model.load(export_path).signatures["log_prob"](x=x)["log_prob"]
     self.assertAllClose(exported, flow.log_prob(x), rtol=1e-6)
     self.assertNotAllClose(exported, trained.log_prob(x))

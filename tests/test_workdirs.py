@@ -11,7 +11,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tests.fixtures import TINY_MODEL, tiny_config
-from tfp_realnvp import checkpoints, configs, workdirs
+from tfp_realnvp.training import checkpoints, configs, workdirs
 
 
 def dead_pid():

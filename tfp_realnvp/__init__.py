@@ -1,7 +1,7 @@
 """RealNVP normalizing flows (Dinh, Sohl-Dickstein and Bengio, 2016) for TensorFlow Probability.
 
 Public names are imported lazily so that `import tfp_realnvp` stays cheap and each submodule
-(`bijectors`, `networks`, `flows`, `data`, `train_lib`, `export_lib`) can be used on its own.
+(`bijectors`, `networks`, `flows`, `data`, `training`, `serving`) can be used on its own.
 """
 
 import importlib
@@ -11,9 +11,9 @@ _PUBLIC_NAMES = {
   "ImageRealNVP": "tfp_realnvp.flows",
   "RealNVP": "tfp_realnvp.flows",
   "VectorRealNVP": "tfp_realnvp.flows",
-  "export_saved_model": "tfp_realnvp.export_lib",
-  "load_distribution": "tfp_realnvp.saved_model_distribution",
-  "train_and_evaluate": "tfp_realnvp.train_lib",
+  "export_saved_model": "tfp_realnvp.serving.export",
+  "load_distribution": "tfp_realnvp.serving.saved_model_distribution",
+  "train_and_evaluate": "tfp_realnvp.training.train_lib",
 }
 
 __all__ = sorted(_PUBLIC_NAMES)

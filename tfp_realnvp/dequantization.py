@@ -35,7 +35,7 @@ import tensorflow_probability as tfp
 
 from tfp_realnvp import data, networks
 from tfp_realnvp.bijectors import AffineCoupling, KeywordChain
-from tfp_realnvp.checks import positive_int, positive_ints
+from tfp_realnvp.internal.checks import positive_int, positive_ints
 
 __all__ = [
   "UniformDequantizer",

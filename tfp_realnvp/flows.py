@@ -14,9 +14,10 @@ import tensorflow_probability as tfp
 # parts hold variables; RealNVP subclasses it for the same reason.
 from tensorflow_probability.python.distributions.transformed_distribution import _TransformedDistribution
 
-from tfp_realnvp import networks, shapes
+from tfp_realnvp import networks
 from tfp_realnvp.bijectors import AffineCoupling, BatchNorm, KeywordChain, LogitTransform, MultiScale
-from tfp_realnvp.checks import positive_int, positive_ints
+from tfp_realnvp.internal import shapes
+from tfp_realnvp.internal.checks import positive_int, positive_ints
 
 __all__ = ["PRESETS", "ImageRealNVP", "RealNVP", "VectorRealNVP"]
 

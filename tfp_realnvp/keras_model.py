@@ -25,8 +25,8 @@ import os
 import tensorflow as tf
 import tf_keras as tfk
 
-from tfp_realnvp import flow_builder, losses, optimization
 from tfp_realnvp.flows import ImageRealNVP
+from tfp_realnvp.training import flow_builder, losses, optimization
 
 __all__ = ["FlowModel"]
 

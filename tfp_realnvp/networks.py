@@ -10,8 +10,8 @@ couplings of a conditional flow `p(x | c)`.
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp.checks import positive_int, positive_ints
-from tfp_realnvp.moments import assign_moving_averages, moments_for_mode, moving_average_variable
+from tfp_realnvp.internal.checks import positive_int, positive_ints
+from tfp_realnvp.internal.moments import assign_moving_averages, moments_for_mode, moving_average_variable
 
 __all__ = [
   "BatchNormalization",

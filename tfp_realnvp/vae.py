@@ -14,7 +14,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_realnvp import classifier, networks, priors
-from tfp_realnvp.checks import positive_int, positive_ints
+from tfp_realnvp.internal.checks import positive_int, positive_ints
 
 __all__ = ["DiscretizedLogisticDecoder", "GaussianEncoder", "LogLikelihoodBounds", "VariationalAutoencoder"]
 

@@ -3,8 +3,8 @@
 import tensorflow as tf
 
 from tfp_realnvp.bijectors.joint_log_det import JointLogDetBijector
-from tfp_realnvp.checks import positive_int
-from tfp_realnvp.moments import moments_for_mode, moving_average_variable
+from tfp_realnvp.internal.checks import positive_int
+from tfp_realnvp.internal.moments import moments_for_mode, moving_average_variable
 
 __all__ = ["BatchNorm"]
 

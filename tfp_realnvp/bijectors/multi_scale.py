@@ -5,7 +5,7 @@ import tensorflow_probability as tfp
 from tfp_realnvp.bijectors.factor_out import FactorOut
 from tfp_realnvp.bijectors.keyword_chain import KeywordChain
 from tfp_realnvp.bijectors.squeeze import Squeeze
-from tfp_realnvp.checks import positive_int
+from tfp_realnvp.internal.checks import positive_int
 
 __all__ = ["MultiScale"]
 

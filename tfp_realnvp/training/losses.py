@@ -11,7 +11,8 @@ import typing
 
 import tensorflow as tf
 
-from tfp_realnvp import dequantization, optimization
+from tfp_realnvp import dequantization
+from tfp_realnvp.training import optimization
 
 __all__ = ["BitsPerDimLoss", "bits_per_dim_loss"]
 

@@ -1,4 +1,4 @@
-"""`load_distribution(path)`: an export of `export_lib.export_saved_model` as a read-only `tfd.Distribution`.
+"""`load_distribution(path)`: an export of `export.export_saved_model` as a read-only `tfd.Distribution`.
 
 ```python
 prior = load_distribution("exports/realnvp/1")
@@ -17,9 +17,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_realnvp import shapes
-from tfp_realnvp.checks import positive_int
-from tfp_realnvp.serving import DISCRETE_BITS_PER_DIM_SIGNATURE_NAME, SIGNATURE_NAMES
+from tfp_realnvp.internal import shapes
+from tfp_realnvp.internal.checks import positive_int
+from tfp_realnvp.serving.serving_module import DISCRETE_BITS_PER_DIM_SIGNATURE_NAME, SIGNATURE_NAMES
 
 tfd = tfp.distributions
 
@@ -106,7 +106,7 @@ class SavedModelDistribution(tfd.Distribution):
 
     `seed` as for `sample` (an int, None, or an int32 `[2]` stateless seed; the same seed and rows give the
     same figure); `conditional_input` as for `log_prob`. The rows go to the signature as one batch, flattened
-    in C order (its draws depend on the batch, see `serving`). Non-integer or out-of-range levels and a `K`
+    in C order (its draws depend on the batch, see `serving_module`). Non-integer or out-of-range levels and a `K`
     above the export's `max_num_samples` are an `InvalidArgumentError` from the graph.
 
     Raises:

@@ -21,8 +21,8 @@ import socket
 
 import tensorflow as tf
 
-from tfp_realnvp import checkpoints, configs
-from tfp_realnvp.configs import ConfigError
+from tfp_realnvp.training import checkpoints, configs
+from tfp_realnvp.training.configs import ConfigError
 
 __all__ = ["check_config", "create", "lock", "lock_path"]
 

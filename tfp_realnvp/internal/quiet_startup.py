@@ -1,7 +1,7 @@
 """Keeps TensorFlow's C++ start-up logging off a command line's screen, unless the user asked for logging.
 
 ```python
-from tfp_realnvp import quiet_startup  # imports no TensorFlow
+from tfp_realnvp.internal import quiet_startup  # imports no TensorFlow
 
 quiet_startup.import_tensorflow_quietly(sys.argv)  # before anything imports TensorFlow
 ```

@@ -2,7 +2,7 @@
 `tf.distribute` strategy, with checkpoints, TensorBoard, test bits/dim and sample grids in `workdir`.
 
 ```python
-from tfp_realnvp import configs, train_lib
+from tfp_realnvp.training import configs, train_lib
 result = train_lib.train_and_evaluate(configs.get_config(), "runs/digits")
 result.metrics["test_bits_per_dim"]
 ```
@@ -26,13 +26,12 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import (
+from tfp_realnvp import classifier, data, dequantization
+from tfp_realnvp.internal import cpu_features
+from tfp_realnvp.internal.checks import positive_int
+from tfp_realnvp.training import (
   checkpoints,
-  classifier,
   configs,
-  cpu_features,
-  data,
-  dequantization,
   flow_builder,
   losses,
   optimization,
@@ -41,8 +40,7 @@ from tfp_realnvp import (
   weight_averaging,
   workdirs,
 )
-from tfp_realnvp.checks import positive_int
-from tfp_realnvp.configs import ConfigError
+from tfp_realnvp.training.configs import ConfigError
 
 __all__ = [
   "IMPORTANCE_SEED",

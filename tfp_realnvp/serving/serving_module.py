@@ -28,7 +28,7 @@ it, not on the other rows' values), an upper bound on `-log2 P(v) / D` in expect
 as `K` grows; `log_prob = -bits_per_dim * D ln 2`. `levels` that are not integers in `[0, 2**num_bits)` and a
 `num_samples` outside `[1, max_num_samples]` are an `InvalidArgumentError`, checked in the graph.
 
-The names of the signatures, of their inputs and of their outputs are public API (`export_lib` writes them,
+The names of the signatures, of their inputs and of their outputs are public API (`export` writes them,
 `saved_model_distribution` reads them). A flow of pixel data is one whose `num_bits` is not None.
 """
 

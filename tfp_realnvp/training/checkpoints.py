@@ -19,8 +19,9 @@ import typing
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-from tfp_realnvp import configs, dequantization, flow_builder, weight_averaging
-from tfp_realnvp.configs import ConfigError
+from tfp_realnvp import dequantization
+from tfp_realnvp.training import configs, flow_builder, weight_averaging
+from tfp_realnvp.training.configs import ConfigError
 
 __all__ = [
   "Run",

@@ -22,8 +22,9 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import checkpoints, classifier, configs, data, flow_builder
-from tfp_realnvp.serving import DEFAULT_MAX_NUM_SAMPLES, ServingModule
+from tfp_realnvp import classifier, data
+from tfp_realnvp.serving.serving_module import DEFAULT_MAX_NUM_SAMPLES, ServingModule
+from tfp_realnvp.training import checkpoints, configs, flow_builder
 
 __all__ = ["WorkdirExport", "export_saved_model", "export_workdir"]
 

@@ -12,7 +12,7 @@ import os
 
 import tensorflow as tf
 
-from tfp_realnvp.checks import positive_int
+from tfp_realnvp.internal.checks import positive_int
 
 __all__ = ["STRATEGY_NAMES", "configure_cpu_devices", "get_strategy"]
 

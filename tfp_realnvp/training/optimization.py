@@ -9,7 +9,7 @@ loss = data_loss + optimization.l2_penalty(flow.regularized_variables, 5e-5)
 import tensorflow as tf
 import tf_keras as tfk
 
-from tfp_realnvp.checks import positive_int
+from tfp_realnvp.internal.checks import positive_int
 
 __all__ = ["DynamicLossScale", "adam", "l2_penalty", "learning_rate_schedule"]
 

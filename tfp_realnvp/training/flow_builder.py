@@ -12,8 +12,8 @@ all build their flow here, so a checkpoint written by one restores into the othe
 import dataclasses
 
 from tfp_realnvp import data
-from tfp_realnvp.configs import ConfigError
 from tfp_realnvp.flows import RealNVP
+from tfp_realnvp.training.configs import ConfigError
 
 __all__ = ["build_flow", "dataset_spec"]
 

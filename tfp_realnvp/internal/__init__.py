@@ -1,0 +1,3 @@
+"""Helpers shared across the package: argument and shape checks, moments, CPU features, quiet start-up.
+
+Nothing here imports TensorFlow at package import time (`quiet_startup` must run before it)."""

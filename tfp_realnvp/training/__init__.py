@@ -1,0 +1,6 @@
+"""The training job: `train_lib.train_and_evaluate(config, workdir)` and everything only it uses.
+
+`configs` (the `TrainConfig` and its presets), `flow_builder` (the flow a config describes), `losses`,
+`optimization`, `strategies` (`tf.distribute`), `checkpoints` and `workdirs` (restore, resume, the lock),
+`weight_averaging` (EMA weights) and `reporting` (log lines, metrics, sample grids).
+"""
