@@ -47,7 +47,9 @@ class CpuInfo:
   def bfloat16_kind(self):
     """`'amx'` with AMX-BF16 tiles, `'avx512_bf16'` with only AVX512-BF16, None with neither: the kinds of CPU
     whose speed choices are measured apart (`BFLOAT16_TRAIN_SPEEDUP`)."""
-    return self.bfloat16_flags[0] if self.bfloat16_flags else None
+    if "amx_bf16" in self.flags:
+      return "amx"
+    return "avx512_bf16" if "avx512_bf16" in self.flags else None
 
 
 def parse_cpu_info(text):
