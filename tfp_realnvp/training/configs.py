@@ -66,7 +66,10 @@ class TrainConfig:
   """
 
   # Data.
-  dataset: str = _field("digits", "`digits` (bundled), a tfds name such as mnist or cifar10, or dir:PATH.")
+  dataset: str = _field(
+    "digits",
+    "`digits` (bundled), a tfds name such as mnist or cifar10, dir:PATH (image files) or idx:PATH (IDX files).",
+  )
   data_dir: str | None = _field(None, "tfds data directory (None: tfds's default).")
   image_size: int | None = _field(None, "Resize images to this height and width (None: native).")
   train_split: str | None = _field(
