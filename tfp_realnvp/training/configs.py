@@ -267,7 +267,7 @@ def get_config(dataset="digits"):
 
   Every dataset gets the options chosen on the digits validation split: box-exact preprocessing
   (`logit_alpha=0`), variational dequantization, an EMA of the weights for evaluation, and the test figure at
-  `K = 1` and importance-weighted at `K = 100` draws. For a tfds dataset (or `dir:PATH`):
+  `K = 1` and importance-weighted at `K = 100` draws. For a tfds dataset (or `dir:PATH`, `idx:PATH`):
 
   - `ema_decay=0.999`: with a constant learning rate the weights never settle but keep moving by the step
     size's gradient noise, which an average over the last `1 / (1 - 0.999) = 1000` steps (1.3 CIFAR-10 epochs
