@@ -41,8 +41,8 @@ MODES = {
   "bf16_composite_bn": dict(compute_dtype="bfloat16", composite_batch_norm=True),
 }
 
-# chrischute/real-nvp (PyTorch) on a machine like this one, batch 64, 2 threads, fp32 (issue 7). Its
-# architecture is larger than ours at the same settings (it doubles the features of the channel couplings and
+# chrischute/real-nvp (PyTorch) on a machine like this one, batch 64, 2 threads, fp32 (the first figures on
+# docs/results/speed.md). Its architecture is larger than ours at the same settings (it doubles the features of the channel couplings and
 # adds 1x1 skip convolutions: 2.51M and 19.57M parameters), so `gflop_per_image` (2 x multiply-adds of its
 # convolutions, counted from its code) gives the FLOP-normalized comparison.
 REFERENCE = {
