@@ -26,7 +26,7 @@ __all__ = [
 BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 # The bfloat16 train step's speed over float32's (`compute_dtype=bfloat16`, small and cifar10 models, batch 64,
-# 2 cores, same run) by `CpuInfo.bfloat16_kind`, as measured in bench/README.md: AMX tiles (an Intel Xeon,
+# 2 cores, same run) by `CpuInfo.bfloat16_kind`, as measured in docs/results/speed.md: AMX tiles (an Intel Xeon,
 # `lscpu` model 207) and AVX512-BF16 without AMX (an AMD Zen 4).
 BFLOAT16_TRAIN_SPEEDUP = {"amx": "2.2-2.9x", "avx512_bf16": "1.6-1.7x"}
 
@@ -92,5 +92,5 @@ def bfloat16_hint(compute_dtype, cpu_info=None, has_gpu=None):
   return (
     f"this CPU has {' and '.join(flags)}: --compute_dtype=bfloat16 (conditioners in bfloat16) trains "
     f"{BFLOAT16_TRAIN_SPEEDUP[cpu_info.bfloat16_kind]} faster on such a CPU with the same digits test bits/dim "
-    "within 0.02 (bench/README.md); this run stays float32"
+    "within 0.02 (docs/speed.md, docs/results/speed.md); this run stays float32"
   )
