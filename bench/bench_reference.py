@@ -144,7 +144,9 @@ def _phase_summary(runs, phase, extra_modes=()):
   for round_index in sorted({run["round"] for run in runs}):
     in_round = [run for run in runs if run["round"] == round_index and phase in run]
     ours_speed = [
-      run[phase]["images_per_s"] for run in in_round if run["implementation"] == "ours" and run["mode"] in OUR_MODES
+      run[phase]["images_per_s"]
+      for run in in_round
+      if run["implementation"] == "ours" and run["mode"] in OUR_MODES
     ]
     peer_speed = [run[phase]["images_per_s"] for run in in_round if run["implementation"] == "peer"]
     if ours_speed and peer_speed:

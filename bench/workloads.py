@@ -46,7 +46,9 @@ MODES = {
   "bf16_system_allocator": dict(compute_dtype="bfloat16", env={"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"}),
   "bf16_caller_thread": dict(compute_dtype="bfloat16", env={"TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD": "1"}),
   "bf16_primitive_memuse_off": dict(compute_dtype="bfloat16", env={"TF_MKL_OPTIMIZE_PRIMITIVE_MEMUSE": "0"}),
-  "bf16_primitive_cache_4096": dict(compute_dtype="bfloat16", env={"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "4096"}),
+  "bf16_primitive_cache_4096": dict(
+    compute_dtype="bfloat16", env={"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "4096"}
+  ),
 }
 
 # chrischute/real-nvp (PyTorch) on a machine like this one, batch 64, 2 threads, fp32 (the first figures on
@@ -127,7 +129,9 @@ def _use_plain_relu_conv2d(flow):
   from tfp_realnvp.networks import BatchNormalization
 
   def plain(norm, x, kernel, training=False):
-    return tf.nn.conv2d(tf.cast(tf.nn.relu(norm(x, training)), kernel.dtype), kernel, strides=1, padding="SAME")
+    return tf.nn.conv2d(
+      tf.cast(tf.nn.relu(norm(x, training)), kernel.dtype), kernel, strides=1, padding="SAME"
+    )
 
   for module in flow.submodules:
     if isinstance(module, BatchNormalization):

@@ -76,7 +76,9 @@ class SummaryTest(tf.test.TestCase):
     self.assertEqual(small["train"]["best_vs_best"], self.small["train"]["best_vs_best"])
     self.assertEqual(small["train"]["best_vs_best_by_round"], self.small["train"]["best_vs_best_by_round"])
     self.assertEqual(small["train"]["bf16_onednn_bf16_math_vs_peer_best"], 2.4)  # 192 / 80
-    self.assertEqual(small["train"]["matched_flop_bf16_onednn_bf16_math_vs_peer_best"], 1.8)  # 192 x 1.2 / (80 x 1.6)
+    self.assertEqual(
+      small["train"]["matched_flop_bf16_onednn_bf16_math_vs_peer_best"], 1.8
+    )  # 192 x 1.2 / (80 x 1.6)
 
   def test_matched_flop_ratio_weighs_images_by_their_cost(self):
     train = self.small["train"]

@@ -72,7 +72,9 @@ class Bfloat16HintTest(parameterized.TestCase):
     cpu = cpu_features.parse_cpu_info(SAPPHIRE_RAPIDS_LSCPU)
     self.assertIn("amx_bf16 and avx512_bf16", cpu_features.bfloat16_hint(None, cpu, has_gpu=False))
 
-  @parameterized.named_parameters(("zen4", ZEN4_CPUINFO, "avx512_bf16"), ("amx", SAPPHIRE_RAPIDS_LSCPU, "amx"))
+  @parameterized.named_parameters(
+    ("zen4", ZEN4_CPUINFO, "avx512_bf16"), ("amx", SAPPHIRE_RAPIDS_LSCPU, "amx")
+  )
   def test_gives_the_speedup_measured_on_that_kind_of_cpu(self, text, kind):
     hint = cpu_features.bfloat16_hint(None, cpu_features.parse_cpu_info(text), has_gpu=False)
     self.assertIn(f"trains {cpu_features.BFLOAT16_TRAIN_SPEEDUP[kind]} faster", hint)
