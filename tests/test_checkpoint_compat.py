@@ -12,10 +12,11 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from tests.workdir_testing import OLD_DIGITS_WORKDIR
 from tfp_realnvp.serving import export
 from tfp_realnvp.training import checkpoints, configs, train_lib
 
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "digits_workdir_968b41f")
+FIXTURE = OLD_DIGITS_WORKDIR
 
 
 class CheckpointCompatibilityTest(tf.test.TestCase):

@@ -1,9 +1,7 @@
 """`train_and_evaluate` with `condition="label"`: a class-conditional flow `p(x | y)` on the one-hot label, its
 marginal and conditional bits/dim and accuracy, class-row samples, resuming, strategies and config errors."""
 
-import contextlib
 import dataclasses
-import io
 import json
 import os
 import re
@@ -14,21 +12,13 @@ import tensorflow as tf
 from PIL import Image
 
 from tests.bijector_testing import perturb
-from tests.fixtures import TINY_MODEL, tiny_config
-from tests.test_strategies import run_program
+from tests.training_testing import TINY_MODEL, run_program, tiny_config
+from tests.workdir_testing import run
 from tfp_realnvp import classifier, data, dequantization
 from tfp_realnvp.flows import RealNVP
 from tfp_realnvp.training import configs, flow_builder, losses, reporting, train_lib
 
 NUM_CLASSES = 10
-
-
-def run(config, workdir):
-  """`train_and_evaluate` and the lines it printed."""
-  stdout = io.StringIO()
-  with contextlib.redirect_stdout(stdout):
-    result = train_lib.train_and_evaluate(config, workdir)
-  return result, stdout.getvalue().splitlines()
 
 
 class ConditionalRunTest(tf.test.TestCase):

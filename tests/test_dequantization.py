@@ -13,8 +13,7 @@ import tensorflow_probability as tfp
 from absl.testing import parameterized
 
 from tests.bijector_testing import BijectorChecks, perturb
-from tests.fixtures import tiny_config
-from tests.test_strategies import run_program
+from tests.training_testing import run_program, tiny_config
 from tfp_realnvp import RealNVP, data, dequantization
 from tfp_realnvp.training import configs, train_lib
 

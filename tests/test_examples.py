@@ -5,7 +5,7 @@ import re
 import tempfile
 import unittest
 
-from tests.fixtures import run_script
+from tests.training_testing import run_script
 
 
 class TwoMoonsTest(unittest.TestCase):

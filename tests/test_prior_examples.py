@@ -8,7 +8,7 @@ import unittest
 
 import numpy as np
 
-from tests.fixtures import run_script
+from tests.training_testing import run_script
 from tfp_realnvp import data
 
 NUMBER = r"(-?[\d.]+(?:e[-+]\d+)?)"

@@ -8,7 +8,7 @@ import tensorflow as tf
 import tf_keras as tfk
 from absl.testing import parameterized
 
-from tests.fixtures import TINY_MODEL, tiny_config
+from tests.training_testing import TINY_MODEL, tiny_config
 from tfp_realnvp import networks
 from tfp_realnvp.flows import RealNVP
 from tfp_realnvp.training import configs, optimization, train_lib

@@ -15,33 +15,8 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
+from tests.training_testing import PROGRAM_TIMEOUT_S, PROGRAMS, program_environment, run_program
 from tfp_realnvp.training import strategies
-
-PROGRAMS = os.path.join(os.path.dirname(__file__), "distributed_programs.py")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROGRAM_TIMEOUT_S = 240
-
-
-def _environment():
-  return {
-    **os.environ,
-    "PYTHONPATH": REPO_ROOT,
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-    "TEST_PROGRAM_TIMEOUT_S": str(PROGRAM_TIMEOUT_S),
-  }
-
-
-def run_program(name, out_path):
-  """Runs `distributed_programs.py name out_path` in a fresh process; returns the JSON report it wrote."""
-  subprocess.run(
-    [sys.executable, PROGRAMS, name, out_path],
-    env=_environment(),
-    check=True,
-    timeout=PROGRAM_TIMEOUT_S + 10,
-    capture_output=True,
-  )
-  with open(out_path) as file:
-    return json.load(file)
 
 
 def _free_ports(count):
@@ -147,7 +122,7 @@ class MultiWorkerTrainingTest(tf.test.TestCase):
           workdir,
           outputs[index],
         ],
-        env=_environment(),
+        env=program_environment(),
         stdout=logs[index],
         stderr=subprocess.STDOUT,
       )

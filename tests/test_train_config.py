@@ -9,7 +9,7 @@ from absl import flags
 from absl.testing import parameterized
 
 import train
-from tests.fixtures import run_script
+from tests.training_testing import run_script
 from tfp_realnvp.training import configs, optimization
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,7 +7,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from tests.fixtures import TINY_MODEL, tiny_config
+from tests.training_testing import TINY_MODEL, tiny_config
 from tfp_realnvp.flows import RealNVP
 from tfp_realnvp.serving import export
 from tfp_realnvp.training import checkpoints, flow_builder, train_lib
