@@ -152,6 +152,19 @@ def tensor_table(tensor_infos):
   }
 
 
+def assert_signatures(test, version_dir, expected, **labels):
+  """The export in `version_dir` has exactly the signatures of `expected` `{name: (inputs, outputs)}`, each a
+  TF Serving predict method whose inputs and outputs have those `tensor_table`s (TF's own
+  `__saved_model_init_op` aside: TF Serving ignores it). `labels` name the export in the subtests."""
+  definitions = signature_defs(version_dir)
+  test.assertEqual({name for name in definitions if not name.startswith("__")}, set(expected))
+  for name, (inputs, outputs) in expected.items():
+    with test.subTest(signature=name, **labels):
+      test.assertEqual(tensor_table(definitions[name].inputs), inputs)
+      test.assertEqual(tensor_table(definitions[name].outputs), outputs)
+      test.assertEqual(definitions[name].method_name, "tensorflow/serving/predict")
+
+
 def gcc_command(binary):
   return [
     "gcc",

@@ -11,14 +11,7 @@ import tensorflow as tf
 
 # The module, not its classes: pytest would collect them here.
 from tests import export_testing
-from tests.export_testing import (
-  MAX_NUM_SAMPLES,
-  NUM_CLASSES,
-  SAMPLE_INPUTS,
-  assert_close_relative,
-  moved_and_perturbed,
-  one_hot,
-)
+from tests.export_testing import MAX_NUM_SAMPLES, NUM_CLASSES, SAMPLE_INPUTS, assert_close_relative, one_hot
 from tests.workdir_testing import write_workdir
 from tfp_realnvp import classifier, data, dequantization
 from tfp_realnvp.serving import export, saved_model_distribution, serving_module
@@ -39,7 +32,7 @@ def label_workdir(workdir):
     dequantization="uniform",  # no learned dequantizer
     model_overrides={**export_testing.IMAGE_OVERRIDES, "num_scales": 1},
   )
-  flow = moved_and_perturbed(flow_builder.build_flow(config))
+  flow = export_testing.moved_and_perturbed(flow_builder.build_flow(config))
   write_workdir(workdir, config, steps=(5,), flow=flow)
   return flow
 
@@ -234,7 +227,6 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
         {"samples": ("float32", vector)},
       ),
     ]:
-      definitions = export_testing.signature_defs(self.paths[model])
       expected = {
         "serving_default": ({"x": ("float32", event), "conditional_input": context}, log_prob_outputs),
         "log_prob": ({"x": ("float32", event), "conditional_input": context}, log_prob_outputs),
@@ -268,12 +260,7 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
           },
           {"bits_per_dim": ("float32", [-1]), "log_prob": ("float32", [-1])},
         )
-      self.assertEqual({name for name in definitions if not name.startswith("__")}, set(expected))
-      for name, (inputs, outputs) in expected.items():
-        with self.subTest(model=model, signature=name):
-          self.assertEqual(export_testing.tensor_table(definitions[name].inputs), inputs)
-          self.assertEqual(export_testing.tensor_table(definitions[name].outputs), outputs)
-          self.assertEqual(definitions[name].method_name, "tensorflow/serving/predict")
+      export_testing.assert_signatures(self, self.paths[model], expected, model=model)
 
   def test_rows_do_not_depend_on_their_batch_and_empty_batches_work(self):
     for model, flow in self.flows.items():

@@ -12,23 +12,11 @@ import numpy as np
 import tensorflow as tf
 
 # The module, not its classes: pytest would collect them here.
-from tests import export_testing
+from tests import export_testing, workdir_testing
 from tests.bijector_testing import perturb
-from tests.export_testing import (
-  IMAGE_OVERRIDES,
-  MAX_NUM_SAMPLES,
-  NUM_CLASSES,
-  assert_close_relative,
-  moved_and_perturbed,
-  one_hot,
-)
+from tests.export_testing import MAX_NUM_SAMPLES, NUM_CLASSES, assert_close_relative, one_hot
 from tests.training_testing import short_config
-from tests.workdir_testing import (
-  OLD_DIGITS_WORKDIR,
-  assert_checkpoint_does_not_fit,
-  checkpoint_values_by_name,
-  write_workdir,
-)
+from tests.workdir_testing import assert_checkpoint_does_not_fit, checkpoint_values_by_name, write_workdir
 from tfp_realnvp import RealNVP, data, dequantization
 from tfp_realnvp.serving import export, saved_model_distribution, serving_module
 from tfp_realnvp.training import checkpoints, flow_builder, train_lib
@@ -49,9 +37,9 @@ def pixel_levels(num_rows, seed):
 
 def conditional_image_flow():
   """The digits preset conditioned on one-hot labels, small, with moved batch-norm averages and perturbed."""
-  return moved_and_perturbed(
+  return export_testing.moved_and_perturbed(
     RealNVP.from_preset(
-      "digits", **{**IMAGE_OVERRIDES, "num_scales": 1}, conditional_event_shape=(NUM_CLASSES,)
+      "digits", **{**export_testing.IMAGE_OVERRIDES, "num_scales": 1}, conditional_event_shape=(NUM_CLASSES,)
     )
   )
 
@@ -462,7 +450,7 @@ class WorkdirExportTest(export_testing.WorkspaceTestCase):
 
   def test_a_config_json_older_than_dequantization_restores_a_uniform_dequantizer(self):
     workdir = os.path.join(self.workspace, "old")
-    shutil.copytree(OLD_DIGITS_WORKDIR, workdir)
+    shutil.copytree(workdir_testing.OLD_DIGITS_WORKDIR, workdir)
     run = checkpoints.restore_run(workdir)
     self.assertIsInstance(run.dequantizer, dequantization.UniformDequantizer)
     self.assertEqual(run.dequantizer.event_shape, EVENT_SHAPE)

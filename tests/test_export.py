@@ -20,22 +20,13 @@ import tensorflow as tf
 
 from tests import export_testing
 from tests.export_testing import (
-  HAS_SERVING_API,
-  IMAGE_OVERRIDES,
   MAX_NUM_SAMPLES,
-  REPO_ROOT,
   SAMPLE_INPUTS,
-  SAVED_MODEL_CLI,
   assert_close_relative,
-  import_grpc_client,
-  num_trainable_parameters,
   pixels,
-  signature_defs,
-  small_image_flow,
   small_vector_flow,
-  tensor_table,
 )
-from tests.training_testing import short_config
+from tests.training_testing import REPO_ROOT, short_config
 from tfp_realnvp import data
 from tfp_realnvp.serving import export, saved_model_distribution, serving_module
 from tfp_realnvp.training import checkpoints, configs, train_lib
@@ -69,7 +60,7 @@ class ExportedFlowTest(export_testing.LoadedExportsTestCase):
     # gcc, the fresh loader process and the C program run while this process works.
     cls.start_c_build()
 
-    cls.flows = {"realnvp": small_image_flow(), "vector": small_vector_flow()}
+    cls.flows = {"realnvp": export_testing.small_image_flow(), "vector": small_vector_flow()}
     base = os.path.join(cls.workspace, "exports")
     cls.paths = {
       name: export.export_saved_model(flow, base, model_name=name, max_num_samples=MAX_NUM_SAMPLES)
@@ -123,8 +114,8 @@ class ExportedFlowTest(export_testing.LoadedExportsTestCase):
       )
     # The gRPC client's requests, as TF Serving would decode and feed them.
     cls.grpc_requests = {}
-    if HAS_SERVING_API:
-      grpc_client = import_grpc_client()
+    if export_testing.HAS_SERVING_API:
+      grpc_client = export_testing.import_grpc_client()
       x = cls.inputs["realnvp"]["x"]
       cls.grpc_requests = {
         "log_prob": grpc_client.log_prob_request(x, "realnvp", "log_prob", version=1),
@@ -139,11 +130,11 @@ class ExportedFlowTest(export_testing.LoadedExportsTestCase):
 
     # The README's `saved_model_cli run` command, as printed there.
     saved_model_cli = None
-    if SAVED_MODEL_CLI:
+    if export_testing.SAVED_MODEL_CLI:
       np.save(os.path.join(cls.workspace, "rows.npy"), cls.inputs["realnvp"]["x"])
       saved_model_cli = subprocess.Popen(
         [
-          SAVED_MODEL_CLI,
+          export_testing.SAVED_MODEL_CLI,
           "run",
           "--dir",
           cls.paths["realnvp"],
@@ -228,12 +219,6 @@ class ExportedFlowTest(export_testing.LoadedExportsTestCase):
       ),
       ("vector", vector, {"log_prob": ("float32", [-1])}, {"samples": ("float32", vector)}),
     ]:
-      definitions = signature_defs(self.paths[model])
-      # TF adds `__saved_model_init_op`; TF Serving ignores it.
-      self.assertEqual(
-        {name for name in definitions if not name.startswith("__")},
-        set(serving_module.SIGNATURE_NAMES),
-      )
       expected = {
         "serving_default": ({"x": ("float32", event)}, log_prob_outputs),
         "log_prob": ({"x": ("float32", event)}, log_prob_outputs),
@@ -248,11 +233,8 @@ class ExportedFlowTest(export_testing.LoadedExportsTestCase):
         "encode": ({"x": ("float32", event)}, {"z": ("float32", event)}),
         "decode": ({"z": ("float32", event)}, {"x": ("float32", event)}),
       }
-      for name, (inputs, outputs) in expected.items():
-        with self.subTest(model=model, signature=name):
-          self.assertEqual(tensor_table(definitions[name].inputs), inputs)
-          self.assertEqual(tensor_table(definitions[name].outputs), outputs)
-          self.assertEqual(definitions[name].method_name, "tensorflow/serving/predict")
+      self.assertEqual(set(expected), set(serving_module.SIGNATURE_NAMES))
+      export_testing.assert_signatures(self, self.paths[model], expected, model=model)
 
   def test_rows_do_not_depend_on_their_batch_and_empty_batches_work(self):
     for model, flow in self.flows.items():
@@ -360,7 +342,9 @@ class ExportedFlowTest(export_testing.LoadedExportsTestCase):
       f"`num_samples` must be at most `max_num_samples`, set at export to {MAX_NUM_SAMPLES}", error
     )
 
-  @unittest.skipUnless(SAVED_MODEL_CLI, "needs saved_model_cli (installed with tensorflow) on PATH")
+  @unittest.skipUnless(
+    export_testing.SAVED_MODEL_CLI, "needs saved_model_cli (installed with tensorflow) on PATH"
+  )
   def test_saved_model_cli_runs_the_readme_command(self):
     stdout, stderr = self.saved_model_cli_output
     self.assertEqual(self.saved_model_cli_returncode, 0, stderr[-3000:])
@@ -372,7 +356,7 @@ class ExportedFlowTest(export_testing.LoadedExportsTestCase):
     for name in expected:
       assert_close_relative(self, expected[name], outputs[name])
 
-  @unittest.skipUnless(HAS_SERVING_API, "needs tensorflow-serving-api (the serving extra)")
+  @unittest.skipUnless(export_testing.HAS_SERVING_API, "needs tensorflow-serving-api (the serving extra)")
   def test_grpc_requests_match_the_signatures_and_run(self):
     self.assertEqual(self.grpc_requests["log_prob"].model_spec.version.value, 1)
     self.assert_grpc_requests_answer("realnvp")
@@ -422,7 +406,7 @@ class ExportCommandTest(export_testing.WorkspaceTestCase):
     config = short_config(2, num_samples=1)
     train_lib.train_and_evaluate(config, cls.workdir)
     flow, cls.checkpoint = checkpoints.restore_flow(cls.workdir)
-    cls.num_parameters = num_trainable_parameters(flow)
+    cls.num_parameters = export_testing.num_trainable_parameters(flow)
 
   def run_command(self, export_base, *flags):
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
@@ -508,13 +492,13 @@ class ExportDirectoryTest(export_testing.WorkspaceTestCase):
     )
     # A training workdir as train_lib leaves it: config.json and a checkpoint of flow, step, ...
     # One scale keeps its exports quick.
-    cls.image_flow = small_image_flow(num_scales=1)
+    cls.image_flow = export_testing.small_image_flow(num_scales=1)
     cls.workdir = os.path.join(cls.workspace, "workdir")
     os.makedirs(cls.workdir)
     # A flow-only checkpoint (no EMA, no learned dequantizer) of this flow's preprocessing.
     config = dataclasses.replace(
       configs.get_config(),
-      model_overrides={**IMAGE_OVERRIDES, "num_scales": 1},
+      model_overrides={**export_testing.IMAGE_OVERRIDES, "num_scales": 1},
       logit_alpha=cls.image_flow.parameters["logit_alpha"],
       ema_decay=0.0,
       dequantization="uniform",
@@ -665,7 +649,7 @@ class ExportDirectoryTest(export_testing.WorkspaceTestCase):
     self.assertEqual(path, os.path.join(base, "realnvp", "1"))
     self.assertEqual(checkpoint, os.path.join(self.workdir, "checkpoints", "ckpt-7"))
     self.assertEqual(dataset, "digits")
-    self.assertEqual(num_parameters, num_trainable_parameters(self.image_flow))
+    self.assertEqual(num_parameters, export_testing.num_trainable_parameters(self.image_flow))
     x = pixels([4, 8, 8, 1], 4, seed=30)
     exported = tf.saved_model.load(path).signatures["log_prob"](x=tf.constant(x))["log_prob"]
     assert_close_relative(self, self.image_flow.log_prob(x), exported)

@@ -18,14 +18,8 @@ import tensorflow_datasets as tfds
 from absl.testing import parameterized
 from PIL import Image
 
-from tests.training_testing import (
-  PROGRAMS,
-  TINY_MODEL,
-  program_environment,
-  run_script,
-  short_config,
-  tiny_config,
-)
+from tests import training_testing
+from tests.training_testing import TINY_MODEL, run_script, short_config, short_run, tiny_config
 from tests.workdir_testing import checkpoint_values_by_name, run, truncate
 from tfp_realnvp import data, dequantization
 from tfp_realnvp.flows import RealNVP
@@ -351,8 +345,8 @@ class KilledRunTest(tf.test.TestCase):
     workdir = os.path.join(self.get_temp_dir(), "killed")
     checkpoint_dir = os.path.join(workdir, "checkpoints")
     process = subprocess.Popen(
-      [sys.executable, PROGRAMS, "train", workdir, "100000"],
-      env=program_environment(),
+      [sys.executable, training_testing.PROGRAMS, "train", workdir, "100000"],
+      env=training_testing.program_environment(),
       stdout=subprocess.DEVNULL,
       stderr=subprocess.DEVNULL,
     )
@@ -401,17 +395,8 @@ class KilledRunTest(tf.test.TestCase):
     self.assertRegex("\n".join(lines), rf"(?m)^train \| step: {saved_step + 1} \|")
 
 
-# Two steps of batch 4 with a smaller model, one checkpoint and one evaluation at the end: what the tfds mocks'
-# 10 examples allow.
-MOCK_DATA_RUN = dict(
-  batch_size=4,
-  num_train_steps=2,
-  log_every_steps=2,
-  checkpoint_every_steps=2,
-  eval_every_steps=0,
-  num_samples=2,
-  model_overrides={**TINY_MODEL, "num_filters": 4},
-)
+# A smaller model, for the tfds mocks' larger images.
+MOCK_DATA_MODEL = {**TINY_MODEL, "num_filters": 4}
 
 
 class TfdsMockDataTest(tf.test.TestCase, parameterized.TestCase):
@@ -420,7 +405,7 @@ class TfdsMockDataTest(tf.test.TestCase, parameterized.TestCase):
     ("cifar10", "cifar10", "cifar10", (32, 32, 3)),
   )
   def test_a_few_steps_on_mock_data(self, dataset, preset, image_shape):
-    config = tiny_config(dataset=dataset, **MOCK_DATA_RUN)
+    config = short_config(2, dataset=dataset, batch_size=4, num_samples=2, model_overrides=MOCK_DATA_MODEL)
     self.assertIsNone(config.preset)  # the dataset's own preset
     with tfds.testing.mock_data(num_examples=10):
       result, lines = run(config, os.path.join(self.get_temp_dir(), dataset))
@@ -432,7 +417,14 @@ class TfdsMockDataTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_the_cifar10_config_checkpoints_its_dequantizer_and_average_and_resumes_on_mock_data(self):
     # `get_config("cifar10")` as it is (box-exact, variational, EMA 0.999, K = 100) with a tiny model.
-    config = dataclasses.replace(configs.get_config("cifar10"), **MOCK_DATA_RUN)
+    config = dataclasses.replace(
+      configs.get_config("cifar10"),
+      **short_run(2),
+      batch_size=4,
+      log_every_steps=2,
+      num_samples=2,
+      model_overrides=MOCK_DATA_MODEL,
+    )
     draws = config.num_importance_samples
     self.assertEqual(
       (config.logit_alpha, config.dequantization, config.ema_decay, draws), (0.0, "variational", 0.999, 100)

@@ -41,11 +41,15 @@ def tiny_config(**changes):
   return dataclasses.replace(configs.get_config(), **{**_TINY_RUN, **changes})
 
 
+def short_run(num_train_steps):
+  """Config changes for a run of `num_train_steps` steps with one checkpoint, at the end, and no evaluation
+  before it."""
+  return dict(num_train_steps=num_train_steps, checkpoint_every_steps=num_train_steps, eval_every_steps=0)
+
+
 def short_config(num_train_steps, **changes):
-  """`tiny_config` of `num_train_steps` steps with one checkpoint, at the end, and no evaluation before it."""
-  return tiny_config(
-    num_train_steps=num_train_steps, checkpoint_every_steps=num_train_steps, eval_every_steps=0, **changes
-  )
+  """`tiny_config` with `short_run(num_train_steps)` and `changes`."""
+  return tiny_config(**short_run(num_train_steps), **changes)
 
 
 def script_environment(**variables):
