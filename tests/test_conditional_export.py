@@ -7,13 +7,14 @@ import os
 import unittest
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 # The module, not its classes: pytest would collect them here.
 from tests import export_testing
 from tests.export_testing import MAX_NUM_SAMPLES, NUM_CLASSES, SAMPLE_INPUTS, assert_close_relative, one_hot
 from tests.workdir_testing import write_workdir
-from tfp_realnvp import classifier, data, dequantization
+from tfp_realnvp import RealNVP, classifier, data, dequantization
 from tfp_realnvp.serving import export, saved_model_distribution, serving_module
 from tfp_realnvp.training import configs, flow_builder
 
@@ -42,6 +43,7 @@ def log_prior(split):
   return np.log(counts / counts.sum())
 
 
+@pytest.mark.slow
 class ConditionalExportTest(export_testing.LoadedExportsTestCase):
   """One export of a `condition=label` workdir (digits, one-hot labels, `classify`) and one of a vector flow
   with a real-valued context, checked through every loader."""
@@ -324,9 +326,38 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
     self.assertEqual(self.grpc_requests["classify"].model_spec.version.value, 1)
     self.assert_grpc_requests_answer("labels")
 
+
+class InProcessConditionalExportTest(export_testing.WorkspaceTestCase):
+  """An export of a vector flow with a real-valued context and one of a flow conditioned on one-hot labels,
+  loaded back in this process: `classify` answers as `classifier` does, and `load_distribution` takes the
+  context as the flow does. (`ConditionalExportTest` loads exports in loaders without this package.)"""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    base = os.path.join(cls.workspace, "exports")
+    cls.flow = export_testing.small_vector_flow(conditional_event_shape=(2,))
+    cls.path = export.export_saved_model(cls.flow, base, "vector", max_num_samples=MAX_NUM_SAMPLES)
+    cls.label_flow = export_testing.moved_and_perturbed(
+      RealNVP.from_preset(
+        "digits", **export_testing.IMAGE_OVERRIDES, num_scales=1, conditional_event_shape=(NUM_CLASSES,)
+      )
+    )
+    cls.log_prior = log_prior(TRAIN_SPLIT)
+    cls.label_path = export.export_saved_model(cls.label_flow, base, "labels", label_log_prior=cls.log_prior)
+
+  def test_classify_answers_as_the_classifier_with_the_exported_label_frequencies(self):
+    x = export_testing.pixels([5, 8, 8, 1], 4, seed=42)
+    outputs = tf.saved_model.load(self.label_path).signatures["classify"](x=tf.constant(x))
+    class_log_probs = classifier.class_log_probs(self.label_flow, x, NUM_CLASSES, self.log_prior).numpy()
+    assert_close_relative(self, class_log_probs, outputs["log_probs"])
+    self.assertAllEqual(np.argmax(class_log_probs, axis=-1), outputs["label"])
+    marginal = classifier.marginal_log_prob(self.label_flow, x, NUM_CLASSES, self.log_prior)
+    assert_close_relative(self, marginal, outputs["log_prob"])
+
   def test_load_distribution_takes_the_context_as_the_flow_does(self):
-    flow = self.flows["vector"]
-    distribution = saved_model_distribution.load_distribution(self.paths["vector"])
+    flow = self.flow
+    distribution = saved_model_distribution.load_distribution(self.path)
     self.assertEqual(distribution.conditional_event_shape, (2,))
     state = np.random.RandomState(50)
     x = state.normal(size=[2, 4, 3]).astype(np.float32)
@@ -350,7 +381,7 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
     )
 
   def test_load_distribution_refuses_a_missing_or_misshaped_context(self):
-    distribution = saved_model_distribution.load_distribution(self.paths["vector"])
+    distribution = saved_model_distribution.load_distribution(self.path)
     x = np.zeros([4, 3], np.float32)
     with self.assertRaisesRegex(
       ValueError, r"conditional flow .* pass the context as `conditional_input` of shape `\[\.\.\., 2\]`"
@@ -374,16 +405,16 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
     uniform = np.full(NUM_CLASSES, -np.log(NUM_CLASSES))
     for flow, prior, message in [
       (export_testing.small_vector_flow(), uniform, r"needs a flow conditioned on one-hot labels.* is None"),
-      (self.flows["labels"], uniform[:3], r"of shape \[10\] .*got shape \[3\]"),
-      (self.flows["labels"], uniform + 1.0, r"`exp` summing to 1.*sums to 2\.718"),
-      (self.flows["labels"], np.where(np.arange(NUM_CLASSES) == 0, np.nan, uniform), "`exp` summing to 1"),
+      (self.label_flow, uniform[:3], r"of shape \[10\] .*got shape \[3\]"),
+      (self.label_flow, uniform + 1.0, r"`exp` summing to 1.*sums to 2\.718"),
+      (self.label_flow, np.where(np.arange(NUM_CLASSES) == 0, np.nan, uniform), "`exp` summing to 1"),
     ]:
       with self.assertRaisesRegex(ValueError, "`label_log_prior`.*" + message):
         serving_module.ServingModule(flow, label_log_prior=prior)
     # A class with prior 0 is allowed: its `log p(y)` is -inf.
     with np.errstate(divide="ignore"):
       only_class_0 = np.log(np.eye(NUM_CLASSES)[0])
-    serving_module.ServingModule(self.flows["labels"], label_log_prior=only_class_0)
+    serving_module.ServingModule(self.label_flow, label_log_prior=only_class_0)
 
 
 if __name__ == "__main__":

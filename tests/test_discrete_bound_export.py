@@ -9,6 +9,7 @@ import os
 import shutil
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 # The module, not its classes: pytest would collect them here.
@@ -62,17 +63,16 @@ def bound(flow, dequantizer, levels, num_samples, seed, conditional_input=None):
   ).numpy()
 
 
-class DiscreteBoundExportTest(export_testing.LoadedExportsTestCase):
-  """Exports of an image flow with a variational and with a uniform dequantizer and of a conditional image
-  flow with a variational one, checked in a fresh process that imports only TensorFlow, and by the C program."""
+class DiscreteBoundExports:
+  """Mixin for a `WorkspaceTestCase`: `export_models` in `setUpClass`."""
 
   @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.start_c_build()
+  def export_models(cls):
+    """Exports an image flow with a variational and with a uniform dequantizer (`cls.models`), a conditional
+    image flow with a variational one, and a vector flow without (`cls.paths`); `cls.levels` and
+    `cls.bad_levels` to score, `cls.contexts` for them."""
     image_flow = export_testing.small_image_flow(num_scales=1)
-    levels = pixel_levels(5, seed=20)
-    cls.levels = levels
+    cls.levels = pixel_levels(5, seed=20)
     cls.contexts = {"variational": None, "uniform": None, "conditional": one_hot([3, 1, 4, 1, 5])}
     cls.models = {
       "variational": (image_flow, perturbed_dequantizer(seed=1)),
@@ -87,20 +87,32 @@ class DiscreteBoundExportTest(export_testing.LoadedExportsTestCase):
       for model, (flow, dequantizer) in cls.models.items()
     }
     cls.paths["no_dequantizer"] = export.export_saved_model(export_testing.small_vector_flow(), base)
-
-    def inputs(levels, num_samples, seed=SEED, **context):
-      return {"levels": levels, "num_samples": np.int32(num_samples), "seed": seed, **context}
-
-    bad_levels = {}
+    cls.bad_levels = {}
     for case, (index, value) in {
       "fractional": ((1, 2, 3, 0), 4.5),
       "above_range": ((2, 7, 7, 0), 16.0),
       "negative": ((3, 0, 0, 0), -1.0),
       "nan": ((4, 4, 4, 0), np.nan),
     }.items():
-      bad_levels[case] = levels.copy()
-      bad_levels[case][index] = value
-    cls.bad_levels = bad_levels
+      cls.bad_levels[case] = cls.levels.copy()
+      cls.bad_levels[case][index] = value
+
+
+@pytest.mark.slow
+class DiscreteBoundExportTest(DiscreteBoundExports, export_testing.LoadedExportsTestCase):
+  """Exports of an image flow with a variational and with a uniform dequantizer and of a conditional image
+  flow with a variational one, checked in a fresh process that imports only TensorFlow, and by the C program."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.start_c_build()
+    cls.export_models()
+    levels, bad_levels = cls.levels, cls.bad_levels
+
+    def inputs(levels, num_samples, seed=SEED, **context):
+      return {"levels": levels, "num_samples": np.int32(num_samples), "seed": seed, **context}
+
     cls.requests = {}
     for model, context in cls.contexts.items():
       extra = {} if context is None else {"conditional_input": context}
@@ -267,6 +279,20 @@ class DiscreteBoundExportTest(export_testing.LoadedExportsTestCase):
     self.assertEqual(returncode, 0)
     assert_close_relative(self, self.expected[("conditional", "k5")], results[0][1]["bits_per_dim"])
 
+
+class InProcessDiscreteBoundTest(DiscreteBoundExports, export_testing.WorkspaceTestCase):
+  """The same exports loaded back by `load_distribution` in this process: its `discrete_bits_per_dim` is the
+  library's bound. (`DiscreteBoundExportTest` loads them in loaders without this package.)"""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.export_models()
+    cls.expected = {
+      (model, "k5"): bound(*cls.models[model], cls.levels, 5, SEED, cls.contexts[model])
+      for model in ("variational", "conditional")
+    }
+
   def test_load_distribution_gives_the_bound_for_any_batch_shape(self):
     distribution = saved_model_distribution.load_distribution(self.paths["variational"])
     seed = tf.constant(SEED)
@@ -350,6 +376,13 @@ class DiscreteBoundExportTest(export_testing.LoadedExportsTestCase):
         serving_module.ServingModule(flow, dequantizer=dequantizer)
 
 
+# A tiny `dequantization="variational"` run with weight averaging, 4 steps.
+VARIATIONAL_RUN = short_config(
+  4, dequantization="variational", ema_decay=0.9, num_samples=1, num_importance_samples=1
+)
+
+
+@pytest.mark.slow
 class WorkdirExportTest(export_testing.WorkspaceTestCase):
   """A tiny `dequantization="variational"` run with weight averaging: what `restore_run` restores and
   `export_workdir` exports, against the checkpoint's saved values and the run's own evaluation."""
@@ -358,9 +391,7 @@ class WorkdirExportTest(export_testing.WorkspaceTestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.workdir = os.path.join(cls.workspace, "run")
-    cls.config = short_config(
-      4, dequantization="variational", ema_decay=0.9, num_samples=1, num_importance_samples=1
-    )
+    cls.config = VARIATIONAL_RUN
     train_lib.train_and_evaluate(cls.config, cls.workdir)
     cls.checkpoint = tf.train.latest_checkpoint(checkpoints.checkpoint_dir(cls.workdir))
     cls.saved = checkpoint_values_by_name(cls.checkpoint)
@@ -425,8 +456,12 @@ class WorkdirExportTest(export_testing.WorkspaceTestCase):
       expected = bound(trainer.flow, trainer.dequantizer, levels, 5, SEED)
     assert_close_relative(self, expected, exported(5))
 
+
+class RestoreRunTest(export_testing.WorkspaceTestCase):
+  """`restore_run` of workdirs written by hand: one-line errors, and a config.json older than dequantization."""
+
   def test_restore_run_refuses_a_checkpoint_whose_dequantizer_is_not_the_configs(self):
-    flow_only = dataclasses.replace(self.config, ema_decay=0.0)
+    flow_only = dataclasses.replace(VARIATIONAL_RUN, ema_decay=0.0)
     larger = dequantization.VariationalDequantizer(EVENT_SHAPE, 4, num_couplings=5)
     for name, config, objects, message in [
       (

@@ -16,6 +16,7 @@ import unittest
 from unittest import mock
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests import export_testing
@@ -51,6 +52,7 @@ def version_dirs(model_dir):
   return sorted(name for name in os.listdir(model_dir) if name.isascii() and name.isdigit())
 
 
+@pytest.mark.slow
 class ExportedFlowTest(export_testing.LoadedExportsTestCase):
   """One export of an image and a vector flow, checked through every loader."""
 
@@ -361,9 +363,38 @@ class ExportedFlowTest(export_testing.LoadedExportsTestCase):
     self.assertEqual(self.grpc_requests["log_prob"].model_spec.version.value, 1)
     self.assert_grpc_requests_answer("realnvp")
 
+
+class InProcessExportTest(export_testing.WorkspaceTestCase):
+  """An export of a vector flow loaded back in this process: its signatures answer as the flow does, and
+  `load_distribution` is a distribution backed by it. (`ExportedFlowTest` loads exports in loaders without
+  this package.)"""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.flow = small_vector_flow()
+    cls.path = export.export_saved_model(
+      cls.flow, os.path.join(cls.workspace, "exports"), "vector", max_num_samples=MAX_NUM_SAMPLES
+    )
+
+  def test_every_signature_answers_as_the_flow(self):
+    signatures = tf.saved_model.load(self.path).signatures
+    self.assertEqual(set(signatures.keys()), set(serving_module.SIGNATURE_NAMES))
+    state = np.random.RandomState(14)
+    x, z = (tf.constant(state.normal(size=[5, 3]).astype(np.float32)) for _ in range(2))
+    for name in ("serving_default", "log_prob"):
+      outputs = signatures[name](x=x)
+      self.assertEqual(set(outputs), {"log_prob"})
+      assert_close_relative(self, self.flow.log_prob(x), outputs["log_prob"])
+    assert_close_relative(self, self.flow.encode(x), signatures["encode"](x=x)["z"])
+    assert_close_relative(self, self.flow.decode(z), signatures["decode"](z=z)["x"])
+    samples = signatures["sample"](**{name: tf.constant(value) for name, value in SAMPLE_INPUTS.items()})
+    expected = self.flow.sample(3, seed=tf.constant([7, 11]), temperature=0.7)
+    assert_close_relative(self, expected, samples["samples"])
+
   def test_load_distribution_is_a_distribution_backed_by_the_export(self):
-    flow = self.flows["vector"]
-    distribution = saved_model_distribution.load_distribution(self.paths["vector"])
+    flow = self.flow
+    distribution = saved_model_distribution.load_distribution(self.path)
     self.assertEqual(distribution.event_shape, [3])
     self.assertEqual(distribution.batch_shape, [])
     self.assertEmpty(distribution.trainable_variables)
@@ -386,7 +417,7 @@ class ExportedFlowTest(export_testing.LoadedExportsTestCase):
     assert_close_relative(self, tape.gradient(in_memory, x), tape.gradient(exported, x), rtol=1e-4)
 
   def test_load_distribution_of_an_unconditional_export_refuses_a_context(self):
-    distribution = saved_model_distribution.load_distribution(self.paths["vector"])
+    distribution = saved_model_distribution.load_distribution(self.path)
     self.assertIsNone(distribution.conditional_event_shape)
     context = np.zeros([4, 2], np.float32)
     message = r"is of an unconditional flow: it takes no `conditional_input`; got one of shape \[4, 2\]"
@@ -396,6 +427,7 @@ class ExportedFlowTest(export_testing.LoadedExportsTestCase):
       distribution.sample(4, seed=1, conditional_input=context)
 
 
+@pytest.mark.slow
 class ExportCommandTest(export_testing.WorkspaceTestCase):
   """`export/export_model.py` on a workdir that `train_lib` trained: one line of output, no logging."""
 
@@ -578,6 +610,7 @@ class ExportDirectoryTest(export_testing.WorkspaceTestCase):
       export.export_saved_model(self.vector_flow, base, "interrupted")
     self.assertEqual(os.listdir(self.model_dir("interrupted")), [])
 
+  @pytest.mark.slow
   def test_killed_export_command_leaves_no_version_directory(self):
     base = os.path.join(self.workspace, "killed")
     model_dir = os.path.join(base, "realnvp")
