@@ -10,6 +10,7 @@ import os
 import tempfile
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.workdir_testing import OLD_DIGITS_WORKDIR
@@ -30,6 +31,7 @@ class CheckpointCompatibilityTest(tf.test.TestCase):
     np.testing.assert_allclose(flow.log_prob(x).numpy(), self.reference["log_prob"], rtol=1e-6)
     np.testing.assert_allclose(flow.encode(x).numpy(), self.reference["z"], rtol=1e-5, atol=1e-5)
 
+  @pytest.mark.slow
   def test_export_from_old_checkpoint_matches_old_export(self):
     export_base = tempfile.mkdtemp(dir=self.get_temp_dir())
     path = export.export_workdir(FIXTURE, export_base).path

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 
@@ -154,6 +155,7 @@ class RestoreFlowTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(checkpoint, previous)
 
 
+@pytest.mark.slow
 class ExportCommandLineTest(tf.test.TestCase):
   def test_a_config_json_with_an_unknown_key_is_one_error_line_and_status_2(self):
     workdir = os.path.join(self.get_temp_dir(), "unknown_key")

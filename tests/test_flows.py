@@ -6,6 +6,7 @@ import tempfile
 from unittest import mock
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 from absl.testing import parameterized
@@ -161,6 +162,7 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     self.assertGreater(float(tf.reduce_max(tf.abs(z - LogitTransform(8).forward(x)))), 0.1)
     self.assertAllClose(x, flow.decode(tf.identity(z)), atol=1e-2, rtol=0)
 
+  @pytest.mark.slow
   def test_imagenet64_preset_builds_and_round_trips(self):
     tf.random.set_seed(2)
     flow = RealNVP.from_preset("imagenet64")

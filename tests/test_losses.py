@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.bijector_testing import perturb
@@ -80,6 +81,7 @@ class BitsPerDimLossTest(tf.test.TestCase):
     penalty = whole.total - whole.mean_bits_per_dim
     self.assertAllClose(share.total - share.mean_bits_per_dim, penalty, rtol=1e-5)  # one replica: all of it
 
+  @pytest.mark.slow
   def test_the_replicas_shares_under_mirrored_add_up_to_the_one_device_loss(self):
     completed = subprocess.run(
       [sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(TINY_MODEL)],

@@ -4,6 +4,7 @@ import dataclasses
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tf_keras as tfk
 from absl.testing import parameterized
@@ -149,6 +150,7 @@ class ConfigAndFlagsTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(configs.ConfigError, message):
       dataclasses.replace(configs.get_config(), **changes).validate()
 
+  @pytest.mark.slow
   def test_a_bfloat16_run_builds_bfloat16_conditioners(self):
     config = tiny_config(compute_dtype="bfloat16", num_train_steps=2, eval_every_steps=0)
     result = train_lib.train_and_evaluate(config, os.path.join(self.get_temp_dir(), "bf16"))

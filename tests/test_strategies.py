@@ -13,6 +13,7 @@ import tempfile
 from unittest import mock
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.training_testing import PROGRAM_TIMEOUT_S, PROGRAMS, program_environment, run_program
@@ -70,6 +71,7 @@ class GetStrategyTest(tf.test.TestCase):
       strategies.configure_cpu_devices(0)
 
 
+@pytest.mark.slow
 class MirroredTrainingTest(tf.test.TestCase):
   def test_mirrored_on_two_cpus_matches_one_device(self):
     report = run_program("mirrored", os.path.join(self.get_temp_dir(), "mirrored.json"))
@@ -85,6 +87,7 @@ class MirroredTrainingTest(tf.test.TestCase):
     self.assertLess(keras_loss[-1], keras_loss[0])
 
 
+@pytest.mark.slow
 class MirroredWeightAverageTest(tf.test.TestCase):
   """Its own class, so that pytest-xdist's `--dist loadscope` can run it beside the other distributed tests."""
 
@@ -98,6 +101,7 @@ class MirroredWeightAverageTest(tf.test.TestCase):
     self.assertAllClose(report["bits_per_dim"][0], report["bits_per_dim"][1], rtol=1e-5)
 
 
+@pytest.mark.slow
 class MultiWorkerTrainingTest(tf.test.TestCase):
   """Its own class, so that pytest-xdist's `--dist loadscope` can run it beside the mirrored test."""
 

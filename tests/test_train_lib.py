@@ -13,6 +13,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl.testing import parameterized
@@ -58,6 +59,7 @@ def summary_tags(workdir, run):
   }
 
 
+@pytest.mark.slow
 class DigitsRunTest(tf.test.TestCase, parameterized.TestCase):
   """One tiny digits run of 6 steps, shared by the tests below, then a rerun of the same command."""
 
@@ -278,6 +280,7 @@ class DigitsRunTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(file_hashes(workdir), before)
 
 
+@pytest.mark.slow
 class SeedTest(tf.test.TestCase):
   def test_the_same_seed_trains_the_same_model_and_another_seed_another(self):
     config = short_config(2, num_importance_samples=1)
@@ -322,6 +325,7 @@ class NonFiniteTest(tf.test.TestCase):
     _, applied = trainer.train_step(tf.constant(images))
     self.assertTrue(applied)
 
+  @pytest.mark.slow
   def test_a_persistently_non_finite_loss_stops_with_the_step_and_keeps_checkpoints_finite(self):
     workdir = os.path.join(self.get_temp_dir(), "non_finite")
     # An infinite L2 coefficient makes every loss infinite.
@@ -340,6 +344,7 @@ class NonFiniteTest(tf.test.TestCase):
         self.assertTrue(np.all(np.isfinite(value)), name)
 
 
+@pytest.mark.slow
 class KilledRunTest(tf.test.TestCase):
   def test_a_killed_run_resumes_from_its_last_checkpoint(self):
     workdir = os.path.join(self.get_temp_dir(), "killed")
@@ -399,6 +404,7 @@ class KilledRunTest(tf.test.TestCase):
 MOCK_DATA_MODEL = {**TINY_MODEL, "num_filters": 4}
 
 
+@pytest.mark.slow
 class TfdsMockDataTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.named_parameters(
     ("mnist", "mnist", "mnist", (28, 28, 1)),
@@ -494,6 +500,7 @@ class ConfigErrorTest(tf.test.TestCase, parameterized.TestCase):
       run(tiny_config(), workdir)
 
 
+@pytest.mark.slow
 class CommandLineTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.named_parameters(
     ("unknown_strategy", ["--strategy=gpus"], "error: `strategy` must be one of"),
