@@ -334,6 +334,18 @@ class LoadedExportsTestCase(WorkspaceTestCase):
             self.assertAllEqual(data.uint8_images(actual["samples"], 4), actual.pop("images"))
           self.assert_outputs_match(expected, actual)
 
+  def assert_rows_do_not_depend_on_their_batch_and_empty_batches_work(self):
+    """In the TF1 loader, for each of `cls.flows` `{model: flow}`: a row alone (`one_row`) scores as in its
+    batch (batch norm runs on its running averages), and an empty batch (`log_prob`'s `empty`) and no samples
+    (`sample`'s `none`) give empty outputs."""
+    for model, flow in self.flows.items():
+      batch = self.loader_result("tf1", model, "log_prob", "batch")["log_prob"]
+      one_row = self.loader_result("tf1", model, "log_prob", "one_row")["log_prob"]
+      assert_close_relative(self, batch[1:2], one_row)
+      self.assertEqual(self.loader_result("tf1", model, "log_prob", "empty")["log_prob"].shape, (0,))
+      samples = self.loader_result("tf1", model, "sample", "none")["samples"]
+      self.assertEqual(samples.shape, (0, *flow.event_shape))
+
   def assert_grpc_requests_answer(self, model):
     """Each of `cls.grpc_requests` `{signature: PredictRequest}` fits `model`'s signature, and TF Serving's
     answer to it, read back by the client, is `cls.expected`'s (the `seed` case for `sample`, else `batch`)."""
