@@ -150,6 +150,7 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(flow.encode(x[:0]).shape, [0, 8, 8, 1])
     self.assertEqual(flow.decode(x[:0]).shape, [0, 8, 8, 1])
 
+  @pytest.mark.slow
   def test_cifar10_preset_round_trips_with_perturbed_weights(self):
     tf.random.set_seed(1)
     flow = RealNVP.from_preset("cifar10")

@@ -7,6 +7,7 @@ import logging
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tf_keras as tfk
 
@@ -83,6 +84,7 @@ class FlowModelSavingTest(tf.test.TestCase):
     self.assertAllClose(restored.optimizer.variables[1], self.model.optimizer.variables[1])
     self.assertEqual(restored.l2_coefficient, self.model.l2_coefficient)
 
+  @pytest.mark.slow
   def test_saved_model_reloads_with_the_same_evaluate(self):
     path = self.path("saved_model")
     self.model.save(path)

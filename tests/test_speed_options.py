@@ -72,6 +72,7 @@ class LossScaledTrainingTest(tf.test.TestCase):
     for a, b in zip(values(plain.flow.variables), values(scaled.flow.variables)):
       self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
 
+  @pytest.mark.slow
   def test_an_overflowing_float16_gradient_skips_the_step_and_halves_the_scale_until_steps_apply(self):
     trainer = make_trainer(seed=6, compute_dtype="float16")
     # The conditioners' zero-initialized output layers pass no gradient into them at first: train a little.
@@ -104,6 +105,7 @@ class LossScaledTrainingTest(tf.test.TestCase):
     for old, new in zip(before, values(trainer.flow.variables)):
       self.assertAllEqual(old, new)  # batch-norm running averages included
 
+  @pytest.mark.slow
   def test_float16_conditioners_get_dynamic_loss_scaling_and_match_float32(self):
     half = make_trainer(seed=7, compute_dtype="float16")
     full = make_trainer(seed=7)
@@ -122,6 +124,7 @@ class LossScaledTrainingTest(tf.test.TestCase):
     self.assertTrue(any(name.startswith("loss_scale/scale") for name, _ in saved), saved)
 
 
+@pytest.mark.slow
 class JitCompileTest(tf.test.TestCase):
   def test_an_xla_train_step_matches_the_default_step(self):
     # SGD, so every update is proportional to its gradient (Adam's first steps are +-learning_rate whatever
