@@ -67,10 +67,10 @@ class DiscreteBoundExports:
   """Mixin for a `WorkspaceTestCase`: `export_models` in `setUpClass`."""
 
   @classmethod
-  def export_models(cls):
-    """Exports an image flow with a variational and with a uniform dequantizer (`cls.models`), a conditional
-    image flow with a variational one, and a vector flow without (`cls.paths`); `cls.levels` and
-    `cls.bad_levels` to score, `cls.contexts` for them."""
+  def export_models(cls, names=("variational", "uniform", "conditional")):
+    """Builds an image flow with a variational and with a uniform dequantizer and a conditional image flow
+    with a variational one (`cls.models`), and exports those of `names` and a vector flow without a
+    dequantizer (`cls.paths`); `cls.levels` and `cls.bad_levels` to score, `cls.contexts` for them."""
     image_flow = export_testing.small_image_flow(num_scales=1)
     cls.levels = pixel_levels(5, seed=20)
     cls.contexts = {"variational": None, "uniform": None, "conditional": one_hot([3, 1, 4, 1, 5])}
@@ -85,6 +85,7 @@ class DiscreteBoundExports:
         flow, base, model, max_num_samples=MAX_NUM_SAMPLES, dequantizer=dequantizer
       )
       for model, (flow, dequantizer) in cls.models.items()
+      if model in names
     }
     cls.paths["no_dequantizer"] = export.export_saved_model(export_testing.small_vector_flow(), base)
     cls.bad_levels = {}
@@ -287,7 +288,7 @@ class InProcessDiscreteBoundTest(DiscreteBoundExports, export_testing.WorkspaceT
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.export_models()
+    cls.export_models(names=("variational", "conditional"))
     cls.expected = {
       (model, "k5"): bound(*cls.models[model], cls.levels, 5, SEED, cls.contexts[model])
       for model in ("variational", "conditional")
