@@ -130,7 +130,7 @@ class ExportedFlowTest(export_testing.LoadedExportsTestCase):
         }
     loader = cls.start_loader(cls.requests, cls.paths)
 
-    # The README's `saved_model_cli run` command, as printed there.
+    # docs/serving.md's `saved_model_cli run` command, as printed there.
     saved_model_cli = None
     if export_testing.SAVED_MODEL_CLI:
       np.save(os.path.join(cls.workspace, "rows.npy"), cls.inputs["realnvp"]["x"])
