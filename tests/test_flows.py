@@ -150,27 +150,6 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(flow.encode(x[:0]).shape, [0, 8, 8, 1])
     self.assertEqual(flow.decode(x[:0]).shape, [0, 8, 8, 1])
 
-  @pytest.mark.slow
-  def test_cifar10_preset_round_trips_with_perturbed_weights(self):
-    tf.random.set_seed(1)
-    flow = RealNVP.from_preset("cifar10")
-    # Larger perturbations of all 13M weights stretch the latent far beyond a trained model's (std 8 at
-    # stddev 0.05, where float32 round-off in 20 stacked inverses reaches 0.09 pixel units).
-    perturb(flow, stddev=0.02)
-    x = pixels([2, 32, 32, 3], 8, seed=6)
-    z = flow.encode(x)
-    # An unperturbed flow is the logit transform alone; this one moves the latent well away from it.
-    self.assertGreater(float(tf.reduce_max(tf.abs(z - LogitTransform(8).forward(x)))), 0.1)
-    self.assertAllClose(x, flow.decode(tf.identity(z)), atol=1e-2, rtol=0)
-
-  @pytest.mark.slow
-  def test_imagenet64_preset_builds_and_round_trips(self):
-    tf.random.set_seed(2)
-    flow = RealNVP.from_preset("imagenet64")
-    perturb(flow, stddev=0.02)
-    x = pixels([1, 64, 64, 3], 8, seed=7)
-    self.assertAllClose(x, flow.decode(tf.identity(flow.encode(x))), atol=1e-2, rtol=0)
-
   def test_sampling_temperature_zero_is_decode_of_zero_and_seeds_repeat(self):
     flow = small_image_flow()
     perturb_running_averages(flow)
@@ -375,6 +354,30 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     for name, settings in PRESETS.items():
       if settings["event_shape"][0] <= 32:
         self.assertEqual(RealNVP.from_preset(name).event_shape, settings["event_shape"], name)
+
+
+@pytest.mark.slow
+class FullSizePresetTest(tf.test.TestCase):
+  """The presets for 32x32 and 64x64 colour images, at full size (millions of weights)."""
+
+  def test_cifar10_preset_round_trips_with_perturbed_weights(self):
+    tf.random.set_seed(1)
+    flow = RealNVP.from_preset("cifar10")
+    # Larger perturbations of all 13M weights stretch the latent far beyond a trained model's (std 8 at
+    # stddev 0.05, where float32 round-off in 20 stacked inverses reaches 0.09 pixel units).
+    perturb(flow, stddev=0.02)
+    x = pixels([2, 32, 32, 3], 8, seed=6)
+    z = flow.encode(x)
+    # An unperturbed flow is the logit transform alone; this one moves the latent well away from it.
+    self.assertGreater(float(tf.reduce_max(tf.abs(z - LogitTransform(8).forward(x)))), 0.1)
+    self.assertAllClose(x, flow.decode(tf.identity(z)), atol=1e-2, rtol=0)
+
+  def test_imagenet64_preset_builds_and_round_trips(self):
+    tf.random.set_seed(2)
+    flow = RealNVP.from_preset("imagenet64")
+    perturb(flow, stddev=0.02)
+    x = pixels([1, 64, 64, 3], 8, seed=7)
+    self.assertAllClose(x, flow.decode(tf.identity(flow.encode(x))), atol=1e-2, rtol=0)
 
 
 class PixelBoxTest(tf.test.TestCase, parameterized.TestCase):
