@@ -322,9 +322,10 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
 
 
 class InProcessConditionalExportTest(export_testing.WorkspaceTestCase):
-  """An export of a vector flow with a real-valued context and one of a flow conditioned on one-hot labels,
-  loaded back in this process: `classify` answers as `classifier` does, and `load_distribution` takes the
-  context as the flow does. (`ConditionalExportTest` loads exports in loaders without this package.)"""
+  """An export of a vector flow with a real-valued context loaded back in this process: `load_distribution`
+  takes the context as the flow does; the serving module of a flow conditioned on one-hot labels: `classify`
+  answers as `classifier` does. (`ConditionalExportTest` loads both kinds of export in loaders without this
+  package.)"""
 
   @classmethod
   def setUpClass(cls):
@@ -338,11 +339,11 @@ class InProcessConditionalExportTest(export_testing.WorkspaceTestCase):
       )
     )
     cls.log_prior = log_prior(TRAIN_SPLIT)
-    cls.label_path = export.export_saved_model(cls.label_flow, base, "labels", label_log_prior=cls.log_prior)
 
-  def test_classify_answers_as_the_classifier_with_the_exported_label_frequencies(self):
+  def test_classify_answers_as_the_classifier_with_the_label_frequencies_it_was_given(self):
     x = export_testing.pixels([5, 8, 8, 1], 4, seed=42)
-    outputs = tf.saved_model.load(self.label_path).signatures["classify"](x=tf.constant(x))
+    module = serving_module.ServingModule(self.label_flow, label_log_prior=self.log_prior)
+    outputs = module.classify(tf.constant(x))
     class_log_probs = classifier.class_log_probs(self.label_flow, x, NUM_CLASSES, self.log_prior).numpy()
     assert_close_relative(self, class_log_probs, outputs["log_probs"])
     self.assertAllEqual(np.argmax(class_log_probs, axis=-1), outputs["label"])

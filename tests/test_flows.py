@@ -350,15 +350,16 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"`event_shape` must be `\(dims,\)`"):
       VectorRealNVP(event_shape=(8, 8, 1))
 
+
+@pytest.mark.slow
+class FullSizePresetTest(tf.test.TestCase):
+  """The presets at full size (millions of weights): each builds, and those for 32x32 and 64x64 colour images
+  round trip."""
+
   def test_every_preset_builds_with_its_event_shape(self):
     for name, settings in PRESETS.items():
       if settings["event_shape"][0] <= 32:
         self.assertEqual(RealNVP.from_preset(name).event_shape, settings["event_shape"], name)
-
-
-@pytest.mark.slow
-class FullSizePresetTest(tf.test.TestCase):
-  """The presets for 32x32 and 64x64 colour images, at full size (millions of weights)."""
 
   def test_cifar10_preset_round_trips_with_perturbed_weights(self):
     tf.random.set_seed(1)

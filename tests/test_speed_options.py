@@ -58,6 +58,7 @@ class DynamicLossScaleTest(tf.test.TestCase):
 
 
 class LossScaledTrainingTest(tf.test.TestCase):
+  @pytest.mark.slow
   def test_a_power_of_two_scale_gives_the_unscaled_updates(self):
     plain = make_trainer(seed=5, loss_scale=None)
     scaled = make_trainer(seed=5, loss_scale=optimization.DynamicLossScale(initial_scale=2.0**20))
