@@ -56,11 +56,8 @@ def fit_prior(points, num_steps=2000, batch_size=256, learning_rate=1e-3, log_ev
   for step, batch in enumerate(batches.take(num_steps), start=1):
     loss = train_step(batch)
     if step % log_every == 0 or step == num_steps:
-      print(
-        f"fit prior | step: {step}/{num_steps} | steps/sec: {step / (time.time() - start):.1f} | "
-        f"negative log-likelihood: {float(loss):.3f} nats",
-        flush=True,
-      )
+      progress = f"fit prior | step: {step}/{num_steps} | steps/sec: {step / (time.time() - start):.1f}"
+      print(f"{progress} | negative log-likelihood: {float(loss):.3f} nats", flush=True)
   return flow
 
 

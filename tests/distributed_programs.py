@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 
-from tests.fixtures import TINY_MODEL, tiny_config  # no TensorFlow yet
+from tests.training_testing import TINY_MODEL, tiny_config  # no TensorFlow yet
 
 # The worker must outlive no test: a peer that never starts would otherwise block it forever (TF ignores SIGTERM).
 signal.alarm(int(os.environ.get("TEST_PROGRAM_TIMEOUT_S", "240")))

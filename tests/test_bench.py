@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tfp_realnvp import networks
@@ -60,6 +61,7 @@ class FlopCountTest(tf.test.TestCase):
     self.assertLess(counted, 1.1 * by_hand)
 
 
+@pytest.mark.slow
 class BenchFlowTest(tf.test.TestCase):
   def test_one_run_prints_consistent_figures(self):
     command = [
@@ -91,6 +93,7 @@ class BenchFlowTest(tf.test.TestCase):
     self.assertEqual(summary["tiny/fp32"]["log_prob_vs_fp32"], 1.0)
 
 
+@pytest.mark.slow
 class BenchConvTest(tf.test.TestCase):
   def test_the_kernel_gradient_as_a_forward_convolution_is_tensorflows_kernel_gradient(self):
     # In a subprocess: bench_conv defines absl flags that other bench modules define too.
@@ -113,6 +116,7 @@ class BenchConvTest(tf.test.TestCase):
     self.assertAllClose(rewritten, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 class BenchAccuracyTest(tf.test.TestCase):
   def test_a_runs_init_seed_is_its_configs_seed(self):
     # `train_and_evaluate` seeds TensorFlow with `config.seed`, so that is where the init seed must go. In a

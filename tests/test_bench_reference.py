@@ -6,6 +6,7 @@ import sys
 import tempfile
 import time
 
+import pytest
 import tensorflow as tf
 
 _BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
@@ -149,6 +150,7 @@ class ReferenceDirTest(tf.test.TestCase):
       open(os.path.join(directory, "models", "real_nvp", "real_nvp.py"), "w").close()
       self.assertIsNone(bench_reference.reference_dir_error(directory))
 
+  @pytest.mark.slow
   def test_the_command_without_it_prints_an_error_line_and_fails(self):
     completed = subprocess.run(
       [sys.executable, os.path.join(_BENCH_DIR, "bench_reference.py")],

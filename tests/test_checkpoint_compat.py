@@ -10,12 +10,14 @@ import os
 import tempfile
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
+from tests.workdir_testing import OLD_DIGITS_WORKDIR
 from tfp_realnvp.serving import export
 from tfp_realnvp.training import checkpoints, configs, train_lib
 
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "digits_workdir_968b41f")
+FIXTURE = OLD_DIGITS_WORKDIR
 
 
 class CheckpointCompatibilityTest(tf.test.TestCase):
@@ -29,6 +31,7 @@ class CheckpointCompatibilityTest(tf.test.TestCase):
     np.testing.assert_allclose(flow.log_prob(x).numpy(), self.reference["log_prob"], rtol=1e-6)
     np.testing.assert_allclose(flow.encode(x).numpy(), self.reference["z"], rtol=1e-5, atol=1e-5)
 
+  @pytest.mark.slow
   def test_export_from_old_checkpoint_matches_old_export(self):
     export_base = tempfile.mkdtemp(dir=self.get_temp_dir())
     path = export.export_workdir(FIXTURE, export_base).path

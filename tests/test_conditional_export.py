@@ -4,42 +4,23 @@ with a context; bad contexts."""
 
 import dataclasses
 import os
-import subprocess
 import unittest
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-# As a module, so that pytest does not collect its test classes a second time here.
-from tests import test_export as export_testing
-from tests.bijector_testing import perturb
-from tfp_realnvp import classifier, data, dequantization
+# The module, not its classes: pytest would collect them here.
+from tests import export_testing
+from tests.export_testing import MAX_NUM_SAMPLES, NUM_CLASSES, SAMPLE_INPUTS, assert_close_relative, one_hot
+from tests.workdir_testing import write_workdir
+from tfp_realnvp import RealNVP, classifier, data, dequantization
 from tfp_realnvp.serving import export, saved_model_distribution, serving_module
 from tfp_realnvp.training import configs, flow_builder
 
-MAX_NUM_SAMPLES = export_testing.MAX_NUM_SAMPLES
-SAMPLE_INPUTS = export_testing.SAMPLE_INPUTS
-NUM_CLASSES = 10  # the digits' labels
 # A training split other than the dataset's own: `classify` must take `p(y)` from the run's.
 TRAIN_SPLIT = "train[:1200]"
-assert_close_relative = export_testing.assert_close_relative
 DISCRETE = serving_module.DISCRETE_BITS_PER_DIM_SIGNATURE_NAME
-
-
-def one_hot(labels):
-  return np.eye(NUM_CLASSES, dtype=np.float32)[labels]
-
-
-def moved_and_perturbed(flow):
-  """`flow`, a digits flow conditioned on one-hot labels, with its batch-norm averages moved and its couplings
-  perturbed (not the identity)."""
-  for seed in range(3):
-    labels = np.random.RandomState(seed).randint(NUM_CLASSES, size=16)
-    flow.log_prob(
-      export_testing.pixels([16, 8, 8, 1], 4, seed), training=True, conditional_input=one_hot(labels)
-    )
-  perturb(flow, stddev=0.1)
-  return flow
 
 
 def label_workdir(workdir):
@@ -52,12 +33,8 @@ def label_workdir(workdir):
     dequantization="uniform",  # no learned dequantizer
     model_overrides={**export_testing.IMAGE_OVERRIDES, "num_scales": 1},
   )
-  flow = moved_and_perturbed(flow_builder.build_flow(config))
-  os.makedirs(workdir)
-  with open(os.path.join(workdir, "config.json"), "w") as file:
-    file.write(configs.to_json(config))
-  checkpoint = tf.train.Checkpoint(flow=flow, step=tf.Variable(5, dtype=tf.int64))
-  tf.train.CheckpointManager(checkpoint, os.path.join(workdir, "checkpoints"), 2).save(5)
+  flow = export_testing.moved_and_perturbed(flow_builder.build_flow(config))
+  write_workdir(workdir, config, steps=(5,), flow=flow)
   return flow
 
 
@@ -66,6 +43,7 @@ def log_prior(split):
   return np.log(counts / counts.sum())
 
 
+@pytest.mark.slow
 class ConditionalExportTest(export_testing.LoadedExportsTestCase):
   """One export of a `condition=label` workdir (digits, one-hot labels, `classify`) and one of a vector flow
   with a real-valued context, checked through every loader."""
@@ -73,10 +51,7 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    binary = os.path.join(cls.workspace, "realnvp_serve")
-    gcc = subprocess.Popen(
-      export_testing.gcc_command(binary), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    cls.start_c_build()
     base = os.path.join(cls.workspace, "exports")
     cls.flows = {
       "labels": label_workdir(os.path.join(cls.workspace, "run")),
@@ -190,9 +165,7 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
       "log_prob": -bits_per_dim * flow.num_dims * np.log(2.0),
     }
 
-    cls.gcc_output = gcc.communicate(timeout=600)[0]
-    cls.gcc_returncode = gcc.returncode
-    if cls.gcc_returncode == 0:
+    if cls.finish_c_build():
       inputs = cls.inputs["labels"]
       arrays = {**inputs, "c4": inputs["c"][:4]}
       for name, array in arrays.items():
@@ -204,45 +177,18 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
         ["decode", "z=z.npy", "conditional_input=cz.npy"],
         ["log_prob", "x=x.npy", "conditional_input=c4.npy"],
       ]
-      arguments = [binary, cls.paths["labels"]]
-      for request in requests:
-        arguments += [*request, "--"]
-
-      def run(arguments):
-        return subprocess.run(
-          arguments, check=False, capture_output=True, text=True, timeout=600, cwd=cls.workspace
-        )
-
-      c_program = run(arguments[:-1])
-      cls.c_returncode, cls.c_stderr = c_program.returncode, c_program.stderr
-      cls.c_results = export_testing.parse_binary_output(c_program.stdout)
-      cls.c_missing_context = run([binary, cls.paths["labels"], "log_prob", "x=x.npy"])
+      cls.c_run = cls.run_c_program(cls.paths["labels"], requests)
+      cls.c_missing_context = cls.run_c_program(cls.paths["labels"], [["log_prob", "x=x.npy"]])
     cls.finish_loader(loader)
 
   def c_result(self, index):
-    self.assertEqual(self.gcc_returncode, 0, self.gcc_output)
-    self.assertLen(self.c_results, 5, self.c_stderr[-3000:])
-    return self.c_results[index]
-
-  def assert_outputs_match(self, expected, actual):
-    self.assertEqual(set(expected), set(actual))
-    for name in expected:
-      if name == "label":
-        self.assertAllEqual(expected[name], actual[name])
-      else:
-        assert_close_relative(self, expected[name], actual[name])
+    return self.c_results_of(self.c_run, 5)[1][index]
 
   def test_loader_process_imported_neither_tfp_realnvp_nor_tfp(self):
     self.assertEqual(self.loader_report["modules"], [])
 
   def test_every_signature_matches_the_flow_in_both_loaders(self):
-    for loader in ("tf2", "tf1"):
-      for (model, signature, case), expected in self.expected.items():
-        with self.subTest(loader=loader, model=model, signature=signature):
-          actual = self.loader_result(loader, model, signature, case)
-          if signature == "sample" and model == "labels":
-            self.assertAllEqual(data.uint8_images(actual["samples"], 4), actual.pop("images"))
-          self.assert_outputs_match(expected, actual)
+    self.assert_both_loaders_match(image_model="labels")
     covered = {(model, signature) for model, signature, _ in self.expected}
     expected_signatures = {(m, s) for m in self.flows for s in serving_module.SIGNATURE_NAMES}
     self.assertEqual(
@@ -283,7 +229,6 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
         {"samples": ("float32", vector)},
       ),
     ]:
-      definitions = export_testing.signature_defs(self.paths[model])
       expected = {
         "serving_default": ({"x": ("float32", event), "conditional_input": context}, log_prob_outputs),
         "log_prob": ({"x": ("float32", event), "conditional_input": context}, log_prob_outputs),
@@ -317,21 +262,10 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
           },
           {"bits_per_dim": ("float32", [-1]), "log_prob": ("float32", [-1])},
         )
-      self.assertEqual({name for name in definitions if not name.startswith("__")}, set(expected))
-      for name, (inputs, outputs) in expected.items():
-        with self.subTest(model=model, signature=name):
-          self.assertEqual(export_testing.tensor_table(definitions[name].inputs), inputs)
-          self.assertEqual(export_testing.tensor_table(definitions[name].outputs), outputs)
-          self.assertEqual(definitions[name].method_name, "tensorflow/serving/predict")
+      export_testing.assert_signatures(self, self.paths[model], expected, model=model)
 
   def test_rows_do_not_depend_on_their_batch_and_empty_batches_work(self):
-    for model, flow in self.flows.items():
-      batch = self.loader_result("tf1", model, "log_prob", "batch")["log_prob"]
-      one_row = self.loader_result("tf1", model, "log_prob", "one_row")["log_prob"]
-      assert_close_relative(self, batch[1:2], one_row)
-      self.assertEqual(self.loader_result("tf1", model, "log_prob", "empty")["log_prob"].shape, (0,))
-      samples = self.loader_result("tf1", model, "sample", "none")["samples"]
-      self.assertEqual(samples.shape, (0, *flow.event_shape))
+    self.assert_rows_do_not_depend_on_their_batch_and_empty_batches_work()
 
   def test_missing_and_misshaped_contexts_are_errors_in_both_loaders(self):
     for model in self.flows:
@@ -372,29 +306,53 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
         self.assert_outputs_match(self.expected[("labels", signature, case)], outputs)
 
   def test_c_program_gets_an_error_for_a_wrong_or_missing_context(self):
-    self.assertEqual(self.c_returncode, 1)  # the last request fails, the program does not
+    self.assertEqual(self.c_results_of(self.c_run, 5)[0], 1)  # the last request fails, the program does not
     self.assertIn("`conditional_input` must have one row (context) per row of `x`", self.c_result(4)[1])
-    missing = self.c_missing_context
-    self.assertEqual(missing.returncode, 2, missing.stderr[-3000:])
+    returncode, stderr, _ = self.c_missing_context
+    self.assertEqual(returncode, 2, stderr[-3000:])
     self.assertRegex(
-      missing.stderr,
+      stderr,
       r"signature log_prob takes 2 inputs \((conditional_input, x|x, conditional_input)\); got 1",
     )
 
   @unittest.skipUnless(export_testing.HAS_SERVING_API, "needs tensorflow-serving-api (the serving extra)")
   def test_grpc_requests_match_the_signatures_and_run(self):
-    definitions = export_testing.signature_defs(self.paths["labels"])
     self.assertEqual(self.grpc_requests["classify"].model_spec.version.value, 1)
-    for signature, request in self.grpc_requests.items():
-      with self.subTest(signature=signature):
-        self.assert_grpc_request_fits(request, "labels", signature, definitions)
-        outputs = self.grpc_response_outputs("labels", signature)
-        expected = self.expected[("labels", signature, "seed" if signature == "sample" else "batch")]
-        self.assert_outputs_match(expected, {name: outputs[name] for name in expected})
+    self.assert_grpc_requests_answer("labels")
+
+
+class InProcessConditionalExportTest(export_testing.WorkspaceTestCase):
+  """An export of a vector flow with a real-valued context loaded back in this process: `load_distribution`
+  takes the context as the flow does; the serving module of a flow conditioned on one-hot labels: `classify`
+  answers as `classifier` does. (`ConditionalExportTest` loads both kinds of export in loaders without this
+  package.)"""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    base = os.path.join(cls.workspace, "exports")
+    cls.flow = export_testing.small_vector_flow(conditional_event_shape=(2,))
+    cls.path = export.export_saved_model(cls.flow, base, "vector", max_num_samples=MAX_NUM_SAMPLES)
+    cls.label_flow = export_testing.moved_and_perturbed(
+      RealNVP.from_preset(
+        "digits", **export_testing.IMAGE_OVERRIDES, num_scales=1, conditional_event_shape=(NUM_CLASSES,)
+      )
+    )
+    cls.log_prior = log_prior(TRAIN_SPLIT)
+
+  def test_classify_answers_as_the_classifier_with_the_label_frequencies_it_was_given(self):
+    x = export_testing.pixels([5, 8, 8, 1], 4, seed=42)
+    module = serving_module.ServingModule(self.label_flow, label_log_prior=self.log_prior)
+    outputs = module.classify(tf.constant(x))
+    class_log_probs = classifier.class_log_probs(self.label_flow, x, NUM_CLASSES, self.log_prior).numpy()
+    assert_close_relative(self, class_log_probs, outputs["log_probs"])
+    self.assertAllEqual(np.argmax(class_log_probs, axis=-1), outputs["label"])
+    marginal = classifier.marginal_log_prob(self.label_flow, x, NUM_CLASSES, self.log_prior)
+    assert_close_relative(self, marginal, outputs["log_prob"])
 
   def test_load_distribution_takes_the_context_as_the_flow_does(self):
-    flow = self.flows["vector"]
-    distribution = saved_model_distribution.load_distribution(self.paths["vector"])
+    flow = self.flow
+    distribution = saved_model_distribution.load_distribution(self.path)
     self.assertEqual(distribution.conditional_event_shape, (2,))
     state = np.random.RandomState(50)
     x = state.normal(size=[2, 4, 3]).astype(np.float32)
@@ -418,7 +376,7 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
     )
 
   def test_load_distribution_refuses_a_missing_or_misshaped_context(self):
-    distribution = saved_model_distribution.load_distribution(self.paths["vector"])
+    distribution = saved_model_distribution.load_distribution(self.path)
     x = np.zeros([4, 3], np.float32)
     with self.assertRaisesRegex(
       ValueError, r"conditional flow .* pass the context as `conditional_input` of shape `\[\.\.\., 2\]`"
@@ -442,16 +400,16 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
     uniform = np.full(NUM_CLASSES, -np.log(NUM_CLASSES))
     for flow, prior, message in [
       (export_testing.small_vector_flow(), uniform, r"needs a flow conditioned on one-hot labels.* is None"),
-      (self.flows["labels"], uniform[:3], r"of shape \[10\] .*got shape \[3\]"),
-      (self.flows["labels"], uniform + 1.0, r"`exp` summing to 1.*sums to 2\.718"),
-      (self.flows["labels"], np.where(np.arange(NUM_CLASSES) == 0, np.nan, uniform), "`exp` summing to 1"),
+      (self.label_flow, uniform[:3], r"of shape \[10\] .*got shape \[3\]"),
+      (self.label_flow, uniform + 1.0, r"`exp` summing to 1.*sums to 2\.718"),
+      (self.label_flow, np.where(np.arange(NUM_CLASSES) == 0, np.nan, uniform), "`exp` summing to 1"),
     ]:
       with self.assertRaisesRegex(ValueError, "`label_log_prior`.*" + message):
         serving_module.ServingModule(flow, label_log_prior=prior)
     # A class with prior 0 is allowed: its `log p(y)` is -inf.
     with np.errstate(divide="ignore"):
       only_class_0 = np.log(np.eye(NUM_CLASSES)[0])
-    serving_module.ServingModule(self.flows["labels"], label_log_prior=only_class_0)
+    serving_module.ServingModule(self.label_flow, label_log_prior=only_class_0)
 
 
 if __name__ == "__main__":

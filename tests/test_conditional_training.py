@@ -1,21 +1,20 @@
 """`train_and_evaluate` with `condition="label"`: a class-conditional flow `p(x | y)` on the one-hot label, its
 marginal and conditional bits/dim and accuracy, class-row samples, resuming, strategies and config errors."""
 
-import contextlib
 import dataclasses
-import io
 import json
 import os
 import re
 import shutil
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from PIL import Image
 
 from tests.bijector_testing import perturb
-from tests.fixtures import TINY_MODEL, tiny_config
-from tests.test_strategies import run_program
+from tests.training_testing import TINY_MODEL, run_program, tiny_config
+from tests.workdir_testing import run
 from tfp_realnvp import classifier, data, dequantization
 from tfp_realnvp.flows import RealNVP
 from tfp_realnvp.training import configs, flow_builder, losses, reporting, train_lib
@@ -23,14 +22,7 @@ from tfp_realnvp.training import configs, flow_builder, losses, reporting, train
 NUM_CLASSES = 10
 
 
-def run(config, workdir):
-  """`train_and_evaluate` and the lines it printed."""
-  stdout = io.StringIO()
-  with contextlib.redirect_stdout(stdout):
-    result = train_lib.train_and_evaluate(config, workdir)
-  return result, stdout.getvalue().splitlines()
-
-
+@pytest.mark.slow
 class ConditionalRunTest(tf.test.TestCase):
   """One tiny class-conditional digits run of 6 steps, shared by the tests below, with uniform dequantization:
   its figures are then the flow's own densities of the test images (the variational dequantizer's
@@ -175,6 +167,7 @@ class ConditionalTrainerTest(tf.test.TestCase):
     self.assertAllClose(metrics["class_log_loss"], log_loss, rtol=1e-5)
     self.assertEqual(trainer.evaluate(test), (metrics["bits_per_dim"], 40))
 
+  @pytest.mark.slow
   def test_with_a_variational_dequantizer_the_figures_come_from_the_bounds_on_each_class_likelihood(self):
     # The bound on `log P(v | y)` for every `y`, with the draws `u ~ q(u | v)` shared by the classes; the
     # marginal, accuracy and conditional figures all come from those scores (K = 1: the images' own noise;
@@ -222,6 +215,7 @@ class ConditionalTrainerTest(tf.test.TestCase):
     other = losses.bits_per_dim_loss(flow, images, 0.0, conditional_input=tf.roll(context, 1, axis=0))
     self.assertNotAllClose(loss.total, other.total)
 
+  @pytest.mark.slow
   def test_label_dropout_trains_dropped_images_on_the_all_zeros_context(self):
     images, labels = next(iter(data.load("digits", "train", batch_size=16, training=False, with_labels=True)))
     contexts = {"labels": tf.one_hot(labels, NUM_CLASSES), "zeros": tf.zeros([16, NUM_CLASSES])}
@@ -258,6 +252,7 @@ class ConditionalTrainerTest(tf.test.TestCase):
       )
 
 
+@pytest.mark.slow
 class ConditionalMirroredTest(tf.test.TestCase):
   def test_mirrored_on_two_cpus_matches_one_device(self):
     report = run_program(

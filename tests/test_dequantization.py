@@ -8,13 +8,13 @@ import math
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 from absl.testing import parameterized
 
 from tests.bijector_testing import BijectorChecks, perturb
-from tests.fixtures import tiny_config
-from tests.test_strategies import run_program
+from tests.training_testing import run_program, tiny_config
 from tfp_realnvp import RealNVP, data, dequantization
 from tfp_realnvp.training import configs, train_lib
 
@@ -230,6 +230,7 @@ class ImportanceWeightedBoundTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(per_class[:, 1], 2.0 * logistic_log_prob(v + u) - log_q, rtol=1e-5)
 
 
+@pytest.mark.slow
 class VariationalTrainingTest(tf.test.TestCase):
   """One tiny digits run with the variational dequantizer, 3 importance-weighted draws at the end."""
 
@@ -285,6 +286,11 @@ class VariationalTrainingTest(tf.test.TestCase):
     self.assertLess(metrics["test_bits_per_dim_k3"], metrics["test_bits_per_dim"])
     self.assertRegex("\n".join(self.lines), r"(?m)^test \| step: 6 \| draws: 3 \| bits_per_dim: \d+\.\d{4}$")
 
+
+class DequantizationSettingTest(tf.test.TestCase):
+  """The config's `dequantization` and `num_importance_samples`: the trainer they build, old config files and
+  bad values."""
+
   def test_a_uniform_run_checkpoints_no_dequantizer(self):
     trainer = train_lib.build_trainer(tiny_config(dequantization="uniform"))
     self.assertIsInstance(trainer.dequantizer, dequantization.UniformDequantizer)
@@ -308,6 +314,7 @@ class VariationalTrainingTest(tf.test.TestCase):
         dataclasses.replace(tiny_config(), **changes).validate()
 
 
+@pytest.mark.slow
 class VariationalMirroredTest(tf.test.TestCase):
   def test_mirrored_on_two_cpus_matches_one_device(self):
     report = run_program(

@@ -7,31 +7,26 @@ import dataclasses
 import math
 import os
 import shutil
-import subprocess
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-# As modules, so that pytest does not collect their test classes a second time here.
-from tests import test_checkpoint_compat as compat_testing
-from tests import test_conditional_export as conditional_export_testing
-from tests import test_export as export_testing
+# The module, not its classes: pytest would collect them here.
+from tests import export_testing, workdir_testing
 from tests.bijector_testing import perturb
-from tests.fixtures import tiny_config
-from tests.test_train_lib import checkpoint_values_by_name
+from tests.export_testing import MAX_NUM_SAMPLES, NUM_CLASSES, assert_close_relative, one_hot
+from tests.training_testing import short_config
+from tests.workdir_testing import assert_checkpoint_does_not_fit, checkpoint_values_by_name, write_workdir
 from tfp_realnvp import RealNVP, data, dequantization
 from tfp_realnvp.serving import export, saved_model_distribution, serving_module
-from tfp_realnvp.training import checkpoints, configs, flow_builder, train_lib
+from tfp_realnvp.training import checkpoints, flow_builder, train_lib
 
 SIGNATURE = serving_module.DISCRETE_BITS_PER_DIM_SIGNATURE_NAME
-MAX_NUM_SAMPLES = export_testing.MAX_NUM_SAMPLES  # the most draws `K` a request may ask for
 SEED = np.array([3, 4], np.int32)
 OTHER_SEED = np.array([3, 5], np.int32)
-NUM_CLASSES = conditional_export_testing.NUM_CLASSES
 EVENT_SHAPE = (8, 8, 1)
 NUM_DIMS = math.prod(EVENT_SHAPE)
-assert_close_relative = export_testing.assert_close_relative
-one_hot = conditional_export_testing.one_hot
 
 
 def pixel_levels(num_rows, seed):
@@ -43,7 +38,7 @@ def pixel_levels(num_rows, seed):
 
 def conditional_image_flow():
   """The digits preset conditioned on one-hot labels, small, with moved batch-norm averages and perturbed."""
-  return conditional_export_testing.moved_and_perturbed(
+  return export_testing.moved_and_perturbed(
     RealNVP.from_preset(
       "digits", **{**export_testing.IMAGE_OVERRIDES, "num_scales": 1}, conditional_event_shape=(NUM_CLASSES,)
     )
@@ -68,20 +63,16 @@ def bound(flow, dequantizer, levels, num_samples, seed, conditional_input=None):
   ).numpy()
 
 
-class DiscreteBoundExportTest(export_testing.LoadedExportsTestCase):
-  """Exports of an image flow with a variational and with a uniform dequantizer and of a conditional image
-  flow with a variational one, checked in a fresh process that imports only TensorFlow, and by the C program."""
+class DiscreteBoundExports:
+  """Mixin for a `WorkspaceTestCase`: `export_models` in `setUpClass`."""
 
   @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    binary = os.path.join(cls.workspace, "realnvp_serve")
-    gcc = subprocess.Popen(
-      export_testing.gcc_command(binary), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+  def export_models(cls, names=("variational", "uniform", "conditional")):
+    """Builds an image flow with a variational and with a uniform dequantizer and a conditional image flow
+    with a variational one (`cls.models`), and exports those of `names` and a vector flow without a
+    dequantizer (`cls.paths`); `cls.levels` and `cls.bad_levels` to score, `cls.contexts` for them."""
     image_flow = export_testing.small_image_flow(num_scales=1)
-    levels = pixel_levels(5, seed=20)
-    cls.levels = levels
+    cls.levels = pixel_levels(5, seed=20)
     cls.contexts = {"variational": None, "uniform": None, "conditional": one_hot([3, 1, 4, 1, 5])}
     cls.models = {
       "variational": (image_flow, perturbed_dequantizer(seed=1)),
@@ -94,22 +85,35 @@ class DiscreteBoundExportTest(export_testing.LoadedExportsTestCase):
         flow, base, model, max_num_samples=MAX_NUM_SAMPLES, dequantizer=dequantizer
       )
       for model, (flow, dequantizer) in cls.models.items()
+      if model in names
     }
     cls.paths["no_dequantizer"] = export.export_saved_model(export_testing.small_vector_flow(), base)
-
-    def inputs(levels, num_samples, seed=SEED, **context):
-      return {"levels": levels, "num_samples": np.int32(num_samples), "seed": seed, **context}
-
-    bad_levels = {}
+    cls.bad_levels = {}
     for case, (index, value) in {
       "fractional": ((1, 2, 3, 0), 4.5),
       "above_range": ((2, 7, 7, 0), 16.0),
       "negative": ((3, 0, 0, 0), -1.0),
       "nan": ((4, 4, 4, 0), np.nan),
     }.items():
-      bad_levels[case] = levels.copy()
-      bad_levels[case][index] = value
-    cls.bad_levels = bad_levels
+      cls.bad_levels[case] = cls.levels.copy()
+      cls.bad_levels[case][index] = value
+
+
+@pytest.mark.slow
+class DiscreteBoundExportTest(DiscreteBoundExports, export_testing.LoadedExportsTestCase):
+  """Exports of an image flow with a variational and with a uniform dequantizer and of a conditional image
+  flow with a variational one, checked in a fresh process that imports only TensorFlow, and by the C program."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.start_c_build()
+    cls.export_models()
+    levels, bad_levels = cls.levels, cls.bad_levels
+
+    def inputs(levels, num_samples, seed=SEED, **context):
+      return {"levels": levels, "num_samples": np.int32(num_samples), "seed": seed, **context}
+
     cls.requests = {}
     for model, context in cls.contexts.items():
       extra = {} if context is None else {"conditional_input": context}
@@ -150,17 +154,14 @@ class DiscreteBoundExportTest(export_testing.LoadedExportsTestCase):
       ]:
         cls.expected[(model, case)] = bound(flow, dequantizer, levels, num_samples, seed, context)
 
-    cls.gcc_output = gcc.communicate(timeout=600)[0]
-    cls.gcc_returncode = gcc.returncode
-    if cls.gcc_returncode == 0:
+    if cls.finish_c_build():
       for name, array in {
         "levels": levels,
         "fractional": bad_levels["fractional"],
         "contexts": cls.contexts["conditional"],
       }.items():
         np.save(os.path.join(cls.workspace, f"{name}.npy"), array)
-      cls.c_results = {}
-      for model, requests in {
+      requests = {
         "variational": [
           [SIGNATURE, "levels=levels.npy", "num_samples=5", "seed=3,4"],
           [SIGNATURE, "levels=fractional.npy", "num_samples=1", "seed=3,4"],
@@ -169,25 +170,9 @@ class DiscreteBoundExportTest(export_testing.LoadedExportsTestCase):
         "conditional": [
           [SIGNATURE, "levels=levels.npy", "conditional_input=contexts.npy", "num_samples=5", "seed=3,4"]
         ],
-      }.items():
-        arguments = [binary, cls.paths[model]]
-        for request in requests:
-          arguments += [*request, "--"]
-        completed = subprocess.run(
-          arguments[:-1], check=False, capture_output=True, text=True, timeout=600, cwd=cls.workspace
-        )
-        cls.c_results[model] = (
-          completed.returncode,
-          completed.stderr,
-          export_testing.parse_binary_output(completed.stdout),
-        )
+      }
+      cls.c_runs = {model: cls.run_c_program(cls.paths[model], runs) for model, runs in requests.items()}
     cls.finish_loader(loader)
-
-  def c_results_of(self, model, count):
-    self.assertEqual(self.gcc_returncode, 0, self.gcc_output)
-    returncode, stderr, results = self.c_results[model]
-    self.assertLen(results, count, stderr[-3000:])
-    return returncode, results
 
   def test_loader_process_imported_neither_tfp_realnvp_nor_tfp(self):
     self.assertEqual(self.loader_report["modules"], [])
@@ -282,7 +267,7 @@ class DiscreteBoundExportTest(export_testing.LoadedExportsTestCase):
           self.assertIn(message, error)
 
   def test_c_program_matches_python_and_refuses_bad_requests(self):
-    returncode, results = self.c_results_of("variational", 3)
+    returncode, results = self.c_results_of(self.c_runs["variational"], 3)
     self.assertEqual(returncode, 1)  # the two bad requests fail, the program does not
     signature, outputs = results[0]
     self.assertEqual(signature, SIGNATURE)
@@ -291,9 +276,23 @@ class DiscreteBoundExportTest(export_testing.LoadedExportsTestCase):
     assert_close_relative(self, -expected * NUM_DIMS * math.log(2.0), outputs["log_prob"])
     self.assertIn("`levels` must be integer pixel levels in [0, 15]", results[1][1])
     self.assertIn("`num_samples` must be at most `max_num_samples`", results[2][1])
-    returncode, results = self.c_results_of("conditional", 1)
+    returncode, results = self.c_results_of(self.c_runs["conditional"], 1)
     self.assertEqual(returncode, 0)
     assert_close_relative(self, self.expected[("conditional", "k5")], results[0][1]["bits_per_dim"])
+
+
+class InProcessDiscreteBoundTest(DiscreteBoundExports, export_testing.WorkspaceTestCase):
+  """The same exports loaded back by `load_distribution` in this process: its `discrete_bits_per_dim` is the
+  library's bound. (`DiscreteBoundExportTest` loads them in loaders without this package.)"""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.export_models(names=("variational", "conditional"))
+    cls.expected = {
+      (model, "k5"): bound(*cls.models[model], cls.levels, 5, SEED, cls.contexts[model])
+      for model in ("variational", "conditional")
+    }
 
   def test_load_distribution_gives_the_bound_for_any_batch_shape(self):
     distribution = saved_model_distribution.load_distribution(self.paths["variational"])
@@ -378,15 +377,13 @@ class DiscreteBoundExportTest(export_testing.LoadedExportsTestCase):
         serving_module.ServingModule(flow, dequantizer=dequantizer)
 
 
-def write_workdir(workdir, config, **objects):
-  """A workdir with `config`'s config.json and one checkpoint (step 3) of `objects`."""
-  os.makedirs(workdir)
-  with open(checkpoints.config_path(workdir), "w") as file:
-    file.write(configs.to_json(config))
-  checkpoint = tf.train.Checkpoint(step=tf.Variable(3, dtype=tf.int64), **objects)
-  return tf.train.CheckpointManager(checkpoint, checkpoints.checkpoint_dir(workdir), 1).save(3)
+# A tiny `dequantization="variational"` run with weight averaging, 4 steps.
+VARIATIONAL_RUN = short_config(
+  4, dequantization="variational", ema_decay=0.9, num_samples=1, num_importance_samples=1
+)
 
 
+@pytest.mark.slow
 class WorkdirExportTest(export_testing.WorkspaceTestCase):
   """A tiny `dequantization="variational"` run with weight averaging: what `restore_run` restores and
   `export_workdir` exports, against the checkpoint's saved values and the run's own evaluation."""
@@ -395,15 +392,7 @@ class WorkdirExportTest(export_testing.WorkspaceTestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.workdir = os.path.join(cls.workspace, "run")
-    cls.config = tiny_config(
-      dequantization="variational",
-      ema_decay=0.9,
-      num_train_steps=4,
-      checkpoint_every_steps=4,
-      eval_every_steps=0,
-      num_samples=1,
-      num_importance_samples=1,
-    )
+    cls.config = VARIATIONAL_RUN
     train_lib.train_and_evaluate(cls.config, cls.workdir)
     cls.checkpoint = tf.train.latest_checkpoint(checkpoints.checkpoint_dir(cls.workdir))
     cls.saved = checkpoint_values_by_name(cls.checkpoint)
@@ -468,8 +457,12 @@ class WorkdirExportTest(export_testing.WorkspaceTestCase):
       expected = bound(trainer.flow, trainer.dequantizer, levels, 5, SEED)
     assert_close_relative(self, expected, exported(5))
 
+
+class RestoreRunTest(export_testing.WorkspaceTestCase):
+  """`restore_run` of workdirs written by hand: one-line errors, and a config.json older than dequantization."""
+
   def test_restore_run_refuses_a_checkpoint_whose_dequantizer_is_not_the_configs(self):
-    flow_only = dataclasses.replace(self.config, ema_decay=0.0)
+    flow_only = dataclasses.replace(VARIATIONAL_RUN, ema_decay=0.0)
     larger = dequantization.VariationalDequantizer(EVENT_SHAPE, 4, num_couplings=5)
     for name, config, objects, message in [
       (
@@ -489,16 +482,11 @@ class WorkdirExportTest(export_testing.WorkspaceTestCase):
       with self.subTest(name=name):
         workdir = os.path.join(self.workspace, name)
         saved = write_workdir(workdir, config, flow=flow_builder.build_flow(config), **objects)
-        with self.assertRaisesRegex(
-          configs.ConfigError,
-          rf"^`checkpoint` {saved} does not hold the flow that .*config\.json describes.*{message}",
-        ) as raised:
-          checkpoints.restore_run(workdir)
-        self.assertNotIn("\n", str(raised.exception))
+        assert_checkpoint_does_not_fit(self, checkpoints.restore_run, workdir, saved, f".*{message}")
 
   def test_a_config_json_older_than_dequantization_restores_a_uniform_dequantizer(self):
     workdir = os.path.join(self.workspace, "old")
-    shutil.copytree(compat_testing.FIXTURE, workdir)
+    shutil.copytree(workdir_testing.OLD_DIGITS_WORKDIR, workdir)
     run = checkpoints.restore_run(workdir)
     self.assertIsInstance(run.dequantizer, dequantization.UniformDequantizer)
     self.assertEqual(run.dequantizer.event_shape, EVENT_SHAPE)

@@ -6,7 +6,7 @@ import tensorflow as tf
 from sklearn.datasets import load_digits
 
 from tests.bijector_testing import perturb
-from tests.fixtures import TINY_MODEL, tiny_config
+from tests.training_testing import TINY_MODEL, tiny_config
 from tfp_realnvp import data, dequantization
 from tfp_realnvp.flows import RealNVP
 from tfp_realnvp.training import evaluation

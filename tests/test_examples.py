@@ -5,7 +5,11 @@ import re
 import tempfile
 import unittest
 
-from tests.fixtures import run_script
+import pytest
+
+from tests.training_testing import run_script
+
+pytestmark = pytest.mark.slow
 
 
 class TwoMoonsTest(unittest.TestCase):

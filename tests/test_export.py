@@ -3,9 +3,7 @@ bad input at serving time, version directories, interrupted exports and training
 
 import dataclasses
 import hashlib
-import importlib.util
 import inspect
-import json
 import os
 import re
 import shutil
@@ -13,137 +11,26 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 from unittest import mock
 
 import numpy as np
+import pytest
 import tensorflow as tf
-from tensorflow.core.protobuf import saved_model_pb2
 
-from tests import fixtures
-from tests.bijector_testing import perturb
-from tfp_realnvp import RealNVP, data
+from tests import export_testing
+from tests.export_testing import (
+  MAX_NUM_SAMPLES,
+  SAMPLE_INPUTS,
+  assert_close_relative,
+  pixels,
+  small_vector_flow,
+)
+from tests.training_testing import REPO_ROOT, short_config
+from tfp_realnvp import data
 from tfp_realnvp.serving import export, saved_model_distribution, serving_module
 from tfp_realnvp.training import checkpoints, configs, train_lib
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TF_DIR = os.path.dirname(tf.__file__)
-IMAGE_OVERRIDES = {"num_blocks": 1, "num_filters": 4, "dropout": 0.0, "batch_norm_momentum": 0.5}
-# The exports' `max_num_samples`: small, so that requests at the limit are quick.
-MAX_NUM_SAMPLES = 6
-SAMPLE_INPUTS = {
-  "num_samples": np.int32(3),
-  "temperature": np.float32(0.7),
-  "seed": np.array([7, 11], np.int32),
-}
-
-# Runs in a fresh interpreter that imports only TensorFlow and NumPy: every request through
-# `tf.saved_model.load` and through the TF1 loader TF Serving uses. Prints a JSON report.
-LOADER_SCRIPT = r"""
-import json, sys
-import numpy as np
-import tensorflow as tf
-
-requests_path, results_path, model_paths = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-requests = np.load(requests_path)
-cases = {}
-for key in requests.files:
-    model, signature, case, name = key.split("|")
-    cases.setdefault((model, signature, case), {})[name] = requests[key]
-outputs, errors = {}, {}
-
-
-def record(prefix, run):
-    try:
-        for name, value in run().items():
-            outputs[f"{prefix}|{name}"] = np.asarray(value)
-    except Exception as error:
-        errors[prefix] = f"{type(error).__name__}: {str(error).strip()[:300]}"
-
-
-for model, path in model_paths.items():
-    model_cases = {key: inputs for key, inputs in cases.items() if key[0] == model}
-    loaded = tf.saved_model.load(path)
-    for (_, signature, case), inputs in model_cases.items():
-        function = loaded.signatures[signature]
-        record(f"tf2|{model}|{signature}|{case}",
-               lambda: function(**{k: tf.constant(v) for k, v in inputs.items()}))
-    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
-        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
-        for (_, signature, case), inputs in model_cases.items():
-            definition = meta_graph.signature_def[signature]
-            feeds = {definition.inputs[k].name: v for k, v in inputs.items()}
-            fetches = {k: v.name for k, v in definition.outputs.items()}
-            record(f"tf1|{model}|{signature}|{case}", lambda: session.run(fetches, feeds))
-
-np.savez(results_path, **outputs)
-ours = sorted(m for m in sys.modules if m.split(".")[0] in ("tfp_realnvp", "tensorflow_probability"))
-print(json.dumps({"errors": errors, "modules": ours}))
-"""
-
-
-def pixels(shape, num_bits, seed):
-  return np.random.RandomState(seed).uniform(0.0, 2.0**num_bits, shape).astype(np.float32)
-
-
-def small_image_flow(**overrides):
-  """The digits preset, small, with moved batch-norm averages and non-trivial couplings."""
-  flow = RealNVP.from_preset("digits", **{**IMAGE_OVERRIDES, **overrides})
-  for seed in range(3):
-    flow.log_prob(pixels([16, 8, 8, 1], 4, seed), training=True)
-  perturb(flow, stddev=0.1)
-  return flow
-
-
-def small_vector_flow(conditional_event_shape=None):
-  """A vector flow over `R^3` with moved batch-norm averages and non-trivial couplings; with
-  `conditional_event_shape`, of `p(x | c)` for a real-valued context."""
-  flow = RealNVP(
-    event_shape=(3,),
-    num_couplings=4,
-    hidden_units=(16,),
-    batch_norm=True,
-    batch_norm_momentum=0.5,
-    conditional_event_shape=conditional_event_shape,
-  )
-  for seed in range(3):
-    state = np.random.RandomState(seed)
-    x = state.normal(size=[16, 3]).astype(np.float32)
-    context = None
-    if conditional_event_shape is not None:
-      context = state.normal(size=[16, *conditional_event_shape]).astype(np.float32)
-    flow.log_prob(x, training=True, conditional_input=context)
-  perturb(flow, stddev=0.1)
-  return flow
-
-
-def num_trainable_parameters(flow):
-  return sum(int(np.prod(variable.shape)) for variable in flow.trainable_variables)
-
-
-def assert_close_relative(test, expected, actual, rtol=1e-5):
-  """Equal to `rtol` relative to the largest magnitude in `expected` (entries near 0 included)."""
-  expected, actual = np.asarray(expected), np.asarray(actual)
-  test.assertEqual(expected.shape, actual.shape)
-  scale = float(np.max(np.abs(expected), initial=1e-30))
-  test.assertAllClose(expected, actual, rtol=rtol, atol=rtol * scale)
-
-
-def signature_defs(version_dir):
-  with open(os.path.join(version_dir, "saved_model.pb"), "rb") as file:
-    saved_model = saved_model_pb2.SavedModel.FromString(file.read())
-  (meta_graph,) = saved_model.meta_graphs
-  return meta_graph.signature_def
-
-
-def tensor_table(tensor_infos):
-  """`{name: (dtype name, dims)}` of a signature's inputs or outputs; -1 for any size."""
-  return {
-    name: (tf.dtypes.as_dtype(info.dtype).name, [dim.size for dim in info.tensor_shape.dim])
-    for name, info in tensor_infos.items()
-  }
 
 
 def tree_snapshot(directory):
@@ -165,148 +52,17 @@ def version_dirs(model_dir):
   return sorted(name for name in os.listdir(model_dir) if name.isascii() and name.isdigit())
 
 
-def gcc_command(binary):
-  return [
-    "gcc",
-    "-O2",
-    "-std=c11",
-    "-Wall",
-    "-Wextra",
-    "-o",
-    binary,
-    os.path.join(REPO_ROOT, "export", "realnvp_serve.c"),
-    f"-I{TF_DIR}/include",
-    f"-L{TF_DIR}",
-    "-l:libtensorflow_cc.so.2",
-    "-l:libtensorflow_framework.so.2",
-    f"-Wl,-rpath,{TF_DIR}",
-  ]
-
-
-def parse_binary_output(stdout):
-  """`[(signature, {output: array} or error message)]` from `realnvp_serve`'s output."""
-  results = []
-  for line in stdout.splitlines():
-    if line.startswith("== "):
-      results.append((line[3:], {}))
-    elif line.startswith("error "):
-      results[-1] = (results[-1][0], line[6:])
-    else:
-      name, dtype, dims, *values = line.split(" ")
-      shape = [int(dim) for dim in dims.split(",")] if dims else []
-      array = np.array([float(value) for value in values]).astype(dtype).reshape(shape)
-      results[-1][1][name] = array
-  return results
-
-
-def import_grpc_client():
-  spec = importlib.util.spec_from_file_location(
-    "grpc_client", os.path.join(REPO_ROOT, "export", "grpc_client.py")
-  )
-  grpc_client = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(grpc_client)
-  return grpc_client
-
-
-HAS_SERVING_API = importlib.util.find_spec("tensorflow_serving") is not None
-# Installed with tensorflow, beside this interpreter.
-SAVED_MODEL_CLI = shutil.which(
-  "saved_model_cli", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-)
-
-
-class WorkspaceTestCase(tf.test.TestCase):
-  """`cls.workspace`: a directory for the whole class, removed after its last test."""
-
-  @classmethod
-  def setUpClass(cls):
-    super().setUpClass()
-    cls.workspace = tempfile.mkdtemp(prefix=f"{cls.__name__}_")
-    cls.addClassCleanup(shutil.rmtree, cls.workspace, ignore_errors=True)
-
-
-class LoadedExportsTestCase(WorkspaceTestCase):
-  """Exports loaded by `LOADER_SCRIPT` in a fresh interpreter: `start_loader` in `setUpClass`, then
-  `finish_loader`; the tests read what it got with `loader_result` and `loader_error`."""
-
-  @classmethod
-  def start_loader(cls, requests, paths):
-    """Starts the fresh process on `requests` `{(model, signature, case): {input name: array}}` to the
-    exports `paths` `{model: version directory}`; returns it for `finish_loader`."""
-    requests_path = os.path.join(cls.workspace, "requests.npz")
-    np.savez(
-      requests_path,
-      **{"|".join((*key, name)): value for key, inputs in requests.items() for name, value in inputs.items()},
-    )
-    results_path = os.path.join(cls.workspace, "results.npz")
-    return subprocess.Popen(
-      [sys.executable, "-c", LOADER_SCRIPT, requests_path, results_path, json.dumps(paths)],
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-      cwd=cls.workspace,
-    )
-
-  @classmethod
-  def finish_loader(cls, loader):
-    """Waits for `loader` and keeps its report and outputs."""
-    stdout, stderr = loader.communicate(timeout=600)
-    if loader.returncode:
-      raise RuntimeError(f"The loader process failed:\n{stderr[-5000:]}")
-    cls.loader_report = json.loads(stdout.strip().splitlines()[-1])
-    with np.load(os.path.join(cls.workspace, "results.npz")) as results:
-      cls.loader_outputs = dict(results)
-
-  def loader_result(self, loader, model, signature, case):
-    """The outputs the fresh process got, or fails with the error it recorded."""
-    prefix = f"{loader}|{model}|{signature}|{case}|"
-    outputs = {
-      key[len(prefix) :]: value for key, value in self.loader_outputs.items() if key.startswith(prefix)
-    }
-    if not outputs:
-      self.fail(f"{prefix} failed: {self.loader_report['errors'].get(prefix[:-1])}")
-    return outputs
-
-  def loader_error(self, loader, model, signature, case):
-    return self.loader_report["errors"].get(f"{loader}|{model}|{signature}|{case}", "")
-
-  def assert_grpc_request_fits(self, request, model_name, signature, definitions):
-    """`request` asks for `model_name`'s `signature` with inputs of the names, dtypes and shapes that its
-    `definitions[signature]` takes."""
-    self.assertEqual(request.model_spec.name, model_name)
-    self.assertEqual(request.model_spec.signature_name, signature)
-    definition = definitions[signature]
-    self.assertEqual(set(request.inputs), set(definition.inputs))
-    for name, tensor in request.inputs.items():
-      self.assertEqual(tensor.dtype, definition.inputs[name].dtype)
-      shape = tf.TensorShape([dim.size for dim in tensor.tensor_shape.dim])
-      signature_shape = tf.TensorShape(definition.inputs[name].tensor_shape)
-      self.assertTrue(signature_shape.is_compatible_with(shape), (name, shape))
-
-  def grpc_response_outputs(self, model, signature):
-    """TF Serving's answer to the gRPC request recorded as `(model, signature, 'grpc')`: the TF1 loader's
-    outputs in a `PredictResponse`, read back by the client."""
-    from tensorflow_serving.apis import predict_pb2  # optional: the serving extra
-
-    response = predict_pb2.PredictResponse()
-    for name, value in self.loader_result("tf1", model, signature, "grpc").items():
-      response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
-    return import_grpc_client().response_to_numpy(response)
-
-
-class ExportedFlowTest(LoadedExportsTestCase):
+@pytest.mark.slow
+class ExportedFlowTest(export_testing.LoadedExportsTestCase):
   """One export of an image and a vector flow, checked through every loader."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
     # gcc, the fresh loader process and the C program run while this process works.
-    cls.binary = os.path.join(cls.workspace, "realnvp_serve")
-    gcc = subprocess.Popen(
-      gcc_command(cls.binary), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    cls.start_c_build()
 
-    cls.flows = {"realnvp": small_image_flow(), "vector": small_vector_flow()}
+    cls.flows = {"realnvp": export_testing.small_image_flow(), "vector": small_vector_flow()}
     base = os.path.join(cls.workspace, "exports")
     cls.paths = {
       name: export.export_saved_model(flow, base, model_name=name, max_num_samples=MAX_NUM_SAMPLES)
@@ -360,8 +116,8 @@ class ExportedFlowTest(LoadedExportsTestCase):
       )
     # The gRPC client's requests, as TF Serving would decode and feed them.
     cls.grpc_requests = {}
-    if HAS_SERVING_API:
-      grpc_client = import_grpc_client()
+    if export_testing.HAS_SERVING_API:
+      grpc_client = export_testing.import_grpc_client()
       x = cls.inputs["realnvp"]["x"]
       cls.grpc_requests = {
         "log_prob": grpc_client.log_prob_request(x, "realnvp", "log_prob", version=1),
@@ -376,11 +132,11 @@ class ExportedFlowTest(LoadedExportsTestCase):
 
     # docs/serving.md's `saved_model_cli run` command, as printed there.
     saved_model_cli = None
-    if SAVED_MODEL_CLI:
+    if export_testing.SAVED_MODEL_CLI:
       np.save(os.path.join(cls.workspace, "rows.npy"), cls.inputs["realnvp"]["x"])
       saved_model_cli = subprocess.Popen(
         [
-          SAVED_MODEL_CLI,
+          export_testing.SAVED_MODEL_CLI,
           "run",
           "--dir",
           cls.paths["realnvp"],
@@ -414,9 +170,7 @@ class ExportedFlowTest(LoadedExportsTestCase):
         }
       )
 
-    cls.gcc_output = gcc.communicate(timeout=600)[0]
-    cls.gcc_returncode = gcc.returncode
-    if cls.gcc_returncode == 0:
+    if cls.finish_c_build():
       # One load, six requests: the good batch followed by the bad-valued one, a sample,
       # a wrong image size, a wrong dtype, and samples at and above `max_num_samples`.
       x, x_bad = cls.inputs["realnvp"]["x"], cls.inputs["realnvp"]["x_bad"]
@@ -435,12 +189,7 @@ class ExportedFlowTest(LoadedExportsTestCase):
         ["sample", f"num_samples={MAX_NUM_SAMPLES}", "temperature=0.7", "seed=7,11"],
         ["sample", f"num_samples={MAX_NUM_SAMPLES + 1}", "temperature=0.7", "seed=7,11"],
       ]
-      arguments = [cls.binary, cls.paths["realnvp"]]
-      for request in requests:
-        arguments += [*request, "--"]
-      c_program = subprocess.run(arguments[:-1], check=False, capture_output=True, text=True, timeout=600)
-      cls.c_returncode, cls.c_stderr = c_program.returncode, c_program.stderr
-      cls.c_results = parse_binary_output(c_program.stdout)
+      cls.c_run = cls.run_c_program(cls.paths["realnvp"], requests)
     if saved_model_cli is not None:
       cls.saved_model_cli_output = saved_model_cli.communicate(timeout=600)
       cls.saved_model_cli_returncode = saved_model_cli.returncode
@@ -448,9 +197,7 @@ class ExportedFlowTest(LoadedExportsTestCase):
 
   def c_result(self, index):
     """The C program's `(signature, outputs or error)` for its `index`-th request."""
-    self.assertEqual(self.gcc_returncode, 0, self.gcc_output)
-    self.assertLen(self.c_results, 6, self.c_stderr[-3000:])
-    return self.c_results[index]
+    return self.c_results_of(self.c_run, 6)[1][index]
 
   def test_first_export_is_version_1(self):
     self.assertEqual(os.path.basename(self.paths["realnvp"]), "1")
@@ -459,17 +206,7 @@ class ExportedFlowTest(LoadedExportsTestCase):
     self.assertEqual(self.loader_report["modules"], [])
 
   def test_every_signature_matches_the_flow_in_both_loaders(self):
-    for loader in ("tf2", "tf1"):
-      for (model, signature, case), expected in self.expected.items():
-        with self.subTest(loader=loader, model=model, signature=signature):
-          actual = self.loader_result(loader, model, signature, case)
-          if signature == "sample" and model == "realnvp":
-            self.assertEqual(set(actual), {"samples", "images"})
-            self.assertAllEqual(data.uint8_images(actual["samples"], 4), actual["images"])
-            del actual["images"]
-          self.assertEqual(set(expected), set(actual))
-          for name in expected:
-            assert_close_relative(self, expected[name], actual[name])
+    self.assert_both_loaders_match(image_model="realnvp")
     covered = {(model, signature) for model, signature, _ in self.expected}
     self.assertEqual(covered, {(m, s) for m in self.flows for s in serving_module.SIGNATURE_NAMES})
 
@@ -484,12 +221,6 @@ class ExportedFlowTest(LoadedExportsTestCase):
       ),
       ("vector", vector, {"log_prob": ("float32", [-1])}, {"samples": ("float32", vector)}),
     ]:
-      definitions = signature_defs(self.paths[model])
-      # TF adds `__saved_model_init_op`; TF Serving ignores it.
-      self.assertEqual(
-        {name for name in definitions if not name.startswith("__")},
-        set(serving_module.SIGNATURE_NAMES),
-      )
       expected = {
         "serving_default": ({"x": ("float32", event)}, log_prob_outputs),
         "log_prob": ({"x": ("float32", event)}, log_prob_outputs),
@@ -504,28 +235,15 @@ class ExportedFlowTest(LoadedExportsTestCase):
         "encode": ({"x": ("float32", event)}, {"z": ("float32", event)}),
         "decode": ({"z": ("float32", event)}, {"x": ("float32", event)}),
       }
-      for name, (inputs, outputs) in expected.items():
-        with self.subTest(model=model, signature=name):
-          self.assertEqual(tensor_table(definitions[name].inputs), inputs)
-          self.assertEqual(tensor_table(definitions[name].outputs), outputs)
-          self.assertEqual(definitions[name].method_name, "tensorflow/serving/predict")
+      self.assertEqual(set(expected), set(serving_module.SIGNATURE_NAMES))
+      export_testing.assert_signatures(self, self.paths[model], expected, model=model)
 
   def test_rows_do_not_depend_on_their_batch_and_empty_batches_work(self):
+    self.assert_rows_do_not_depend_on_their_batch_and_empty_batches_work()
     for model, flow in self.flows.items():
-      # Batch norm runs on its running averages, so a row scores the same alone.
-      batch = self.loader_result("tf1", model, "log_prob", "batch")["log_prob"]
-      one_row = self.loader_result("tf1", model, "log_prob", "one_row")["log_prob"]
-      assert_close_relative(self, batch[1:2], one_row)
-      event_shape = tuple(flow.event_shape)
-      for signature, output, shape in [
-        ("log_prob", "log_prob", (0,)),
-        ("encode", "z", (0, *event_shape)),
-        ("decode", "x", (0, *event_shape)),
-      ]:
+      for signature, output in [("encode", "z"), ("decode", "x")]:
         outputs = self.loader_result("tf1", model, signature, "empty")
-        self.assertEqual(outputs[output].shape, shape)
-      samples = self.loader_result("tf1", model, "sample", "none")["samples"]
-      self.assertEqual(samples.shape, (0, *event_shape))
+        self.assertEqual(outputs[output].shape, (0, *flow.event_shape))
 
   def test_bad_values_score_nan_or_minus_inf(self):
     expected = {
@@ -588,7 +306,7 @@ class ExportedFlowTest(LoadedExportsTestCase):
 
   def test_c_program_gets_an_error_for_a_wrong_shape_or_dtype(self):
     # The C++ loader does not check feeds against the signature: the graph must.
-    self.assertEqual(self.c_returncode, 1)  # these two requests fail, the program does not
+    self.assertEqual(self.c_results_of(self.c_run, 6)[0], 1)  # these two requests fail, the program does not
     self.assertIn("is not compatible with expected shape", self.c_result(2)[1])
     self.assertIn("Expects arg[0] to be float but double is provided", self.c_result(3)[1])
 
@@ -616,7 +334,9 @@ class ExportedFlowTest(LoadedExportsTestCase):
       f"`num_samples` must be at most `max_num_samples`, set at export to {MAX_NUM_SAMPLES}", error
     )
 
-  @unittest.skipUnless(SAVED_MODEL_CLI, "needs saved_model_cli (installed with tensorflow) on PATH")
+  @unittest.skipUnless(
+    export_testing.SAVED_MODEL_CLI, "needs saved_model_cli (installed with tensorflow) on PATH"
+  )
   def test_saved_model_cli_runs_the_readme_command(self):
     stdout, stderr = self.saved_model_cli_output
     self.assertEqual(self.saved_model_cli_returncode, 0, stderr[-3000:])
@@ -628,21 +348,43 @@ class ExportedFlowTest(LoadedExportsTestCase):
     for name in expected:
       assert_close_relative(self, expected[name], outputs[name])
 
-  @unittest.skipUnless(HAS_SERVING_API, "needs tensorflow-serving-api (the serving extra)")
+  @unittest.skipUnless(export_testing.HAS_SERVING_API, "needs tensorflow-serving-api (the serving extra)")
   def test_grpc_requests_match_the_signatures_and_run(self):
-    definitions = signature_defs(self.paths["realnvp"])
     self.assertEqual(self.grpc_requests["log_prob"].model_spec.version.value, 1)
-    for signature, request in self.grpc_requests.items():
-      with self.subTest(signature=signature):
-        self.assert_grpc_request_fits(request, "realnvp", signature, definitions)
-        outputs = self.grpc_response_outputs("realnvp", signature)
-        case = "seed" if signature == "sample" else "batch"
-        for name, expected in self.expected[("realnvp", signature, case)].items():
-          assert_close_relative(self, expected, outputs[name])
+    self.assert_grpc_requests_answer("realnvp")
+
+
+class InProcessExportTest(export_testing.WorkspaceTestCase):
+  """An export of a vector flow loaded back in this process: its signatures answer as the flow does, and
+  `load_distribution` is a distribution backed by it. (`ExportedFlowTest` loads exports in loaders without
+  this package.)"""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.flow = small_vector_flow()
+    cls.path = export.export_saved_model(
+      cls.flow, os.path.join(cls.workspace, "exports"), "vector", max_num_samples=MAX_NUM_SAMPLES
+    )
+
+  def test_every_signature_answers_as_the_flow(self):
+    signatures = tf.saved_model.load(self.path).signatures
+    self.assertEqual(set(signatures.keys()), set(serving_module.SIGNATURE_NAMES))
+    state = np.random.RandomState(14)
+    x, z = (tf.constant(state.normal(size=[5, 3]).astype(np.float32)) for _ in range(2))
+    for name in ("serving_default", "log_prob"):
+      outputs = signatures[name](x=x)
+      self.assertEqual(set(outputs), {"log_prob"})
+      assert_close_relative(self, self.flow.log_prob(x), outputs["log_prob"])
+    assert_close_relative(self, self.flow.encode(x), signatures["encode"](x=x)["z"])
+    assert_close_relative(self, self.flow.decode(z), signatures["decode"](z=z)["x"])
+    samples = signatures["sample"](**{name: tf.constant(value) for name, value in SAMPLE_INPUTS.items()})
+    expected = self.flow.sample(3, seed=tf.constant([7, 11]), temperature=0.7)
+    assert_close_relative(self, expected, samples["samples"])
 
   def test_load_distribution_is_a_distribution_backed_by_the_export(self):
-    flow = self.flows["vector"]
-    distribution = saved_model_distribution.load_distribution(self.paths["vector"])
+    flow = self.flow
+    distribution = saved_model_distribution.load_distribution(self.path)
     self.assertEqual(distribution.event_shape, [3])
     self.assertEqual(distribution.batch_shape, [])
     self.assertEmpty(distribution.trainable_variables)
@@ -665,7 +407,7 @@ class ExportedFlowTest(LoadedExportsTestCase):
     assert_close_relative(self, tape.gradient(in_memory, x), tape.gradient(exported, x), rtol=1e-4)
 
   def test_load_distribution_of_an_unconditional_export_refuses_a_context(self):
-    distribution = saved_model_distribution.load_distribution(self.paths["vector"])
+    distribution = saved_model_distribution.load_distribution(self.path)
     self.assertIsNone(distribution.conditional_event_shape)
     context = np.zeros([4, 2], np.float32)
     message = r"is of an unconditional flow: it takes no `conditional_input`; got one of shape \[4, 2\]"
@@ -675,19 +417,18 @@ class ExportedFlowTest(LoadedExportsTestCase):
       distribution.sample(4, seed=1, conditional_input=context)
 
 
-class ExportCommandTest(WorkspaceTestCase):
+@pytest.mark.slow
+class ExportCommandTest(export_testing.WorkspaceTestCase):
   """`export/export_model.py` on a workdir that `train_lib` trained: one line of output, no logging."""
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
     cls.workdir = os.path.join(cls.workspace, "run")
-    config = fixtures.tiny_config(
-      num_train_steps=2, checkpoint_every_steps=2, eval_every_steps=0, num_samples=1
-    )
+    config = short_config(2, num_samples=1)
     train_lib.train_and_evaluate(config, cls.workdir)
     flow, cls.checkpoint = checkpoints.restore_flow(cls.workdir)
-    cls.num_parameters = num_trainable_parameters(flow)
+    cls.num_parameters = export_testing.num_trainable_parameters(flow)
 
   def run_command(self, export_base, *flags):
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
@@ -761,7 +502,7 @@ class Uint8ImagesTest(tf.test.TestCase):
     )
 
 
-class ExportDirectoryTest(WorkspaceTestCase):
+class ExportDirectoryTest(export_testing.WorkspaceTestCase):
   """Version directories, interrupted exports and exports of training workdirs."""
 
   @classmethod
@@ -773,13 +514,13 @@ class ExportDirectoryTest(WorkspaceTestCase):
     )
     # A training workdir as train_lib leaves it: config.json and a checkpoint of flow, step, ...
     # One scale keeps its exports quick.
-    cls.image_flow = small_image_flow(num_scales=1)
+    cls.image_flow = export_testing.small_image_flow(num_scales=1)
     cls.workdir = os.path.join(cls.workspace, "workdir")
     os.makedirs(cls.workdir)
     # A flow-only checkpoint (no EMA, no learned dequantizer) of this flow's preprocessing.
     config = dataclasses.replace(
       configs.get_config(),
-      model_overrides={**IMAGE_OVERRIDES, "num_scales": 1},
+      model_overrides={**export_testing.IMAGE_OVERRIDES, "num_scales": 1},
       logit_alpha=cls.image_flow.parameters["logit_alpha"],
       ema_decay=0.0,
       dequantization="uniform",
@@ -859,6 +600,7 @@ class ExportDirectoryTest(WorkspaceTestCase):
       export.export_saved_model(self.vector_flow, base, "interrupted")
     self.assertEqual(os.listdir(self.model_dir("interrupted")), [])
 
+  @pytest.mark.slow
   def test_killed_export_command_leaves_no_version_directory(self):
     base = os.path.join(self.workspace, "killed")
     model_dir = os.path.join(base, "realnvp")
@@ -930,7 +672,7 @@ class ExportDirectoryTest(WorkspaceTestCase):
     self.assertEqual(path, os.path.join(base, "realnvp", "1"))
     self.assertEqual(checkpoint, os.path.join(self.workdir, "checkpoints", "ckpt-7"))
     self.assertEqual(dataset, "digits")
-    self.assertEqual(num_parameters, num_trainable_parameters(self.image_flow))
+    self.assertEqual(num_parameters, export_testing.num_trainable_parameters(self.image_flow))
     x = pixels([4, 8, 8, 1], 4, seed=30)
     exported = tf.saved_model.load(path).signatures["log_prob"](x=tf.constant(x))["log_prob"]
     assert_close_relative(self, self.image_flow.log_prob(x), exported)

@@ -8,7 +8,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from tests import idx_testing
-from tests.fixtures import TINY_MODEL, tiny_config
+from tests.training_testing import TINY_MODEL, tiny_config
 from tfp_realnvp import data, networks
 from tfp_realnvp.flows import RealNVP
 from tfp_realnvp.training import configs, flow_builder

@@ -6,6 +6,7 @@ import tempfile
 from unittest import mock
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 from absl.testing import parameterized
@@ -148,25 +149,6 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(flow.sample(0, seed=[1, 2]).shape, [0, 8, 8, 1])
     self.assertEqual(flow.encode(x[:0]).shape, [0, 8, 8, 1])
     self.assertEqual(flow.decode(x[:0]).shape, [0, 8, 8, 1])
-
-  def test_cifar10_preset_round_trips_with_perturbed_weights(self):
-    tf.random.set_seed(1)
-    flow = RealNVP.from_preset("cifar10")
-    # Larger perturbations of all 13M weights stretch the latent far beyond a trained model's (std 8 at
-    # stddev 0.05, where float32 round-off in 20 stacked inverses reaches 0.09 pixel units).
-    perturb(flow, stddev=0.02)
-    x = pixels([2, 32, 32, 3], 8, seed=6)
-    z = flow.encode(x)
-    # An unperturbed flow is the logit transform alone; this one moves the latent well away from it.
-    self.assertGreater(float(tf.reduce_max(tf.abs(z - LogitTransform(8).forward(x)))), 0.1)
-    self.assertAllClose(x, flow.decode(tf.identity(z)), atol=1e-2, rtol=0)
-
-  def test_imagenet64_preset_builds_and_round_trips(self):
-    tf.random.set_seed(2)
-    flow = RealNVP.from_preset("imagenet64")
-    perturb(flow, stddev=0.02)
-    x = pixels([1, 64, 64, 3], 8, seed=7)
-    self.assertAllClose(x, flow.decode(tf.identity(flow.encode(x))), atol=1e-2, rtol=0)
 
   def test_sampling_temperature_zero_is_decode_of_zero_and_seeds_repeat(self):
     flow = small_image_flow()
@@ -368,10 +350,35 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, r"`event_shape` must be `\(dims,\)`"):
       VectorRealNVP(event_shape=(8, 8, 1))
 
+
+@pytest.mark.slow
+class FullSizePresetTest(tf.test.TestCase):
+  """The presets at full size (millions of weights): each builds, and those for 32x32 and 64x64 colour images
+  round trip."""
+
   def test_every_preset_builds_with_its_event_shape(self):
     for name, settings in PRESETS.items():
       if settings["event_shape"][0] <= 32:
         self.assertEqual(RealNVP.from_preset(name).event_shape, settings["event_shape"], name)
+
+  def test_cifar10_preset_round_trips_with_perturbed_weights(self):
+    tf.random.set_seed(1)
+    flow = RealNVP.from_preset("cifar10")
+    # Larger perturbations of all 13M weights stretch the latent far beyond a trained model's (std 8 at
+    # stddev 0.05, where float32 round-off in 20 stacked inverses reaches 0.09 pixel units).
+    perturb(flow, stddev=0.02)
+    x = pixels([2, 32, 32, 3], 8, seed=6)
+    z = flow.encode(x)
+    # An unperturbed flow is the logit transform alone; this one moves the latent well away from it.
+    self.assertGreater(float(tf.reduce_max(tf.abs(z - LogitTransform(8).forward(x)))), 0.1)
+    self.assertAllClose(x, flow.decode(tf.identity(z)), atol=1e-2, rtol=0)
+
+  def test_imagenet64_preset_builds_and_round_trips(self):
+    tf.random.set_seed(2)
+    flow = RealNVP.from_preset("imagenet64")
+    perturb(flow, stddev=0.02)
+    x = pixels([1, 64, 64, 3], 8, seed=7)
+    self.assertAllClose(x, flow.decode(tf.identity(flow.encode(x))), atol=1e-2, rtol=0)
 
 
 class PixelBoxTest(tf.test.TestCase, parameterized.TestCase):

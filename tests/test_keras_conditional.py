@@ -7,7 +7,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as tfk
 
-from tests.fixtures import TINY_MODEL
+from tests.training_testing import TINY_MODEL
 from tfp_realnvp import data, keras_model
 from tfp_realnvp.flows import RealNVP
 

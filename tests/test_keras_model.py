@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as tfk
 
-from tests.fixtures import TINY_MODEL
+from tests.training_testing import TINY_MODEL
 from tfp_realnvp import data, keras_model
 from tfp_realnvp.flows import RealNVP
 from tfp_realnvp.training import configs, flow_builder

@@ -7,10 +7,11 @@ import logging
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tf_keras as tfk
 
-from tests.fixtures import TINY_MODEL
+from tests.training_testing import TINY_MODEL
 from tfp_realnvp import data, keras_model
 from tfp_realnvp.flows import ImageRealNVP, RealNVP
 
@@ -83,6 +84,7 @@ class FlowModelSavingTest(tf.test.TestCase):
     self.assertAllClose(restored.optimizer.variables[1], self.model.optimizer.variables[1])
     self.assertEqual(restored.l2_coefficient, self.model.l2_coefficient)
 
+  @pytest.mark.slow
   def test_saved_model_reloads_with_the_same_evaluate(self):
     path = self.path("saved_model")
     self.model.save(path)

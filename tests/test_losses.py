@@ -2,19 +2,18 @@
 
 import json
 import math
-import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests.bijector_testing import perturb
-from tests.fixtures import TINY_MODEL
+from tests.training_testing import TINY_MODEL, script_environment
 from tfp_realnvp.flows import RealNVP
 from tfp_realnvp.training import losses
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGES = np.random.default_rng(4).uniform(0, 16, size=[8, 8, 8, 1]).astype(np.float32)
 
 # One process with 2 logical CPUs (configured before TensorFlow's first op): the loss of a global batch on one
@@ -82,10 +81,11 @@ class BitsPerDimLossTest(tf.test.TestCase):
     penalty = whole.total - whole.mean_bits_per_dim
     self.assertAllClose(share.total - share.mean_bits_per_dim, penalty, rtol=1e-5)  # one replica: all of it
 
+  @pytest.mark.slow
   def test_the_replicas_shares_under_mirrored_add_up_to_the_one_device_loss(self):
     completed = subprocess.run(
       [sys.executable, "-c", MIRRORED_SCRIPT, json.dumps(TINY_MODEL)],
-      env={**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"},
+      env=script_environment(),
       capture_output=True,
       text=True,
       timeout=600,

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import tensorflow as tf
 
 from tfp_realnvp import networks
@@ -65,6 +66,7 @@ class BatchMomentsTest(tf.test.TestCase):
     moments_for_mode(tf.fill([4, 1], 3.0), moving_mean, moving_variance, 0.5, training=True)
     self.assertAllClose([moving_mean, moving_variance], [[2.0], [1.0]])  # a non-empty batch still moves them
 
+  @pytest.mark.slow
   def test_mirrored_replicas_see_global_batch_statistics(self):
     # Logical CPU devices must be configured before TensorFlow runs any op: use a fresh process.
     result = subprocess.run(

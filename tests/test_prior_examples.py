@@ -7,9 +7,12 @@ import tempfile
 import unittest
 
 import numpy as np
+import pytest
 
-from tests.fixtures import run_script
+from tests.training_testing import run_script
 from tfp_realnvp import data
+
+pytestmark = pytest.mark.slow
 
 NUMBER = r"(-?[\d.]+(?:e[-+]\d+)?)"
 

@@ -8,6 +8,8 @@ import tempfile
 import unittest
 from unittest import mock
 
+import pytest
+
 from tfp_realnvp.internal import quiet_startup
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,6 +17,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPP_LOG_LINE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|cuInit", re.MULTILINE)
 
 
+@pytest.mark.slow
 class TrainStartupTest(unittest.TestCase):
   def test_a_run_prints_no_tensorflow_start_up_logging(self):
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}

@@ -4,11 +4,12 @@ import dataclasses
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tf_keras as tfk
 from absl.testing import parameterized
 
-from tests.fixtures import TINY_MODEL, tiny_config
+from tests.training_testing import TINY_MODEL, tiny_config
 from tfp_realnvp import networks
 from tfp_realnvp.flows import RealNVP
 from tfp_realnvp.training import configs, optimization, train_lib
@@ -57,6 +58,7 @@ class DynamicLossScaleTest(tf.test.TestCase):
 
 
 class LossScaledTrainingTest(tf.test.TestCase):
+  @pytest.mark.slow
   def test_a_power_of_two_scale_gives_the_unscaled_updates(self):
     plain = make_trainer(seed=5, loss_scale=None)
     scaled = make_trainer(seed=5, loss_scale=optimization.DynamicLossScale(initial_scale=2.0**20))
@@ -71,6 +73,7 @@ class LossScaledTrainingTest(tf.test.TestCase):
     for a, b in zip(values(plain.flow.variables), values(scaled.flow.variables)):
       self.assertAllClose(a, b, rtol=1e-5, atol=1e-6)
 
+  @pytest.mark.slow
   def test_an_overflowing_float16_gradient_skips_the_step_and_halves_the_scale_until_steps_apply(self):
     trainer = make_trainer(seed=6, compute_dtype="float16")
     # The conditioners' zero-initialized output layers pass no gradient into them at first: train a little.
@@ -103,6 +106,7 @@ class LossScaledTrainingTest(tf.test.TestCase):
     for old, new in zip(before, values(trainer.flow.variables)):
       self.assertAllEqual(old, new)  # batch-norm running averages included
 
+  @pytest.mark.slow
   def test_float16_conditioners_get_dynamic_loss_scaling_and_match_float32(self):
     half = make_trainer(seed=7, compute_dtype="float16")
     full = make_trainer(seed=7)
@@ -121,6 +125,7 @@ class LossScaledTrainingTest(tf.test.TestCase):
     self.assertTrue(any(name.startswith("loss_scale/scale") for name, _ in saved), saved)
 
 
+@pytest.mark.slow
 class JitCompileTest(tf.test.TestCase):
   def test_an_xla_train_step_matches_the_default_step(self):
     # SGD, so every update is proportional to its gradient (Adam's first steps are +-learning_rate whatever
@@ -149,6 +154,7 @@ class ConfigAndFlagsTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(configs.ConfigError, message):
       dataclasses.replace(configs.get_config(), **changes).validate()
 
+  @pytest.mark.slow
   def test_a_bfloat16_run_builds_bfloat16_conditioners(self):
     config = tiny_config(compute_dtype="bfloat16", num_train_steps=2, eval_every_steps=0)
     result = train_lib.train_and_evaluate(config, os.path.join(self.get_temp_dir(), "bf16"))

@@ -13,35 +13,11 @@ import tempfile
 from unittest import mock
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
+from tests.training_testing import PROGRAM_TIMEOUT_S, PROGRAMS, program_environment, run_program
 from tfp_realnvp.training import strategies
-
-PROGRAMS = os.path.join(os.path.dirname(__file__), "distributed_programs.py")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROGRAM_TIMEOUT_S = 240
-
-
-def _environment():
-  return {
-    **os.environ,
-    "PYTHONPATH": REPO_ROOT,
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-    "TEST_PROGRAM_TIMEOUT_S": str(PROGRAM_TIMEOUT_S),
-  }
-
-
-def run_program(name, out_path):
-  """Runs `distributed_programs.py name out_path` in a fresh process; returns the JSON report it wrote."""
-  subprocess.run(
-    [sys.executable, PROGRAMS, name, out_path],
-    env=_environment(),
-    check=True,
-    timeout=PROGRAM_TIMEOUT_S + 10,
-    capture_output=True,
-  )
-  with open(out_path) as file:
-    return json.load(file)
 
 
 def _free_ports(count):
@@ -95,6 +71,7 @@ class GetStrategyTest(tf.test.TestCase):
       strategies.configure_cpu_devices(0)
 
 
+@pytest.mark.slow
 class MirroredTrainingTest(tf.test.TestCase):
   def test_mirrored_on_two_cpus_matches_one_device(self):
     report = run_program("mirrored", os.path.join(self.get_temp_dir(), "mirrored.json"))
@@ -110,6 +87,7 @@ class MirroredTrainingTest(tf.test.TestCase):
     self.assertLess(keras_loss[-1], keras_loss[0])
 
 
+@pytest.mark.slow
 class MirroredWeightAverageTest(tf.test.TestCase):
   """Its own class, so that pytest-xdist's `--dist loadscope` can run it beside the other distributed tests."""
 
@@ -123,6 +101,7 @@ class MirroredWeightAverageTest(tf.test.TestCase):
     self.assertAllClose(report["bits_per_dim"][0], report["bits_per_dim"][1], rtol=1e-5)
 
 
+@pytest.mark.slow
 class MultiWorkerTrainingTest(tf.test.TestCase):
   """Its own class, so that pytest-xdist's `--dist loadscope` can run it beside the mirrored test."""
 
@@ -147,7 +126,7 @@ class MultiWorkerTrainingTest(tf.test.TestCase):
           workdir,
           outputs[index],
         ],
-        env=_environment(),
+        env=program_environment(),
         stdout=logs[index],
         stderr=subprocess.STDOUT,
       )

@@ -4,12 +4,13 @@ and summaries: `test_reporting.py`)."""
 import dataclasses
 import os
 
+import pytest
 import tensorflow as tf
 from absl import flags
 from absl.testing import parameterized
 
 import train
-from tests.fixtures import run_script
+from tests.training_testing import run_script
 from tfp_realnvp.training import configs, optimization
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -230,6 +231,7 @@ class FlagsTest(tf.test.TestCase, parameterized.TestCase):
     ("model", "--model=dropout=0.3.1", "error: flag --model=dropout=0.3.1: VALUE of `dropout` must be JSON"),
     ("unknown_flag", "--num_steps=3", "error: Unknown command line flag 'num_steps'"),
   )
+  @pytest.mark.slow
   def test_the_command_line_prints_one_error_line_for_a_bad_flag(self, argument, message):
     completed = run_script("train.py", argument, timeout=120)
     self.assertEqual(completed.returncode, 2)

@@ -1,9 +1,7 @@
 """`train_and_evaluate` end to end on tiny flows: outputs, evaluation, resuming, non-finite steps, tfds mocks."""
 
-import contextlib
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import re
@@ -15,49 +13,18 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from absl.testing import parameterized
 from PIL import Image
-from tensorflow.core.protobuf import trackable_object_graph_pb2
 
-from tests import idx_testing
-from tests.fixtures import TINY_MODEL, run_script, tiny_config
+from tests import idx_testing, training_testing
+from tests.training_testing import TINY_MODEL, run_script, short_config, short_run, tiny_config
+from tests.workdir_testing import checkpoint_values_by_name, run, truncate
 from tfp_realnvp import data, dequantization
 from tfp_realnvp.flows import RealNVP
 from tfp_realnvp.training import configs, train_lib, workdirs
-
-PROGRAMS = os.path.join(os.path.dirname(__file__), "distributed_programs.py")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(config, workdir):
-  """`train_and_evaluate` and the lines it printed."""
-  stdout = io.StringIO()
-  with contextlib.redirect_stdout(stdout):
-    result = train_lib.train_and_evaluate(config, workdir)
-  return result, stdout.getvalue().splitlines()
-
-
-def run_allowing(config, workdir, allow_config_change):
-  """`train_and_evaluate` with `allow_config_change`, and the lines it printed."""
-  stdout = io.StringIO()
-  with contextlib.redirect_stdout(stdout):
-    result = train_lib.train_and_evaluate(config, workdir, allow_config_change)
-  return result, stdout.getvalue().splitlines()
-
-
-def checkpoint_values_by_name(path):
-  """`{variable name: value}` for every variable saved in the checkpoint at `path`."""
-  reader = tf.train.load_checkpoint(path)
-  graph = trackable_object_graph_pb2.TrackableObjectGraph()
-  graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
-  return {
-    attribute.full_name: reader.get_tensor(attribute.checkpoint_key)
-    for node in graph.nodes
-    for attribute in node.attributes
-    if attribute.full_name
-  }
 
 
 def file_hashes(directory):
@@ -70,11 +37,6 @@ def file_hashes(directory):
           file.read()
         ).hexdigest()
   return hashes
-
-
-def truncate(path):
-  with open(path, "r+b") as file:
-    file.truncate(os.path.getsize(path) // 2)
 
 
 def summary_values(workdir, run):
@@ -97,6 +59,7 @@ def summary_tags(workdir, run):
   }
 
 
+@pytest.mark.slow
 class DigitsRunTest(tf.test.TestCase, parameterized.TestCase):
   """One tiny digits run of 6 steps, shared by the tests below, then a rerun of the same command."""
 
@@ -244,7 +207,7 @@ class DigitsRunTest(tf.test.TestCase, parameterized.TestCase):
       configs.ConfigError, rf"^The config differs from the run in .*: {message}"
     ) as raised:
       config = dataclasses.replace(self.config, **changes)
-      run_allowing(config, workdir, allowed) if allowed else run(config, workdir)
+      run(config, workdir, allowed)
     self.assertNotIn("\n", str(raised.exception))
     self.assertEqual(
       file_hashes(workdir), before
@@ -253,7 +216,7 @@ class DigitsRunTest(tf.test.TestCase, parameterized.TestCase):
   def test_allowed_changes_resume_and_rewrite_config_json(self):
     workdir = self.copy_of_the_run("allowed")
     config = dataclasses.replace(self.config, learning_rate=0.01, num_train_steps=8, eval_every_steps=0)
-    result, lines = run_allowing(config, workdir, ("learning_rate",))
+    result, lines = run(config, workdir, ("learning_rate",))
     self.assertRegex(lines[0], r"^resume \| step: 6 \| checkpoint: .*ckpt-6$")
     self.assertEqual(result.step, 8)
     with open(os.path.join(workdir, "config.json")) as file:
@@ -317,11 +280,10 @@ class DigitsRunTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(file_hashes(workdir), before)
 
 
+@pytest.mark.slow
 class SeedTest(tf.test.TestCase):
   def test_the_same_seed_trains_the_same_model_and_another_seed_another(self):
-    config = tiny_config(
-      num_train_steps=2, eval_every_steps=0, checkpoint_every_steps=2, num_importance_samples=1
-    )
+    config = short_config(2, num_importance_samples=1)
     results = {}
     for name, seed in (("first", 0), ("again", 0), ("other", 1)):
       tf.random.set_seed(1234 + len(results))  # whatever the process did before must not matter
@@ -363,6 +325,7 @@ class NonFiniteTest(tf.test.TestCase):
     _, applied = trainer.train_step(tf.constant(images))
     self.assertTrue(applied)
 
+  @pytest.mark.slow
   def test_a_persistently_non_finite_loss_stops_with_the_step_and_keeps_checkpoints_finite(self):
     workdir = os.path.join(self.get_temp_dir(), "non_finite")
     # An infinite L2 coefficient makes every loss infinite.
@@ -381,19 +344,14 @@ class NonFiniteTest(tf.test.TestCase):
         self.assertTrue(np.all(np.isfinite(value)), name)
 
 
+@pytest.mark.slow
 class KilledRunTest(tf.test.TestCase):
   def test_a_killed_run_resumes_from_its_last_checkpoint(self):
     workdir = os.path.join(self.get_temp_dir(), "killed")
     checkpoint_dir = os.path.join(workdir, "checkpoints")
-    env = {
-      **os.environ,
-      "PYTHONPATH": REPO_ROOT,
-      "TF_CPP_MIN_LOG_LEVEL": "2",
-      "TEST_PROGRAM_TIMEOUT_S": "240",
-    }
     process = subprocess.Popen(
-      [sys.executable, PROGRAMS, "train", workdir, "100000"],
-      env=env,
+      [sys.executable, training_testing.PROGRAMS, "train", workdir, "100000"],
+      env=training_testing.program_environment(),
       stdout=subprocess.DEVNULL,
       stderr=subprocess.DEVNULL,
     )
@@ -442,6 +400,11 @@ class KilledRunTest(tf.test.TestCase):
     self.assertRegex("\n".join(lines), rf"(?m)^train \| step: {saved_step + 1} \|")
 
 
+# A smaller model, for the tfds mocks' larger images.
+MOCK_DATA_MODEL = {**TINY_MODEL, "num_filters": 4}
+
+
+@pytest.mark.slow
 class TfdsMockDataTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.named_parameters(
     ("mnist", "mnist", "mnist", (28, 28, 1)),
@@ -449,15 +412,7 @@ class TfdsMockDataTest(tf.test.TestCase, parameterized.TestCase):
     ("fashion_mnist", "fashion_mnist", "mnist", (28, 28, 1)),
   )
   def test_a_few_steps_on_mock_data(self, dataset, preset, image_shape):
-    config = tiny_config(
-      dataset=dataset,
-      batch_size=4,
-      num_train_steps=2,
-      checkpoint_every_steps=2,
-      eval_every_steps=0,
-      num_samples=2,
-      model_overrides={**TINY_MODEL, "num_filters": 4},
-    )
+    config = short_config(2, dataset=dataset, batch_size=4, num_samples=2, model_overrides=MOCK_DATA_MODEL)
     self.assertIsNone(config.preset)  # the dataset's own preset
     with tfds.testing.mock_data(num_examples=10):
       result, lines = run(config, os.path.join(self.get_temp_dir(), dataset))
@@ -471,13 +426,11 @@ class TfdsMockDataTest(tf.test.TestCase, parameterized.TestCase):
     # `get_config("cifar10")` as it is (box-exact, variational, EMA 0.999, K = 100) with a tiny model.
     config = dataclasses.replace(
       configs.get_config("cifar10"),
+      **short_run(2),
       batch_size=4,
-      num_train_steps=2,
       log_every_steps=2,
-      checkpoint_every_steps=2,
-      eval_every_steps=0,
       num_samples=2,
-      model_overrides={**TINY_MODEL, "num_filters": 4},
+      model_overrides=MOCK_DATA_MODEL,
     )
     draws = config.num_importance_samples
     self.assertEqual(
@@ -581,6 +534,7 @@ class ConfigErrorTest(tf.test.TestCase, parameterized.TestCase):
       run(tiny_config(), workdir)
 
 
+@pytest.mark.slow
 class CommandLineTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.named_parameters(
     ("unknown_strategy", ["--strategy=gpus"], "error: `strategy` must be one of"),

@@ -5,9 +5,10 @@ import os
 import tempfile
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from tests.fixtures import TINY_MODEL, tiny_config
+from tests.training_testing import TINY_MODEL, tiny_config
 from tfp_realnvp.flows import RealNVP
 from tfp_realnvp.serving import export
 from tfp_realnvp.training import checkpoints, flow_builder, train_lib
@@ -145,6 +146,7 @@ class TrainerAverageTest(tf.test.TestCase):
     self.assertFalse(any("weight_average" in name for name, _ in tf.train.list_variables(path)))
 
 
+@pytest.mark.slow
 class RunAverageTest(tf.test.TestCase):
   """A tiny training run with EMA: its restored and exported flow holds the averages."""
 

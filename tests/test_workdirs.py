@@ -10,7 +10,7 @@ import sys
 import tensorflow as tf
 from absl.testing import parameterized
 
-from tests.fixtures import TINY_MODEL, tiny_config
+from tests.training_testing import TINY_MODEL, tiny_config
 from tfp_realnvp.training import checkpoints, configs, workdirs
 
 
