@@ -1,7 +1,12 @@
 """Adversarial cases: every served request bounded, the workdir owned by one run, every bad input refused by
 name, no invalid row given a confident answer."""
 
+import contextlib
+import dataclasses
+import gc
+import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -17,6 +22,7 @@ from tests import fixtures
 from tests.test_export import SAVED_MODEL_CLI, pixels, small_image_flow, small_vector_flow
 from tfp_realnvp import RealNVP, dequantization
 from tfp_realnvp.serving import export, serving_module
+from tfp_realnvp.training import checkpoints, configs, train_lib
 
 
 class TempDirTestCase(tf.test.TestCase):
@@ -128,3 +134,248 @@ class ServedWorkIsBoundedTest(TempDirTestCase):
     for value in (0, -1, True, 2.5, "8", 2**31):
       with self.assertRaisesRegex(ValueError, "`max_flow_evaluations` must be None .* or an integer"):
         serving_module.ServingModule(small_vector_flow(), max_flow_evaluations=value)
+
+
+def run_quietly(config, workdir, allow_config_change=()):
+  """`train_lib.train_and_evaluate`; returns `(result, its log lines)`."""
+  stdout = io.StringIO()
+  with contextlib.redirect_stdout(stdout):
+    result = train_lib.train_and_evaluate(config, workdir, allow_config_change)
+  return result, stdout.getvalue()
+
+
+def listing(directory):
+  """Every path under `directory`, relative to it (None if it does not exist)."""
+  if not os.path.exists(directory):
+    return None
+  return sorted(
+    os.path.relpath(os.path.join(root, name), directory)
+    for root, directories, files in os.walk(directory)
+    for name in directories + files
+  )
+
+
+# A tiny run: checkpoints at steps 3 and 6 (variational dequantizer, EMA), one evaluation at the end, K = 1.
+RUN = dict(num_train_steps=6, eval_every_steps=0, num_importance_samples=1, sample_temperatures=(1.0,))
+
+
+class TrainedWorkdirTest(TempDirTestCase):
+  """Reruns of one tiny trained workdir, each on its own copy."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.workspace = tempfile.mkdtemp(prefix="TrainedWorkdirTest_")
+    cls.trained = os.path.join(cls.workspace, "trained")
+    cls.config = fixtures.tiny_config(**RUN)
+    run_quietly(cls.config, cls.trained)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.workspace, ignore_errors=True)
+    super().tearDownClass()
+
+  def copy(self):
+    workdir = os.path.join(self.make_dir(), "run")
+    shutil.copytree(self.trained, workdir)
+    return workdir
+
+  def test_a_missing_or_garbled_state_file_resumes_from_the_newest_checkpoint(self):
+    for damage in ("missing", "garbled"):
+      with self.subTest(damage=damage):
+        workdir = self.copy()
+        state = os.path.join(workdir, "checkpoints", "checkpoint")
+        if damage == "missing":
+          os.remove(state)
+        else:
+          with open(state, "w") as file:
+            file.write("model_checkpoint_path: {{ garbage\n")
+        result, log = run_quietly(dataclasses.replace(self.config, num_train_steps=9), workdir)
+        self.assertIn("state | problem: ", log)
+        self.assertIn("resume | step: 6 |", log)  # not a silent start at step 0
+        self.assertNotIn("train | step: 2 |", log)
+        self.assertEqual(result.step, 9)
+        self.assertEqual(
+          tf.train.get_checkpoint_state(os.path.dirname(state)).all_model_checkpoint_paths,
+          [os.path.join(workdir, "checkpoints", f"ckpt-{n}") for n in (3, 6, 9)],
+        )
+
+  def test_state_the_checkpoint_holds_is_never_dropped_by_an_edited_config(self):
+    for field, value, message in [
+      ("dequantization", "uniform", "the checkpoint holds a learned dequantizer"),
+      ("ema_decay", 0.0, r"the checkpoint holds weight averages \(`ema_decay`\)"),
+    ]:
+      with self.subTest(field=field):
+        workdir = self.copy()
+        edited = dataclasses.replace(self.config, **{field: value})
+        with open(os.path.join(workdir, "config.json"), "w") as file:
+          file.write(configs.to_json(edited))
+        before = listing(workdir)
+        with self.assertRaisesRegex(configs.ConfigError, message) as raised:
+          run_quietly(dataclasses.replace(edited, num_train_steps=9), workdir)
+        self.assertNotIn("\n", str(raised.exception))
+        self.assertEqual(listing(workdir), before)
+        # The export refuses it too.
+        with self.assertRaisesRegex(configs.ConfigError, "the checkpoint holds"):
+          checkpoints.restore_run(workdir)
+
+  def test_disk_errors_are_one_line_and_leave_nothing_half_written(self):
+    workdir = self.copy()
+    config = dataclasses.replace(self.config, num_train_steps=9)
+    for name, make, message in [
+      ("config.json", os.mkdir, "config.json must be a file"),
+      ("metrics.json", os.mkdir, "metrics.json must be a file"),
+      ("checkpoints", None, "checkpoints must be a directory"),
+    ]:
+      with self.subTest(name=name):
+        target = os.path.join(workdir, name)
+        aside = target + ".aside"
+        os.rename(target, aside)
+        if make is None:
+          open(target, "w").close()
+        else:
+          make(target)
+        before = listing(workdir)
+        with self.assertRaisesRegex(configs.ConfigError, message) as raised:
+          run_quietly(config, workdir)
+        self.assertNotIn("\n", str(raised.exception))
+        self.assertEqual(listing(workdir), before)
+        (os.rmdir if make else os.remove)(target)
+        os.rename(aside, target)
+
+    # A full disk at the next checkpoint: TensorFlow's `ckpt-9_temp/` is not left behind.
+    def full_disk(manager, checkpoint_number=None, **kwargs):
+      os.makedirs(os.path.join(manager.directory, f"ckpt-{checkpoint_number}_temp"))
+      raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    with mock.patch.object(tf.train.CheckpointManager, "save", full_disk):
+      with self.assertRaisesRegex(
+        configs.ConfigError, r"^The checkpoint of step 9 cannot be written in .*No space left on device; "
+      ) as raised:
+        run_quietly(config, workdir)
+    self.assertNotIn("\n", str(raised.exception))
+    self.assertEqual(
+      sorted(os.listdir(os.path.join(workdir, "checkpoints"))),
+      ["checkpoint", *[f"ckpt-{n}.{ext}" for n in (3, 6) for ext in ("data-00000-of-00001", "index")]],
+    )
+
+  def test_another_run_s_checkpoint_is_one_error_without_tensorflow_warnings(self):
+    other = self.copy()
+    config = fixtures.tiny_config(**RUN, model_overrides={**fixtures.TINY_MODEL, "num_filters": 4})
+    with open(os.path.join(other, "config.json"), "w") as file:
+      file.write(configs.to_json(config))
+    logged = io.StringIO()
+    handler = logging.StreamHandler(logged)
+    tf.get_logger().addHandler(handler)
+    try:
+      for attempt in (lambda: checkpoints.restore_run(other), lambda: run_quietly(config, other)):
+        with self.assertRaisesRegex(configs.ConfigError, "has shape \\[3, 3, 8, 8\\] in the checkpoint"):
+          attempt()
+        gc.collect()
+    finally:
+      tf.get_logger().removeHandler(handler)
+    self.assertNotIn("could not be found", logged.getvalue())
+    self.assertNotIn("unrestored values", logged.getvalue())
+
+
+class BadRunSettingsTest(TempDirTestCase):
+  """Settings that cannot work fail before anything is written, one line naming them."""
+
+  def assert_refused_before_writing(self, config, message):
+    workdir = os.path.join(self.make_dir(), "run")
+    with self.assertRaisesRegex(configs.ConfigError, message) as raised:
+      run_quietly(config, workdir)
+    self.assertNotIn("\n", str(raised.exception))
+    self.assertIsNone(listing(workdir))
+
+  def test_a_model_override_training_cannot_use_fails_before_anything_is_written(self):
+    for overrides, message in [
+      ({"conditional_event_shape": [10]}, "cannot set `conditional_event_shape`.*`condition=label`"),
+      ({"dtype": "float64"}, "`dtype` must be float32 for training"),
+    ]:
+      with self.subTest(overrides=overrides):
+        config = fixtures.tiny_config(model_overrides={**fixtures.TINY_MODEL, **overrides})
+        self.assert_refused_before_writing(config, message)
+
+  def test_contradicting_settings_are_refused(self):
+    for changes, message in [
+      (
+        dict(logit_alpha=0.0, model_overrides={**fixtures.TINY_MODEL, "logit_alpha": 0.05}),
+        r"`logit_alpha=0.0` and `model_overrides` `logit_alpha=0.05` contradict each other",
+      ),
+      (
+        dict(compute_dtype="bfloat16", model_overrides={**fixtures.TINY_MODEL, "compute_dtype": "float16"}),
+        r"`compute_dtype='bfloat16'` and `model_overrides` `compute_dtype='float16'` contradict",
+      ),
+    ]:
+      with self.subTest(changes=changes):
+        self.assert_refused_before_writing(fixtures.tiny_config(**changes), message)
+    # Agreeing ones are fine.
+    config = fixtures.tiny_config(logit_alpha=0.0, model_overrides={**fixtures.TINY_MODEL, "logit_alpha": 0})
+    train_lib.build_trainer(config)
+
+  def test_booleans_strings_and_non_finite_numbers_are_refused_by_name(self):
+    for changes, name in [
+      (dict(batch_size=True), "batch_size"),
+      (dict(num_train_steps=False), "num_train_steps"),
+      (dict(image_size=True), "image_size"),
+      (dict(learning_rate=float("inf")), "learning_rate"),
+      (dict(learning_rate=float("nan")), "learning_rate"),
+      (dict(learning_rate="0.1"), "learning_rate"),
+      (dict(clip_global_norm=float("inf")), "clip_global_norm"),
+      (dict(l2_coefficient=float("inf")), "l2_coefficient"),
+      (dict(sample_temperatures=(float("inf"),)), "sample_temperatures"),
+      (dict(sample_temperatures=(1.0, float("nan"))), "sample_temperatures"),
+      (dict(seed=True), "seed"),
+      (dict(ema_decay=float("nan")), "ema_decay"),
+    ]:
+      with self.subTest(changes=changes):
+        with self.assertRaisesRegex(configs.ConfigError, rf"^`{name}` must be .*; got "):
+          fixtures.tiny_config(**changes).validate()
+
+  def test_train_py_refuses_an_infinite_sample_temperature(self):
+    completed = fixtures.run_script(
+      "train.py", f"--workdir={self.make_dir()}/run", "--sample_temperatures=inf", timeout=120
+    )
+    self.assertEqual(completed.returncode, 2, completed.stderr[-2000:])
+    self.assertEqual(
+      completed.stderr.strip().splitlines()[-1],
+      "error: `sample_temperatures` must be one or more positive finite numbers; got (inf,).",
+    )
+
+
+class DivergenceTest(TempDirTestCase):
+  def test_after_divergence_the_advice_works(self):
+    workdir = os.path.join(self.make_dir(), "run")
+    diverging = fixtures.tiny_config(
+      **{**RUN, "num_train_steps": 24},
+      learning_rate=1e30,
+      checkpoint_every_steps=4,
+      max_consecutive_non_finite=8,
+      log_every_steps=100,
+    )
+    with self.assertRaisesRegex(train_lib.NonFiniteLossError, "--allow_config_change=learning_rate") as raised:
+      run_quietly(diverging, workdir)
+    # No checkpoint of weights whose next step was not finite: following the advice trains on.
+    result, _ = run_quietly(
+      dataclasses.replace(diverging, learning_rate=1e-3), workdir, allow_config_change=("learning_rate",)
+    )
+    self.assertEqual(result.step, 24, str(raised.exception))
+    self.assertTrue(np.isfinite(result.metrics["test_bits_per_dim"]))
+
+
+class MetricsTest(TempDirTestCase):
+  def test_classes_missing_from_the_training_split_warn_and_metrics_json_stays_json(self):
+    workdir = os.path.join(self.make_dir(), "run")
+    config = fixtures.tiny_config(**{**RUN, "num_train_steps": 2}, condition="label", train_split="train[:5]")
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+      run_quietly(config, workdir)
+    self.assertRegex(stderr.getvalue(), r"warning: class\(es\) 5, 6, 7, 8, 9 have no image in the training split")
+
+    def refuse(constant):
+      raise ValueError(f"{constant} is not JSON")
+
+    with open(os.path.join(workdir, "metrics.json")) as file:
+      metrics = json.loads(file.read(), parse_constant=refuse)
+    self.assertIsNone(metrics["test_class_log_loss"])

@@ -29,7 +29,11 @@ import tensorflow as tf
 from tfp_realnvp.training import checkpoints, configs
 from tfp_realnvp.training.configs import ConfigError
 
-__all__ = ["check_config", "create", "lock", "lock_path"]
+__all__ = ["check_config", "check_layout", "create", "lock", "lock_path", "write_atomically"]
+
+# What a run writes in its workdir, and whether each is a file or a directory.
+_FILES = ("config.json", "metrics.json", "samples.png")
+_DIRECTORIES = ("checkpoints", "tensorboard")
 
 
 def lock_path(workdir):
@@ -134,6 +138,42 @@ def _remove(path):
     raise ConfigError(f"The lock file {path} cannot be removed: {_first_line(error)}") from error
 
 
+def check_layout(workdir):
+  """Raises `ConfigError` (one line) when something in `workdir` is in the way of what a run writes there:
+  `config.json`, `metrics.json` or `samples.png` that is a directory, `checkpoints` or `tensorboard` that is a
+  file. Called before a run writes anything."""
+  workdir = os.fspath(workdir)
+  for name in _FILES:
+    path = os.path.join(workdir, name)
+    if tf.io.gfile.isdir(path):
+      raise ConfigError(f"{path} must be a file (the run writes it); it is a directory. Move it aside.")
+  for name in _DIRECTORIES:
+    path = os.path.join(workdir, name)
+    if tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path):
+      raise ConfigError(f"{path} must be a directory (the run writes in it); it is a file. Move it aside.")
+
+
+def write_atomically(path, content):
+  """Writes `content` (str or bytes) to the file `path` through a private file renamed over it, so `path` is
+  either as it was or complete.
+
+  Raises:
+    ConfigError: it cannot be written (no space, no permission, a directory in the way), one line; the private
+      file is removed.
+  """
+  path = os.fspath(path)
+  private = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+  try:
+    with tf.io.gfile.GFile(private, "wb" if isinstance(content, bytes) else "w") as file:
+      file.write(content)
+    tf.io.gfile.rename(private, path, overwrite=True)
+  except (OSError, tf.errors.OpError) as error:
+    with contextlib.suppress(OSError, tf.errors.OpError):
+      if tf.io.gfile.exists(private):
+        tf.io.gfile.remove(private)
+    raise ConfigError(f"{path} cannot be written: {_first_line(error)}") from error
+
+
 def check_config(config, workdir, allow_config_change=()):
   """Whether `workdir/config.json` must be (re)written for a run of `config`: True when it does not exist or
   differs only in fields that may change, False when it is `config`'s.
@@ -158,8 +198,12 @@ def check_config(config, workdir, allow_config_change=()):
   path = checkpoints.config_path(workdir)
   if not tf.io.gfile.exists(path):
     return True
-  with tf.io.gfile.GFile(path) as file:
-    saved = configs.from_json(file.read(), source=path)
+  try:
+    with tf.io.gfile.GFile(path) as file:
+      text = file.read()
+  except (OSError, tf.errors.OpError) as error:
+    raise ConfigError(f"{path} cannot be read: {_first_line(error)}") from error
+  saved = configs.from_json(text, source=path)
   differ = [name for name in fields if getattr(saved, name) != getattr(config, name)]
   fixed = [name for name in differ if fields[name] == configs.FIXED]
   flagged = [name for name in differ if fields[name] == configs.WITH_FLAG and name not in allow_config_change]
