@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -379,3 +380,38 @@ class MetricsTest(TempDirTestCase):
     with open(os.path.join(workdir, "metrics.json")) as file:
       metrics = json.loads(file.read(), parse_constant=refuse)
     self.assertIsNone(metrics["test_class_log_loss"])
+
+
+class InterruptTest(TempDirTestCase):
+  def test_ctrl_c_is_one_error_line_and_releases_the_lock(self):
+    workdir = os.path.join(self.make_dir(), "run")
+    process = subprocess.Popen(
+      [
+        sys.executable,
+        os.path.join(fixtures.REPO_ROOT, "train.py"),
+        f"--workdir={workdir}",
+        *[f"--model={name}={json.dumps(value)}" for name, value in fixtures.TINY_MODEL.items()],
+        "--batch_size=16",
+        "--num_train_steps=100000",
+        "--log_every_steps=1",
+      ],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      cwd=fixtures.REPO_ROOT,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": fixtures.REPO_ROOT},
+    )
+    try:
+      for line in process.stdout:  # training has started
+        if line.startswith("train |"):
+          break
+      process.send_signal(signal.SIGINT)
+      _, stderr = process.communicate(timeout=120)
+    finally:
+      if process.poll() is None:
+        process.kill()
+        process.wait()
+    self.assertEqual(process.returncode, 130, stderr[-3000:])
+    self.assertNotIn("Traceback", stderr)
+    self.assertRegex(stderr.strip().splitlines()[-1], r"^error: interrupted; the workdir's lock is released")
+    self.assertFalse(os.path.exists(os.path.join(workdir, "lock.json")))
