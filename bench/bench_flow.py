@@ -8,7 +8,7 @@ Usage, from the repository root:
 Each (model, mode) runs in a fresh subprocess, so its peak RSS is its own, on random pixel data at batch 64
 with 2 intra-op threads. Each phase is traced, run `--warmup_runs` times, then timed `--timed_runs` times;
 throughput is the batch over the median time. One JSON line per (model, mode), then one summary line with
-every mode's ratio to the first mode of its model and to the reference PyTorch figures of issue 7.
+every mode's ratio to the first mode of its model and to the reference PyTorch figures (`workloads.REFERENCE`).
 
 Fields: `images_per_s`; `trace_s` (Python tracing of the `tf.function`); `first_call_s` (graph optimization
 or XLA compilation plus one step); `gflop_per_image` (TensorFlow's profiler on the traced graph) and `gflops`

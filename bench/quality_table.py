@@ -1,4 +1,4 @@
-"""Issue 16's quality table: preprocessing x dequantization x weight averaging x importance draws, one command.
+"""The model-quality table: preprocessing x dequantization x weight averaging x importance draws, one command.
 
   python bench/quality_table.py                       # digits, fit train[:1200], validate train[1200:]
   python bench/quality_table.py --eval_split=test --train_split=train   # the test figures (report once)

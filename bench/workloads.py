@@ -41,10 +41,10 @@ MODES = {
   "bf16_composite_bn": dict(compute_dtype="bfloat16", composite_batch_norm=True),
 }
 
-# chrischute/real-nvp (PyTorch) on a machine like this one, batch 64, 2 threads, fp32 (issue 7). Its
-# architecture is larger than ours at the same settings (it doubles the features of the channel couplings and
-# adds 1x1 skip convolutions: 2.51M and 19.57M parameters), so `gflop_per_image` (2 x multiply-adds of its
-# convolutions, counted from its code) gives the FLOP-normalized comparison.
+# chrischute/real-nvp (PyTorch) on a machine like this one, batch 64, 2 threads, fp32 (the first figures on
+# docs/results/speed.md). Its architecture is larger than ours at the same settings (it doubles the features
+# of the channel couplings and adds 1x1 skip convolutions: 2.51M and 19.57M parameters), so `gflop_per_image`
+# (2 x multiply-adds of its convolutions, counted from its code) gives the FLOP-normalized comparison.
 REFERENCE = {
   "small": dict(train=35.6, log_prob=130.6, sample=118.8, peak_rss_gb=2.1, gflop_per_image=1.654),
   "cifar10": dict(train=6.1, log_prob=20.0, sample=18.9, peak_rss_gb=6.7, gflop_per_image=12.913),

@@ -119,7 +119,7 @@ class BenchAccuracyTest(tf.test.TestCase):
     # subprocess: bench_accuracy defines absl flags that other bench modules define too.
     code = (
       "import json, sys; sys.path.insert(0, sys.argv[1]); import bench_accuracy; "
-      "from tfp_realnvp import configs; base = configs.get_config(); "
+      "from tfp_realnvp.training import configs; base = configs.get_config(); "
       "runs = [bench_accuracy.run_config(base, 'bf16', 3, 5), bench_accuracy.run_config(base, 'fp32', 1)]; "
       "print(json.dumps([[c.seed, c.num_train_steps, c.eval_every_steps, c.model_overrides] for c in runs] "
       "+ [base.seed, base.num_train_steps]))"

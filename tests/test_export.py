@@ -374,7 +374,7 @@ class ExportedFlowTest(LoadedExportsTestCase):
         }
     loader = cls.start_loader(cls.requests, cls.paths)
 
-    # The README's `saved_model_cli run` command, as printed there.
+    # docs/serving.md's `saved_model_cli run` command, as printed there.
     saved_model_cli = None
     if SAVED_MODEL_CLI:
       np.save(os.path.join(cls.workspace, "rows.npy"), cls.inputs["realnvp"]["x"])

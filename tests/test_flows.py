@@ -531,7 +531,7 @@ class TrainingModeTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class BadArgumentsTest(tf.test.TestCase, parameterized.TestCase):
-  """Each bad argument is an error that names it (issue 12, item 11)."""
+  """Each bad argument is an error that names it."""
 
   @parameterized.named_parameters(
     (

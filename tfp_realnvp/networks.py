@@ -45,7 +45,7 @@ class BatchNormalization(tf.Module):
   `avg <- momentum * avg + (1 - momentum) * batch_stat`; inference uses the running averages. The parameters
   and statistics stay in their own dtype whatever the dtype of `x` (e.g. bfloat16 activations), and the output
   has the dtype of `x`. With `fused=True` (the default), rank-4 inputs on one replica use TensorFlow's fused
-  kernel: one op forward and one backward instead of a dozen elementwise passes (see `bench/README.md`).
+  kernel: one op forward and one backward instead of a dozen elementwise passes (see `docs/speed.md`).
   `fused=False` always takes the composite path, which computes the same values; benchmarks use it to
   measure the kernel.
   """
@@ -97,8 +97,8 @@ class BatchNormalization(tf.Module):
     In training on the fused kernel, the gradient keeps only `x` and the batch statistics, not the ReLU
     output: it recomputes `relu(batch_norm(x))` with the fused kernel in inference mode on the saved batch
     statistics, which gives the training output bit for bit, so values and gradients are those of the
-    composition. One activation tensor fewer per convolution, for one more elementwise pass each (cifar10
-    bfloat16 train step, batch 64: peak RSS 4025 -> 3088 MiB; bench/README.md).
+    composition. One activation tensor fewer per convolution, for one more elementwise pass each: a few
+    percent of the train step for about a quarter of its peak memory (docs/results/speed.md).
     """
     if not (training and self._takes_fused_kernel(x, training)):
       return tf.nn.conv2d(

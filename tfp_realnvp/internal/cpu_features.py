@@ -69,6 +69,5 @@ def bfloat16_hint(compute_dtype, cpu_info=None, has_gpu=None):
     return None
   return (
     f"this CPU has {' and '.join(flags)}: --compute_dtype=bfloat16 (conditioners in bfloat16) trains "
-    "1.6-1.7x faster on it with the same digits test bits/dim within 0.02 (bench/README.md); this run stays "
-    "float32"
+    "faster on it with the same digits test bits/dim within 0.02 (docs/speed.md); this run stays float32"
   )

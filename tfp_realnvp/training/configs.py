@@ -81,11 +81,9 @@ class TrainConfig:
     "(None: unconditional `p(x)`).",
     choices=CONDITIONS,
   )
-  # Measured on the digits fold that validates on the first 300 training images (fit train[300:], validate
-  # train[:300], seed 0), where, as on the test split, the class-conditional marginal was above the
-  # unconditional model's (1.7958 / 1.6782 against 1.7777 / 1.6703 bits/dim at K = 1 / K = 100): 0.2 gives
-  # 1.7629 / 1.6629, accuracy 0.920 / 0.977 against 0.943 / 0.967, `-log p(label | x)` 0.396 / 0.103 against
-  # 0.524 / 0.163 nats. (The fold train[:1200] / train[1200:] had shown no gap.)
+  # Chosen on the digits fold that validates on the first 300 training images (fit train[300:], validate
+  # train[:300]), where, as on the test split, the class-conditional marginal bits/dim was above the
+  # unconditional model's; 0.2 brought it below (figures: docs/results/quality.md).
   label_dropout: float | None = _field(
     None,
     "`condition=label`: the share of training images whose context is all zeros instead of their one-hot label "
@@ -104,10 +102,9 @@ class TrainConfig:
     "The logit preprocessing's alpha (None: the preset's): 0 puts all mass on the pixel box (the digits "
     "preset's), the paper's 0.05 (the other presets') some outside it.",
   )
-  # Measured on the digits validation split (fit train[:1200], validate train[1200:], bench/quality_table.py):
-  # with box-exact preprocessing, variational 1.7994 / 1.7042 bits/dim at K = 1 / K = 100 against uniform's
-  # 1.9097 / 1.7707, the best of the table (with the paper's alpha 0.05: 1.8725 / 1.7928 against 1.9590 /
-  # 1.8478).
+  # Chosen on the digits validation split (fit train[:1200], validate train[1200:], bench/quality_table.py):
+  # variational beat uniform at K = 1 and K = 100 with either preprocessing, and box + variational was the best
+  # cell of the table (figures: docs/results/quality.md).
   dequantization: str = _field(
     "variational",
     "`variational` (the default): a learned `q(u | v)` trained jointly, for the tighter bound "
@@ -115,22 +112,21 @@ class TrainConfig:
     choices=DEQUANTIZATIONS,
   )
 
-  # Speed (see bench/README.md).
+  # Speed (see docs/speed.md).
   compute_dtype: str | None = _field(
     None,
-    "Conditioner arithmetic (None: float32). On CPUs with AVX512-BF16 or AMX choose bfloat16: 1.6-1.7x "
-    "faster train steps, same digits test bits/dim within 0.02 (bench/README.md); also for TPUs. float16 for "
-    "GPUs, with dynamic loss scaling.",
+    "Conditioner arithmetic (None: float32). On CPUs with AVX512-BF16 or AMX choose bfloat16: faster train "
+    "steps, the same digits test bits/dim within 0.02 (docs/speed.md); also for TPUs. float16 for GPUs, "
+    "with dynamic loss scaling.",
     choices=COMPUTE_DTYPES,
   )
   jit_compile: bool = _field(False, "Compile the train step with XLA (slower on CPUs).", on_resume=FREE)
 
   # Optimization (paper: Adam 1e-3, L2 5e-5 on weight-norm and tanh scales, clip norm 100).
   batch_size: int = _field(64, "Global batch size, split evenly across replicas.", on_resume=WITH_FLAG)
-  # Measured on the digits validation split (fit train[:1200], validate train[1200:], seed 0, box + variational):
-  # 3000 steps 1.7926 / 1.6856 bits/dim at K = 1 / K = 100 against 2000's 1.8037 / 1.7012; class-conditional
-  # `-log p(label | x)` 0.0033 nats against 0.0092 at K = 100 (at 2000 steps dropout 0.3 gave 0.0054 at K = 100,
-  # 0.5 0.0431 against 0.0152 at K = 1).
+  # Chosen on the digits validation split (fit train[:1200], validate train[1200:], seed 0, box + variational):
+  # 3000 steps beat 2000 in bits/dim and in the class-conditional `-log p(label | x)`, and beat dropout 0.3
+  # and 0.5 at 2000 steps (figures: docs/results/quality.md).
   num_train_steps: int = _field(3000, "Training steps.", on_resume=FREE)
   learning_rate: float = _field(1e-3, "Adam learning rate.", on_resume=WITH_FLAG)
   warmup_steps: int = _field(100, "Linear learning-rate warm-up steps.", on_resume=WITH_FLAG)
@@ -145,8 +141,9 @@ class TrainConfig:
   max_consecutive_non_finite: int = _field(
     10, "Skipped non-finite steps in a row before stopping.", on_resume=FREE
   )
-  # Measured on the digits validation split (train[1200:]): 0.99 evaluates within 1e-5 bits/dim of the
-  # training weights, 0.999 0.0002 worse; with the cosine decay to 0 no average beat the final weights.
+  # Chosen on the digits validation split (train[1200:]): 0.99 evaluates as well as the training weights and
+  # 0.999 slightly worse; with the cosine decay to 0 no average beat the final weights
+  # (docs/results/quality.md).
   ema_decay: float = _field(
     0.99,
     "Decay of the exponential moving average of the weights used for evaluation, samples and export "
@@ -292,10 +289,10 @@ def get_config(dataset="digits"):
     Flow++'s CIFAR-10 run uses 0.999 with a constant rate at batch 64, Glow's code one epoch (`1 - 1/782`).
     Reasoned, not measured here (that needs the real data and a GPU); on the digits, whose cosine decay to 0
     leaves little to average, no decay beat the final weights, and 0.99 matched them.
-  - `num_importance_samples=100`: the `K` draws cost `K` forward passes per test image, once at the end. For
-    the CIFAR-10 preset (9.48 GFLOP a forward pass, 28.43 a train step, bench/README.md) 10,000 test images x
-    100 draws are 9.5 PFLOP, 6.5% of the 146 PFLOP of 80,000 train steps at batch 64 (K = 1000 would be 65%);
-    the dequantizer adds about 0.1%.
+  - `num_importance_samples=100`: the `K` draws cost `K` forward passes per test image, once at the end. A
+    train step costs about three forward passes, so for the CIFAR-10 preset 100 draws of the 10,000 test
+    images add a few percent to the 80,000 train steps at batch 64, and K = 1000 would add more than half
+    (the arithmetic: docs/quality.md).
 
   The paper's recipe stays one set of flags away: `--logit_alpha=0.05 --dequantization=uniform
   --ema_decay=0` (`dataclasses.replace(config, logit_alpha=0.05, dequantization="uniform", ema_decay=0.0)`).

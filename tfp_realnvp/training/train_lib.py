@@ -99,7 +99,7 @@ class Trainer:
 
   `loss_scale`: an `optimization.DynamicLossScale`, None, or `'auto'` (the default: dynamic loss scaling when
   the flow's conditioners compute in float16, none otherwise). `jit_compile=True` compiles the train step with
-  XLA (slower on CPUs, see `bench/README.md`).
+  XLA (slower on CPUs, see `docs/speed.md`).
 
   `ema_decay` in `(0, 1)` keeps `weight_average`, a `weight_averaging.WeightAverage` of the flow's trainable
   weights, updated after every applied step (not after a skipped one) and checkpointed with them;
