@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from tests import fixtures
 from tests.test_export import SAVED_MODEL_CLI, pixels, small_image_flow, small_vector_flow
-from tfp_realnvp import RealNVP, dequantization
+from tfp_realnvp import RealNVP, classifier, dequantization
 from tfp_realnvp.serving import export, serving_module
 from tfp_realnvp.training import checkpoints, configs, train_lib
 
@@ -415,3 +415,37 @@ class InterruptTest(TempDirTestCase):
     self.assertNotIn("Traceback", stderr)
     self.assertRegex(stderr.strip().splitlines()[-1], r"^error: interrupted; the workdir's lock is released")
     self.assertFalse(os.path.exists(os.path.join(workdir, "lock.json")))
+
+
+class ClassifierTest(tf.test.TestCase):
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.flow = RealNVP.from_preset("digits", **fixtures.TINY_MODEL, conditional_event_shape=(10,))
+    cls.x = pixels([4, 8, 8, 1], 4, seed=3)
+
+  def test_classify_marks_invalid_rows_with_label_minus_one(self):
+    module = serving_module.ServingModule(self.flow, label_log_prior=np.log(np.full(10, 0.1)))
+    x = np.concatenate([self.x[:1]] * 4)
+    x[1, 0, 0, 0], x[2, 3, 3, 0], x[3, 5, 5, 0] = np.nan, np.inf, 16.5  # 16.5: past the box of 4-bit pixels
+    outputs = module.classify(tf.constant(x))
+    self.assertAllEqual(outputs["label"][1:], [-1, -1, -1])
+    self.assertGreaterEqual(int(outputs["label"][0]), 0)
+    self.assertTrue(np.all(np.isnan(outputs["log_probs"][1:])))
+    self.assertTrue(np.all(np.isfinite(outputs["log_probs"][0])))
+
+  def test_num_classes_and_the_prior_are_checked(self):
+    with self.assertRaisesRegex(ValueError, r"`num_classes` must be a positive integer; got 10\.7"):
+      classifier.class_log_probs(self.flow, self.x, 10.7)
+    unnormalized = np.zeros(10, np.float32)  # marginal off by log 10
+    for function in (classifier.class_log_probs, classifier.marginal_log_prob, classifier.joint_log_probs):
+      with self.assertRaisesRegex(ValueError, r"`log_prior` must be log-probabilities .* sums to 10\.0"):
+        function(self.flow, self.x, 10, unnormalized)
+    # In a graph, a prior known only when it runs is checked then.
+    graph_function = tf.function(lambda prior: classifier.marginal_log_prob(self.flow, self.x, 10, prior))
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "`log_prior` must be log-probabilities"):
+      graph_function(tf.constant(unnormalized))
+    self.assertEqual(graph_function(tf.constant(np.log(np.full(10, 0.1)), tf.float32)).shape, [4])
+    for counts in ([1, np.nan], [1, np.inf], [[1, 2]], [], [0, 0], [-1, 2], "ab"):
+      with self.assertRaisesRegex(ValueError, "`label_counts` must be finite non-negative class counts"):
+        classifier.log_prior_of_counts(counts)

@@ -6,14 +6,16 @@ r"""`ServingModule`: a flow's inference-mode computations as `tf.function`s with
 | `sample` | `num_samples` int32 `[]` (at most `max_num_samples`), `temperature` float32 `[]`, `seed` int32 `[2]` | `samples` float32 `[num_samples, *event_shape]`; flows of pixel data also `images` uint8 |
 | `encode` | `x` float32 `[batch, *event_shape]` | `z` float32 `[batch, *event_shape]` |
 | `decode` | `z` float32 `[batch, *event_shape]` | `x` float32 `[batch, *event_shape]` |
-| `classify` (class-conditional exports only) | `x` float32 `[batch, *event_shape]` | `log_probs` float32 `[batch, num_classes]` (`log p(y \| x)`), `label` int64 `[batch]` (its argmax), `log_prob` float32 `[batch]` (the marginal `log p(x)`) |
+| `classify` (class-conditional exports only) | `x` float32 `[batch, *event_shape]` | `log_probs` float32 `[batch, num_classes]` (`log p(y \| x)`), `label` int64 `[batch]` (its argmax; -1 for an invalid row), `log_prob` float32 `[batch]` (the marginal `log p(x)`) |
 | `discrete_bits_per_dim` (exports with a dequantizer only) | `levels` float32 `[batch, *event_shape]` (integer pixel levels in `[0, 2**num_bits)`), `num_samples` int32 `[]` (`K`, in `[1, max_num_samples]`), `seed` int32 `[2]` | `bits_per_dim` float32 `[batch]` (the bound on `-log2 P(levels) / D`), `log_prob` float32 `[batch]` (the bound on `log P(levels)`, nats) |
 
 A conditional flow's (`conditional_event_shape` not None) `log_prob`, `serving_default`, `encode`, `decode` and
 `discrete_bits_per_dim` also take `conditional_input` float32 `[batch, *conditional_event_shape]`, one context
 per row, and its `sample` takes `conditional_input` float32 `[num_samples, *conditional_event_shape]`, one per
 sample; a different number of rows is an `InvalidArgumentError`, checked in the graph. An unconditional flow's signatures
-take no context. `classify` exists when a prior `label_log_prior` (`log p(y)`) is given for a flow conditioned
+take no context. `classify` marks a row it cannot score (holding NaN or an infinite value, or a pixel outside the flow's support:
+its marginal `log_prob` NaN or `-inf`) with `label` -1 and NaN `log_probs`. `classify` exists when a prior
+`label_log_prior` (`log p(y)`) is given for a flow conditioned
 on one-hot labels (`conditional_event_shape=(num_classes,)`): `log p(y | x) = log p(x | y) + log p(y) -
 log p(x)` with `log p(x) = logsumexp_y (log p(x | y) + log p(y))` (`classifier`).
 
@@ -346,10 +348,16 @@ class ServingModule(tf.Module):
     # the flow twice on `num_classes * batch` rows in the graph.
     joint = classifier.joint_log_probs(self.flow, x, num_classes, self._label_log_prior)
     log_prob = tf.reduce_logsumexp(joint, axis=-1)
-    log_probs = joint - log_prob[:, tf.newaxis]
+    # A row the flow cannot score (NaN, an infinite value, a pixel outside the support: `log p(x)` NaN or
+    # -inf) has no class: label -1, log_probs NaN, never a confident answer.
+    valid = tf.math.is_finite(log_prob)
+    log_probs = tf.where(
+      valid[:, tf.newaxis], joint - log_prob[:, tf.newaxis], tf.constant(np.nan, joint.dtype)
+    )
+    label = tf.where(valid, tf.argmax(log_probs, axis=-1, output_type=tf.int64), tf.constant(-1, tf.int64))
     return {
       "log_probs": tf.cast(log_probs, tf.float32),
-      "label": tf.argmax(log_probs, axis=-1, output_type=tf.int64),
+      "label": label,
       "log_prob": tf.cast(log_prob, tf.float32),
     }
 

@@ -293,10 +293,9 @@ class Trainer:
   def _replica_class_sums(self, batch, num_samples):
     images, labels = batch
     # `log p(x | y)` for every class `y`, `[batch, num_classes]`, then `log p(x, y)` with the training prior.
-    zero_prior = tf.zeros([self.num_classes], self.flow.dtype)
     log_likelihoods = self._discrete_log_likelihoods(
       images,
-      lambda x: classifier.joint_log_probs(self.flow, x, self.num_classes, zero_prior),
+      lambda x: classifier.class_conditional_log_probs(self.flow, x, self.num_classes),
       num_samples,
     )
     joint = log_likelihoods + self.label_log_prior
