@@ -21,7 +21,8 @@ import tensorflow as tf
 
 from tests import fixtures
 from tests.test_export import SAVED_MODEL_CLI, pixels, small_image_flow, small_vector_flow
-from tfp_realnvp import RealNVP, classifier, dequantization
+from tfp_realnvp import RealNVP, classifier, data, dequantization
+from tfp_realnvp.keras_model import FlowModel
 from tfp_realnvp.serving import export, serving_module
 from tfp_realnvp.training import checkpoints, configs, train_lib
 
@@ -449,3 +450,21 @@ class ClassifierTest(tf.test.TestCase):
     for counts in ([1, np.nan], [1, np.inf], [[1, 2]], [], [0, 0], [-1, 2], "ab"):
       with self.assertRaisesRegex(ValueError, "`label_counts` must be finite non-negative class counts"):
         classifier.log_prior_of_counts(counts)
+
+
+class ArgumentsNamedTest(tf.test.TestCase):
+  def test_fit_on_another_shape_after_a_first_fit_names_x(self):
+    model = FlowModel(RealNVP.from_preset("digits", **fixtures.TINY_MODEL))
+    model.compile(optimizer="adam")
+    model.fit(pixels([16, 8, 8, 1], 4, seed=1), batch_size=16, epochs=1, verbose=0)
+    with self.assertRaisesRegex(
+      tf.errors.InvalidArgumentError, r"`x` must have shape \[batch, 8, 8, 1\] \(the flow\\?'s images\)"
+    ):
+      model.fit(pixels([16, 4, 4, 1], 4, seed=1), batch_size=16, epochs=1, verbose=0)
+    with self.assertRaisesRegex(ValueError, r"`x` must have shape \[batch, 8, 8, 1\]"):
+      model.evaluate(pixels([16, 8, 8], 4, seed=1), batch_size=16, verbose=0)
+
+  def test_image_size_true_is_refused_by_name(self):
+    for value in (True, (8, False), "8", 2.5):
+      with self.assertRaisesRegex(ValueError, "`image_size` must be a positive int or a"):
+        data.dataset_spec("digits", image_size=value)

@@ -179,8 +179,25 @@ class FlowModel(tfk.Model):
   def call(self, images, training=False):
     return self.flow.bits_per_dim(images, training=training)
 
+  def _checked_images(self, batch):
+    """The batch's images, checked to be `[batch, *flow.event_shape]`: statically here, and in the graph, since
+    after a first `fit` Keras retraces with relaxed (unknown) dimensions."""
+    images = tf.convert_to_tensor(_images(batch))
+    event_shape = list(self.flow.event_shape)
+    expected = f"[batch, {', '.join(map(str, event_shape))}] (the flow's images)"
+    static = images.shape
+    if static.rank is not None and not tf.TensorShape([None, *event_shape]).is_compatible_with(static):
+      raise ValueError(f"`x` must have shape {expected}; got shape {static.as_list()}.")
+    check = tf.debugging.assert_equal(
+      tf.shape(images)[1:] if static.rank is not None else tf.shape(tf.shape(images)),
+      tf.constant(event_shape if static.rank is not None else [len(event_shape) + 1], tf.int32),
+      message=f"`x` must have shape {expected}",
+    )
+    with tf.control_dependencies([check]):
+      return tf.identity(images)
+
   def train_step(self, batch):
-    images = _images(batch)
+    images = self._checked_images(batch)
     variables = self.flow.trainable_variables
     with tf.GradientTape() as tape:
       # The flow directly, not `self(...)`: Keras' first `__call__` may run `call` an extra time on one replica,
@@ -196,7 +213,7 @@ class FlowModel(tfk.Model):
     return {metric.name: metric.result() for metric in self.metrics}
 
   def test_step(self, batch):
-    self._bits_per_dim_tracker.update_state(self.flow.bits_per_dim(_images(batch), training=False))
+    self._bits_per_dim_tracker.update_state(self.flow.bits_per_dim(self._checked_images(batch), training=False))
     return {"bits_per_dim": self._bits_per_dim_tracker.result()}
 
 
