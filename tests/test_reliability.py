@@ -468,3 +468,77 @@ class ArgumentsNamedTest(tf.test.TestCase):
     for value in (True, (8, False), "8", 2.5):
       with self.assertRaisesRegex(ValueError, "`image_size` must be a positive int or a"):
         data.dataset_spec("digits", image_size=value)
+
+
+class FlowEdgesTest(tf.test.TestCase):
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.image = small_image_flow(logit_alpha=0.0)
+    cls.vector = small_vector_flow()
+    cls.x = pixels([3, 8, 8, 1], 4, seed=5)
+
+  def test_encode_gives_no_latent_for_a_row_outside_the_support(self):
+    x = self.x.copy()
+    x[0, 0, 0, 0], x[1, 2, 2, 0] = -0.1, 16.0  # outside [0, 16) for logit_alpha=0
+    z = self.image.encode(x).numpy()
+    self.assertTrue(np.all(np.isnan(z[:2])))
+    self.assertTrue(np.all(np.isfinite(z[2])))
+    self.assertAllEqual(np.isneginf(self.image.log_prob(x).numpy()), [True, True, False])
+    self.assertTrue(np.all(np.isnan(self.image.decode(z).numpy()[:2])))  # not a clamped image
+
+  def test_temperature_is_checked_where_it_enters(self):
+    for temperature in (np.nan, np.inf, -1.0, "hot", True):
+      with self.subTest(temperature=temperature):
+        with self.assertRaisesRegex(ValueError, "`temperature` must be a finite number >= 0; got"):
+          self.image.sample(2, seed=[1, 2], temperature=temperature)
+    sample = tf.function(lambda t: self.vector.sample(2, seed=[1, 2], temperature=t))
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "`temperature` must be a finite number >= 0"):
+      sample(tf.constant(np.inf, tf.float32))
+    self.assertEqual(sample(tf.constant(0.5)).shape, [2, 3])
+
+  def test_huge_vectors_score_minus_inf_with_finite_gradients(self):
+    x = tf.constant([[3e38, 0.0, 0.0], [1e20, 1e20, 1e20], [0.1, 0.2, 0.3], [np.nan, 0.0, 0.0]], tf.float32)
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      log_prob = self.vector.log_prob(x)
+      total = tf.reduce_sum(tf.where(tf.math.is_finite(log_prob), log_prob, 0.0))
+    values = log_prob.numpy()
+    self.assertTrue(np.isneginf(values[0]) and np.isneginf(values[1]) and np.isnan(values[3]))
+    self.assertTrue(np.isfinite(values[2]))
+    gradient = tape.gradient(total, x).numpy()
+    self.assertTrue(np.all(np.isfinite(gradient[:3])), gradient)
+    with tf.GradientTape() as tape:
+      log_prob = self.vector.log_prob(x[:3])
+      loss = tf.reduce_sum(tf.where(tf.math.is_finite(log_prob), log_prob, 0.0))
+    for gradient in tape.gradient(loss, self.vector.trainable_variables):
+      self.assertTrue(np.all(np.isfinite(gradient.numpy())))
+
+  def test_samples_stay_in_the_box_and_agree_with_log_prob_at_any_temperature(self):
+    for temperature in (3.0, 1e6):
+      with self.subTest(temperature=temperature):
+        samples, log_prob = self.image.experimental_sample_and_log_prob(
+          200, seed=[1, 2], temperature=temperature
+        )
+        self.assertLess(float(tf.reduce_max(samples)), 16.0)
+        self.assertGreaterEqual(float(tf.reduce_min(samples)), 0.0)
+        self.assertAllClose(log_prob, self.image.log_prob(samples), rtol=1e-6, atol=1e-6)
+    self.assertLess(float(tf.reduce_max(self.image.decode(np.full([1, 8, 8, 1], 1e30, np.float32)))), 16.0)
+
+  def test_shape_errors_name_the_argument(self):
+    with self.assertRaisesRegex(ValueError, r"`x_end` must have the shape of `x_start`, \[8, 8, 1\]"):
+      self.image.interpolate(self.x[0], self.x[1:3])
+    log_prob = tf.function(
+      lambda x: self.image.log_prob(x, training=True), input_signature=[tf.TensorSpec(None, tf.float32)]
+    )
+    with self.assertRaisesRegex(ValueError, "`x` must have a known rank with `training=True`"):
+      log_prob(self.x)
+
+  def test_num_bits_none_or_nan_is_refused_by_name(self):
+    for num_bits in (None, np.nan, "4", 2.5):
+      with self.subTest(num_bits=num_bits):
+        with self.assertRaisesRegex(ValueError, r"`num_bits` must be an integer in \[1, 16\]; got"):
+          RealNVP.from_preset("digits", **fixtures.TINY_MODEL, num_bits=num_bits)
+    config = fixtures.tiny_config(model_overrides={**fixtures.TINY_MODEL, "num_bits": None})
+    with self.assertRaisesRegex(configs.ConfigError, r"`num_bits` must be an integer in \[1, 16\]; got None"):
+      train_lib.build_trainer(config)
