@@ -23,7 +23,7 @@ from tests import fixtures
 from tests.test_export import SAVED_MODEL_CLI, pixels, small_image_flow, small_vector_flow
 from tfp_realnvp import RealNVP, classifier, data, dequantization
 from tfp_realnvp.keras_model import FlowModel
-from tfp_realnvp.serving import export, serving_module
+from tfp_realnvp.serving import export, saved_model_distribution, serving_module
 from tfp_realnvp.training import checkpoints, configs, train_lib
 
 
@@ -542,3 +542,20 @@ class FlowEdgesTest(tf.test.TestCase):
     config = fixtures.tiny_config(model_overrides={**fixtures.TINY_MODEL, "num_bits": None})
     with self.assertRaisesRegex(configs.ConfigError, r"`num_bits` must be an integer in \[1, 16\]; got None"):
       train_lib.build_trainer(config)
+
+
+class LoadDistributionShapesTest(TempDirTestCase):
+  def test_other_shapes_are_not_reinterpreted_as_events(self):
+    flow = small_image_flow()
+    path = export.export_saved_model(flow, self.make_dir(), "shapes")
+    distribution = saved_model_distribution.load_distribution(path)
+    x = pixels([2, 8, 8, 1], 4, seed=6)
+    self.assertAllClose(distribution.log_prob(x), flow.log_prob(x), rtol=1e-5)
+    for wrong in (np.transpose(x, [0, 3, 1, 2]), x.reshape([2, 64]), x.reshape([2, 4, 16, 1])):
+      with self.subTest(shape=wrong.shape):
+        with self.assertRaisesRegex(ValueError, r"`x` must have shape `\[\.\.\., 8, 8, 1\]`"):
+          distribution.log_prob(wrong)
+    dynamic = tf.function(distribution.log_prob, input_signature=[tf.TensorSpec([None] * 4, tf.float32)])
+    self.assertAllClose(dynamic(x), flow.log_prob(x), rtol=1e-5)
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, r"`x` must have shape `\[\.\.\., 8, 8, 1\]`"):
+      dynamic(np.transpose(x, [0, 3, 1, 2]))
