@@ -125,12 +125,14 @@ def newest_intact(directory):
   return None, skipped
 
 
-def restore(checkpoint, path, mismatch):
+def restore(checkpoint, path, mismatch, whole_run=False):
   """Restores the checkpoint file `path` into `checkpoint`, a `tf.train.Checkpoint`; returns the load status.
 
   Every object `checkpoint` holds must be found in the file, and the file must hold no variable of the flow
   (`checkpoint`'s `flow`), nor of the dequantizer when `checkpoint` holds one (its `dequantizer`), that
-  `checkpoint` lacks; other values in the file that `checkpoint` does not hold
+  `checkpoint` lacks; with `whole_run` (restoring a run to go on with it, or to export it) the file must hold
+  no learned dequantizer or weight averages that `checkpoint` lacks either. Other values in the file that
+  `checkpoint` does not hold
   (the optimizer and step, when only the flow is restored) are skipped without warnings. Under a
   `tf.distribute` strategy, call it in the `strategy.scope()` the objects were built in.
 
@@ -144,7 +146,7 @@ def restore(checkpoint, path, mismatch):
   children = tf.train.TrackableView(checkpoint).children(checkpoint)
   if tf.io.gfile.exists(f"{path}.index"):
     # Checked before restoring: a failed restore leaves TensorFlow to log every value it did not restore.
-    for name, what in _NOT_DROPPED.items():
+    for name, what in _NOT_DROPPED.items() if whole_run else ():
       if name not in children and _saved_variable_keys(path, name):
         raise ConfigError(
           f"{mismatch}: the checkpoint holds {what}, which this config's model does not have and would drop"
@@ -231,7 +233,7 @@ def restore_run(workdir, checkpoint=None):
       f"{mismatch}: the checkpoint holds a learned dequantizer, but the config says "
       f"`dequantization={config.dequantization!r}`"
     )
-  restore(tf.train.Checkpoint(**objects), checkpoint, mismatch)
+  restore(tf.train.Checkpoint(**objects), checkpoint, mismatch, whole_run=True)
   if average is not None:
     average.assign_to_weights()
   return Run(flow, dequantizer, checkpoint)

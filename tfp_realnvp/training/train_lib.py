@@ -254,6 +254,7 @@ class Trainer:
         self.checkpoint,
         path,
         f"The checkpoint {path} does not match this model (was the workdir used with another config?)",
+        whole_run=True,
       )
     return int(self.step.numpy())
 
