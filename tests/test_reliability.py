@@ -81,17 +81,23 @@ class ServedWorkIsBoundedTest(TempDirTestCase):
   def test_every_signature_refuses_work_beyond_max_flow_evaluations(self):
     signatures = self.small.signatures
     x = pixels([41, 8, 8, 1], 4, seed=1)
-    signatures["log_prob"](x=tf.constant(x[:1]))  # the first call of a loaded function also loads it
     limit = "must be at most `max_flow_evaluations`, set at export to 40"
-    for name, inputs in {
-      "log_prob": {"x": x},
-      "serving_default": {"x": x},
-      "encode": {"x": x},
-      "decode": {"z": x},
-      "discrete_bits_per_dim": {"levels": np.floor(x[:21]), "num_samples": 2, "seed": [1, 2]},
-      "sample": {"num_samples": 41, "temperature": 1.0, "seed": [1, 2]},
+    for name, (inputs, small) in {
+      "log_prob": ({"x": x}, {"x": x[:1]}),
+      "serving_default": ({"x": x}, {"x": x[:1]}),
+      "encode": ({"x": x}, {"x": x[:1]}),
+      "decode": ({"z": x}, {"z": x[:1]}),
+      "discrete_bits_per_dim": (
+        {"levels": np.floor(x[:21]), "num_samples": 2, "seed": [1, 2]},
+        {"levels": np.floor(x[:1]), "num_samples": 1, "seed": [1, 2]},
+      ),
+      "sample": (
+        {"num_samples": 41, "temperature": 1.0, "seed": [1, 2]},
+        {"num_samples": 1, "temperature": 1.0, "seed": [1, 2]},
+      ),
     }.items():
       with self.subTest(signature=name):
+        signatures[name](**{k: tf.constant(v) for k, v in small.items()})  # the first call also loads it
         self.assert_refused_quickly(signatures[name], limit, **{k: tf.constant(v) for k, v in inputs.items()})
     # At the limit every signature answers.
     self.assertEqual(signatures["log_prob"](x=tf.constant(x[:40]))["log_prob"].shape, [40])
