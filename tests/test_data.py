@@ -1,5 +1,6 @@
 """Tests for the input pipelines: values, splits, labels, augmentation, determinism, sharding and errors."""
 
+import dataclasses
 import os
 import re
 import tempfile
@@ -12,6 +13,7 @@ from absl.testing import parameterized
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from tests import idx_testing
 from tfp_realnvp import data
 
 
@@ -104,7 +106,16 @@ class DigitsTest(tf.test.TestCase):
   def test_spec(self):
     self.assertEqual(
       data.dataset_spec("digits"),
-      data.DatasetSpec("digits", (8, 8, 1), 4, False, "train", "test", "digits", num_classes=10),
+      data.DatasetSpec(
+        name="digits",
+        image_shape=(8, 8, 1),
+        num_bits=4,
+        horizontal_flip=False,
+        train_split="train",
+        eval_split="test",
+        preset="digits",
+        num_classes=10,
+      ),
     )
 
   def test_splits_are_the_first_1500_and_the_last_297_images_mapped_to_4_bits(self):
@@ -220,6 +231,17 @@ class TfdsMockTest(parameterized.TestCase, tf.test.TestCase):
     np.testing.assert_array_equal(np.floor(evaluation), raw)
     _assert_dequantized(self, evaluation, num_bits=8)
     _assert_dequantized(self, training, num_bits=8)
+
+  def test_fashion_mnist_has_the_mnist_settings_and_labels(self):
+    spec = data.dataset_spec("fashion_mnist")
+    self.assertEqual(spec, dataclasses.replace(data.dataset_spec("mnist"), name="fashion_mnist"))
+    with tfds.testing.mock_data(num_examples=6):
+      raw = list(tfds.as_numpy(tfds.load("fashion_mnist", split="test", download=False)))
+      images, labels = _collect_labelled(
+        data.load("fashion_mnist", "test", batch_size=4, training=False, with_labels=True)
+      )
+    np.testing.assert_array_equal(np.floor(images), np.stack([example["image"] for example in raw]))
+    np.testing.assert_array_equal(labels, [example["label"] for example in raw])
 
   def test_cifar10_flips_in_training_only(self):
     with tfds.testing.mock_data(num_examples=8):
@@ -504,6 +526,200 @@ class TfdsLabelsTest(parameterized.TestCase, tf.test.TestCase):
   def test_tfds_dataset_without_labels_is_an_error(self):
     with self.assertRaisesRegex(ValueError, r"`with_labels=True`.*'celeb_a' has none"):
       data.load("celeb_a", "test", batch_size=2, training=False, with_labels=True)
+
+
+class IdxFolderTest(parameterized.TestCase, tf.test.TestCase):
+  """`idx:PATH`: MNIST's four IDX files, gzipped or not, as splits `train` and `test` with labels."""
+
+  def _folder(self, **kwargs):
+    folder = tempfile.mkdtemp(dir=self.get_temp_dir())
+    return folder, idx_testing.write_folder(folder, **kwargs)
+
+  @parameterized.named_parameters(("plain", False), ("gzipped", True))
+  def test_spec_comes_from_the_headers(self, gzipped):
+    folder, _ = self._folder(num_train=9, num_test=4, image_hw=(5, 7), num_classes=3, gzipped=gzipped)
+    self.assertEqual(
+      data.dataset_spec(data.IDX_PREFIX + folder),
+      data.DatasetSpec(
+        name=data.IDX_PREFIX + folder,
+        image_shape=(5, 7, 1),
+        num_bits=8,
+        horizontal_flip=False,
+        train_split="train",
+        eval_split="test",
+        preset=None,  # no preset is made for 5x7 images
+        num_classes=3,
+      ),
+    )
+
+  def test_28x28_images_take_the_mnist_preset_unless_resized(self):
+    folder, _ = self._folder(num_train=3, num_test=2, image_hw=(28, 28))
+    self.assertEqual(data.dataset_spec(data.IDX_PREFIX + folder).preset, "mnist")
+    self.assertIsNone(data.dataset_spec(data.IDX_PREFIX + folder, image_size=16).preset)
+
+  @parameterized.named_parameters(("plain", False), ("gzipped", True))
+  def test_splits_and_slices_are_the_files_images_in_order_beside_their_labels(self, gzipped):
+    folder, splits = self._folder(num_train=10, num_test=5, gzipped=gzipped)
+    name = data.IDX_PREFIX + folder
+
+    def evaluation(split):
+      return _collect_labelled(data.load(name, split, batch_size=4, training=False, with_labels=True))
+
+    for split, (images, labels) in [
+      ("train", splits["train"]),
+      ("test", splits["test"]),
+      ("train[:6]", (splits["train"][0][:6], splits["train"][1][:6])),
+      ("train[6:]", (splits["train"][0][6:], splits["train"][1][6:])),
+      ("train[50%:]", (splits["train"][0][5:], splits["train"][1][5:])),
+    ]:
+      loaded_images, loaded_labels = evaluation(split)
+      np.testing.assert_array_equal(np.floor(loaded_images), images[..., np.newaxis], err_msg=split)
+      np.testing.assert_array_equal(loaded_labels, labels, err_msg=split)
+      _assert_dequantized(self, loaded_images, num_bits=8)
+      np.testing.assert_array_equal(data.label_counts(name, split), np.bincount(labels, minlength=3))
+    unlabelled = _collect(data.load(name, "test", batch_size=4, training=False))
+    np.testing.assert_array_equal(unlabelled, evaluation("test")[0])
+
+  def test_training_labels_follow_their_shuffled_images(self):
+    folder, splits = self._folder(num_train=12, num_test=2, gzipped=True)
+    images, labels = _collect_labelled(
+      data.load(data.IDX_PREFIX + folder, "train[:8]", batch_size=4, training=True, with_labels=True), 6
+    )
+    self.assertEqual(images.shape, (24, 5, 7, 1))
+    raw_images, raw_labels = splits["train"][0][:8, ..., np.newaxis], splits["train"][1][:8]
+    _assert_labels_match_images(self, images, labels, raw_images, raw_labels)
+
+  def test_without_the_t10k_pair_the_last_tenth_of_train_evaluates(self):
+    folder, splits = self._folder(num_train=20, num_test=0)
+    name = data.IDX_PREFIX + folder
+    spec = data.dataset_spec(name)
+    self.assertEqual((spec.train_split, spec.eval_split), ("train[:90%]", "train[90%:]"))
+    np.testing.assert_array_equal(
+      np.floor(_collect(data.load(name, spec.eval_split, batch_size=4, training=False))),
+      splits["train"][0][18:, ..., np.newaxis],
+    )
+    with self.assertRaisesRegex(
+      ValueError, r"`split` for .* must be 'train' \(optionally sliced\); got 'test'"
+    ):
+      data.load(name, "test", batch_size=4, training=False)
+
+  def test_a_rewritten_file_is_read_again(self):
+    folder, _ = self._folder(num_train=6, num_test=2)
+    name = data.IDX_PREFIX + folder
+    self.assertEqual(data.label_counts(name, "train").sum(), 6)
+    idx_testing.write_folder(folder, num_train=9, num_test=2, seed=5)
+    self.assertEqual(data.label_counts(name, "train").sum(), 9)
+    self.assertLen(_collect(data.load(name, "train", batch_size=4, training=False)), 9)
+
+
+def _idx_error_cases():
+  """Functions `make(folder)` that break the IDX folder `folder` and return the path the error must name and
+  a pattern of its message."""
+
+  def missing_labels(folder):
+    idx_testing.write_folder(folder, num_train=4, num_test=2)
+    path = os.path.join(folder, "t10k-labels-idx1-ubyte")
+    os.remove(path)
+    return os.path.join(folder, "t10k-images-idx3-ubyte"), r"no t10k-labels-idx1-ubyte \(or \.gz\)"
+
+  def missing_train(folder):
+    idx_testing.write_folder(folder, num_train=4, num_test=2)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+      os.remove(os.path.join(folder, name))
+    return folder, "no train-images-idx3-ubyte or train-labels-idx1-ubyte"
+
+  def wrong_magic(folder):
+    idx_testing.write_folder(folder, num_train=4, num_test=2, gzipped=True)
+    path = os.path.join(folder, "train-images-idx3-ubyte")
+    images = np.zeros((4, 5, 7), np.uint8)
+    return idx_testing.write_file(path, idx_testing.idx_bytes(images, magic=0x00000D03), True), (
+      r"no IDX file of images: its magic number is 0x00000d03, expected 0x00000803"
+    )
+
+  def labels_for_images(folder):
+    idx_testing.write_folder(folder, num_train=4, num_test=2)
+    path = os.path.join(folder, "train-images-idx3-ubyte")
+    idx_testing.write_file(path, idx_testing.idx_bytes(np.zeros(4, np.uint8)), False)
+    return path, r"magic number is 0x00000801, expected 0x00000803"
+
+  def truncated_data(folder):
+    idx_testing.write_folder(folder, num_train=4, num_test=2)
+    path = os.path.join(folder, "train-images-idx3-ubyte")
+    contents = idx_testing.idx_bytes(np.zeros((4, 5, 7), np.uint8))
+    idx_testing.write_file(path, contents[:-10], False)
+    return (
+      path,
+      r"is truncated: its header gives images of shape \[4, 5, 7\], 140 bytes, but 130 bytes follow",
+    )
+
+  def truncated_header(folder):
+    idx_testing.write_folder(folder, num_train=4, num_test=2)
+    path = os.path.join(folder, "t10k-labels-idx1-ubyte")
+    idx_testing.write_file(path, idx_testing.idx_bytes(np.zeros(2, np.uint8))[:6], False)
+    return path, r"is truncated: 6 bytes, less than its 8-byte header"
+
+  def truncated_gzip(folder):
+    idx_testing.write_folder(folder, num_train=4, num_test=2, gzipped=True)
+    path = os.path.join(folder, "train-labels-idx1-ubyte.gz")
+    with open(path, "rb") as file:
+      contents = file.read()
+    with open(path, "wb") as file:
+      file.write(contents[: len(contents) // 2])
+    return path, r"cannot read .*: Compressed file ended"
+
+  def not_gzip(folder):
+    idx_testing.write_folder(folder, num_train=4, num_test=2)
+    path = os.path.join(folder, "train-labels-idx1-ubyte")
+    os.rename(path, path + ".gz")
+    return path + ".gz", r"cannot read .*Not a gzipped file"
+
+  def counts_differ(folder):
+    idx_testing.write_folder(folder, num_train=4, num_test=2)
+    path = os.path.join(folder, "t10k-labels-idx1-ubyte")
+    idx_testing.write_file(path, idx_testing.idx_bytes(np.zeros(3, np.uint8)), False)
+    return path, r"holds 2 images but .* holds 3 labels"
+
+  def sizes_differ(folder):
+    idx_testing.write_folder(folder, num_train=4, num_test=0, image_hw=(5, 7))
+    images, labels = idx_testing.random_split(2, (6, 7), 3, seed=1)
+    paths = idx_testing.write_split(folder, "t10k", images, labels, gzipped=True)
+    return paths[0], r"are 6x7 but those of the train split are 5x7"
+
+  def not_a_directory(folder):
+    return os.path.join(folder, "absent"), r"is not a directory"
+
+  return [
+    missing_labels,
+    missing_train,
+    wrong_magic,
+    labels_for_images,
+    truncated_data,
+    truncated_header,
+    truncated_gzip,
+    not_gzip,
+    counts_differ,
+    sizes_differ,
+    not_a_directory,
+  ]
+
+
+class IdxErrorTest(parameterized.TestCase, tf.test.TestCase):
+  """A broken IDX folder is one `ValueError` naming the file (or folder), before any pipeline is built."""
+
+  @parameterized.named_parameters(*[(make.__name__, make) for make in _idx_error_cases()])
+  def test_the_error_names_the_file(self, make):
+    folder = tempfile.mkdtemp(dir=self.get_temp_dir())
+    path, message = make(folder)
+    name = data.IDX_PREFIX + (path if make.__name__ == "not_a_directory" else folder)
+    for call in (
+      lambda: data.dataset_spec(name),
+      lambda: data.load(name, "train", batch_size=2, training=True),
+      lambda: data.label_counts(name, "train"),
+    ):
+      with self.assertRaisesRegex(ValueError, message) as error:
+        call()
+      self.assertIn(repr(path), str(error.exception))
+      self.assertStartsWith(str(error.exception), f"Dataset {name!r}: ")
 
 
 class DirectoryCheckTest(tf.test.TestCase):

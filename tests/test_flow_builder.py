@@ -1,11 +1,13 @@
 """`build_flow`: the flow of a training config, the same for training, export and Keras, checked against its data."""
 
 import dataclasses
+import tempfile
 
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
+from tests import idx_testing
 from tests.fixtures import TINY_MODEL, tiny_config
 from tfp_realnvp import data, networks
 from tfp_realnvp.flows import RealNVP
@@ -87,6 +89,21 @@ class BuildFlowTest(tf.test.TestCase, parameterized.TestCase):
       configs.ConfigError, r"^Dataset 'digits' has no default preset; set `preset`\.$"
     ):
       flow_builder.build_flow(tiny_config(), spec)
+
+  @parameterized.named_parameters(("tfds", "fashion_mnist"), ("idx_folder", "idx"))
+  def test_fashion_mnist_and_28x28_idx_folders_take_the_mnist_preset(self, dataset):
+    if dataset == "idx":
+      folder = tempfile.mkdtemp(dir=self.get_temp_dir())
+      idx_testing.write_folder(folder, num_train=10, num_test=2, image_hw=(28, 28), num_classes=10)
+      dataset = data.IDX_PREFIX + folder
+    config = dataclasses.replace(configs.get_config(dataset), model_overrides=TINY_MODEL, condition="label")
+    self.assertIsNone(config.preset)  # the dataset's own
+    tf.random.set_seed(1)
+    built = flow_builder.build_flow(config)
+    tf.random.set_seed(1)
+    mnist = RealNVP.from_preset("mnist", **TINY_MODEL, logit_alpha=0.0, conditional_event_shape=(10,))
+    self.assertEqual(variable_table(built), variable_table(mnist))
+    self.assertEqual((tuple(built.event_shape), built.num_bits), ((28, 28, 1), 8))
 
 
 if __name__ == "__main__":

@@ -66,10 +66,6 @@ class FlowModelTest(tf.test.TestCase):
     images = np.random.default_rng(0).uniform(0, 16, size=[5, 8, 8, 1]).astype(np.float32)
     self.assertAllEqual(model(images), flow.bits_per_dim(images))
 
-  def test_a_vector_flow_is_refused(self):
-    with self.assertRaisesRegex(ValueError, "`flow` must be an image flow"):
-      keras_model.FlowModel(RealNVP(event_shape=(2,)))
-
 
 if __name__ == "__main__":
   tf.test.main()

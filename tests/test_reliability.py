@@ -466,7 +466,7 @@ class ArgumentsNamedTest(tf.test.TestCase):
     model.compile(optimizer="adam")
     model.fit(pixels([16, 8, 8, 1], 4, seed=1), batch_size=16, epochs=1, verbose=0)
     with self.assertRaisesRegex(
-      tf.errors.InvalidArgumentError, r"`x` must have shape \[batch, 8, 8, 1\] \(the flow\\?'s images\)"
+      tf.errors.InvalidArgumentError, r"`x` must have shape \[batch, 8, 8, 1\] \(the flow\\?'s events\)"
     ):
       model.fit(pixels([16, 4, 4, 1], 4, seed=1), batch_size=16, epochs=1, verbose=0)
     with self.assertRaisesRegex(ValueError, r"`x` must have shape \[batch, 8, 8, 1\]"):

@@ -22,6 +22,7 @@ from absl.testing import parameterized
 from PIL import Image
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
+from tests import idx_testing
 from tests.fixtures import TINY_MODEL, run_script, tiny_config
 from tfp_realnvp import data, dequantization
 from tfp_realnvp.flows import RealNVP
@@ -456,6 +457,7 @@ class TfdsMockDataTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.named_parameters(
     ("mnist", "mnist", "mnist", (28, 28, 1)),
     ("cifar10", "cifar10", "cifar10", (32, 32, 3)),
+    ("fashion_mnist", "fashion_mnist", "mnist", (28, 28, 1)),
   )
   def test_a_few_steps_on_mock_data(self, dataset, preset, image_shape):
     config = tiny_config(
@@ -513,6 +515,39 @@ class TfdsMockDataTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(resumed.metrics, metrics)
 
 
+class IdxFolderRunTest(tf.test.TestCase):
+  def test_a_class_conditional_run_on_a_28x28_idx_folder_takes_the_mnist_preset_and_its_labels(self):
+    folder = os.path.join(self.get_temp_dir(), "idx")
+    splits = idx_testing.write_folder(
+      folder, num_train=20, num_test=6, image_hw=(28, 28), num_classes=4, gzipped=True
+    )
+    config = tiny_config(
+      dataset=data.IDX_PREFIX + folder,
+      condition="label",
+      train_split="train[:16]",
+      eval_split="train[16:]",
+      batch_size=4,
+      num_train_steps=2,
+      checkpoint_every_steps=2,
+      eval_every_steps=0,
+      num_samples=4,
+      model_overrides={**TINY_MODEL, "num_filters": 4},
+    )
+    result, lines = run(config, os.path.join(self.get_temp_dir(), "run"))
+    self.assertEqual(
+      (tuple(result.flow.event_shape), result.flow.conditional_event_shape), ((28, 28, 1), (4,))
+    )
+    self.assertEqual(result.flow.num_bits, 8)
+    self.assertEqual((result.metrics["split"], result.metrics["num_test_examples"]), ("train[16:]", 4))
+    self.assertBetween(result.metrics["test_accuracy"], 0.0, 1.0)
+    self.assertTrue(np.isfinite(result.metrics["test_bits_per_dim"]))
+    # The class prior `p(y)` is the frequencies of the training split's labels.
+    trainer = train_lib.build_trainer(config)
+    expected = np.bincount(splits["train"][1][:16], minlength=4) / 16
+    self.assertAllClose(np.exp(trainer.label_log_prior), expected)
+    self.assertRegex("\n".join(lines), r"(?m)^train \| step: 2 \| steps/sec: ")
+
+
 class ConfigErrorTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.named_parameters(
     ("unknown_dataset", dict(dataset="no_such_dataset"), r"Unknown dataset 'no_such_dataset'"),
@@ -564,6 +599,11 @@ class CommandLineTest(tf.test.TestCase, parameterized.TestCase):
       "indivisible_batch",
       ["--strategy=mirrored", "--num_cpu_devices=2", "--batch_size=63"],
       "error: `batch_size` must be divisible by the 2 replicas of `strategy=mirrored`; got 63.",
+    ),
+    (
+      "idx_folder_that_is_not_one",
+      ["--dataset=idx:/no/such/folder"],
+      "error: Dataset 'idx:/no/such/folder': '/no/such/folder' is not a directory.",
     ),
   )
   def test_a_bad_flag_prints_one_error_line(self, flags, message):

@@ -1,4 +1,5 @@
-"""Input pipelines: dequantized image batches from tfds, the bundled 8x8 digits, or a directory of images.
+"""Input pipelines: dequantized image batches from the bundled 8x8 digits, a folder of images, a folder of IDX
+files, or tfds.
 
 Every pipeline yields float32 batches `[batch, H, W, C]` of `x = v + u`: integer pixels
 `v in {0, ..., 2**num_bits - 1}` plus uniform dequantization noise `u ~ U[0, 1)`, so `floor(x) == v` and
@@ -8,9 +9,9 @@ evaluation noise is a fixed function of `(seed, example index)`, so a test bits/
 With `with_labels=True` a pipeline yields `(images, labels)` instead, `labels` int32 `[batch]` class indices
 in `[0, num_classes)`, each beside its image through every shuffle, flip, crop, shard and cache; the
 training label frequencies (a class-conditional model's `p(y)`) are `label_counts(name, train_split)`.
-Labelled are the bundled digits and tfds datasets with a `label` `ClassLabel` feature (mnist, cifar10).
-Image directories are not: their sub-directories already name splits (`train`, `test`, `validation`) and
-files are found at any depth, so a folder layout says nothing reliable about classes.
+Labelled are the bundled digits, IDX folders and tfds datasets with a `label` `ClassLabel` feature (mnist,
+fashion_mnist, cifar10). Image directories are not: their sub-directories already name splits (`train`, `test`,
+`validation`) and files are found at any depth, so a folder layout says nothing reliable about classes.
 
 A split is a name with an optional tfds-style slice, in examples or percent: `train`, `train[:1200]`,
 `train[90%:]`. Choose hyperparameters on a validation split carved from the training images, never on the
@@ -18,16 +19,29 @@ test split: for the bundled digits fit on `DIGITS_FIT_SPLIT` (`train[:1200]`) an
 `DIGITS_VALIDATION_SPLIT` (`train[1200:]`, the last 300 of the 1500 training images, about 30 per class),
 then report the 297 `test` images once.
 
-An image directory's images must all decode to one shape: its first file's, in sort order (any height and
-width with an explicit `image_size`, which resizes them all). Every file is decoded when the directory's
-`dataset_spec` is built (on 2 idle cores about 35 us per 32x32 PNG, 200 us per 218x178 JPEG), so a file of
-another size or channel count, or one that does not decode, is named before training starts.
+Sources, each a few small functions behind `dataset_spec`, `load` and `label_counts`:
+
+- `digits`: scikit-learn's 1797 8x8 digits at 4 bits, bundled (no download).
+- `dir:PATH`: image files (PNG, JPEG, BMP, GIF) at any depth under `PATH`, its `train`/`test`/`validation`
+  sub-directories the splits. Its images must all decode to one shape: its first file's, in sort order (any
+  height and width with an explicit `image_size`, which resizes them all). Every file is decoded when the
+  directory's `dataset_spec` is built (on 2 idle cores about 35 us per 32x32 PNG, 200 us per 218x178 JPEG), so
+  a file of another size or channel count, or one that does not decode, is named before training starts.
+- `idx:PATH`: MNIST's IDX files in the folder `PATH` (as Fashion-MNIST, KMNIST and MNIST itself ship them),
+  `train-images-idx3-ubyte` with `train-labels-idx1-ubyte` (split `train`) and `t10k-images-idx3-ubyte` with
+  `t10k-labels-idx1-ubyte` (split `test`), each gzipped (`.gz`) or not: 8-bit grey images with their labels,
+  the image shape and count from the files' headers. Without the `t10k` pair, `test` is absent and the last
+  10% of `train` evaluates. Every file is read and checked when the folder's `dataset_spec` is built, so a
+  missing file, wrong magic number, truncated data or a count of labels other than of images is named first.
+- any other name: a tfds dataset with an `image` feature, read from a prepared `data_dir`, never downloaded.
 """
 
 import dataclasses
 import functools
+import gzip
 import os
 import re
+import typing
 
 import numpy as np
 import tensorflow as tf
@@ -45,6 +59,7 @@ __all__ = [
 SUPPORTED_DATASETS = (
   "digits",
   "mnist",
+  "fashion_mnist",
   "cifar10",
   "celeb_a",
   "downsampled_imagenet/32x32",
@@ -52,8 +67,10 @@ SUPPORTED_DATASETS = (
   "lsun/<category>",
   "<any tfds dataset with an 'image' feature>",
   "dir:<path to a directory of image files>",
+  "idx:<path to a folder of IDX files>",
 )
 DIRECTORY_PREFIX = "dir:"
+IDX_PREFIX = "idx:"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 # Splits whose decoded images fit in this many bytes are cached in memory (ImageNet or LSUN would not).
 CACHE_LIMIT_BYTES = 1 << 30
@@ -64,7 +81,7 @@ DIGITS_VALIDATION_SPLIT = "train[1200:]"
 _SPLIT_PATTERN = re.compile(r"^(?P<name>[\w-]+)(\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class DatasetSpec:
   """What a dataset name means: image shape, bit depth, augmentation, splits and the matching flow preset.
 
@@ -83,36 +100,62 @@ class DatasetSpec:
   num_classes: int | None = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class _Recipe:
-  """How a known dataset is read and shaped; `geometry` is one of 'fit', 'celeba' or 'lsun'."""
+  """How a known dataset is read and shaped: `tfds_name` None for the bundled digits; `geometry` one of
+  'fit' (resize to cover, central crop), 'celeba' or 'lsun'; `native_bits` the bit depth of its pixels."""
 
   tfds_name: str | None
   image_size: int
   channels: int
-  native_bits: int
-  horizontal_flip: bool
-  train_split: str
-  eval_split: str
   preset: str
-  num_classes: int | None
+  native_bits: int = 8
+  horizontal_flip: bool = False
+  train_split: str = "train"
+  eval_split: str = "test"
+  num_classes: int | None = None
   geometry: str = "fit"
 
 
-# Horizontal flips where the paper uses them: CIFAR-10, CelebA, LSUN.
+# Horizontal flips where the paper uses them: CIFAR-10, CelebA, LSUN. Fashion-MNIST takes MNIST's settings.
 _RECIPES = {
-  "digits": _Recipe(None, 8, 1, 4, False, "train", "test", "digits", 10),
-  "mnist": _Recipe("mnist", 28, 1, 8, False, "train", "test", "mnist", 10),
-  "cifar10": _Recipe("cifar10", 32, 3, 8, True, "train", "test", "cifar10", 10),
-  "celeb_a": _Recipe("celeb_a", 64, 3, 8, True, "train", "test", "celeba64", None, "celeba"),
+  "digits": _Recipe(tfds_name=None, image_size=8, channels=1, preset="digits", native_bits=4, num_classes=10),
+  "mnist": _Recipe(tfds_name="mnist", image_size=28, channels=1, preset="mnist", num_classes=10),
+  "fashion_mnist": _Recipe(
+    tfds_name="fashion_mnist", image_size=28, channels=1, preset="mnist", num_classes=10
+  ),
+  "cifar10": _Recipe(
+    tfds_name="cifar10", image_size=32, channels=3, preset="cifar10", horizontal_flip=True, num_classes=10
+  ),
+  "celeb_a": _Recipe(
+    tfds_name="celeb_a", image_size=64, channels=3, preset="celeba64", horizontal_flip=True, geometry="celeba"
+  ),
   "downsampled_imagenet/32x32": _Recipe(
-    "downsampled_imagenet/32x32", 32, 3, 8, False, "train", "validation", "imagenet32", None
+    tfds_name="downsampled_imagenet/32x32",
+    image_size=32,
+    channels=3,
+    preset="imagenet32",
+    eval_split="validation",
   ),
   "downsampled_imagenet/64x64": _Recipe(
-    "downsampled_imagenet/64x64", 64, 3, 8, False, "train", "validation", "imagenet64", None
+    tfds_name="downsampled_imagenet/64x64",
+    image_size=64,
+    channels=3,
+    preset="imagenet64",
+    eval_split="validation",
   ),
 }
-_LSUN_RECIPE = _Recipe("lsun", 64, 3, 8, True, "train", "validation", "lsun64", None, "lsun")
+_LSUN_RECIPE = _Recipe(
+  tfds_name="lsun",
+  image_size=64,
+  channels=3,
+  preset="lsun64",
+  horizontal_flip=True,
+  eval_split="validation",
+  geometry="lsun",
+)
+# The preset of 8-bit images of a shape, for sources that know only the shape (IDX folders).
+_PRESETS_BY_SHAPE = {(28, 28, 1): "mnist"}
 # The paper's CelebA crop: the central 148x148 of the 218x178 aligned faces.
 CELEBA_CROP_SIZE = 148
 # The paper's LSUN recipe: shorter side to 96 (1.5x the 64x64 output), then a 64x64 crop.
@@ -128,10 +171,13 @@ def _recipe(name):
 
 
 def _import_tfds():
-  # Imported on first use so that the bundled digits and image directories never pay for tfds.
+  # Imported on first use so that the bundled digits and image or IDX folders never pay for tfds.
   import tensorflow_datasets as tfds
 
   return tfds
+
+
+# Arguments and splits.
 
 
 def _check_image_size(image_size):
@@ -162,6 +208,95 @@ def _check_num_bits(num_bits, native_bits, name):
 
 def _unknown_name_error(name):
   return ValueError(f"Unknown dataset {name!r}; supported: {', '.join(SUPPORTED_DATASETS)}.")
+
+
+def _parse_split(split):
+  """Parses `name`, `name[start:stop]`, with ints or percents as in tfds, into (name, start, stop)."""
+  match = _SPLIT_PATTERN.match(split) if isinstance(split, str) else None
+  if match is None:
+    raise ValueError(f"`split` must look like 'train', 'train[:1000]' or 'train[90%:]'; got {split!r}.")
+  return match["name"], match["start"], match["stop"]
+
+
+def _slice(items, start, stop, split):
+  def position(bound):
+    if bound is None:
+      return None
+    if bound.endswith("%"):
+      return round(float(bound[:-1]) * len(items) / 100.0)  # tfds' 'closest' rounding
+    return int(bound)
+
+  selected = items[position(start) : position(stop)]
+  if not len(selected):
+    raise ValueError(f"`split` {split!r} selects no examples out of {len(items)}.")
+  return selected
+
+
+def _split_indices(name, split, split_sizes):
+  """The example indices of `split` within its named split, `split_sizes` `{split name: size}`."""
+  split_name, start, stop = _parse_split(split)
+  if split_name not in split_sizes:
+    names = " or ".join(repr(s) for s in split_sizes)
+    raise ValueError(f"`split` for {name!r} must be {names} (optionally sliced); got {split!r}.")
+  return _slice(np.arange(split_sizes[split_name]), start, stop, split)
+
+
+def _array_examples(images, labels, with_labels):
+  """(examples, number) of in-memory uint8 `images` `[n, H, W, C]` and their int32 `labels` `[n]`."""
+  examples = tf.data.Dataset.from_tensor_slices((images, labels) if with_labels else (images,))
+  return examples, len(images)
+
+
+def _recipe_spec(name, recipe, *, size, num_bits):
+  """The spec of a known dataset (`recipe`), at `size` (height, width) instead of its own when given."""
+  height, width = size or (recipe.image_size, recipe.image_size)
+  return DatasetSpec(
+    name=name,
+    image_shape=(height, width, recipe.channels),
+    num_bits=_check_num_bits(num_bits, recipe.native_bits, name),
+    horizontal_flip=recipe.horizontal_flip,
+    train_split=recipe.train_split,
+    eval_split=recipe.eval_split,
+    preset=recipe.preset,
+    num_classes=recipe.num_classes,
+  )
+
+
+# Source: the bundled digits.
+
+
+def _digits_arrays(split):
+  """(images, labels) of the bundled digits: 4-bit images (scikit-learn's pixel `v in 0..16` becomes
+  `min(v, 15)`) and int32 class indices.
+  """
+  # Imported on use: scikit-learn is slow to import and only the digits need it.
+  from sklearn.datasets import load_digits
+
+  digits = load_digits()
+  images = np.minimum(digits.images, 15).astype(np.uint8)[..., np.newaxis]
+  labels = digits.target.astype(np.int32)
+  sizes = {"train": DIGITS_NUM_TRAIN, "test": len(images) - DIGITS_NUM_TRAIN}
+  indices = _split_indices("digits", split, sizes)
+  indices = indices + {"train": 0, "test": DIGITS_NUM_TRAIN}[_parse_split(split)[0]]
+  return images[indices], labels[indices]
+
+
+def _digits_spec(name, *, size, num_bits, data_dir):
+  del data_dir
+  return _recipe_spec(name, _RECIPES["digits"], size=size, num_bits=num_bits)
+
+
+def _digits_examples(name, split, *, spec, data_dir, training, seed, with_labels):
+  del name, spec, data_dir, training, seed
+  return _array_examples(*_digits_arrays(split), with_labels)
+
+
+def _digits_labels(name, split, *, data_dir):
+  del name, data_dir
+  return [_digits_arrays(split)[1]]
+
+
+# Source: a directory of image files, `dir:PATH`.
 
 
 def _image_files(directory):
@@ -240,6 +375,209 @@ def _directory_split_files(directory, split):
   return _slice(files, start, stop, split)
 
 
+def _directory_spec(name, *, size, num_bits, data_dir):
+  del data_dir
+  directory = name[len(DIRECTORY_PREFIX) :]
+  if not tf.io.gfile.isdir(directory):
+    raise ValueError(f"Dataset {name!r}: {directory!r} is not a directory.")
+  first_height, first_width, channels = _directory_image_shape(name, directory, size)
+  height, width = size or (first_height, first_width)
+  train_split, eval_split = _directory_splits(directory)
+  return DatasetSpec(
+    name=name,
+    image_shape=(height, width, channels),
+    num_bits=_check_num_bits(num_bits, 8, name),
+    horizontal_flip=False,
+    train_split=train_split,
+    eval_split=eval_split,
+    preset=None,
+  )
+
+
+def _directory_examples(name, split, *, spec, data_dir, training, seed, with_labels):
+  del data_dir, training, seed, with_labels  # unlabelled: `load` refuses `with_labels` first
+  channels = spec.image_shape[-1]
+  files = _directory_split_files(name[len(DIRECTORY_PREFIX) :], split)
+
+  def read(path):
+    image = tf.io.decode_image(
+      tf.io.read_file(path), channels=channels, dtype=tf.uint8, expand_animations=False
+    )
+    image.set_shape([None, None, channels])
+    return (image,)
+
+  return tf.data.Dataset.from_tensor_slices(files).map(read, num_parallel_calls=tf.data.AUTOTUNE), len(files)
+
+
+# Source: a folder of IDX files, `idx:PATH`.
+
+# `{split: (images file, labels file)}`, MNIST's names, each also read gzipped with `.gz` appended.
+IDX_FILES = {
+  "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# IDX magic numbers: two zero bytes, the type (0x08: unsigned byte), the number of dimensions.
+_IDX_IMAGES_MAGIC = 0x00000803
+_IDX_LABELS_MAGIC = 0x00000801
+
+
+class _IdxSplit(typing.NamedTuple):
+  images: np.ndarray  # uint8 [count, height, width, 1]
+  labels: np.ndarray  # int32 [count]
+
+
+def _idx_file(folder, base_name):
+  """The path of IDX file `base_name` in `folder`: plain, else gzipped (`.gz`), else None."""
+  for path in (os.path.join(folder, base_name), os.path.join(folder, base_name + ".gz")):
+    if tf.io.gfile.exists(path):
+      return path
+  return None
+
+
+def _idx_split_files(name, folder):
+  """`{split: (images path, labels path)}` of the IDX pairs in `folder`: `train` always, `test` if present."""
+  if not tf.io.gfile.isdir(folder):
+    raise ValueError(f"Dataset {name!r}: {folder!r} is not a directory.")
+  pairs = {}
+  for split, base_names in IDX_FILES.items():
+    paths = tuple(_idx_file(folder, base_name) for base_name in base_names)
+    if None not in paths:
+      pairs[split] = paths
+    elif paths != (None, None) or split == "train":
+      present = [path for path in paths if path is not None]
+      missing = [base for base, path in zip(base_names, paths) if path is None]
+      beside = f" beside {present[0]!r}" if present else ""
+      raise ValueError(
+        f"Dataset {name!r}: no {' or '.join(missing)} (or .gz) in {folder!r}{beside}; an IDX folder holds "
+        f"the pairs {', '.join(f'{images} with {labels}' for images, labels in IDX_FILES.values())} (the "
+        "t10k pair optional), each file gzipped or not."
+      )
+  return pairs
+
+
+def _idx_bytes(name, path):
+  """The contents of `path`, gunzipped if its name ends in `.gz`; any failure names the file."""
+  try:
+    with tf.io.gfile.GFile(path, "rb") as file:
+      contents = file.read()
+    return gzip.decompress(contents) if path.endswith(".gz") else contents
+  except (OSError, EOFError, tf.errors.OpError) as error:  # gzip.BadGzipFile is an OSError
+    raise ValueError(f"Dataset {name!r}: cannot read {path!r}: {error}.") from None
+
+
+def _parse_idx(name, path, contents, magic, what):
+  """The uint8 array of the IDX file `path` (its bytes `contents`), checked to have `magic` and exactly the
+  data its header announces."""
+  ndim = magic & 0xFF
+  if len(contents) < 4 or int.from_bytes(contents[:4], "big") != magic:
+    found = f"0x{int.from_bytes(contents[:4], 'big'):08x}" if len(contents) >= 4 else "missing"
+    raise ValueError(
+      f"Dataset {name!r}: {path!r} is no IDX file of {what}: its magic number is {found}, expected "
+      f"0x{magic:08x} (unsigned bytes, {ndim} dimension{'s' if ndim > 1 else ''})."
+    )
+  header_size = 4 + 4 * ndim
+  if len(contents) < header_size:
+    raise ValueError(
+      f"Dataset {name!r}: {path!r} is truncated: {len(contents)} bytes, less than its {header_size}-byte header."
+    )
+  shape = tuple(int.from_bytes(contents[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+  expected, found = int(np.prod(shape)), len(contents) - header_size
+  if found != expected:
+    problem = "is truncated" if found < expected else "has bytes past its data"
+    raise ValueError(
+      f"Dataset {name!r}: {path!r} {problem}: its header gives {what} of shape {list(shape)}, {expected} bytes, "
+      f"but {found} bytes follow the header."
+    )
+  return np.frombuffer(contents, np.uint8, offset=header_size).reshape(shape)
+
+
+def _read_idx_pair(name, images_path, labels_path):
+  """The `_IdxSplit` of one images file and its labels file, checked to hold as many labels as images."""
+  images = _parse_idx(name, images_path, _idx_bytes(name, images_path), _IDX_IMAGES_MAGIC, "images")
+  labels = _parse_idx(name, labels_path, _idx_bytes(name, labels_path), _IDX_LABELS_MAGIC, "labels")
+  if len(images) != len(labels):
+    raise ValueError(
+      f"Dataset {name!r}: {images_path!r} holds {len(images)} images but {labels_path!r} holds {len(labels)} "
+      "labels; each image needs one label."
+    )
+  if not len(images):
+    raise ValueError(f"Dataset {name!r}: {images_path!r} holds no images.")
+  return _IdxSplit(images=images[..., np.newaxis], labels=labels.astype(np.int32))
+
+
+def _file_stamp(path):
+  stat = tf.io.gfile.stat(path)
+  return stat.length, stat.mtime_nsec
+
+
+def _idx_splits(name):
+  """`{split: _IdxSplit}` of the IDX folder of dataset `name`, read once per process while its files stay."""
+  files = _idx_split_files(name, name[len(IDX_PREFIX) :])
+  key = tuple((split, paths, tuple(map(_file_stamp, paths))) for split, paths in files.items())
+  return _read_idx_folder(name, key)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_idx_folder(name, files):
+  """`{split: _IdxSplit}` of `files`, `((split, (images path, labels path), their stamps), ...)`; the stamps
+  (size, modification time) are in the cache key only, so a rewritten file is read again."""
+  splits = {split: _read_idx_pair(name, *paths) for split, paths, _ in files}
+  train_shape = splits["train"].images.shape[1:3]
+  for (split, (images_path, _), _), arrays in zip(files, splits.values()):
+    if arrays.images.shape[1:3] != train_shape:
+      raise ValueError(
+        f"Dataset {name!r}: the images of {images_path!r} are {'x'.join(map(str, arrays.images.shape[1:3]))} "
+        f"but those of the train split are {'x'.join(map(str, train_shape))}; every split needs one size."
+      )
+  return splits
+
+
+def _idx_spec(name, *, size, num_bits, data_dir):
+  del data_dir
+  splits = _idx_splits(name)
+  height, width, channels = size + (1,) if size else splits["train"].images.shape[1:]
+  image_shape = (height, width, channels)
+  train_split, eval_split = ("train", "test") if "test" in splits else ("train[:90%]", "train[90%:]")
+  return DatasetSpec(
+    name=name,
+    image_shape=image_shape,
+    num_bits=_check_num_bits(num_bits, 8, name),
+    horizontal_flip=False,
+    train_split=train_split,
+    eval_split=eval_split,
+    preset=_PRESETS_BY_SHAPE.get(image_shape),
+    num_classes=int(max(arrays.labels.max() for arrays in splits.values())) + 1,
+  )
+
+
+def _idx_arrays(name, split):
+  splits = _idx_splits(name)
+  indices = _split_indices(name, split, {split_name: len(a.labels) for split_name, a in splits.items()})
+  arrays = splits[_parse_split(split)[0]]
+  return arrays.images[indices], arrays.labels[indices]
+
+
+def _idx_examples(name, split, *, spec, data_dir, training, seed, with_labels):
+  del spec, data_dir, training, seed
+  return _array_examples(*_idx_arrays(name, split), with_labels)
+
+
+def _idx_labels(name, split, *, data_dir):
+  del data_dir
+  return [_idx_arrays(name, split)[1]]
+
+
+# Source: tfds.
+
+
+def _tfds_builder(name, data_dir):
+  tfds = _import_tfds()
+  try:
+    return tfds.builder(name, data_dir=data_dir)
+  except ValueError as error:  # tfds' DatasetNotFoundError is a ValueError listing every tfds dataset
+    raise _unknown_name_error(name) from error
+
+
 def _tfds_image_feature(builder, name):
   if "image" not in builder.info.features:
     raise ValueError(
@@ -254,14 +592,6 @@ def _tfds_num_classes(builder):
   return label.num_classes if isinstance(label, _import_tfds().features.ClassLabel) else None
 
 
-def _tfds_builder(name, data_dir):
-  tfds = _import_tfds()
-  try:
-    return tfds.builder(name, data_dir=data_dir)
-  except ValueError as error:  # tfds' DatasetNotFoundError is a ValueError listing every tfds dataset
-    raise _unknown_name_error(name) from error
-
-
 def _generic_tfds_splits(builder):
   splits = list(builder.info.splits)  # empty until the dataset is prepared
   if not splits:
@@ -270,43 +600,11 @@ def _generic_tfds_splits(builder):
   return ("train", eval_split) if eval_split else ("train[:90%]", "train[90%:]")
 
 
-def dataset_spec(name, *, image_size=None, num_bits=None, data_dir=None):
-  """Returns the `DatasetSpec` of dataset `name` (see `SUPPORTED_DATASETS`).
-
-  `image_size` (int or (height, width)) overrides the dataset's native or paper size; `num_bits` (at most the
-  dataset's own bit depth) quantizes pixels more coarsely, e.g. 5 for Glow's CelebA-HQ protocol. No data is
-  read, except that every file of an image directory is decoded once to check that all have one shape.
-  """
-  size = _check_image_size(image_size)
+def _tfds_spec(name, *, size, num_bits, data_dir):
+  """A known dataset's spec from its recipe, without reading anything; any other's from its tfds metadata."""
   recipe = _recipe(name)
   if recipe is not None:
-    height, width = size or (recipe.image_size, recipe.image_size)
-    return DatasetSpec(
-      name=name,
-      image_shape=(height, width, recipe.channels),
-      num_bits=_check_num_bits(num_bits, recipe.native_bits, name),
-      horizontal_flip=recipe.horizontal_flip,
-      train_split=recipe.train_split,
-      eval_split=recipe.eval_split,
-      preset=recipe.preset,
-      num_classes=recipe.num_classes,
-    )
-  if name.startswith(DIRECTORY_PREFIX):
-    directory = name[len(DIRECTORY_PREFIX) :]
-    if not tf.io.gfile.isdir(directory):
-      raise ValueError(f"Dataset {name!r}: {directory!r} is not a directory.")
-    first_height, first_width, channels = _directory_image_shape(name, directory, size)
-    height, width = size or (first_height, first_width)
-    train_split, eval_split = _directory_splits(directory)
-    return DatasetSpec(
-      name,
-      (height, width, channels),
-      _check_num_bits(num_bits, 8, name),
-      False,
-      train_split,
-      eval_split,
-      None,
-    )
+    return _recipe_spec(name, recipe, size=size, num_bits=num_bits)
   builder = _tfds_builder(name, data_dir)
   feature_shape = _tfds_image_feature(builder, name)
   if feature_shape[-1] is None:
@@ -316,55 +614,15 @@ def dataset_spec(name, *, image_size=None, num_bits=None, data_dir=None):
   height, width = size or tuple(feature_shape[:2])
   train_split, eval_split = _generic_tfds_splits(builder)
   return DatasetSpec(
-    name,
-    (height, width, feature_shape[-1]),
-    _check_num_bits(num_bits, 8, name),
-    False,
-    train_split,
-    eval_split,
-    None,
-    _tfds_num_classes(builder),
+    name=name,
+    image_shape=(height, width, feature_shape[-1]),
+    num_bits=_check_num_bits(num_bits, 8, name),
+    horizontal_flip=False,
+    train_split=train_split,
+    eval_split=eval_split,
+    preset=None,
+    num_classes=_tfds_num_classes(builder),
   )
-
-
-def _parse_split(split):
-  """Parses `name`, `name[start:stop]`, with ints or percents as in tfds, into (name, start, stop)."""
-  match = _SPLIT_PATTERN.match(split) if isinstance(split, str) else None
-  if match is None:
-    raise ValueError(f"`split` must look like 'train', 'train[:1000]' or 'train[90%:]'; got {split!r}.")
-  return match["name"], match["start"], match["stop"]
-
-
-def _slice(items, start, stop, split):
-  def position(bound):
-    if bound is None:
-      return None
-    if bound.endswith("%"):
-      return round(float(bound[:-1]) * len(items) / 100.0)  # tfds' 'closest' rounding
-    return int(bound)
-
-  selected = items[position(start) : position(stop)]
-  if not len(selected):
-    raise ValueError(f"`split` {split!r} selects no examples out of {len(items)}.")
-  return selected
-
-
-def _digits_split(split):
-  """(images, labels) of the bundled digits: 4-bit images (scikit-learn's pixel `v in 0..16` becomes
-  `min(v, 15)`) and int32 class indices.
-  """
-  # Imported on use: scikit-learn is slow to import and only the digits need it.
-  from sklearn.datasets import load_digits
-
-  digits = load_digits()
-  images = np.minimum(digits.images, 15).astype(np.uint8)[..., np.newaxis]
-  labels = digits.target.astype(np.int32)
-  split_name, start, stop = _parse_split(split)
-  splits = {"train": slice(DIGITS_NUM_TRAIN), "test": slice(DIGITS_NUM_TRAIN, None)}
-  if split_name not in splits:
-    raise ValueError(f"`split` for 'digits' must be 'train' or 'test' (optionally sliced); got {split!r}.")
-  indices = _slice(np.arange(len(images))[splits[split_name]], start, stop, split)
-  return images[indices], labels[indices]
 
 
 def _not_prepared_error(name, data_dir, error):
@@ -377,7 +635,7 @@ def _not_prepared_error(name, data_dir, error):
   )
 
 
-def _tfds_examples(name, split, data_dir, shuffle_files=False, seed=0, decoders=None):
+def _tfds_split(name, split, *, data_dir, shuffle_files=False, seed=0, decoders=None):
   """(examples, number of examples or None) of a tfds split, failing at once when the data is absent."""
   tfds = _import_tfds()
   builder = _tfds_builder(name, data_dir)
@@ -395,8 +653,9 @@ def _tfds_examples(name, split, data_dir, shuffle_files=False, seed=0, decoders=
   return examples, num_examples
 
 
-def _tfds_source(name, split, data_dir, shuffle_files, seed, with_labels):
-  examples, num_examples = _tfds_examples(name, split, data_dir, shuffle_files, seed)
+def _tfds_examples(name, split, *, spec, data_dir, training, seed, with_labels):
+  del spec
+  examples, num_examples = _tfds_split(name, split, data_dir=data_dir, shuffle_files=training, seed=seed)
 
   def example_tuple(example):
     if with_labels:
@@ -406,24 +665,67 @@ def _tfds_source(name, split, data_dir, shuffle_files, seed, with_labels):
   return examples.map(example_tuple, num_parallel_calls=tf.data.AUTOTUNE), num_examples
 
 
-def _directory_source(directory, split, channels):
-  files = _directory_split_files(directory, split)
+def _tfds_labels(name, split, *, data_dir):
+  tfds = _import_tfds()
+  # Only the labels are wanted, so the images are read but never decoded.
+  examples, _ = _tfds_split(name, split, data_dir=data_dir, decoders={"image": tfds.decode.SkipDecoding()})
+  return tfds.as_numpy(examples.map(lambda example: example["label"]).batch(65536))
 
-  def read(path):
-    image = tf.io.decode_image(
-      tf.io.read_file(path), channels=channels, dtype=tf.uint8, expand_animations=False
-    )
-    image.set_shape([None, None, channels])
-    return (image,)
 
-  return tf.data.Dataset.from_tensor_slices(files).map(read, num_parallel_calls=tf.data.AUTOTUNE), len(files)
+# One entry point over the sources.
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Source:
+  """How one kind of dataset name is read.
+
+  `spec(name, *, size, num_bits, data_dir)` is its `DatasetSpec`; `examples(name, split, *, spec, data_dir,
+  training, seed, with_labels)` is `(tf.data.Dataset of (image,) or (image, label) tuples, uint8 images,
+  int32 labels; number of examples or None)`; `labels(name, split, *, data_dir)` the split's labels in
+  batches (None for a source without labels).
+  """
+
+  spec: typing.Callable
+  examples: typing.Callable
+  labels: typing.Callable | None
+
+
+_DIGITS = _Source(spec=_digits_spec, examples=_digits_examples, labels=_digits_labels)
+_DIRECTORY = _Source(spec=_directory_spec, examples=_directory_examples, labels=None)
+_IDX = _Source(spec=_idx_spec, examples=_idx_examples, labels=_idx_labels)
+_TFDS = _Source(spec=_tfds_spec, examples=_tfds_examples, labels=_tfds_labels)
+
+
+def _source(name):
+  if not isinstance(name, str):
+    raise _unknown_name_error(name)
+  if name == "digits":
+    return _DIGITS
+  if name.startswith(DIRECTORY_PREFIX):
+    return _DIRECTORY
+  if name.startswith(IDX_PREFIX):
+    return _IDX
+  return _TFDS
+
+
+def dataset_spec(name, *, image_size=None, num_bits=None, data_dir=None):
+  """Returns the `DatasetSpec` of dataset `name` (see `SUPPORTED_DATASETS`).
+
+  `image_size` (int or (height, width)) overrides the dataset's native or paper size; `num_bits` (at most the
+  dataset's own bit depth) quantizes pixels more coarsely, e.g. 5 for Glow's CelebA-HQ protocol. No data is
+  read, except that every file of an image directory is decoded once and every file of an IDX folder read
+  once, to check them.
+  """
+  size = _check_image_size(image_size)
+  return _source(name).spec(name, size=size, num_bits=num_bits, data_dir=data_dir)
 
 
 def _no_labels_error(name):
   kind = "an image directory" if name.startswith(DIRECTORY_PREFIX) else "no 'label' ClassLabel tfds feature"
   return ValueError(
     f"`with_labels=True` and `label_counts` need class labels, but dataset {name!r} has none ({kind}); "
-    f"labelled are 'digits' and tfds datasets with a 'label' ClassLabel feature such as 'mnist', 'cifar10'."
+    "labelled are 'digits', IDX folders ('idx:PATH') and tfds datasets with a 'label' ClassLabel feature "
+    "such as 'mnist', 'fashion_mnist', 'cifar10'."
   )
 
 
@@ -435,17 +737,13 @@ def label_counts(name, split, *, data_dir=None):
   spec = dataset_spec(name, data_dir=data_dir)
   if spec.num_classes is None:
     raise _no_labels_error(name)
-  if name == "digits":
-    labels = [_digits_split(split)[1]]
-  else:
-    tfds = _import_tfds()
-    # Only the labels are wanted, so the images are read but never decoded.
-    examples, _ = _tfds_examples(name, split, data_dir, decoders={"image": tfds.decode.SkipDecoding()})
-    labels = tfds.as_numpy(examples.map(lambda example: example["label"]).batch(65536))
   counts = np.zeros(spec.num_classes, np.int64)
-  for batch in labels:
+  for batch in _source(name).labels(name, split, data_dir=data_dir):
     counts += np.bincount(batch, minlength=spec.num_classes)
   return counts
+
+
+# Preprocessing.
 
 
 def _resize(image, size):
@@ -513,8 +811,7 @@ class _Preprocessor:
   from `(seed, index)`: training per batch (vectorized), evaluation per example, keyed by its index.
   """
 
-  def __init__(self, spec, recipe, training, seed):
-    geometry, native_bits = (recipe.geometry, recipe.native_bits) if recipe else ("fit", 8)
+  def __init__(self, spec, *, geometry, native_bits, training, seed):
     self.image_shape = spec.image_shape
     self.target_hw = spec.image_shape[:2]
     self.geometry = geometry
@@ -555,6 +852,9 @@ class _Preprocessor:
     return dequantize(image, tf.random.stateless_uniform(self.image_shape, noise_seed))
 
 
+# The pipeline.
+
+
 def _check_batch_size(batch_size, input_context):
   if not isinstance(batch_size, int) or batch_size < 1:
     raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
@@ -569,6 +869,86 @@ def _check_batch_size(batch_size, input_context):
 def _map_image(function, example):
   """`example`, a tuple `(image,)` or `(image, label)`, with `function` applied to its image."""
   return (function(example[0]),) + tuple(example[1:])
+
+
+def _output(example, with_labels):
+  return example if with_labels else example[0]
+
+
+def _cached(dataset, *, spec, preprocessor, num_examples, cache):
+  """`dataset` cached in memory when `cache`, or when `cache` is None and its prepared images fit the limit."""
+  stored_bytes = np.prod(spec.image_shape) * (LSUN_RESIZE_FACTOR**2 if preprocessor.geometry == "lsun" else 1)
+  if cache or (cache is None and (num_examples or 0) * stored_bytes <= CACHE_LIMIT_BYTES):
+    return dataset.cache()
+  return dataset
+
+
+def _training_batches(
+  examples,
+  *,
+  preprocessor,
+  cache_fn,
+  batch_size,
+  pipeline_id,
+  num_pipelines,
+  shuffle_buffer_size,
+  seed,
+  with_labels,
+):
+  """Shuffled, repeated, flipped (where used) and freshly dequantized batches of this pipeline's shard.
+
+  Randomness is keyed by a running count that interleaves the pipelines, so every replica draws its own.
+  """
+  if num_pipelines > 1:
+    examples = examples.shard(num_pipelines, pipeline_id)
+  examples = examples.map(
+    lambda *example: _map_image(preprocessor.prepare, example), num_parallel_calls=tf.data.AUTOTUNE
+  )
+  examples = (
+    cache_fn(examples).shuffle(shuffle_buffer_size, seed=seed, reshuffle_each_iteration=True).repeat()
+  )
+  if preprocessor.random_crop:
+    examples = examples.enumerate().map(
+      lambda count, example: _map_image(
+        functools.partial(preprocessor.crop_example, count * num_pipelines + pipeline_id), example
+      ),
+      num_parallel_calls=tf.data.AUTOTUNE,
+    )
+  return (
+    examples.batch(batch_size, drop_remainder=True)
+    .enumerate()
+    .map(
+      lambda count, batch: _output(
+        _map_image(functools.partial(preprocessor.augment_batch, count * num_pipelines + pipeline_id), batch),
+        with_labels,
+      ),
+      num_parallel_calls=tf.data.AUTOTUNE,
+    )
+  )
+
+
+def _evaluation_batches(
+  examples, *, preprocessor, cache_fn, batch_size, pipeline_id, num_pipelines, with_labels
+):
+  """One pass over this pipeline's shard in order, the last batch partial, the noise of example `i` (its index
+  in the whole split) drawn from `(seed, i)`."""
+  indexed = examples.enumerate()
+  if num_pipelines > 1:
+    indexed = indexed.shard(num_pipelines, pipeline_id)
+  indexed = indexed.map(
+    lambda index, example: (index, _map_image(preprocessor.prepare, example)),
+    num_parallel_calls=tf.data.AUTOTUNE,
+  )
+  return (
+    cache_fn(indexed)
+    .map(
+      lambda index, example: _output(
+        _map_image(functools.partial(preprocessor.evaluation_example, index), example), with_labels
+      ),
+      num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    .batch(batch_size, num_parallel_calls=tf.data.AUTOTUNE)
+  )
 
 
 def load(
@@ -612,70 +992,45 @@ def load(
     raise TypeError(f"`with_labels` must be a bool; got {with_labels!r}.")
   if with_labels and spec.num_classes is None:
     raise _no_labels_error(name)
-  recipe = _recipe(name)
   # Every element is a tuple `(image,)` or `(image, label)` until the last step, so labels travel with images.
-  if name == "digits":
-    images, labels = _digits_split(split)
-    source = tf.data.Dataset.from_tensor_slices((images, labels) if with_labels else (images,))
-    num_examples = len(images)
-  elif name.startswith(DIRECTORY_PREFIX):
-    source, num_examples = _directory_source(name[len(DIRECTORY_PREFIX) :], split, spec.image_shape[-1])
-  else:
-    source, num_examples = _tfds_source(name, split, data_dir, training, seed, with_labels)
-  preprocessor = _Preprocessor(spec, recipe, training, seed)
-
-  def output(example):
-    return example if with_labels else example[0]
-
-  num_pipelines = input_context.num_input_pipelines if input_context else 1
-  pipeline_id = input_context.input_pipeline_id if input_context else 0
-  dataset = (
-    source if training else source.enumerate()
-  )  # evaluation noise is keyed by the global example index
-  if num_pipelines > 1:
-    dataset = dataset.shard(num_pipelines, pipeline_id)
+  examples, num_examples = _source(name).examples(
+    name, split, spec=spec, data_dir=data_dir, training=training, seed=seed, with_labels=with_labels
+  )
+  recipe = _recipe(name)
+  preprocessor = _Preprocessor(
+    spec,
+    geometry=recipe.geometry if recipe else "fit",
+    native_bits=recipe.native_bits if recipe else 8,
+    training=training,
+    seed=seed,
+  )
+  shard = {
+    "pipeline_id": input_context.input_pipeline_id if input_context else 0,
+    "num_pipelines": input_context.num_input_pipelines if input_context else 1,
+  }
+  cache_fn = functools.partial(
+    _cached, spec=spec, preprocessor=preprocessor, num_examples=num_examples, cache=cache
+  )
   if training:
-    dataset = dataset.map(
-      lambda *example: _map_image(preprocessor.prepare, example), num_parallel_calls=tf.data.AUTOTUNE
+    dataset = _training_batches(
+      examples,
+      preprocessor=preprocessor,
+      cache_fn=cache_fn,
+      batch_size=per_replica_batch_size,
+      shuffle_buffer_size=shuffle_buffer_size,
+      seed=seed,
+      with_labels=with_labels,
+      **shard,
     )
   else:
-    dataset = dataset.map(
-      lambda index, example: (index, _map_image(preprocessor.prepare, example)),
-      num_parallel_calls=tf.data.AUTOTUNE,
+    dataset = _evaluation_batches(
+      examples,
+      preprocessor=preprocessor,
+      cache_fn=cache_fn,
+      batch_size=per_replica_batch_size,
+      with_labels=with_labels,
+      **shard,
     )
-  stored_bytes = np.prod(spec.image_shape) * (LSUN_RESIZE_FACTOR**2 if preprocessor.geometry == "lsun" else 1)
-  if cache or (cache is None and (num_examples or 0) * stored_bytes <= CACHE_LIMIT_BYTES):
-    dataset = dataset.cache()
-  if training:
-    dataset = dataset.shuffle(shuffle_buffer_size, seed=seed, reshuffle_each_iteration=True).repeat()
-    # Randomness is keyed by a running count that interleaves the pipelines, so every replica draws its own.
-    if preprocessor.random_crop:
-      dataset = dataset.enumerate().map(
-        lambda count, example: _map_image(
-          functools.partial(preprocessor.crop_example, count * num_pipelines + pipeline_id), example
-        ),
-        num_parallel_calls=tf.data.AUTOTUNE,
-      )
-    dataset = (
-      dataset.batch(per_replica_batch_size, drop_remainder=True)
-      .enumerate()
-      .map(
-        lambda count, batch: output(
-          _map_image(
-            functools.partial(preprocessor.augment_batch, count * num_pipelines + pipeline_id), batch
-          )
-        ),
-        num_parallel_calls=tf.data.AUTOTUNE,
-      )
-    )
-  else:
-    dataset = dataset.map(
-      lambda index, example: output(
-        _map_image(functools.partial(preprocessor.evaluation_example, index), example)
-      ),
-      num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    dataset = dataset.batch(per_replica_batch_size, num_parallel_calls=tf.data.AUTOTUNE)
   if input_context is not None:
     options = tf.data.Options()
     # Already sharded above; a strategy must not shard again.

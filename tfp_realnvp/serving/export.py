@@ -22,9 +22,9 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import classifier, data
+from tfp_realnvp import classifier
 from tfp_realnvp.serving.serving_module import DEFAULT_MAX_NUM_SAMPLES, ServingModule
-from tfp_realnvp.training import checkpoints, configs, flow_builder
+from tfp_realnvp.training import checkpoints, configs, evaluation
 
 __all__ = ["WorkdirExport", "export_saved_model", "export_workdir"]
 
@@ -225,7 +225,9 @@ def export_workdir(
   flow, dequantizer, checkpoint = checkpoints.restore_run(workdir, checkpoint)
   with tf.io.gfile.GFile(checkpoints.config_path(workdir)) as file:
     config = configs.from_json(file.read())
-  label_log_prior = _train_label_log_prior(config) if config.condition == "label" else None
+  label_log_prior = None
+  if config.condition == "label":  # `p(y)` as the run's evaluation took it
+    label_log_prior = classifier.log_prior_of_counts(evaluation.train_label_counts(config))
   path = export_saved_model(
     flow,
     export_base,
@@ -238,11 +240,3 @@ def export_workdir(
   )
   num_parameters = sum(variable.shape.num_elements() for variable in flow.trainable_variables)
   return WorkdirExport(path, checkpoint, config.dataset, num_parameters)
-
-
-def _train_label_log_prior(config):
-  """`log p(y)` of the label frequencies in `config`'s training split, float64 `[num_classes]`."""
-  train_split = flow_builder.dataset_spec(config).train_split
-  return classifier.log_prior_of_counts(
-    data.label_counts(config.dataset, train_split, data_dir=config.data_dir)
-  )

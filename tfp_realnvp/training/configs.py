@@ -68,7 +68,10 @@ class TrainConfig:
   """
 
   # Data.
-  dataset: str = _field("digits", "`digits` (bundled), a tfds name such as mnist or cifar10, or dir:PATH.")
+  dataset: str = _field(
+    "digits",
+    "`digits` (bundled), a tfds name such as mnist or cifar10, dir:PATH (image files) or idx:PATH (IDX files).",
+  )
   data_dir: str | None = _field(None, "tfds data directory (None: tfds's default).")
   image_size: int | None = _field(None, "Resize images to this height and width (None: native).")
   train_split: str | None = _field(
@@ -281,7 +284,7 @@ def get_config(dataset="digits"):
 
   Every dataset gets the options chosen on the digits validation split: box-exact preprocessing
   (`logit_alpha=0`), variational dequantization, an EMA of the weights for evaluation, and the test figure at
-  `K = 1` and importance-weighted at `K = 100` draws. For a tfds dataset (or `dir:PATH`):
+  `K = 1` and importance-weighted at `K = 100` draws. For a tfds dataset (or `dir:PATH`, `idx:PATH`):
 
   - `ema_decay=0.999`: with a constant learning rate the weights never settle but keep moving by the step
     size's gradient noise, which an average over the last `1 / (1 - 0.999) = 1000` steps (1.3 CIFAR-10 epochs

@@ -72,8 +72,8 @@ def build_flow(config, spec=None):
   spec = dataset_spec(config) if spec is None else spec
   if config.condition == "label" and spec.num_classes is None:
     raise ConfigError(
-      f"`condition=label` needs class labels, but dataset {config.dataset!r} has none; labelled are 'digits' "
-      "and tfds datasets with a 'label' ClassLabel feature such as 'mnist' and 'cifar10'."
+      f"`condition=label` needs class labels, but dataset {config.dataset!r} has none; labelled are 'digits', "
+      "IDX folders (idx:PATH) and tfds datasets with a 'label' ClassLabel feature such as 'mnist' and 'cifar10'."
     )
   preset = config.preset or spec.preset
   if preset is None:

@@ -14,7 +14,7 @@ import tensorflow as tf
 from tfp_realnvp import dequantization
 from tfp_realnvp.training import optimization
 
-__all__ = ["BitsPerDimLoss", "bits_per_dim_loss"]
+__all__ = ["BitsPerDimLoss", "bits_per_dim_loss", "nats_per_dim_loss"]
 
 
 class BitsPerDimLoss(typing.NamedTuple):
@@ -50,7 +50,21 @@ def bits_per_dim_loss(
       flow, dequantizer, images, training=True, conditional_input=conditional_input
     )
     regularized = (*flow.regularized_variables, *dequantizer.regularized_variables)
-  mean_bits_per_dim = tf.nn.compute_average_loss(bits_per_dim, global_batch_size=global_batch_size)
+  return _with_l2_penalty(bits_per_dim, regularized, l2_coefficient, global_batch_size)
+
+
+def nats_per_dim_loss(flow, x, l2_coefficient, global_batch_size=None, conditional_input=None):
+  """`bits_per_dim_loss` for a flow over `R^D` (no pixels, so no bits/dim): `-log_prob(x) / D` in nats.
+
+  Returns a `BitsPerDimLoss` whose `mean_bits_per_dim` and `bits_per_dim` hold nats per dimension; the
+  averaging over the global batch and the L2 term are `bits_per_dim_loss`'s.
+  """
+  nats_per_dim = -flow.log_prob(x, training=True, conditional_input=conditional_input) / flow.num_dims
+  return _with_l2_penalty(nats_per_dim, flow.regularized_variables, l2_coefficient, global_batch_size)
+
+
+def _with_l2_penalty(per_example, regularized, l2_coefficient, global_batch_size):
+  mean = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
   penalty = optimization.l2_penalty(regularized, l2_coefficient)
-  total = mean_bits_per_dim + tf.nn.scale_regularization_loss(penalty)
-  return BitsPerDimLoss(total=total, mean_bits_per_dim=mean_bits_per_dim, bits_per_dim=bits_per_dim)
+  total = mean + tf.nn.scale_regularization_loss(penalty)
+  return BitsPerDimLoss(total=total, mean_bits_per_dim=mean, bits_per_dim=per_example)

@@ -26,12 +26,12 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import classifier, data, dequantization
+from tfp_realnvp import data, dequantization
 from tfp_realnvp.internal import cpu_features
-from tfp_realnvp.internal.checks import positive_int
 from tfp_realnvp.training import (
   checkpoints,
   configs,
+  evaluation,
   flow_builder,
   losses,
   optimization,
@@ -53,8 +53,7 @@ __all__ = [
 ]
 
 SAMPLE_SEED = (2016, 5)  # every sample grid of every run uses this stateless seed
-# The rotations of every importance-weighted evaluation (`dequantization.rotated_noise`).
-IMPORTANCE_SEED = (2019, 2)
+IMPORTANCE_SEED = evaluation.IMPORTANCE_SEED  # the rotations of every importance-weighted evaluation
 
 
 class NonFiniteLossError(RuntimeError):
@@ -125,7 +124,7 @@ class Trainer:
     self.strategy = strategy
     self.global_batch_size = global_batch_size
     self.l2_coefficient = l2_coefficient
-    self.label_log_prior = _label_log_prior(label_counts)
+    self.label_log_prior = evaluation.label_log_prior(label_counts)
     if not (0.0 <= label_dropout < 1.0 and (label_counts is not None or not label_dropout)):
       raise ValueError(
         f"`label_dropout` must be in [0, 1), and 0 without `label_counts` (a class-conditional trainer); got "
@@ -169,7 +168,9 @@ class Trainer:
       variable for variable in (*self.flow.variables, *self.dequantizer.variables) if not variable.trainable
     ]
     self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
-    self._eval_functions = {}  # by dataset element spec and draws: one trace serves full and partial batches
+    self.evaluator = evaluation.Evaluator(
+      strategy=strategy, flow=self.flow, dequantizer=self.dequantizer, label_log_prior=self.label_log_prior
+    )
     self._sample_functions = {}  # by number of samples
 
   @property
@@ -261,58 +262,6 @@ class Trainer:
   def _replica_apply(self, gradients):
     self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
 
-  def _eval_sums(self, num_samples, batch):
-    replica_sums = self._replica_sums if self.num_classes is None else self._replica_class_sums
-    sums = self.strategy.run(replica_sums, args=(batch, num_samples))
-    return {
-      name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for name, value in sums.items()
-    }
-
-  def _discrete_log_likelihoods(self, images, log_prob_fn, num_samples):
-    """The bound on `log P(v)`, `v = floor(images)`, float64: from the images' own noise `images - v` alone
-    (`num_samples == 1`), or importance-weighted over it and `num_samples - 1` rotations of it."""
-    levels = tf.floor(images)
-    noise = images - levels
-    if num_samples == 1:
-      return tf.cast(dequantization.log_weights(log_prob_fn, self.dequantizer, levels, noise), tf.float64)
-    noises = dequantization.rotated_noise(noise, num_samples, tf.constant(IMPORTANCE_SEED, tf.int32))
-    return dequantization.importance_weighted_log_prob(log_prob_fn, self.dequantizer, levels, noises)
-
-  def _replica_sums(self, images, num_samples):
-    if num_samples == 1:  # with the uniform dequantizer exactly `flow.bits_per_dim(images)`
-      bits_per_dim = tf.cast(
-        dequantization.variational_bits_per_dim(self.flow, self.dequantizer, images), tf.float64
-      )
-    else:
-      log_likelihoods = self._discrete_log_likelihoods(images, self.flow.log_prob, num_samples)
-      bits_per_dim = -log_likelihoods / (self.flow.num_dims * np.log(2.0))
-    return {
-      "bits_per_dim": tf.reduce_sum(bits_per_dim),
-      "num_examples": tf.cast(tf.size(bits_per_dim), tf.float64),
-    }
-
-  def _replica_class_sums(self, batch, num_samples):
-    images, labels = batch
-    # `log p(x | y)` for every class `y`, `[batch, num_classes]`, then `log p(x, y)` with the training prior.
-    log_likelihoods = self._discrete_log_likelihoods(
-      images,
-      lambda x: classifier.class_conditional_log_probs(self.flow, x, self.num_classes),
-      num_samples,
-    )
-    joint = log_likelihoods + self.label_log_prior
-    to_bits_per_dim = -1.0 / (self.flow.num_dims * np.log(2.0))
-    predictions = tf.argmax(joint, axis=-1, output_type=labels.dtype)
-    log_marginals = tf.reduce_logsumexp(joint, axis=-1)
-    return {
-      "bits_per_dim": to_bits_per_dim * tf.reduce_sum(log_marginals),
-      "conditional_bits_per_dim": to_bits_per_dim
-      * tf.reduce_sum(tf.gather(log_likelihoods, labels, batch_dims=1)),
-      "accuracy": tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float64)),
-      # `-log p(label | x)`, nats: unlike the accuracy it still ranks models that classify every image right.
-      "class_log_loss": tf.reduce_sum(log_marginals - tf.gather(joint, labels, batch_dims=1)),
-      "num_examples": tf.cast(tf.size(labels), tf.float64),
-    }
-
   def evaluation_weights(self):
     """A context in which the flow holds the weights to evaluate with: the averages of `weight_average` when
     the trainer keeps one (the flow's own weights come back on leaving it), else its own."""
@@ -325,7 +274,8 @@ class Trainer:
     return metrics["bits_per_dim"], metrics["num_examples"]
 
   def evaluate_metrics(self, dataset, num_importance_samples=1):
-    """`{"bits_per_dim", "num_examples"}` over one pass of a distributed `dataset`, in inference mode.
+    """`{"bits_per_dim", "num_examples"}` over one pass of a distributed `dataset`, in inference mode, with the
+    weights of `evaluation_weights` (`evaluation.Evaluator.evaluate`).
 
     `bits_per_dim` bounds `-log2 P(v) / D` for the discrete images `v = floor(x)` of the batches `x`: with
     `num_importance_samples=1` it is `-(log p(x') - log q(u | v)) / (D ln 2)` for the dequantizer's offsets `u`
@@ -340,22 +290,8 @@ class Trainer:
     same prior), and `class_log_loss`, the mean `-log p(label | x)` in nats. Every figure is a sum over
     examples (all replicas and workers) divided by their number.
     """
-    num_samples = positive_int("num_importance_samples", num_importance_samples)
-    spec = dataset.element_spec
-    key = (spec, num_samples)
-    if key not in self._eval_functions:
-      self._eval_functions[key] = tf.function(
-        functools.partial(self._eval_sums, num_samples), input_signature=[spec]
-      )
-    totals = {}
     with self.evaluation_weights():
-      for batch in dataset:
-        for name, value in self._eval_functions[key](batch).items():
-          totals[name] = totals.get(name, 0.0) + float(value)
-    count = totals.pop("num_examples", 0.0)
-    if not count:
-      raise ValueError("The evaluation dataset is empty.")
-    return {**{name: total / count for name, total in totals.items()}, "num_examples": int(count)}
+      return self.evaluator.evaluate(dataset, num_importance_samples)
 
   def variables_are_finite(self):
     """Whether every variable of the flow (weights and running averages) and the dequantizer is finite on this
@@ -432,15 +368,15 @@ def _train_label_counts(config, spec):
   """The training split's label counts for `condition="label"`, else None."""
   if config.condition != "label":
     return None
-  spec = spec or flow_builder.dataset_spec(config)
   try:
-    counts = data.label_counts(config.dataset, spec.train_split, data_dir=config.data_dir)
+    counts = evaluation.train_label_counts(config, spec)
   except (ValueError, FileNotFoundError) as error:
     raise ConfigError(str(error)) from error
   missing = [str(label) for label, count in enumerate(counts) if not count]
   if missing and len(missing) < len(counts):
+    split = config.train_split or "the dataset's training split"
     print(
-      f"warning: class(es) {', '.join(missing)} have no image in the training split {spec.train_split!r}, "
+      f"warning: class(es) {', '.join(missing)} have no image in the training split {split!r}, "
       "so p(y) = 0 for them: they are never predicted, and a test image of theirs has an infinite "
       "class_log_loss (written as null in metrics.json).",
       file=sys.stderr,
@@ -454,13 +390,6 @@ def _make_dequantizer(dequantization_name, flow):
   if not getattr(flow, "is_image", False):
     raise ValueError(f"`dequantization` needs an image flow (`ImageRealNVP`); got {type(flow).__name__}.")
   return dequantization.make_dequantizer(dequantization_name, flow.event_shape, flow.num_bits, flow.dtype)
-
-
-def _label_log_prior(label_counts):
-  """`classifier.log_prior_of_counts(label_counts)` as a float64 constant, or None for None."""
-  if label_counts is None:
-    return None
-  return tf.constant(classifier.log_prior_of_counts(label_counts), tf.float64)
 
 
 def train_and_evaluate(config, workdir, allow_config_change=()):
@@ -520,13 +449,20 @@ def train_and_evaluate(config, workdir, allow_config_change=()):
       step_counter=trainer.step,
     )
     try:
-      writers = _summary_writers(workdir, is_chief)
-      with writers.train.as_default():
-        reporting.summary_text("config", _indented(configs.to_json(config)), start_step)
-      _train(trainer, config, spec, manager, writers, reporter, eval_dataset, start_step)
-      metrics = _evaluate_and_report(
-        trainer, config, spec, eval_dataset, writers, reporter, workdir, is_chief
+      run = _Run(
+        trainer=trainer,
+        config=config,
+        spec=spec,
+        eval_dataset=eval_dataset,
+        writers=_summary_writers(workdir, is_chief),
+        reporter=reporter,
+        workdir=workdir,
+        is_chief=is_chief,
       )
+      with run.writers.train.as_default():
+        reporting.summary_text("config", _indented(configs.to_json(config)), start_step)
+      _train(run, manager=manager, start_step=start_step)
+      metrics = _evaluate_and_report(run)
     finally:
       if scratch_dir:
         shutil.rmtree(scratch_dir, ignore_errors=True)
@@ -575,131 +511,182 @@ def _restore_newest_intact(trainer, checkpoint_dir, reporter, is_chief=True):
   return start_step
 
 
-def _evaluate_and_report(trainer, config, spec, eval_dataset, writers, reporter, workdir, is_chief):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Run:
+  """What the training loop and the final evaluation of one `train_and_evaluate` call share."""
+
+  trainer: Trainer
+  config: configs.TrainConfig
+  spec: data.DatasetSpec
+  eval_dataset: object  # a distributed dataset of the eval split
+  writers: "_SummaryWriters"
+  reporter: reporting.Reporter
+  workdir: str
+  is_chief: bool  # only the chief writes files
+
+
+def _evaluate_and_report(run):
   """The test bits/dim over the whole eval split and the sample grids: logged, summarized and (chief) saved."""
-  evaluation = trainer.evaluate_metrics(eval_dataset)
-  test_bits_per_dim, num_examples = evaluation.pop("bits_per_dim"), evaluation.pop("num_examples")
+  trainer, config = run.trainer, run.config
+  figures = trainer.evaluate_metrics(run.eval_dataset)
+  test_bits_per_dim, num_examples = figures.pop("bits_per_dim"), figures.pop("num_examples")
   step = int(trainer.step.numpy())
-  reporter.log("test", step=step, bits_per_dim=test_bits_per_dim, examples=num_examples, **evaluation)
+  run.reporter.log("test", step=step, bits_per_dim=test_bits_per_dim, examples=num_examples, **figures)
   metrics = {
     "dataset": config.dataset,
-    "split": spec.eval_split,
+    "split": run.spec.eval_split,
     "step": step,
     "test_bits_per_dim": test_bits_per_dim,
     "num_test_examples": num_examples,
     # A class-conditional run: `test_conditional_bits_per_dim`, `test_accuracy` and `test_class_log_loss`.
-    **{f"test_{name}": value for name, value in evaluation.items()},
-    **_importance_weighted_metrics(trainer, config, eval_dataset, reporter, writers, step),
+    **{f"test_{name}": value for name, value in figures.items()},
+    **_importance_weighted_metrics(run, step=step),
   }
   grids = {
     temperature: trainer.sample_grid(temperature, config.num_samples)
     for temperature in config.sample_temperatures
   }
-  with writers.eval.as_default():
+  with run.writers.eval.as_default():
     reporting.summary_scalar("bits_per_dim", test_bits_per_dim, step)
-    for name, value in evaluation.items():
+    for name, value in figures.items():
       reporting.summary_scalar(name, value, step)
     for temperature, grid in grids.items():
       reporting.summary_image(_samples_tag(temperature, step), grid, step)
-  writers.eval.flush()
-  if is_chief:
-    metrics_path, samples_path = os.path.join(workdir, "metrics.json"), os.path.join(workdir, "samples.png")
-    non_finite = sorted(
-      name for name, value in metrics.items() if isinstance(value, float) and not np.isfinite(value)
-    )
-    if non_finite:
-      reporter.log("warning", non_finite=",".join(non_finite), written_as="null in metrics.json")
-    _write_text(metrics_path, json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
-    titled = {f"temperature {t}": grid for t, grid in grids.items()}
-    workdirs.write_atomically(
-      samples_path, reporting.sample_grids_png(titled, step=step, test_bits_per_dim=test_bits_per_dim)
-    )
-    reporter.log("wrote", metrics=metrics_path, samples=samples_path)
+  run.writers.eval.flush()
+  if run.is_chief:
+    _write_metrics_and_samples(run, metrics=metrics, grids=grids)
   return metrics
 
 
-def _importance_weighted_metrics(trainer, config, eval_dataset, reporter, writers, step):
+def _write_metrics_and_samples(run, *, metrics, grids):
+  """`metrics.json` and `samples.png` (the sample grids by temperature) in the workdir."""
+  metrics_path, samples_path = (
+    os.path.join(run.workdir, "metrics.json"),
+    os.path.join(run.workdir, "samples.png"),
+  )
+  non_finite = sorted(
+    name for name, value in metrics.items() if isinstance(value, float) and not np.isfinite(value)
+  )
+  if non_finite:
+    run.reporter.log("warning", non_finite=",".join(non_finite), written_as="null in metrics.json")
+  _write_text(metrics_path, json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
+  titled = {f"temperature {t}": grid for t, grid in grids.items()}
+  workdirs.write_atomically(
+    samples_path,
+    reporting.sample_grids_png(titled, step=metrics["step"], test_bits_per_dim=metrics["test_bits_per_dim"]),
+  )
+  run.reporter.log("wrote", metrics=metrics_path, samples=samples_path)
+
+
+def _importance_weighted_metrics(run, *, step):
   """`dequantization`, `num_importance_samples` and, for `K = config.num_importance_samples > 1`, the test
   figures at `K` draws (`test_bits_per_dim_k{K}`, ...; see `Trainer.evaluate_metrics`): logged and summarized."""
-  num_samples = config.num_importance_samples
-  metrics = {"dequantization": config.dequantization, "num_importance_samples": num_samples}
+  num_samples = run.config.num_importance_samples
+  metrics = {"dequantization": run.config.dequantization, "num_importance_samples": num_samples}
   if num_samples == 1:
     return metrics
-  evaluation = trainer.evaluate_metrics(eval_dataset, num_samples)
-  evaluation.pop("num_examples")
-  reporter.log("test", step=step, draws=num_samples, **evaluation)
-  with writers.eval.as_default():
-    for name, value in evaluation.items():
+  figures = run.trainer.evaluate_metrics(run.eval_dataset, num_samples)
+  figures.pop("num_examples")
+  run.reporter.log("test", step=step, draws=num_samples, **figures)
+  with run.writers.eval.as_default():
+    for name, value in figures.items():
       reporting.summary_scalar(f"{name}_k{num_samples}", value, step)
-  return {**metrics, **{f"test_{name}_k{num_samples}": value for name, value in evaluation.items()}}
+  return {**metrics, **{f"test_{name}_k{num_samples}": value for name, value in figures.items()}}
 
 
-def _train(trainer, config, spec, manager, writers, reporter, eval_dataset, start_step):
+class _Interval:
+  """The training steps since the last `train` log line: their time and the bits/dim of the applied ones."""
+
+  def __init__(self):
+    self.bits_per_dim, self.seconds, self.steps = [], 0.0, 0
+
+  def add(self, seconds, bits_per_dim=None):
+    self.seconds += seconds
+    self.steps += 1
+    if bits_per_dim is not None:
+      self.bits_per_dim.append(bits_per_dim)
+
+  def log(self, run, step):
+    """The `train` log line and summaries of this interval."""
+    steps_per_sec = self.steps / self.seconds
+    train_bits_per_dim = float(np.mean(self.bits_per_dim)) if self.bits_per_dim else float("nan")
+    run.reporter.log("train", step=step, steps_per_sec=steps_per_sec, bits_per_dim=train_bits_per_dim)
+    with run.writers.train.as_default():
+      reporting.summary_scalar("bits_per_dim", train_bits_per_dim, step)
+      reporting.summary_scalar("steps_per_sec", steps_per_sec, step)
+      reporting.summary_scalar("learning_rate", _current_learning_rate(run.trainer.optimizer), step)
+
+
+def _train(run, *, manager, start_step):
   """The training loop from `start_step` to `config.num_train_steps`: logs, evaluates and checkpoints."""
+  trainer, config = run.trainer, run.config
   if start_step >= config.num_train_steps:
     return
-  strategy = trainer.strategy
   # A resumed run reseeds its input, so it does not replay the batches it has already seen.
-  train_dataset = strategy.distribute_datasets_from_function(
+  train_dataset = trainer.strategy.distribute_datasets_from_function(
     functools.partial(
-      _load, config, spec.train_split, training=True, seed=config.seed + 1_000_003 * start_step
+      _load, config, run.spec.train_split, training=True, seed=config.seed + 1_000_003 * start_step
     )
   )
   batches = iter(train_dataset)
   # Speed counts the training steps only: evaluation and checkpointing are left out.
-  interval_bits_per_dim, interval_seconds, interval_steps = [], 0.0, 0
-  consecutive_skips, last_saved, checkpoint_due = 0, start_step, False
+  interval, consecutive_skips, last_saved, checkpoint_due = _Interval(), 0, start_step, False
   for step in range(start_step + 1, config.num_train_steps + 1):
     step_start = time.perf_counter()
     bits_per_dim, applied = trainer.train_step(next(batches))
     applied = bool(applied)  # waits for the step to finish
-    interval_seconds += time.perf_counter() - step_start
-    interval_steps += 1
-    if applied:
-      consecutive_skips = 0
-      interval_bits_per_dim.append(float(bits_per_dim))
-    else:
-      consecutive_skips += 1
-      details = {} if trainer.loss_scale is None else {"loss_scale": float(trainer.loss_scale.scale.numpy())}
-      reporter.log("skip", step=step, reason="non-finite loss or gradient; update not applied", **details)
-      if consecutive_skips >= config.max_consecutive_non_finite:
-        raise NonFiniteLossError(
-          f"Training stopped at step {step}: the loss or gradient was not finite for {consecutive_skips} "
-          f"consecutive steps. {_advice(last_saved, manager)}"
-        )
-    reporter.progress(step, bits_per_dim=float(bits_per_dim))
+    interval.add(time.perf_counter() - step_start, float(bits_per_dim) if applied else None)
+    consecutive_skips = 0 if applied else consecutive_skips + 1
+    if not applied:
+      _report_skip(run, step=step, consecutive_skips=consecutive_skips, last_saved=last_saved, manager=manager)
+    run.reporter.progress(step, bits_per_dim=float(bits_per_dim))
     last_step = step == config.num_train_steps
     if step % config.log_every_steps == 0 or last_step:
-      steps_per_sec = interval_steps / interval_seconds
-      train_bits_per_dim = float(np.mean(interval_bits_per_dim)) if interval_bits_per_dim else float("nan")
-      reporter.log("train", step=step, steps_per_sec=steps_per_sec, bits_per_dim=train_bits_per_dim)
-      with writers.train.as_default():
-        reporting.summary_scalar("bits_per_dim", train_bits_per_dim, step)
-        reporting.summary_scalar("steps_per_sec", steps_per_sec, step)
-        reporting.summary_scalar("learning_rate", _current_learning_rate(trainer.optimizer), step)
-      interval_bits_per_dim, interval_seconds, interval_steps = [], 0.0, 0
+      interval.log(run, step)
+      interval = _Interval()
     if config.eval_every_steps and step % config.eval_every_steps == 0 and not last_step:
-      eval_bits_per_dim, num_examples = trainer.evaluate(eval_dataset)
-      reporter.log("eval", step=step, bits_per_dim=eval_bits_per_dim, examples=num_examples)
-      with writers.eval.as_default():
-        reporting.summary_scalar("bits_per_dim", eval_bits_per_dim, step)
-        reporting.summary_image(_samples_tag(1.0, step), trainer.sample_grid(1.0, config.num_samples), step)
+      _evaluate_during_training(run, step=step)
     if step % config.checkpoint_every_steps == 0 or last_step:
       checkpoint_due = True
-    if checkpoint_due and consecutive_skips and trainer.loss_scale is None and not last_step:
-      # Weights whose loss or gradient was just not finite (such as after a diverging update) would be
-      # resumed from: the checkpoint waits for a step that applies. (Loss scaling skips steps by design.)
-      pass
-    elif checkpoint_due:
-      if not trainer.variables_are_finite():
-        raise NonFiniteLossError(
-          f"Training stopped at step {step}: the weights are not finite, so no checkpoint "
-          f"was written. {_advice(last_saved, manager)}"
-        )
-      _save_checkpoint(manager, step, last_saved)
+    # Weights whose loss or gradient was just not finite (such as after a diverging update) would be resumed
+    # from: the checkpoint waits for a step that applies. (Loss scaling skips steps by design.)
+    if checkpoint_due and not (consecutive_skips and trainer.loss_scale is None and not last_step):
+      _save_finite(run, manager=manager, step=step, last_saved=last_saved)
       last_saved, checkpoint_due = step, False
-  writers.train.flush()
-  writers.eval.flush()
+  run.writers.train.flush()
+  run.writers.eval.flush()
+
+
+def _report_skip(run, *, step, consecutive_skips, last_saved, manager):
+  """Logs a skipped step; raises `NonFiniteLossError` after `max_consecutive_non_finite` in a row."""
+  loss_scale = run.trainer.loss_scale
+  details = {} if loss_scale is None else {"loss_scale": float(loss_scale.scale.numpy())}
+  run.reporter.log("skip", step=step, reason="non-finite loss or gradient; update not applied", **details)
+  if consecutive_skips >= run.config.max_consecutive_non_finite:
+    raise NonFiniteLossError(
+      f"Training stopped at step {step}: the loss or gradient was not finite for {consecutive_skips} "
+      f"consecutive steps. {_advice(last_saved, manager)}"
+    )
+
+
+def _evaluate_during_training(run, *, step):
+  """The `eval` log line, bits/dim summary and sample grid at temperature 1 of a periodic evaluation."""
+  eval_bits_per_dim, num_examples = run.trainer.evaluate(run.eval_dataset)
+  run.reporter.log("eval", step=step, bits_per_dim=eval_bits_per_dim, examples=num_examples)
+  with run.writers.eval.as_default():
+    reporting.summary_scalar("bits_per_dim", eval_bits_per_dim, step)
+    grid = run.trainer.sample_grid(1.0, run.config.num_samples)
+    reporting.summary_image(_samples_tag(1.0, step), grid, step)
+
+
+def _save_finite(run, *, manager, step, last_saved):
+  """Saves a checkpoint of `step`, unless a weight is not finite: then `NonFiniteLossError`, nothing written."""
+  if not run.trainer.variables_are_finite():
+    raise NonFiniteLossError(
+      f"Training stopped at step {step}: the weights are not finite, so no checkpoint "
+      f"was written. {_advice(last_saved, manager)}"
+    )
+  _save_checkpoint(manager, step, last_saved)
 
 
 def _advice(last_saved, manager):
