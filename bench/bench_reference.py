@@ -48,6 +48,12 @@ _MODELS = flags.DEFINE_list(
 _ROUNDS = flags.DEFINE_integer(
   "rounds", 2, "Rounds of the four runs per model; the summary takes each run's best."
 )
+_EXTRA_MODES = flags.DEFINE_list(
+  "extra_modes",
+  [],
+  "More of our `workloads.MODES` (e.g. an opt-in environment setting), run after each round's four runs and "
+  "compared apart with the peer's best: `<mode>_vs_peer_best`; `best_vs_best` stays over fp32 and bf16.",
+)
 _WORKER = flags.DEFINE_string("worker", None, "Internal: run ours in this mode, in this process.")
 
 # Each round's runs, as (implementation, mode) pairs; the peer's mode of the same precision follows ours.
@@ -106,8 +112,9 @@ def _ratio(numerator, denominator):
   return round(numerator / denominator, 2) if numerator and denominator else None
 
 
-def _phase_summary(runs, phase):
-  """Best images/s of each run over the rounds, its GFLOP/s, and the ratios between ours and the peer's."""
+def _phase_summary(runs, phase, extra_modes=()):
+  """Best images/s of each run over the rounds, its GFLOP/s, and the ratios between ours and the peer's; each of
+  `extra_modes` (ours) against the peer's best, apart from `best_vs_best`."""
   best = {}
   for run in runs:
     key = f"{run['implementation']}_{run['mode']}"
@@ -136,16 +143,25 @@ def _phase_summary(runs, phase):
   by_round = []
   for round_index in sorted({run["round"] for run in runs}):
     in_round = [run for run in runs if run["round"] == round_index and phase in run]
-    ours_speed = [run[phase]["images_per_s"] for run in in_round if run["implementation"] == "ours"]
+    ours_speed = [
+      run[phase]["images_per_s"]
+      for run in in_round
+      if run["implementation"] == "ours" and run["mode"] in OUR_MODES
+    ]
     peer_speed = [run[phase]["images_per_s"] for run in in_round if run["implementation"] == "peer"]
     if ours_speed and peer_speed:
       by_round.append(_ratio(max(ours_speed), max(peer_speed)))
   entry["best_vs_best_by_round"] = by_round
+  for mode in extra_modes:
+    if f"ours_{mode}" in speed:
+      entry[f"{mode}_vs_peer_best"] = _ratio(speed[f"ours_{mode}"], speed[peer_best])
+      entry[f"matched_flop_{mode}_vs_peer_best"] = _ratio(gflops[f"ours_{mode}"], gflops[peer_best])
   return entry
 
 
-def summarize(results, phases, cpu):
-  """One summary per model of the worker `results` (those with an `error` are listed, not used)."""
+def summarize(results, phases, cpu, extra_modes=()):
+  """One summary per model of the worker `results` (those with an `error` are listed, not used); `extra_modes`
+  as `--extra_modes`."""
   summaries = []
   for model in dict.fromkeys(result["model"] for result in results):
     of_model = [result for result in results if result["model"] == model]
@@ -154,7 +170,7 @@ def summarize(results, phases, cpu):
     # Other processes slow the peer's OpenMP threads far more than TensorFlow's: trust ratios taken idle.
     summary["load_average_max"] = max((run["load_average"] for run in runs), default=None)
     for phase in phases:
-      summary[phase] = _phase_summary(runs, phase)
+      summary[phase] = _phase_summary(runs, phase, extra_modes)
     peak_rss = {}
     for run in runs:
       key = f"{run['implementation']}_{run['mode']}"
@@ -218,6 +234,9 @@ def _usage_error():
   if unknown or unmatched:
     comparable = sorted(model for model in MODELS if not set(MODELS[model]) - _PEER_SETTINGS)
     return f"error: --models has {unknown + unmatched}; expected some of {comparable} (settings the peer has)"
+  unknown_modes = [mode for mode in _EXTRA_MODES.value if mode not in workloads.MODES]
+  if unknown_modes:
+    return f"error: --extra_modes has {unknown_modes}; expected some of {sorted(workloads.MODES)}"
   if [phase for phase in timing_flags.PHASES_TO_TIME.value if phase not in PHASES]:
     return f"error: --phases={','.join(timing_flags.PHASES_TO_TIME.value)}; expected some of {list(PHASES)}"
   try:
@@ -245,10 +264,10 @@ def main(argv):
   results = []
   for model in _MODELS.value:
     for round_index in range(_ROUNDS.value):
-      for implementation, mode in round_order(round_index):
+      for implementation, mode in round_order(round_index) + tuple(("ours", m) for m in _EXTRA_MODES.value):
         results.append(_run(implementation, model, mode, round_index))
         print(json.dumps(results[-1]), flush=True)
-  for summary in summarize(results, timing_flags.PHASES_TO_TIME.value, cpu):
+  for summary in summarize(results, timing_flags.PHASES_TO_TIME.value, cpu, _EXTRA_MODES.value):
     print(json.dumps(summary), flush=True)
 
 

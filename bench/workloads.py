@@ -39,6 +39,16 @@ MODES = {
   "fp32_onednn_bf16_math": dict(env={"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"}),
   "fp32_composite_bn": dict(composite_batch_norm=True),
   "bf16_composite_bn": dict(compute_dtype="bfloat16", composite_batch_norm=True),
+  # Ablation: every batch norm, ReLU and convolution as the plain composition, without the recomputing gradient.
+  "bf16_no_recompute": dict(compute_dtype="bfloat16", plain_relu_conv2d=True),
+  # oneDNN and TensorFlow-oneDNN environment settings (TensorFlow 2.21 reads these names).
+  "bf16_onednn_bf16_math": dict(compute_dtype="bfloat16", env={"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"}),
+  "bf16_system_allocator": dict(compute_dtype="bfloat16", env={"TF_ONEDNN_USE_SYSTEM_ALLOCATOR": "1"}),
+  "bf16_caller_thread": dict(compute_dtype="bfloat16", env={"TF_ONEDNN_THREADPOOL_USE_CALLER_THREAD": "1"}),
+  "bf16_primitive_memuse_off": dict(compute_dtype="bfloat16", env={"TF_MKL_OPTIMIZE_PRIMITIVE_MEMUSE": "0"}),
+  "bf16_primitive_cache_4096": dict(
+    compute_dtype="bfloat16", env={"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "4096"}
+  ),
 }
 
 # chrischute/real-nvp (PyTorch) on a machine like this one, batch 64, 2 threads, fp32 (the first figures on
@@ -80,6 +90,8 @@ def build(model, mode, batch_size):
     # Ablation only: every batch norm of the conditioners takes the composite path.
     fused_batch_norm=not settings.get("composite_batch_norm", False),
   )
+  if settings.get("plain_relu_conv2d"):
+    _use_plain_relu_conv2d(flow)
   optimizer = optimization.adam(1e-3)
   optimizer.build(flow.trainable_variables)
   pixels = tf.random.stateless_uniform(
@@ -110,6 +122,20 @@ def build(model, mode, batch_size):
     phases={"train": train, "log_prob": log_prob, "sample": sample},
     arguments={"train": (pixels,), "log_prob": (pixels,), "sample": ()},
   )
+
+
+def _use_plain_relu_conv2d(flow):
+  """Ablation: every conditioner batch norm's `relu_conv2d` as the plain composition (keeps its ReLU output)."""
+  from tfp_realnvp.networks import BatchNormalization
+
+  def plain(norm, x, kernel, training=False):
+    return tf.nn.conv2d(
+      tf.cast(tf.nn.relu(norm(x, training)), kernel.dtype), kernel, strides=1, padding="SAME"
+    )
+
+  for module in flow.submodules:
+    if isinstance(module, BatchNormalization):
+      module.relu_conv2d = plain.__get__(module)
 
 
 def run_description(model, mode, phase, batch_size):

@@ -69,6 +69,17 @@ class SummaryTest(tf.test.TestCase):
     log_prob = self.small["log_prob"]
     self.assertEqual(log_prob["best_vs_best"], round(600.0 / 310.0, 2))
 
+  def test_an_extra_mode_is_compared_with_the_peers_best_apart_from_best_vs_best(self):
+    extra = [_run("ours", "bf16_onednn_bf16_math", 0, 192.0, 700.0, 1.2, 1900)]
+    (small, _) = bench_reference.summarize(_RESULTS + extra, ["train"], _CPU, ["bf16_onednn_bf16_math"])
+    self.assertEqual(small["train"]["ours_best"], "bf16")
+    self.assertEqual(small["train"]["best_vs_best"], self.small["train"]["best_vs_best"])
+    self.assertEqual(small["train"]["best_vs_best_by_round"], self.small["train"]["best_vs_best_by_round"])
+    self.assertEqual(small["train"]["bf16_onednn_bf16_math_vs_peer_best"], 2.4)  # 192 / 80
+    self.assertEqual(
+      small["train"]["matched_flop_bf16_onednn_bf16_math_vs_peer_best"], 1.8
+    )  # 192 x 1.2 / (80 x 1.6)
+
   def test_matched_flop_ratio_weighs_images_by_their_cost(self):
     train = self.small["train"]
     # (our images/s x our GFLOP/image) / (the peer's images/s x its GFLOP/image).

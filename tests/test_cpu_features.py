@@ -38,6 +38,14 @@ class CpuInfoTest(parameterized.TestCase):
     cpu = cpu_features.parse_cpu_info(text)
     self.assertEqual((cpu.model_name, cpu.bfloat16_flags), (model_name, bfloat16_flags))
 
+  @parameterized.named_parameters(
+    ("zen4", ZEN4_CPUINFO, "avx512_bf16"),
+    ("sapphire_rapids", SAPPHIRE_RAPIDS_LSCPU, "amx"),
+    ("no_bfloat16", OLD_CPUINFO, None),
+  )
+  def test_kind_of_bfloat16_cpu(self, text, kind):
+    self.assertEqual(cpu_features.parse_cpu_info(text).bfloat16_kind, kind)
+
   def test_flags_are_whole_words(self):
     cpu = cpu_features.parse_cpu_info("flags\t: avx512_bf16x amx_bf16_fake\n")
     self.assertEqual(cpu.bfloat16_flags, ())
@@ -63,6 +71,13 @@ class Bfloat16HintTest(parameterized.TestCase):
   def test_names_every_bfloat16_flag(self):
     cpu = cpu_features.parse_cpu_info(SAPPHIRE_RAPIDS_LSCPU)
     self.assertIn("amx_bf16 and avx512_bf16", cpu_features.bfloat16_hint(None, cpu, has_gpu=False))
+
+  @parameterized.named_parameters(
+    ("zen4", ZEN4_CPUINFO, "avx512_bf16"), ("amx", SAPPHIRE_RAPIDS_LSCPU, "amx")
+  )
+  def test_gives_the_speedup_measured_on_that_kind_of_cpu(self, text, kind):
+    hint = cpu_features.bfloat16_hint(None, cpu_features.parse_cpu_info(text), has_gpu=False)
+    self.assertIn(f"trains {cpu_features.BFLOAT16_TRAIN_SPEEDUP[kind]} faster", hint)
 
   @parameterized.named_parameters(
     ("bfloat16_run", "bfloat16", ZEN4_CPUINFO, False),

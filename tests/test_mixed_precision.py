@@ -137,7 +137,31 @@ class RecomputingReluConv2dTest(tf.test.TestCase, parameterized.TestCase):
       self.assertEqual([consumer.type for consumer in relu.outputs[0].consumers()], ["Conv2D"])
     for relu in relus:
       if relu not in forward_relus:  # recomputed only once the backward pass reaches it
-        self.assertNotEmpty(relu.inputs[0].op.control_inputs)
+        batch_norm_op = relu.inputs[0].op
+        (x_after_dz,) = [t for t in batch_norm_op.inputs if t.op.type == "Identity"]
+        self.assertNotEmpty(x_after_dz.op.control_inputs)
+
+  def test_the_recomputed_batch_norm_and_relu_can_be_fused(self):
+    """Grappler folds a batch norm and its ReLU into one kernel only when neither has control inputs or other
+    readers: the recomputation's wait for the incoming gradient sits on an identity of its input instead."""
+    batch_norm = networks.BatchNormalization(6)
+    kernel = tf.Variable(tf.random.stateless_normal([3, 3, 6, 6], seed=[1, 2]))
+
+    @tf.function
+    def gradients(x):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = tf.reduce_sum(batch_norm.relu_conv2d(x, kernel, training=True))
+      return tape.gradient(loss, [x, kernel])
+
+    graph = gradients.get_concrete_function(tf.TensorSpec([2, 4, 4, 6])).graph
+    (recomputed,) = [
+      op for op in graph.get_operations() if op.type == "FusedBatchNormV3" and not op.get_attr("is_training")
+    ]
+    self.assertEmpty(recomputed.control_inputs)
+    self.assertEqual([consumer.type for consumer in recomputed.outputs[0].consumers()], ["Relu"])
+    (relu,) = recomputed.outputs[0].consumers()
+    self.assertEmpty(relu.control_inputs)
 
   def test_inference_and_the_composite_path_compute_the_composition(self):
     composite = networks.BatchNormalization(6, fused=False)

@@ -145,8 +145,11 @@ def _recomputing_relu_conv2d(x, gamma, beta, kernel, epsilon):
       del unused_statistics_gradients  # the statistics only move the running averages, under stop_gradient
       # Not before the backward pass reaches here: run as soon as its inputs exist, the recomputation would
       # hold its output through the rest of the forward pass, as the plain gradient does.
+      # The dependency sits on an identity of `x`, not on the batch norm: grappler fuses a batch norm and
+      # its ReLU into one oneDNN kernel (`_FusedBatchNormEx`) only when neither has control inputs.
       with tf.control_dependencies([dz]):
-        y = _fused_batch_norm(x, gamma, beta, epsilon, statistics=(batch_mean, batch_variance))[0]
+        x_after_dz = tf.identity(x)
+      y = _fused_batch_norm(x_after_dz, gamma, beta, epsilon, statistics=(batch_mean, batch_variance))[0]
       activation = tf.nn.relu(y)
       conv_input = tf.cast(activation, kernel.dtype)
       d_input = tf.raw_ops.Conv2DBackpropInput(

@@ -3,6 +3,7 @@
 ```python
 cpu = cpu_features.read_cpu_info()        # from /proc/cpuinfo (Linux); unknown elsewhere
 cpu.bfloat16_flags                          # ('avx512_bf16',) on an AMD Zen 4, ('amx_bf16', 'avx512_bf16') on a Sapphire Rapids
+cpu.bfloat16_kind                           # 'avx512_bf16' on the Zen 4, 'amx' on the Sapphire Rapids, None without either
 cpu_features.bfloat16_hint(None, cpu)       # a one-line suggestion for a float32 run on such a CPU, else None
 ```
 """
@@ -11,11 +12,23 @@ import dataclasses
 
 import tensorflow as tf
 
-__all__ = ["BFLOAT16_FLAGS", "CpuInfo", "bfloat16_hint", "parse_cpu_info", "read_cpu_info"]
+__all__ = [
+  "BFLOAT16_FLAGS",
+  "BFLOAT16_TRAIN_SPEEDUP",
+  "CpuInfo",
+  "bfloat16_hint",
+  "parse_cpu_info",
+  "read_cpu_info",
+]
 
 # The CPU flags (as Linux names them) of instructions that run bfloat16 matrix products natively: AMX tiles and
 # AVX-512 dot products. Without them TensorFlow emulates bfloat16, more slowly than float32.
 BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+# The bfloat16 train step's speed over float32's (`compute_dtype=bfloat16`, small and cifar10 models, batch 64,
+# 2 cores, same run) by `CpuInfo.bfloat16_kind`, as measured in docs/results/speed.md: AMX tiles (an Intel Xeon,
+# `lscpu` model 207) and AVX512-BF16 without AMX (an AMD Zen 4).
+BFLOAT16_TRAIN_SPEEDUP = {"amx": "2.2-2.9x", "avx512_bf16": "1.6-1.7x"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +42,14 @@ class CpuInfo:
   def bfloat16_flags(self):
     """The entries of `BFLOAT16_FLAGS` this CPU has, in that order."""
     return tuple(flag for flag in BFLOAT16_FLAGS if flag in self.flags)
+
+  @property
+  def bfloat16_kind(self):
+    """`'amx'` with AMX-BF16 tiles, `'avx512_bf16'` with only AVX512-BF16, None with neither: the kinds of CPU
+    whose speed choices are measured apart (`BFLOAT16_TRAIN_SPEEDUP`)."""
+    if "amx_bf16" in self.flags:
+      return "amx"
+    return "avx512_bf16" if "avx512_bf16" in self.flags else None
 
 
 def parse_cpu_info(text):
@@ -64,10 +85,12 @@ def bfloat16_hint(compute_dtype, cpu_info=None, has_gpu=None):
     has_gpu = bool(tf.config.list_physical_devices("GPU"))
   if has_gpu:
     return None
-  flags = (cpu_info or read_cpu_info()).bfloat16_flags
+  cpu_info = cpu_info or read_cpu_info()
+  flags = cpu_info.bfloat16_flags
   if not flags:
     return None
   return (
     f"this CPU has {' and '.join(flags)}: --compute_dtype=bfloat16 (conditioners in bfloat16) trains "
-    "faster on it with the same digits test bits/dim within 0.02 (docs/speed.md); this run stays float32"
+    f"{BFLOAT16_TRAIN_SPEEDUP[cpu_info.bfloat16_kind]} faster on such a CPU with the same digits test bits/dim "
+    "within 0.02 (docs/speed.md, docs/results/speed.md); this run stays float32"
   )
