@@ -75,7 +75,9 @@ class ServedWorkIsBoundedTest(TempDirTestCase):
       seed=tf.constant([1, 2]),
     )
     # Within the limit it answers: 64 rows x 256 draws.
-    outputs = signature(levels=tf.constant(levels[:64]), num_samples=tf.constant(256), seed=tf.constant([1, 2]))
+    outputs = signature(
+      levels=tf.constant(levels[:64]), num_samples=tf.constant(256), seed=tf.constant([1, 2])
+    )
     self.assertTrue(np.all(np.isfinite(outputs["bits_per_dim"].numpy())))
 
   def test_every_signature_refuses_work_beyond_max_flow_evaluations(self):
@@ -105,7 +107,9 @@ class ServedWorkIsBoundedTest(TempDirTestCase):
       levels=tf.constant(np.floor(x[:20])), num_samples=tf.constant(2), seed=tf.constant([1, 2])
     )
     self.assertEqual(outputs["bits_per_dim"].shape, [20])
-    samples = signatures["sample"](num_samples=tf.constant(40), temperature=tf.constant(1.0), seed=tf.constant([1, 2]))
+    samples = signatures["sample"](
+      num_samples=tf.constant(40), temperature=tf.constant(1.0), seed=tf.constant([1, 2])
+    )
     self.assertEqual(samples["samples"].shape, [40, 8, 8, 1])
 
   def test_the_limits_are_returned_and_shown_by_saved_model_cli(self):
@@ -114,7 +118,10 @@ class ServedWorkIsBoundedTest(TempDirTestCase):
     if not SAVED_MODEL_CLI:
       self.skipTest("needs saved_model_cli")
     shown = subprocess.run(
-      [SAVED_MODEL_CLI, "show", "--dir", self.small_path, "--all"], capture_output=True, text=True, timeout=120
+      [SAVED_MODEL_CLI, "show", "--dir", self.small_path, "--all"],
+      capture_output=True,
+      text=True,
+      timeout=120,
     )
     self.assertIn("Function Name: 'limits'", shown.stdout)
     limits_shown = shown.stdout[shown.stdout.index("Function Name: 'limits'") :]
@@ -127,15 +134,21 @@ class ServedWorkIsBoundedTest(TempDirTestCase):
       self.assertEqual(serving_module.default_max_flow_evaluations(self.flow), 104)
     small, large = small_image_flow(), small_image_flow(num_filters=16, num_blocks=2)
     self.assertLess(serving_module.flops_per_row(small), serving_module.flops_per_row(large))
-    self.assertEqual(serving_module.default_max_flow_evaluations(small), serving_module.MAX_FLOW_EVALUATIONS_CAP)
+    self.assertEqual(
+      serving_module.default_max_flow_evaluations(small), serving_module.MAX_FLOW_EVALUATIONS_CAP
+    )
     # A smaller `max_flow_evaluations` than `max_num_samples` is the one `sample` names.
     module = serving_module.ServingModule(small_vector_flow(), max_num_samples=100, max_flow_evaluations=10)
-    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "`max_flow_evaluations`, set at export to 10"):
+    with self.assertRaisesRegex(
+      tf.errors.InvalidArgumentError, "`max_flow_evaluations`, set at export to 10"
+    ):
       module.sample(tf.constant(11), tf.constant(1.0), tf.constant([1, 2]))
 
   def test_classify_counts_rows_times_classes(self):
     flow = RealNVP.from_preset("digits", **fixtures.TINY_MODEL, conditional_event_shape=(10,))
-    module = serving_module.ServingModule(flow, label_log_prior=np.log(np.full(10, 0.1)), max_flow_evaluations=30)
+    module = serving_module.ServingModule(
+      flow, label_log_prior=np.log(np.full(10, 0.1)), max_flow_evaluations=30
+    )
     self.assertEqual(module.classify(tf.constant(pixels([3, 8, 8, 1], 4, 2)))["label"].shape, [3])
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "times the 10 classes must be at most"):
       module.classify(tf.constant(pixels([4, 8, 8, 1], 4, 2)))
@@ -364,7 +377,9 @@ class DivergenceTest(TempDirTestCase):
       max_consecutive_non_finite=8,
       log_every_steps=100,
     )
-    with self.assertRaisesRegex(train_lib.NonFiniteLossError, "--allow_config_change=learning_rate") as raised:
+    with self.assertRaisesRegex(
+      train_lib.NonFiniteLossError, "--allow_config_change=learning_rate"
+    ) as raised:
       run_quietly(diverging, workdir)
     # No checkpoint of weights whose next step was not finite: following the advice trains on.
     result, _ = run_quietly(
@@ -381,7 +396,9 @@ class MetricsTest(TempDirTestCase):
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
       run_quietly(config, workdir)
-    self.assertRegex(stderr.getvalue(), r"warning: class\(es\) 5, 6, 7, 8, 9 have no image in the training split")
+    self.assertRegex(
+      stderr.getvalue(), r"warning: class\(es\) 5, 6, 7, 8, 9 have no image in the training split"
+    )
 
     def refuse(constant):
       raise ValueError(f"{constant} is not JSON")

@@ -182,7 +182,9 @@ class LockRaceTest(tf.test.TestCase):
     workdir = os.path.join(self.get_temp_dir(), "huge_pid")
     os.makedirs(workdir)
     write_lock(workdir, 2**40)
-    with self.assertRaisesRegex(configs.ConfigError, r"^The lock file .*lock\.json is not a run's .*a pid in \[1, 2147483647\]\); got"):
+    with self.assertRaisesRegex(
+      configs.ConfigError, r"^The lock file .*lock\.json is not a run's .*a pid in \[1, 2147483647\]\); got"
+    ):
       with workdirs.lock(workdir):
         pass
 

@@ -149,9 +149,7 @@ def _normalized(log_prior):
   total = tf.reduce_logsumexp(log_prior)
   valid = tf.reduce_all(~tf.math.is_nan(log_prior) & (log_prior < np.inf))
   valid = valid & (tf.abs(total) <= _PRIOR_TOLERANCE)
-  message = (
-    "`log_prior` must be log-probabilities `log p(y)` (each finite or -inf, their `exp` summing to 1)"
-  )
+  message = "`log_prior` must be log-probabilities `log p(y)` (each finite or -inf, their `exp` summing to 1)"
   if tf.executing_eagerly() or tf.get_static_value(valid) is not None:
     if not bool(tf.get_static_value(valid)):
       raise ValueError(

@@ -832,7 +832,8 @@ def _checked_temperature(temperature, dtype):
       raise ValueError(f"{name} must be a finite number >= 0; got {float(value)!r}.")
     return temperature
   check = tf.debugging.Assert(
-    tf.math.is_finite(temperature) & (temperature >= 0), [f"{name} must be a finite number >= 0; got", temperature]
+    tf.math.is_finite(temperature) & (temperature >= 0),
+    [f"{name} must be a finite number >= 0; got", temperature],
   )
   with tf.control_dependencies([check]):
     return tf.identity(temperature)

@@ -638,7 +638,9 @@ def _train(run, *, manager, start_step):
     interval.add(time.perf_counter() - step_start, float(bits_per_dim) if applied else None)
     consecutive_skips = 0 if applied else consecutive_skips + 1
     if not applied:
-      _report_skip(run, step=step, consecutive_skips=consecutive_skips, last_saved=last_saved, manager=manager)
+      _report_skip(
+        run, step=step, consecutive_skips=consecutive_skips, last_saved=last_saved, manager=manager
+      )
     run.reporter.progress(step, bits_per_dim=float(bits_per_dim))
     last_step = step == config.num_train_steps
     if step % config.log_every_steps == 0 or last_step:

@@ -97,7 +97,9 @@ def _acquire(workdir, path, holder):
       if _create_exclusively(path, holder):
         return current
     # Another run created the lock after the stale one was gone: the next round finds it held.
-  raise ConfigError(f"`workdir` {os.fspath(workdir)}: its lock {path} keeps changing; is another run starting?")
+  raise ConfigError(
+    f"`workdir` {os.fspath(workdir)}: its lock {path} keeps changing; is another run starting?"
+  )
 
 
 def _in_use_error(workdir, path, holder):
