@@ -15,7 +15,8 @@ false, or a plain word such as bfloat16). Flags left unset take the dataset's de
 (`configs.get_config`). Rerunning a command resumes from the latest checkpoint in its workdir; a rerun may
 change the loop and output settings and `--num_train_steps`, the optimization settings only when named in
 `--allow_config_change`, the model and the data never. A setting that cannot work, or a workdir that is in
-use or holds another run, prints one `error:` line and exits with 2. TensorFlow's C++ start-up logging is
+use or holds another run, prints one `error:` line and exits with 2 (a disk error or a stop on non-finite
+values: 1; Ctrl-C: 130, the lock released). TensorFlow's C++ start-up logging is
 hidden unless `TF_CPP_MIN_LOG_LEVEL` is set or `--verbosity` is given (`tfp_realnvp.internal.quiet_startup`).
 """
 
@@ -32,6 +33,8 @@ from tfp_realnvp.internal import quiet_startup
 
 if __name__ == "__main__":
   quiet_startup.import_tensorflow_quietly(sys.argv)  # before `train_lib` imports TensorFlow
+
+import tensorflow as tf  # noqa: E402
 
 from tfp_realnvp.training import configs, train_lib  # noqa: E402
 
@@ -194,6 +197,19 @@ def main(argv):
     _exit_with_error(str(error), status=2)
   except train_lib.NonFiniteLossError as error:
     _exit_with_error(str(error), status=1)
+  except (OSError, tf.errors.OpError) as error:  # a disk error the run did not expect: one line
+    _exit_with_error(_first_line(error), status=1)
+  except KeyboardInterrupt:
+    _exit_with_error(
+      "interrupted; the workdir's lock is released and its checkpoints are intact: rerun the same command "
+      "to resume from the last one.",
+      status=130,
+    )
+
+
+def _first_line(error):
+  text = (str(error).strip().splitlines() or [""])[0]
+  return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _parse_flags(argv):

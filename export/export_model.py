@@ -10,7 +10,8 @@ from the workdir's latest checkpoint, or from `--checkpoint`. Serve it with
 Prints one line, `exported digits flow (844,673 parameters) from runs/digits/checkpoints/ckpt-2000 to
 exports/realnvp/3`; TensorFlow's start-up and INFO logging is hidden unless `TF_CPP_MIN_LOG_LEVEL` is set or
 `--verbosity` is given (`tfp_realnvp.internal.quiet_startup`). `--max_num_samples` (default 4096) caps a `sample`
-request (and the draws `K` of a `discrete_bits_per_dim` request).
+request (and the draws `K` of a `discrete_bits_per_dim` request); `--max_flow_evaluations` (default: from the
+model's operations per row) caps the rows, samples, rows x classes or rows x draws of any request.
 Every export has the `discrete_bits_per_dim` signature: the importance-weighted bound on the discrete image's
 bits/dim with the run's dequantizer (`levels`, `num_samples` K, `seed`), beside `log_prob`, the continuous
 density of dequantized values. A `--condition=label` run's export also has the `classify` signature
@@ -42,6 +43,12 @@ flags.DEFINE_integer(
   "The most samples one request to the `sample` signature (or draws K to `discrete_bits_per_dim`) may ask "
   "for; larger requests are refused.",
 )
+flags.DEFINE_integer(
+  "max_flow_evaluations",
+  None,
+  "The most flow evaluations one request may cost (rows; samples; rows x classes for classify; rows x draws "
+  "for discrete_bits_per_dim); default: from the model's operations per row. Larger requests are refused.",
+)
 flags.mark_flags_as_required(["workdir", "export_base"])
 
 
@@ -58,6 +65,7 @@ def main(argv):
       FLAGS.version,
       FLAGS.checkpoint,
       FLAGS.max_num_samples,
+      max_flow_evaluations=FLAGS.max_flow_evaluations,
     )
   except configs.ConfigError as error:  # like train.py: one line, status 2
     print(f"error: {error}", file=sys.stderr, flush=True)

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -328,14 +329,24 @@ class NonFiniteTest(tf.test.TestCase):
   @pytest.mark.slow
   def test_a_persistently_non_finite_loss_stops_with_the_step_and_keeps_checkpoints_finite(self):
     workdir = os.path.join(self.get_temp_dir(), "non_finite")
-    # An infinite L2 coefficient makes every loss infinite.
-    config = tiny_config(l2_coefficient=float("inf"), max_consecutive_non_finite=3, checkpoint_every_steps=2)
-    with self.assertRaisesRegex(
-      train_lib.NonFiniteLossError,
-      r"Training stopped at step 3: the loss or gradient was not finite for 3 "
-      r"consecutive steps\. The last checkpoint \(step 2\) is finite",
-    ):
-      run(config, workdir)
+    config = tiny_config(max_consecutive_non_finite=3, checkpoint_every_steps=2, num_train_steps=9)
+    run(dataclasses.replace(config, num_train_steps=2), workdir)  # a finite checkpoint at step 2
+    # An infinite L2 coefficient makes every loss infinite (the config refuses it: the trainer gets it here).
+    build_trainer = train_lib.build_trainer
+
+    def infinite_l2(*args, **kwargs):
+      trainer = build_trainer(*args, **kwargs)
+      trainer.l2_coefficient = float("inf")
+      return trainer
+
+    with mock.patch.object(train_lib, "build_trainer", infinite_l2):
+      with self.assertRaisesRegex(
+        train_lib.NonFiniteLossError,
+        r"Training stopped at step 5: the loss or gradient was not finite for 3 "
+        r"consecutive steps\. The last checkpoint \(step 2, .*ckpt-2\) was written after an applied step",
+      ):
+        run(config, workdir)
+    # The checkpoint due at step 4 followed a skipped step: it was not written.
     reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints"))
     self.assertEqual(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"), 2)
     for name in reader.get_variable_to_shape_map():

@@ -2,10 +2,14 @@
 
 import dataclasses
 import json
+import multiprocessing
 import os
+import random
 import socket
 import subprocess
 import sys
+import time
+from unittest import mock
 
 import tensorflow as tf
 from absl.testing import parameterized
@@ -98,6 +102,90 @@ class LockTest(tf.test.TestCase):
       file.write("{")
     with self.assertRaisesRegex(configs.ConfigError, r"^The lock file .*lock\.json is not a run's"):
       with workdirs.lock(self.workdir):
+        pass
+
+
+def _race_for_the_lock(workdir, barrier, result_path, seed):
+  """A forked run: waits for the others, then takes the lock of `workdir` (its stale-lock check slowed by a
+  random 0-20 ms, which widens every window between reading the lock and taking it over) and holds it 0.3 s;
+  writes `[pid, acquired, released, error]` to `result_path` (monotonic seconds, the same clock in every
+  process)."""
+  rng = random.Random(seed)
+  is_stale = workdirs._is_stale
+
+  def slow_is_stale(holder):
+    stale = is_stale(holder)
+    time.sleep(rng.uniform(0.0, 0.02))
+    return stale
+
+  def report(*outcome):
+    with open(result_path, "w") as file:
+      json.dump([os.getpid(), *outcome], file)
+
+  try:
+    barrier.wait(timeout=30)
+    with mock.patch.object(workdirs, "_is_stale", slow_is_stale):
+      with workdirs.lock(workdir):
+        acquired = time.monotonic()
+        time.sleep(0.3)
+        with open(workdirs.lock_path(workdir)) as file:
+          still_mine = json.load(file)["pid"] == os.getpid()
+        released = time.monotonic()
+    report(acquired, released, None if still_mine else "lock file replaced while held")
+  except configs.ConfigError as error:
+    report(None, None, str(error))
+  except BaseException as error:  # noqa: BLE001 - reported to the test
+    report(None, None, f"crash: {type(error).__name__}: {error}")
+  finally:
+    os._exit(0)
+
+
+class LockRaceTest(tf.test.TestCase):
+  def test_four_runs_started_together_on_a_stale_lock_have_exactly_one_holder(self):
+    # Forked: no TensorFlow start-up per run; the lock itself uses only the os module for local paths.
+    context = multiprocessing.get_context("fork")
+    trials, holders_per_trial = 20, []
+    for trial in range(trials):
+      workdir = os.path.join(self.get_temp_dir(), f"race_{trial}")
+      os.makedirs(workdir)
+      write_lock(workdir, dead_pid())
+      barrier = context.Barrier(4)
+      result_paths = [os.path.join(self.get_temp_dir(), f"race_{trial}_{index}.json") for index in range(4)]
+      processes = [
+        context.Process(target=_race_for_the_lock, args=(workdir, barrier, path, 100 * trial + index))
+        for index, path in enumerate(result_paths)
+      ]
+      for process in processes:
+        process.start()
+      for process in processes:
+        process.join(timeout=60)
+      outcomes = []
+      for path in result_paths:
+        with open(path) as file:
+          outcomes.append(json.load(file))
+      holders = [outcome for outcome in outcomes if outcome[1] is not None]
+      errors = [outcome[3] for outcome in outcomes if outcome[1] is None]
+      for message in errors:
+        self.assertRegex(message, r"^`workdir` .* is in use by process \d+", (trial, outcomes))
+      for outcome in holders:
+        self.assertIsNone(outcome[3], (trial, outcomes))
+      holders_per_trial.append(len(holders))
+      # Held one after the other, never at once.
+      intervals = sorted((outcome[1], outcome[2]) for outcome in holders)
+      for (_, released), (acquired, _) in zip(intervals, intervals[1:]):
+        self.assertLess(released, acquired, (trial, outcomes))
+      self.assertFalse(os.path.exists(workdirs.lock_path(workdir)))  # released, no stale lock left
+      self.assertEqual(sorted(os.listdir(workdir)), [])  # nor private files
+    self.assertEqual(holders_per_trial, [1] * trials)
+
+  def test_a_lock_naming_an_impossible_pid_is_one_error_line(self):
+    workdir = os.path.join(self.get_temp_dir(), "huge_pid")
+    os.makedirs(workdir)
+    write_lock(workdir, 2**40)
+    with self.assertRaisesRegex(
+      configs.ConfigError, r"^The lock file .*lock\.json is not a run's .*a pid in \[1, 2147483647\]\); got"
+    ):
+      with workdirs.lock(workdir):
         pass
 
 

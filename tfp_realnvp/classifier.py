@@ -21,7 +21,15 @@ labels = tf.argmax(log_probs, axis=-1)
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["class_log_probs", "joint_log_probs", "log_prior_of_counts", "marginal_log_prob"]
+from tfp_realnvp.internal.checks import positive_int
+
+__all__ = [
+  "class_conditional_log_probs",
+  "class_log_probs",
+  "joint_log_probs",
+  "log_prior_of_counts",
+  "marginal_log_prob",
+]
 
 
 def joint_log_probs(flow, x, num_classes, log_prior=None):
@@ -32,9 +40,15 @@ def joint_log_probs(flow, x, num_classes, log_prior=None):
       one-hot label.
     x: data `[batch, *flow.event_shape]`.
     num_classes: the number of classes.
-    log_prior: `log p(y)`, shape `[num_classes]`; None for the uniform `-log(num_classes)`.
+    log_prior: `log p(y)`, shape `[num_classes]`, each finite or `-inf`, their `exp` summing to 1 (within
+      1e-4; checked in the graph for a tensor known only when it runs); None for the uniform
+      `-log(num_classes)`.
+
+  Raises:
+    ValueError: `num_classes` is not a positive integer (2.5 is refused, not truncated), or `log_prior` is
+      not a normalized `log p(y)` of shape `[num_classes]`.
   """
-  num_classes = int(num_classes)
+  num_classes = positive_int("num_classes", num_classes)
   if flow.conditional_event_shape != (num_classes,):
     raise ValueError(
       f"The flow must be conditioned on one-hot labels, `conditional_event_shape=({num_classes},)` for "
@@ -53,12 +67,33 @@ def joint_log_probs(flow, x, num_classes, log_prior=None):
     raise ValueError(
       f"`log_prior` must have shape [{num_classes}] (`log p(y)` per class); got shape {log_prior.shape.as_list()}."
     )
+  log_prior = _normalized(log_prior)
+  return class_conditional_log_probs(flow, x, num_classes) + log_prior
+
+
+def class_conditional_log_probs(flow, x, num_classes):
+  """`log p(x | y)` for every class `y`: `[batch, num_classes]` (`joint_log_probs` without the prior).
+
+  Arguments as in `joint_log_probs`.
+  """
+  num_classes = positive_int("num_classes", num_classes)
+  if flow.conditional_event_shape != (num_classes,):
+    raise ValueError(
+      f"The flow must be conditioned on one-hot labels, `conditional_event_shape=({num_classes},)` for "
+      f"`num_classes={num_classes}`; its `conditional_event_shape` is {flow.conditional_event_shape}."
+    )
+  x = tf.convert_to_tensor(x, flow.dtype)
+  event_rank = len(flow.event_shape)
+  if x.shape.rank != event_rank + 1:
+    raise ValueError(
+      f"`x` must be a batch `[batch, {', '.join(map(str, flow.event_shape))}]`; got shape {x.shape.as_list()}."
+    )
   batch_size = tf.shape(x)[0]
   # Row `k * batch + i` pairs image `i` with label `k`.
   rows = tf.tile(x, [num_classes] + [1] * event_rank)
   labels = tf.one_hot(tf.repeat(tf.range(num_classes), batch_size), num_classes, dtype=flow.dtype)
   log_likelihoods = tf.reshape(flow.log_prob(rows, conditional_input=labels), [num_classes, batch_size])
-  return tf.transpose(log_likelihoods) + log_prior
+  return tf.transpose(log_likelihoods)
 
 
 def class_log_probs(flow, x, num_classes, log_prior=None):
@@ -85,10 +120,42 @@ def log_prior_of_counts(label_counts):
   Raises:
     ValueError: `label_counts` is not a non-empty vector of non-negative counts, not all 0.
   """
-  counts = np.asarray(label_counts, np.float64)
-  if counts.ndim != 1 or not len(counts) or np.any(counts < 0) or not counts.sum():
+  try:
+    counts = np.asarray(label_counts, np.float64)
+  except (TypeError, ValueError):
+    counts = np.full([0], np.nan)
+  if (
+    counts.ndim != 1
+    or not len(counts)
+    or not np.all(np.isfinite(counts))
+    or np.any(counts < 0)
+    or not counts.sum()
+  ):
     raise ValueError(
-      f"`label_counts` must be non-negative class counts [num_classes], not all 0; got {label_counts!r}."
+      "`label_counts` must be finite non-negative class counts [num_classes], not all 0; got "
+      f"{label_counts!r}."
     )
   with np.errstate(divide="ignore"):
     return np.log(counts / counts.sum())
+
+
+# How far `logsumexp(log_prior)` may be from 0 (float32 round-off of a prior of many classes stays far below).
+_PRIOR_TOLERANCE = 1e-4
+
+
+def _normalized(log_prior):
+  """`log_prior`, checked to be `log p(y)`: no NaN or `+inf`, `logsumexp` 0 within `_PRIOR_TOLERANCE`. A
+  value known now is checked now (`ValueError`); a graph tensor by an assertion when the graph runs."""
+  total = tf.reduce_logsumexp(log_prior)
+  valid = tf.reduce_all(~tf.math.is_nan(log_prior) & (log_prior < np.inf))
+  valid = valid & (tf.abs(total) <= _PRIOR_TOLERANCE)
+  message = "`log_prior` must be log-probabilities `log p(y)` (each finite or -inf, their `exp` summing to 1)"
+  if tf.executing_eagerly() or tf.get_static_value(valid) is not None:
+    if not bool(tf.get_static_value(valid)):
+      raise ValueError(
+        f"{message}; got {np.asarray(tf.get_static_value(log_prior)).tolist()}, whose `exp` sums to "
+        f"{float(np.exp(tf.get_static_value(total)))}."
+      )
+    return log_prior
+  with tf.control_dependencies([tf.debugging.Assert(valid, [message, log_prior])]):
+    return tf.identity(log_prior)

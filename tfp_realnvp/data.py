@@ -183,8 +183,12 @@ def _import_tfds():
 def _check_image_size(image_size):
   if image_size is None:
     return None
-  size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-  if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+  try:
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+  except TypeError:  # neither an int nor a pair
+    size = ()
+  # A bool is an `int` to Python, not a size: `image_size=True` is refused, not read as 1.
+  if len(size) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
     raise ValueError(
       f"`image_size` must be a positive int or a (height, width) pair of them; got {image_size!r}."
     )

@@ -237,6 +237,9 @@ class RealNVP(_TransformedDistribution):
     """The variables the paper's L2 penalty applies to: weight-norm scales and coupling tanh scales."""
     return tuple(v for v in self.trainable_variables if networks.is_regularized(v))
 
+  # Whether `log_prob` scores again a finite row whose score over- or underflowed (`_overflow_to_minus_inf`).
+  _rescores_overflow = False
+
   def _in_support(self, x):
     """Elementwise: where `x` lies in the support of the data (subclasses say)."""
     raise NotImplementedError
@@ -329,17 +332,48 @@ class RealNVP(_TransformedDistribution):
         lambda: self._log_prob(x, conditional_input, **{**kwargs, "training": False}),
       )
     self._check_event(x)
+    if training and x.shape.rank is None:
+      raise ValueError(
+        f"`x` must have a known rank with `training=True` (batch norm reduces over its batch axes): "
+        f"`[batch, {', '.join(map(str, self._event_shape_tuple))}]`; got a tensor of unknown rank (in a "
+        "`tf.function`, give its input signature a shape)."
+      )
     x, context_kwargs = self._context_and_data(conditional_input, x)
     kwargs.update(context_kwargs)
     # Zero density outside the support, NaN for NaN. Values outside are replaced before the transform so
     # that they can produce neither NaNs nor NaN gradients.
     event_axes = list(range(-len(self._event_shape_tuple), 0))
     in_support = self._in_support(x)
-    log_prob = super()._log_prob(tf.where(in_support, x, self._interior_value(x.dtype)), **kwargs)
+    x_inside = tf.where(in_support, x, self._interior_value(x.dtype))
+    log_prob = super()._log_prob(x_inside, **kwargs)
+    log_prob = self._overflow_to_minus_inf(log_prob, x_inside, in_support, event_axes, kwargs)
     log_prob = tf.where(tf.reduce_all(in_support, event_axes), log_prob, tf.constant(-np.inf, log_prob.dtype))
     return tf.where(
       tf.reduce_any(tf.math.is_nan(x), event_axes), tf.constant(np.nan, log_prob.dtype), log_prob
     )
+
+  def _overflow_to_minus_inf(self, log_prob, x_inside, in_support, event_axes, kwargs):
+    """`log_prob` with -inf for a row inside the support whose score over- or underflowed (non-finite for a
+    finite row, such as a vector of 3e38: its density underflows), scored again with the row replaced so
+    that its gradient is 0, not NaN (a second pass, only when there is such a row). A row whose replacement
+    does not score finitely either (non-finite weights) stays NaN. Vector flows only (`_rescores_overflow`):
+    an image flow's support is a box its preprocessing maps to finite logits, and the second pass would double
+    its traced graph."""
+    if not self._rescores_overflow or log_prob.shape.rank is None:  # unknown rank: no rows to tell apart
+      return log_prob
+    row_inside = tf.reduce_all(in_support, event_axes)
+    overflowed = row_inside & ~tf.math.is_finite(log_prob)
+    row_axes = [slice(None)] * log_prob.shape.rank + [tf.newaxis] * len(event_axes)
+
+    def rescore():
+      replaced = tf.where(overflowed[tuple(row_axes)], self._interior_value(x_inside.dtype), x_inside)
+      rescored = super(RealNVP, self)._log_prob(replaced, **kwargs)
+      minus_inf = tf.where(
+        tf.math.is_finite(rescored), tf.constant(-np.inf, rescored.dtype), tf.constant(np.nan, rescored.dtype)
+      )
+      return tf.where(overflowed, minus_inf, rescored)
+
+    return tf.cond(tf.reduce_any(overflowed), rescore, lambda: log_prob)
 
   def _prob(self, x, **kwargs):
     return tf.exp(self._log_prob(x, **kwargs))
@@ -349,19 +383,17 @@ class RealNVP(_TransformedDistribution):
     return x
 
   def _call_sample_and_log_prob(self, sample_shape, seed, temperature=1.0, **kwargs):
-    # The flow's own `log p(x)` at each sample: `temperature` moves where samples land, not the density.
-    z, x, bijector_kwargs = self._sample_latent_and_data(sample_shape, seed, temperature, kwargs)
-    event_ndims = len(self._event_shape_tuple)
-    fldj = self.bijector.forward_log_det_jacobian(z, event_ndims=event_ndims, **bijector_kwargs)  # cached
-    return x, self.distribution.log_prob(z) - fldj
+    # `log_prob` of the samples as returned: the latent's density with the log-determinant of the inverse
+    # pass would differ from `log_prob(x)` wherever `x` rounds (a saturated logit: up to 1e-2 nats at
+    # temperature 3, 1e13 at 1e6), so the samples are scored again, at one more forward pass.
+    x = self._call_sample_n(sample_shape, seed, temperature, **dict(kwargs))
+    return x, self._log_prob(x, **kwargs)
 
   def _sample_latent_and_data(self, sample_shape, seed, temperature, kwargs):
     """`(z, x, bijector_kwargs)`: latent `z = temperature * N(0, I)` and sample `x = f^{-1}(z; c)`."""
     conditional_input = kwargs.pop("conditional_input", None)
     sample_shape = _sample_shape_arg(sample_shape)
-    temperature = tf.convert_to_tensor(temperature, dtype_hint=self.dtype, name="temperature")
-    if temperature.shape.rank != 0:
-      raise ValueError(f"`temperature` must be a scalar; got shape {temperature.shape.as_list()}.")
+    temperature = _checked_temperature(temperature, self.dtype)
     distribution_kwargs, bijector_kwargs = self._split_kwargs(kwargs)
     z = self.distribution.sample(sample_shape, seed=seed, **distribution_kwargs)
     z = z * tf.cast(temperature, z.dtype)
@@ -399,7 +431,15 @@ class RealNVP(_TransformedDistribution):
     x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
     self._check_event(x)
     x, context_kwargs = self._context_and_data(conditional_input, x)
-    return self._data_to_latent.forward(x, training=False, **context_kwargs)
+    z = self._data_to_latent.forward(x, training=False, **context_kwargs)
+    return self._nan_outside_support(x, z)
+
+  def _nan_outside_support(self, x, z):
+    """`z` with NaN in every row of `x` that holds a value outside the support (or NaN): such a row has no
+    latent (`log_prob` gives it -inf or NaN), and `forward` would give one anyway (clamped, or NaN)."""
+    event_axes = list(range(-len(self._event_shape_tuple), 0))
+    in_support = tf.reduce_all(self._in_support(x), event_axes, keepdims=True)
+    return tf.where(in_support, z, tf.constant(np.nan, z.dtype))
 
   def decode(self, z, conditional_input=None):
     """The data point `x = f^{-1}(z; c)` (inference mode), shaped like `z` (broadcast likewise)."""
@@ -418,6 +458,13 @@ class RealNVP(_TransformedDistribution):
     num_steps = positive_int("num_steps", num_steps)
     if num_steps < 2:
       raise ValueError(f"`num_steps` must be at least 2; got {num_steps!r}.")
+    x_start = tf.convert_to_tensor(x_start, dtype_hint=self.dtype)
+    x_end = tf.convert_to_tensor(x_end, dtype_hint=self.dtype)
+    if not x_start.shape.is_compatible_with(x_end.shape):
+      raise ValueError(
+        f"`x_end` must have the shape of `x_start`, {x_start.shape.as_list()} (the path runs between two points "
+        f"or two batches of the same shape); got shape {x_end.shape.as_list()}."
+      )
     z_start = self.encode(x_start, conditional_input)
     z_end = self.encode(x_end, conditional_input)
     angles = tf.cast(tf.linspace(0.0, math.pi / 2, num_steps), self.dtype)
@@ -598,6 +645,8 @@ class VectorRealNVP(RealNVP):
 
   is_image = False
 
+  _rescores_overflow = True  # its support is all of R^D: a finite 3e38 row's density underflows
+
   def __init__(
     self,
     event_shape,
@@ -761,3 +810,30 @@ def _args_only_of(flow_class, other_class):
   """The constructor arguments of `flow_class` that `other_class` does not take, in signature order."""
   other_args = inspect.signature(other_class.__init__).parameters
   return [arg for arg in inspect.signature(flow_class.__init__).parameters if arg not in other_args]
+
+
+def _checked_temperature(temperature, dtype):
+  """`temperature` as a scalar tensor of `dtype`, checked to be a finite number >= 0: now when its value is
+  known, else in the graph (`InvalidArgumentError`). A string, a NaN or an infinity is refused by name."""
+  name = "`temperature`"
+  if isinstance(temperature, (str, bytes, bool)) or (
+    tf.is_tensor(temperature) and not (temperature.dtype.is_floating or temperature.dtype.is_integer)
+  ):
+    raise ValueError(f"{name} must be a finite number >= 0; got {temperature!r}.")
+  try:
+    temperature = tf.cast(tf.convert_to_tensor(temperature, dtype_hint=dtype), dtype)
+  except (TypeError, ValueError) as error:
+    raise ValueError(f"{name} must be a finite number >= 0; got {temperature!r}.") from error
+  if temperature.shape.rank != 0:
+    raise ValueError(f"{name} must be a scalar; got shape {temperature.shape.as_list()}.")
+  value = tf.get_static_value(temperature)
+  if value is not None:
+    if not (np.isfinite(value) and value >= 0):
+      raise ValueError(f"{name} must be a finite number >= 0; got {float(value)!r}.")
+    return temperature
+  check = tf.debugging.Assert(
+    tf.math.is_finite(temperature) & (temperature >= 0),
+    [f"{name} must be a finite number >= 0; got", temperature],
+  )
+  with tf.control_dependencies([check]):
+    return tf.identity(temperature)

@@ -251,7 +251,7 @@ class FlowModel(tfk.Model):
     """
     x, y, _ = tfk.utils.unpack_x_y_sample_weight(batch)
     if self.flow.conditional_event_shape is None:
-      return x, None  # `y`, such as class labels, is not used by an unconditional flow
+      return self._checked_images(x), None  # `y`, such as class labels, is not used by an unconditional flow
     if isinstance(x, (tuple, list)) and len(x) == 2 and y is None:
       x, y = x
     if y is None or isinstance(x, (tuple, list)):
@@ -260,7 +260,24 @@ class FlowModel(tfk.Model):
         f"conditional_input)`), the context of shape [batch, {', '.join(map(str, self.flow.conditional_event_shape))}]; "
         "got batches without a context."
       )
-    return x, y
+    return self._checked_images(x), y
+
+  def _checked_images(self, x):
+    """`x`, checked to be `[batch, *flow.event_shape]`: statically here, and in the graph, since after a first
+    `fit` Keras retraces with relaxed (unknown) dimensions."""
+    images = tf.convert_to_tensor(x)
+    event_shape = list(self.flow.event_shape)
+    expected = f"[batch, {', '.join(map(str, event_shape))}] (the flow's events)"
+    static = images.shape
+    if static.rank is not None and not tf.TensorShape([None, *event_shape]).is_compatible_with(static):
+      raise ValueError(f"`x` must have shape {expected}; got shape {static.as_list()}.")
+    check = tf.debugging.assert_equal(
+      tf.shape(images)[1:] if static.rank is not None else tf.shape(tf.shape(images)),
+      tf.constant(event_shape if static.rank is not None else [len(event_shape) + 1], tf.int32),
+      message=f"`x` must have shape {expected}",
+    )
+    with tf.control_dependencies([check]):
+      return tf.identity(images)
 
 
 def _is_legacy_h5(filepath, save_format):

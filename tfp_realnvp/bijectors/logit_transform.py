@@ -1,6 +1,7 @@
 """Pixel preprocessing: dequantized pixel values to logit space."""
 
 import math
+import numbers
 
 import numpy as np
 import tensorflow as tf
@@ -43,9 +44,10 @@ class LogitTransform(tfb.Bijector):
 
   def __init__(self, num_bits=8, alpha=0.05, validate_args=False, name="logit_transform"):
     parameters = dict(locals())
-    if isinstance(num_bits, bool) or int(num_bits) != num_bits or not 1 <= num_bits <= 16:
+    # None, NaN, a string or a bool is refused by name (not a `TypeError` from `int`).
+    if not (_is_real(num_bits) and float(num_bits).is_integer() and 1 <= num_bits <= 16):
       raise ValueError(f"`num_bits` must be an integer in [1, 16]; got {num_bits!r}.")
-    if isinstance(alpha, bool) or not 0.0 <= alpha < 0.5:
+    if not (_is_real(alpha) and 0.0 <= alpha < 0.5):
       raise ValueError(f"`alpha` must be in [0, 0.5) (0: box-exact, the paper's 0.05); got {alpha!r}.")
     with tf.name_scope(name) as name:
       self._num_bits = int(num_bits)
@@ -100,3 +102,8 @@ class LogitTransform(tfb.Bijector):
   def _inverse_log_det_jacobian(self, y):
     # log(p) = -softplus(-y) and log(1 - p) = -softplus(y): stable for any y.
     return -self._log_slope(y.dtype) - tf.math.softplus(-y) - tf.math.softplus(y)
+
+
+def _is_real(value):
+  """A finite real number, not a bool."""
+  return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)

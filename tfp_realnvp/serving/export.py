@@ -133,6 +133,7 @@ def export_saved_model(
   max_num_samples=DEFAULT_MAX_NUM_SAMPLES,
   label_log_prior=None,
   dequantizer=None,
+  max_flow_evaluations=None,
 ):
   """Exports `flow` to `<export_base>/<model_name>/<version>/` in TF Serving's layout.
 
@@ -156,6 +157,10 @@ def export_saved_model(
       `discrete_bits_per_dim` signature, the importance-weighted bound on the discrete image's
       `-log2 P(levels) / D` (`dequantization.importance_weighted_bits_per_dim`); the `log_prob` signature stays
       the continuous density of dequantized values.
+    max_flow_evaluations: the most flow evaluations one request may cost (rows; samples; rows times classes
+      for `classify`; rows times draws for `discrete_bits_per_dim`); None (the default) derives it from the
+      flow's operations per row (`serving_module.default_max_flow_evaluations`). `saved_model_cli show --all`
+      prints it with `max_num_samples` (the `limits` function).
 
   Returns:
     The version directory written.
@@ -171,7 +176,9 @@ def export_saved_model(
   which TF Serving ignores; delete it at will.
   """
   _check_export_arguments(model_name, version)
-  module = ServingModule(flow, max_num_samples, label_log_prior, dequantizer)
+  module = ServingModule(
+    flow, max_num_samples, label_log_prior, dequantizer, max_flow_evaluations=max_flow_evaluations
+  )
   model_dir = os.path.join(os.fspath(export_base), model_name)
   os.makedirs(model_dir, exist_ok=True)
   _check_version_free(model_dir, version)  # before the slow part; checked again when publishing
@@ -202,6 +209,7 @@ def export_workdir(
   version=None,
   checkpoint=None,
   max_num_samples=DEFAULT_MAX_NUM_SAMPLES,
+  max_flow_evaluations=None,
 ):
   """Exports a training run's flow and dequantizer (see `checkpoints.restore_run`) with `export_saved_model`;
   returns a `WorkdirExport`.
@@ -221,7 +229,14 @@ def export_workdir(
   if config.condition == "label":  # `p(y)` as the run's evaluation took it
     label_log_prior = classifier.log_prior_of_counts(evaluation.train_label_counts(config))
   path = export_saved_model(
-    flow, export_base, model_name, version, max_num_samples, label_log_prior, dequantizer
+    flow,
+    export_base,
+    model_name,
+    version,
+    max_num_samples,
+    label_log_prior,
+    dequantizer,
+    max_flow_evaluations=max_flow_evaluations,
   )
   num_parameters = sum(variable.shape.num_elements() for variable in flow.trainable_variables)
   return WorkdirExport(path, checkpoint, config.dataset, num_parameters)

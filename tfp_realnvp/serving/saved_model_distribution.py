@@ -141,7 +141,7 @@ class SavedModelDistribution(tfd.Distribution):
   def _call_on_rows(self, signature, rows_name, rows, conditional_input, **inputs):
     """`signature`'s `[batch]` outputs for `rows` `[..., *event_shape]` (its input `rows_name`), each reshaped to
     the batch shape, with the context broadcast against the rows' batch dimensions; `inputs` are passed on."""
-    rows = tf.convert_to_tensor(rows, tf.float32)
+    rows = self._checked_rows(rows, rows_name)
     event_shape = self._static_event_shape.as_list()
     batch_shape = _batch_shape_tensor(rows, event_shape)
     context = self._checked_context(conditional_input)
@@ -161,6 +161,28 @@ class SavedModelDistribution(tfd.Distribution):
       inputs["conditional_input"] = _rows(context, batch_shape, self._conditional_event_shape)
     outputs = signature(**{rows_name: _rows(rows, batch_shape, event_shape)}, **inputs)
     return {name: tf.reshape(value, batch_shape) for name, value in outputs.items()}
+
+  def _checked_rows(self, rows, rows_name):
+    """`rows` as float32, checked to be `[..., *event_shape]`: statically (`ValueError` naming `rows_name`),
+    and in the graph for dimensions known only then, so that no other shape with as many elements (an NCHW
+    batch, flattened rows) is reshaped into events and scored."""
+    rows = tf.convert_to_tensor(rows, tf.float32)
+    event_shape = self._static_event_shape.as_list()
+    expected = f"`[..., {', '.join(map(str, event_shape))}]` (batch dimensions, then the event shape)"
+    if not shapes.may_end_with(rows.shape, event_shape):
+      raise ValueError(f"`{rows_name}` must have shape {expected}; got shape {rows.shape.as_list()}.")
+    if rows.shape.rank is not None and rows.shape[rows.shape.rank - len(event_shape) :].is_fully_defined():
+      return rows
+    shape = tf.shape(rows)
+    rank = tf.size(shape)
+    fits = rank >= len(event_shape)
+    trailing = shape[tf.maximum(rank - len(event_shape), 0) :]
+    fits = fits & tf.reduce_all(
+      tf.equal(tf.pad(trailing, [[0, len(event_shape) - tf.size(trailing)]]), event_shape)
+    )
+    check = tf.debugging.Assert(fits, [f"`{rows_name}` must have shape {expected}; got shape", shape])
+    with tf.control_dependencies([check]):
+      return tf.identity(rows)
 
   def _call_sample_n(self, sample_shape, seed, conditional_input=None, **kwargs):
     # The base class draws `n = prod(sample_shape)` samples with `_sample_n`: one context row for each.

@@ -6,14 +6,16 @@ r"""`ServingModule`: a flow's inference-mode computations as `tf.function`s with
 | `sample` | `num_samples` int32 `[]` (at most `max_num_samples`), `temperature` float32 `[]`, `seed` int32 `[2]` | `samples` float32 `[num_samples, *event_shape]`; flows of pixel data also `images` uint8 |
 | `encode` | `x` float32 `[batch, *event_shape]` | `z` float32 `[batch, *event_shape]` |
 | `decode` | `z` float32 `[batch, *event_shape]` | `x` float32 `[batch, *event_shape]` |
-| `classify` (class-conditional exports only) | `x` float32 `[batch, *event_shape]` | `log_probs` float32 `[batch, num_classes]` (`log p(y \| x)`), `label` int64 `[batch]` (its argmax), `log_prob` float32 `[batch]` (the marginal `log p(x)`) |
+| `classify` (class-conditional exports only) | `x` float32 `[batch, *event_shape]` | `log_probs` float32 `[batch, num_classes]` (`log p(y \| x)`), `label` int64 `[batch]` (its argmax; -1 for an invalid row), `log_prob` float32 `[batch]` (the marginal `log p(x)`) |
 | `discrete_bits_per_dim` (exports with a dequantizer only) | `levels` float32 `[batch, *event_shape]` (integer pixel levels in `[0, 2**num_bits)`), `num_samples` int32 `[]` (`K`, in `[1, max_num_samples]`), `seed` int32 `[2]` | `bits_per_dim` float32 `[batch]` (the bound on `-log2 P(levels) / D`), `log_prob` float32 `[batch]` (the bound on `log P(levels)`, nats) |
 
 A conditional flow's (`conditional_event_shape` not None) `log_prob`, `serving_default`, `encode`, `decode` and
 `discrete_bits_per_dim` also take `conditional_input` float32 `[batch, *conditional_event_shape]`, one context
 per row, and its `sample` takes `conditional_input` float32 `[num_samples, *conditional_event_shape]`, one per
 sample; a different number of rows is an `InvalidArgumentError`, checked in the graph. An unconditional flow's signatures
-take no context. `classify` exists when a prior `label_log_prior` (`log p(y)`) is given for a flow conditioned
+take no context. `classify` marks a row it cannot score (holding NaN or an infinite value, or a pixel outside the flow's support:
+its marginal `log_prob` NaN or `-inf`) with `label` -1 and NaN `log_probs`. `classify` exists when a prior
+`label_log_prior` (`log p(y)`) is given for a flow conditioned
 on one-hot labels (`conditional_event_shape=(num_classes,)`): `log p(y | x) = log p(x | y) + log p(y) -
 log p(x)` with `log p(x) = logsumexp_y (log p(x | y) + log p(y))` (`classifier`).
 
@@ -27,6 +29,14 @@ batch, *event_shape], seed)`, so a row's draws depend on `seed`, `K`, the batch 
 it, not on the other rows' values), an upper bound on `-log2 P(v) / D` in expectation for every `K`, tighter
 as `K` grows; `log_prob = -bits_per_dim * D ln 2`. `levels` that are not integers in `[0, 2**num_bits)` and a
 `num_samples` outside `[1, max_num_samples]` are an `InvalidArgumentError`, checked in the graph.
+
+Every signature bounds the work of one request by `max_flow_evaluations`, set at export (default: from the
+flow's operations per row, `default_max_flow_evaluations`), checked in the graph before any work: the rows of
+`x` or `z` (`log_prob`, `serving_default`, `encode`, `decode`), `num_samples` (`sample`, which also keeps
+`max_num_samples`), rows times classes (`classify`) and rows times `num_samples` (`discrete_bits_per_dim`); a
+request beyond it is an `InvalidArgumentError` naming `max_flow_evaluations` and its value. The export's
+limits are the argument of its `limits` function, which `saved_model_cli show --all` prints, and
+`loaded.limits(that dict)` returns them.
 
 The names of the signatures, of their inputs and of their outputs are public API (`export` writes them,
 `saved_model_distribution` reads them). A flow of pixel data is one whose `num_bits` is not None.
@@ -43,6 +53,8 @@ from tfp_realnvp import classifier, data, dequantization
 __all__ = [
   "CLASSIFY_SIGNATURE_NAME",
   "DEFAULT_MAX_NUM_SAMPLES",
+  "MAX_FLOW_EVALUATIONS_CAP",
+  "REQUEST_FLOP_BUDGET",
   "DISCRETE_BITS_PER_DIM_SIGNATURE_NAME",
   "SIGNATURE_NAMES",
   "ServingModule",
@@ -58,6 +70,16 @@ DISCRETE_BITS_PER_DIM_SIGNATURE_NAME = "discrete_bits_per_dim"
 # time grow linearly with it (measured before the limit: 10**5 digits samples took 45 s and 4.5 GB; 3 * 10**7
 # exhausted memory).
 DEFAULT_MAX_NUM_SAMPLES = 4096
+
+# The default limit on the flow evaluations (rows through the flow) of one request, `max_flow_evaluations`:
+# `REQUEST_FLOP_BUDGET` divided by the flow's floating-point operations per row (`flops_per_row`), at most
+# `MAX_FLOW_EVALUATIONS_CAP`. A request counts `rows` (`log_prob`, `serving_default`, `encode`, `decode`),
+# `num_samples` (`sample`), `rows * num_classes` (`classify`) or `rows * num_samples` (`discrete_bits_per_dim`).
+# The budget is about 10 s of one core at 100 GFLOP/s: the cifar10 preset (9.5 GFLOP a row) gets 104 rows
+# (measured before the limit: 256 samples took 18 s and +318 MiB), the digits preset (41 MFLOP a row) the cap,
+# 16384 rows (about 0.7 GB, from 10**5 digits samples taking 4.5 GB).
+REQUEST_FLOP_BUDGET = 10**12
+MAX_FLOW_EVALUATIONS_CAP = 16384
 
 
 class ServingModule(tf.Module):
@@ -77,6 +99,8 @@ class ServingModule(tf.Module):
   `dequantization.UniformDequantizer` or `VariationalDequantizer` of the flow's event shape and `num_bits`,
   for a flow of pixel data) adds `discrete_bits_per_dim`, whose `num_samples` (`K` draws per row, so a request
   costs `K` times a `log_prob` request of its batch) is limited by `max_num_samples` as `sample`'s is.
+  `max_flow_evaluations` (None: `default_max_flow_evaluations(flow)`) bounds every request's flow evaluations
+  (see the module docstring); `limit_values` gives both limits.
   """
 
   def __init__(
@@ -86,6 +110,7 @@ class ServingModule(tf.Module):
     label_log_prior=None,
     dequantizer=None,
     name="realnvp_serving",
+    max_flow_evaluations=None,
   ):
     super().__init__(name=name)
     event_shape = tf.TensorShape(flow.event_shape)
@@ -107,6 +132,21 @@ class ServingModule(tf.Module):
     self._event_shape = event_shape.as_list()
     self._num_bits = flow.num_bits
     self._conditional_event_shape = flow.conditional_event_shape
+    if max_flow_evaluations is None:
+      max_flow_evaluations = default_max_flow_evaluations(flow)
+    elif (
+      isinstance(max_flow_evaluations, bool)
+      or not isinstance(max_flow_evaluations, numbers.Integral)
+      or not 1 <= max_flow_evaluations <= 2**31 - 1
+    ):
+      raise ValueError(
+        "`max_flow_evaluations` must be None (from the flow's cost) or an integer in [1, 2**31 - 1]; got "
+        f"{max_flow_evaluations!r}."
+      )
+    self._max_flow_evaluations = int(max_flow_evaluations)
+    # Shown by `saved_model_cli show --all` (its `limits` function's argument) and returned by it as tensors.
+    self.limits = tf.function(_limit_tensors)
+    self.limits.get_concrete_function(self.limit_values)
     self._label_log_prior = _checked_label_log_prior(label_log_prior, flow)
     self.dequantizer = _checked_dequantizer(dequantizer, flow)
     batch_spec = [None, *self._event_shape]
@@ -150,6 +190,11 @@ class ServingModule(tf.Module):
         ],
       )
 
+  @property
+  def limit_values(self):
+    """`{"max_num_samples": ..., "max_flow_evaluations": ...}`, the limits the signatures check."""
+    return {"max_num_samples": self._max_num_samples, "max_flow_evaluations": self._max_flow_evaluations}
+
   def signatures(self):
     """The `{signature name: concrete function}` map for `tf.saved_model.save`."""
     log_prob = self.log_prob.get_concrete_function()
@@ -189,8 +234,27 @@ class ServingModule(tf.Module):
     with tf.control_dependencies([check]):
       return {"conditional_input": tf.cast(tf.identity(context), self.flow.dtype)}
 
+  def _within_work_limit(self, evaluations, what):
+    """`evaluations` (a count of flow evaluations, any integer dtype), checked in the graph to be at most
+    `max_flow_evaluations`; `what` says how the request counts them."""
+    check = tf.debugging.assert_less_equal(
+      tf.cast(evaluations, tf.int64),
+      tf.constant(self._max_flow_evaluations, tf.int64),
+      message=(
+        f"{what} must be at most `max_flow_evaluations`, set at export to {self._max_flow_evaluations} "
+        "(the flow evaluations one request may cost); split the request"
+      ),
+    )
+    return check
+
+  def _bounded_rows(self, rows, name):
+    """`rows` (`[batch, *event_shape]`, checked), with its batch checked against `max_flow_evaluations`."""
+    rows = self._event_rows(rows)
+    with tf.control_dependencies([self._within_work_limit(tf.shape(rows)[0], f"The rows of `{name}`")]):
+      return tf.identity(rows)
+
   def _log_prob(self, x, conditional_input=None):
-    x = self._event_rows(x)
+    x = self._bounded_rows(x, "x")
     context = self._context(conditional_input, tf.shape(x)[0], "row of `x`")
     log_prob = tf.cast(self.flow.log_prob(tf.cast(x, self.flow.dtype), training=False, **context), tf.float32)
     outputs = {"log_prob": log_prob}
@@ -210,9 +274,13 @@ class ServingModule(tf.Module):
     )
 
   def _sample(self, num_samples, temperature, seed, conditional_input=None):
+    if self._max_flow_evaluations < self._max_num_samples:  # the smaller limit, named
+      at_most = self._within_work_limit(num_samples, "`num_samples`")
+    else:
+      at_most = self._at_most_max_num_samples(num_samples)
     checks = [
       tf.debugging.assert_non_negative(num_samples, message="`num_samples` must be non-negative"),
-      self._at_most_max_num_samples(num_samples),
+      at_most,
       tf.debugging.assert_non_negative(temperature, message="`temperature` must be non-negative"),
       tf.debugging.assert_all_finite(temperature, message="`temperature` must be finite"),
     ]
@@ -231,13 +299,13 @@ class ServingModule(tf.Module):
     return outputs
 
   def _encode(self, x, conditional_input=None):
-    x = self._event_rows(x)
+    x = self._bounded_rows(x, "x")
     context = self._context(conditional_input, tf.shape(x)[0], "row of `x`")
     z = self.flow.encode(tf.cast(x, self.flow.dtype), **context)
     return {"z": self._event_rows(tf.cast(z, tf.float32))}
 
   def _decode(self, z, conditional_input=None):
-    z = self._event_rows(z)
+    z = self._bounded_rows(z, "z")
     context = self._context(conditional_input, tf.shape(z)[0], "row of `z`")
     x = self.flow.decode(tf.cast(z, self.flow.dtype), **context)
     return {"x": self._event_rows(tf.cast(x, tf.float32))}
@@ -253,8 +321,13 @@ class ServingModule(tf.Module):
         message=f"`levels` must be integer pixel levels in [0, {max_level}] (`num_bits={self._num_bits}`)",
       ),
       tf.debugging.assert_positive(num_samples, message="`num_samples` (K) must be at least 1"),
-      self._at_most_max_num_samples(num_samples),
     ]
+    # One after the other, so a request beyond both limits names `max_num_samples`.
+    with tf.control_dependencies(checks):
+      checks.append(self._at_most_max_num_samples(num_samples))
+    with tf.control_dependencies(checks):
+      work = tf.cast(tf.shape(levels)[0], tf.int64) * tf.cast(num_samples, tf.int64)
+      checks.append(self._within_work_limit(work, "The rows of `levels` times `num_samples` (K)"))
     with tf.control_dependencies(checks):
       context = self._context(conditional_input, tf.shape(levels)[0], "row of `levels`")
       bits_per_dim = dequantization.importance_weighted_bits_per_dim(
@@ -264,18 +337,72 @@ class ServingModule(tf.Module):
     return {"bits_per_dim": tf.cast(bits_per_dim, tf.float32), "log_prob": tf.cast(log_prob, tf.float32)}
 
   def _classify(self, x):
-    x = tf.cast(self._event_rows(x), self.flow.dtype)
+    x = self._event_rows(x)
     (num_classes,) = self._conditional_event_shape
+    work = self._within_work_limit(
+      tf.cast(tf.shape(x)[0], tf.int64) * num_classes, f"The rows of `x` times the {num_classes} classes"
+    )
+    with tf.control_dependencies([work]):
+      x = tf.cast(x, self.flow.dtype)
     # `classifier.class_log_probs` and `marginal_log_prob` from one `joint_log_probs`: calling both would run
     # the flow twice on `num_classes * batch` rows in the graph.
     joint = classifier.joint_log_probs(self.flow, x, num_classes, self._label_log_prior)
     log_prob = tf.reduce_logsumexp(joint, axis=-1)
-    log_probs = joint - log_prob[:, tf.newaxis]
+    # A row the flow cannot score (NaN, an infinite value, a pixel outside the support: `log p(x)` NaN or
+    # -inf) has no class: label -1, log_probs NaN, never a confident answer.
+    valid = tf.math.is_finite(log_prob)
+    log_probs = tf.where(
+      valid[:, tf.newaxis], joint - log_prob[:, tf.newaxis], tf.constant(np.nan, joint.dtype)
+    )
+    label = tf.where(valid, tf.argmax(log_probs, axis=-1, output_type=tf.int64), tf.constant(-1, tf.int64))
     return {
       "log_probs": tf.cast(log_probs, tf.float32),
-      "label": tf.argmax(log_probs, axis=-1, output_type=tf.int64),
+      "label": label,
       "log_prob": tf.cast(log_prob, tf.float32),
     }
+
+
+def flops_per_row(flow):
+  """The floating-point operations of `flow.log_prob` on one row in inference mode (TensorFlow's profiler on
+  the traced graph), at least 1; None when the graph cannot be profiled."""
+  specs = [tf.TensorSpec([1, *tf.TensorShape(flow.event_shape).as_list()], tf.float32)]
+  if flow.conditional_event_shape is not None:
+    specs.append(tf.TensorSpec([1, *flow.conditional_event_shape], tf.float32))
+
+  def log_prob(x, conditional_input=None):
+    context = {}
+    if conditional_input is not None:
+      context["conditional_input"] = tf.cast(conditional_input, flow.dtype)
+    return flow.log_prob(tf.cast(x, flow.dtype), training=False, **context)
+
+  try:
+    graph = tf.function(log_prob).get_concrete_function(*specs).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    verbosity = tf.compat.v1.logging.get_verbosity()
+    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)  # the profiler's deprecation warnings
+    try:
+      total = tf.compat.v1.profiler.profile(graph, options=options).total_float_ops
+    finally:
+      tf.compat.v1.logging.set_verbosity(verbosity)
+  except Exception:  # noqa: BLE001 - a cost estimate: the caller falls back
+    return None
+  return max(int(total), 1)
+
+
+def default_max_flow_evaluations(flow):
+  """`max_flow_evaluations` by default: `REQUEST_FLOP_BUDGET // flops_per_row(flow)`, in
+  `[1, MAX_FLOW_EVALUATIONS_CAP]`; for a flow the profiler cannot measure, 2 operations per parameter and
+  event element (an overestimate for convolutional flows)."""
+  flops = flops_per_row(flow)
+  if flops is None:
+    parameters = sum(variable.shape.num_elements() for variable in flow.trainable_variables)
+    flops = 2 * max(parameters, 1) * tf.TensorShape(flow.event_shape).num_elements()
+  return int(min(MAX_FLOW_EVALUATIONS_CAP, max(1, REQUEST_FLOP_BUDGET // flops)))
+
+
+def _limit_tensors(limits):
+  return {name: tf.constant(value, tf.int64) for name, value in limits.items()}
 
 
 def _checked_dequantizer(dequantizer, flow):

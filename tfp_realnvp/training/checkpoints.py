@@ -38,6 +38,9 @@ __all__ = [
 # variational run's dequantizer (a uniform one has no variables and is not saved).
 _FLOW = "flow"
 _DEQUANTIZER = "dequantizer"
+# Children a checkpoint may hold that change what the run computes: restoring it into objects without them
+# would silently drop them (a config.json edited to `dequantization=uniform` or `ema_decay=0`).
+_NOT_DROPPED = {_DEQUANTIZER: "a learned dequantizer", "weight_average": "weight averages (`ema_decay`)"}
 
 
 def config_path(workdir):
@@ -66,15 +69,53 @@ def read_error(path):
   return None
 
 
-def newest_intact(directory):
-  """`(path, skipped)`: the newest checkpoint that `tf.train.CheckpointManager` kept in `directory` whose files
-  read back whole (None if there is none), and `[(path, read_error(path))]` for the newer ones that do not."""
-  state = tf.train.get_checkpoint_state(directory)
+def numbered_checkpoints(directory):
+  """The checkpoints `ckpt-N` in `directory` whose `.index` file exists, oldest (smallest N) first, whatever
+  the state file `checkpoint` says (it may be missing or garbled)."""
+  found = {}
+  for index in tf.io.gfile.glob(os.path.join(directory, "ckpt-*.index")):
+    prefix = index[: -len(".index")]
+    number = os.path.basename(prefix)[len("ckpt-") :]
+    if number.isdigit():
+      found[int(number)] = prefix
+  return [found[number] for number in sorted(found)]
+
+
+def state_error(directory):
+  """None when `directory`'s state file `checkpoint` lists its `ckpt-N` checkpoints (or there are none), else
+  one line saying what is wrong with it (missing, garbled, or naming none of them)."""
+  found = numbered_checkpoints(directory)
+  if not found:
+    return None
+  path = os.path.join(directory, "checkpoint")
+  try:
+    state = tf.train.get_checkpoint_state(directory)
+  except (ValueError, tf.errors.OpError) as error:  # a garbled text proto
+    return f"{path} cannot be read: {_first_line(error)}"
   if state is None:
-    return None, []
-  paths = list(state.all_model_checkpoint_paths)
-  if state.model_checkpoint_path and state.model_checkpoint_path not in paths:
+    return f"{path} is missing"
+  listed = {os.path.basename(p) for p in (*state.all_model_checkpoint_paths, state.model_checkpoint_path)}
+  if os.path.basename(found[-1]) not in listed:
+    return f"{path} does not list the newest checkpoint, {found[-1]}"
+  return None
+
+
+def newest_intact(directory):
+  """`(path, skipped)`: the newest checkpoint in `directory` whose files read back whole (None if there is
+  none), and `[(path, read_error(path))]` for the newer ones that do not.
+
+  The checkpoints are those `tf.train.CheckpointManager` lists in the state file `checkpoint` and every
+  `ckpt-N` beside it, so a missing or garbled state file does not hide them (`state_error` says when it is)."""
+  try:
+    state = tf.train.get_checkpoint_state(directory)
+  except (ValueError, tf.errors.OpError):  # garbled: the files beside it still count
+    state = None
+  paths = [] if state is None else list(state.all_model_checkpoint_paths)
+  if state is not None and state.model_checkpoint_path and state.model_checkpoint_path not in paths:
     paths.append(state.model_checkpoint_path)
+  listed = {os.path.basename(path) for path in paths}
+  paths += [path for path in numbered_checkpoints(directory) if os.path.basename(path) not in listed]
+  paths.sort(key=_checkpoint_number)
   skipped = []
   for path in reversed(paths):  # newest first
     error = read_error(path)
@@ -84,12 +125,14 @@ def newest_intact(directory):
   return None, skipped
 
 
-def restore(checkpoint, path, mismatch):
+def restore(checkpoint, path, mismatch, whole_run=False):
   """Restores the checkpoint file `path` into `checkpoint`, a `tf.train.Checkpoint`; returns the load status.
 
   Every object `checkpoint` holds must be found in the file, and the file must hold no variable of the flow
   (`checkpoint`'s `flow`), nor of the dequantizer when `checkpoint` holds one (its `dequantizer`), that
-  `checkpoint` lacks; other values in the file that `checkpoint` does not hold
+  `checkpoint` lacks; with `whole_run` (restoring a run to go on with it, or to export it) the file must hold
+  no learned dequantizer or weight averages that `checkpoint` lacks either. Other values in the file that
+  `checkpoint` does not hold
   (the optimizer and step, when only the flow is restored) are skipped without warnings. Under a
   `tf.distribute` strategy, call it in the `strategy.scope()` the objects were built in.
 
@@ -100,16 +143,27 @@ def restore(checkpoint, path, mismatch):
   error = read_error(path) if tf.io.gfile.exists(f"{path}.index") else None  # a missing one fails below
   if error is not None:
     raise ConfigError(f"The checkpoint {path} is corrupt: {error}")
+  children = tf.train.TrackableView(checkpoint).children(checkpoint)
+  if tf.io.gfile.exists(f"{path}.index"):
+    # Checked before restoring: a failed restore leaves TensorFlow to log every value it did not restore.
+    for name, what in _NOT_DROPPED.items() if whole_run else ():
+      if name not in children and _saved_variable_keys(path, name):
+        raise ConfigError(
+          f"{mismatch}: the checkpoint holds {what}, which this config's model does not have and would drop"
+        )
+    for name in children:
+      mismatched = _shape_mismatch(path, name, children[name])
+      if mismatched:
+        raise ConfigError(f"{mismatch}: {mismatched}")
   try:
     status = checkpoint.restore(path)
     status.expect_partial()  # a mismatch raises below; unused values are expected
     status.assert_existing_objects_matched()
   except (AssertionError, ValueError, tf.errors.OpError) as error:
     raise ConfigError(f"{mismatch}: {_first_line(error)}") from error
-  children = tf.train.TrackableView(checkpoint).children(checkpoint)
   for name, what in ((_FLOW, "flow"), (_DEQUANTIZER, "dequantizer")):
     if name in children:
-      left_over = sorted(_saved_variable_paths(path, name) - _variable_paths(children[name], name))
+      left_over = sorted(set(_saved_variable_keys(path, name)) - set(_variables(children[name], name)))
       if left_over:
         raise ConfigError(
           f"{mismatch}: the checkpoint holds {len(left_over)} variable(s) of a larger {what} than this one, "
@@ -169,12 +223,17 @@ def restore_run(workdir, checkpoint=None):
   if dequantizer.variables:  # as the `Trainer` saves it
     objects[_DEQUANTIZER] = dequantizer
   mismatch = f"`checkpoint` {checkpoint} does not hold the flow that {path} describes"
-  restore(tf.train.Checkpoint(**objects), checkpoint, mismatch)
-  if not dequantizer.variables and _saved_variable_paths(checkpoint, _DEQUANTIZER):
+  if (
+    not dequantizer.variables
+    and tf.io.gfile.exists(f"{checkpoint}.index")
+    and read_error(checkpoint) is None
+    and _saved_variable_keys(checkpoint, _DEQUANTIZER)
+  ):
     raise ConfigError(
       f"{mismatch}: the checkpoint holds a learned dequantizer, but the config says "
       f"`dequantization={config.dequantization!r}`"
     )
+  restore(tf.train.Checkpoint(**objects), checkpoint, mismatch, whole_run=True)
   if average is not None:
     average.assign_to_weights()
   return Run(flow, dequantizer, checkpoint)
@@ -192,37 +251,62 @@ def _weight_average(flow, decay):
   return weight_averaging.WeightAverage(flow.trainable_variables, decay) if decay else None
 
 
+def _checkpoint_number(path):
+  """N of a `.../ckpt-N` prefix (-1 for another name, which sorts first)."""
+  number = os.path.basename(path).rpartition("-")[2]
+  return int(number) if number.isdigit() else -1
+
+
 def _first_line(error):
   return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def _variable_paths(root, name):
-  """The object-graph paths (`name/child/...`) of the variables a checkpoint of `root` under `name` saves."""
-  paths, seen, queue = set(), {id(root)}, collections.deque([(root, name)])
+def _variables(root, name):
+  """`{object-graph path: variable}` (`name/child/...`) of the variables a checkpoint of `root` under `name`
+  saves."""
+  found, seen, queue = {}, {id(root)}, collections.deque([(root, name)])
   while queue:
     trackable, trackable_path = queue.popleft()
     if isinstance(trackable, tf.Variable):
-      paths.add(trackable_path)
+      found[trackable_path] = trackable
     for child_name, child in tf.train.TrackableView(trackable).children(trackable).items():
       if id(child) not in seen:
         seen.add(id(child))
         queue.append((child, f"{trackable_path}/{child_name}"))
-  return paths
+  return found
 
 
-def _saved_variable_paths(path, name):
-  """The object-graph paths of the variables the checkpoint file `path` holds under its root's child `name`."""
+def _saved_variable_keys(path, name):
+  """`{object-graph path: checkpoint key}` of the variables the checkpoint file `path` holds under its root's
+  child `name`."""
+  reader = tf.train.load_checkpoint(path)
   graph = trackable_object_graph_pb2.TrackableObjectGraph()
-  graph.ParseFromString(tf.train.load_checkpoint(path).get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+  graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
   roots = [child.node_id for child in graph.nodes[0].children if child.local_name == name]
-  paths, seen, queue = set(), set(roots), collections.deque((node_id, name) for node_id in roots)
+  keys, seen, queue = {}, set(roots), collections.deque((node_id, name) for node_id in roots)
   while queue:
     node_id, node_path = queue.popleft()
     node = graph.nodes[node_id]
-    if any(attribute.name == "VARIABLE_VALUE" for attribute in node.attributes):
-      paths.add(node_path)
+    for attribute in node.attributes:
+      if attribute.name == "VARIABLE_VALUE":
+        keys[node_path] = attribute.checkpoint_key
     for child in node.children:
       if child.node_id not in seen:
         seen.add(child.node_id)
         queue.append((child.node_id, f"{node_path}/{child.local_name}"))
-  return paths
+  return keys
+
+
+def _shape_mismatch(path, name, root):
+  """None, or one line naming the first variable of `root` (the checkpoint's child `name`) whose shape in the
+  checkpoint file `path` differs."""
+  shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+  saved = _saved_variable_keys(path, name)
+  for variable_path, variable in sorted(_variables(root, name).items()):
+    key = saved.get(variable_path)
+    if key is not None and key in shapes and list(shapes[key]) != variable.shape.as_list():
+      return (
+        f"{variable_path} has shape {list(shapes[key])} in the checkpoint but {variable.shape.as_list()} in "
+        "this model"
+      )
+  return None

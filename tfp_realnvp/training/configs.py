@@ -9,6 +9,8 @@ config = dataclasses.replace(config, batch_size=32, strategy="mirrored", num_cpu
 
 import dataclasses
 import json
+import math
+import numbers
 
 __all__ = ["FIXED", "FREE", "WITH_FLAG", "ConfigError", "TrainConfig", "from_json", "get_config", "to_json"]
 
@@ -194,31 +196,39 @@ class TrainConfig:
       "num_importance_samples",
     ):
       _check(
-        isinstance(getattr(self, name), int) and getattr(self, name) >= 1,
+        _is_int(getattr(self, name)) and getattr(self, name) >= 1,
         name,
         "an integer >= 1",
         getattr(self, name),
       )
     for name in ("warmup_steps", "eval_every_steps"):
       _check(
-        isinstance(getattr(self, name), int) and getattr(self, name) >= 0,
+        _is_int(getattr(self, name)) and getattr(self, name) >= 0,
         name,
         "an integer >= 0",
         getattr(self, name),
       )
     _check(
-      self.image_size is None or (isinstance(self.image_size, int) and self.image_size > 0),
+      self.image_size is None or (_is_int(self.image_size) and self.image_size > 0),
       "image_size",
       "a positive integer or None",
       self.image_size,
     )
+    _check(self.seed is not None and _is_int(self.seed), "seed", "an integer", self.seed)
+    for name in ("learning_rate", "l2_coefficient", "clip_global_norm", "ema_decay"):
+      _check(_is_finite(getattr(self, name)), name, "a finite number", getattr(self, name))
+    for name in ("logit_alpha", "label_dropout"):
+      value = getattr(self, name)
+      _check(value is None or _is_finite(value), name, "None or a finite number", value)
     _check(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
     _check(self.l2_coefficient >= 0, "l2_coefficient", ">= 0", self.l2_coefficient)
     _check(self.clip_global_norm > 0, "clip_global_norm", "> 0", self.clip_global_norm)
     _check(
-      len(self.sample_temperatures) >= 1 and all(t > 0 for t in self.sample_temperatures),
+      isinstance(self.sample_temperatures, (tuple, list))
+      and len(self.sample_temperatures) >= 1
+      and all(_is_finite(t) and t > 0 for t in self.sample_temperatures),
       "sample_temperatures",
-      "one or more positive numbers",
+      "one or more positive finite numbers",
       self.sample_temperatures,
     )
     for field in dataclasses.fields(self):
@@ -252,6 +262,16 @@ class TrainConfig:
     if self.label_dropout is not None:
       return self.label_dropout
     return CONDITIONAL_LABEL_DROPOUT if self.condition == "label" else 0.0
+
+
+def _is_int(value):
+  """An integer, not a bool (`True` is an `int` to Python, not a count to a config)."""
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_finite(value):
+  """A finite real number, not a bool or a string."""
+  return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check(condition, name, expected, got):

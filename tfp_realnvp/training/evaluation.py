@@ -93,10 +93,9 @@ def class_conditional_sums(images, labels, *, flow, dequantizer, label_log_prior
   """
   (num_classes,) = label_log_prior.shape
   # `log p(x | y)` for every class `y`, `[batch, num_classes]`, then `log p(x, y)` with the prior.
-  zero_prior = tf.zeros([num_classes], flow.dtype)
   log_likelihoods = discrete_log_likelihoods(
     images,
-    log_prob_fn=lambda x: classifier.joint_log_probs(flow, x, num_classes, zero_prior),
+    log_prob_fn=lambda x: classifier.class_conditional_log_probs(flow, x, num_classes),
     dequantizer=dequantizer,
     num_samples=num_samples,
   )

@@ -30,6 +30,32 @@ def dataset_spec(config):
   )
 
 
+# Model keywords a config sets through its own fields: an override may repeat the field's value, not contradict it.
+_SET_BY_FIELDS = {"compute_dtype": "compute_dtype", "logit_alpha": "logit_alpha"}
+
+
+def _check_overrides(config, overrides):
+  """Refuses, before anything is built or written, overrides that training cannot use or that contradict a
+  config field (one line naming both)."""
+  if "conditional_event_shape" in overrides:
+    raise ConfigError(
+      "`model_overrides` cannot set `conditional_event_shape`: training gives the flow a context only with "
+      f"`condition=label` (the one-hot label, which sets it); got conditional_event_shape="
+      f"{overrides['conditional_event_shape']!r}."
+    )
+  if "dtype" in overrides and overrides["dtype"] not in ("float32", None):
+    raise ConfigError(
+      "`model_overrides` `dtype` must be float32 for training (its input pipeline gives float32 images; "
+      f"`compute_dtype` sets the conditioners' arithmetic); got dtype={overrides['dtype']!r}."
+    )
+  for key, field in _SET_BY_FIELDS.items():
+    value = getattr(config, field)
+    if key in overrides and value is not None and overrides[key] != value:
+      raise ConfigError(
+        f"`{field}={value!r}` and `model_overrides` `{key}={overrides[key]!r}` contradict each other; set one."
+      )
+
+
 def build_flow(config, spec=None):
   """`RealNVP.from_preset(preset, **overrides)` for `config`, checked against the images of its dataset.
 
@@ -53,6 +79,7 @@ def build_flow(config, spec=None):
   if preset is None:
     raise ConfigError(f"Dataset {config.dataset!r} has no default preset; set `preset`.")
   overrides = dict(config.model_overrides)
+  _check_overrides(config, overrides)
   if config.compute_dtype is not None:
     overrides["compute_dtype"] = config.compute_dtype
   if config.logit_alpha is not None:

@@ -255,6 +255,7 @@ class Trainer:
         self.checkpoint,
         path,
         f"The checkpoint {path} does not match this model (was the workdir used with another config?)",
+        whole_run=True,
       )
     return int(self.step.numpy())
 
@@ -368,9 +369,20 @@ def _train_label_counts(config, spec):
   if config.condition != "label":
     return None
   try:
-    return evaluation.train_label_counts(config, spec)
+    counts = evaluation.train_label_counts(config, spec)
   except (ValueError, FileNotFoundError) as error:
     raise ConfigError(str(error)) from error
+  missing = [str(label) for label, count in enumerate(counts) if not count]
+  if missing and len(missing) < len(counts):
+    split = config.train_split or "the dataset's training split"
+    print(
+      f"warning: class(es) {', '.join(missing)} have no image in the training split {split!r}, "
+      "so p(y) = 0 for them: they are never predicted, and a test image of theirs has an infinite "
+      "class_log_loss (written as null in metrics.json).",
+      file=sys.stderr,
+      flush=True,
+    )
+  return counts
 
 
 def _make_dequantizer(dequantization_name, flow):
@@ -421,9 +433,10 @@ def train_and_evaluate(config, workdir, allow_config_change=()):
   with workdirs.lock(workdir) if is_chief else contextlib.nullcontext() as stale_holder:
     if stale_holder:
       reporter.log("lock", took_over=f"stale lock of process {stale_holder['pid']} (no longer running)")
+    workdirs.check_layout(workdir)
     rewrite_config = workdirs.check_config(config, workdir, allow_config_change)
     checkpoint_dir = checkpoints.checkpoint_dir(workdir)
-    start_step = _restore_newest_intact(trainer, checkpoint_dir, reporter)
+    start_step = _restore_newest_intact(trainer, checkpoint_dir, reporter, is_chief)
     # Nothing was written before: the config and the checkpoint are this run's.
     if is_chief and rewrite_config:
       _write_text(checkpoints.config_path(workdir), configs.to_json(config))
@@ -458,8 +471,13 @@ def train_and_evaluate(config, workdir, allow_config_change=()):
   return TrainResult(flow=trainer.flow, step=metrics["step"], metrics=metrics)
 
 
-def _restore_newest_intact(trainer, checkpoint_dir, reporter):
-  """Restores the newest intact checkpoint of `checkpoint_dir` into `trainer`; returns its step (0: none)."""
+def _restore_newest_intact(trainer, checkpoint_dir, reporter, is_chief=True):
+  """Restores the newest intact checkpoint of `checkpoint_dir` into `trainer`; returns its step (0: none).
+
+  Every `ckpt-N` counts, listed in the state file `checkpoint` or not: a missing or garbled state file is
+  rewritten (chief) to list them, with a `state` log line, so the run resumes instead of starting again and
+  its checkpoint manager keeps managing them."""
+  state_error = checkpoints.state_error(checkpoint_dir)
   latest, skipped = checkpoints.newest_intact(checkpoint_dir)
   for path, error in skipped:
     reporter.log("corrupt", checkpoint=path, error=error, using=latest or "none")
@@ -471,6 +489,23 @@ def _restore_newest_intact(trainer, checkpoint_dir, reporter):
       )
     return 0
   start_step = trainer.restore(latest)
+  if state_error is not None and is_chief:
+    found = checkpoints.numbered_checkpoints(checkpoint_dir)
+    kept = found[: found.index(latest) + 1] if latest in found else [latest]
+    try:
+      # With their times, as `tf.train.CheckpointManager` writes them: it manages (keeps or deletes) only
+      # checkpoints newer than `last_preserved_timestamp`.
+      times = [tf.io.gfile.stat(f"{path}.index").mtime_nsec / 1e9 for path in kept]
+      tf.compat.v1.train.update_checkpoint_state(
+        checkpoint_dir,
+        latest,
+        all_model_checkpoint_paths=kept,
+        all_model_checkpoint_timestamps=times,
+        last_preserved_timestamp=min(times) - 1.0,
+      )
+    except (OSError, tf.errors.OpError) as error:
+      raise ConfigError(f"{checkpoint_dir}/checkpoint cannot be written: {_first_line(error)}") from error
+    reporter.log("state", problem=state_error, rewritten=f"{len(kept)} checkpoint(s), latest {latest}")
   if start_step:
     reporter.log("resume", step=start_step, checkpoint=latest)
   return start_step
@@ -529,12 +564,17 @@ def _write_metrics_and_samples(run, *, metrics, grids):
     os.path.join(run.workdir, "metrics.json"),
     os.path.join(run.workdir, "samples.png"),
   )
-  _write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
-  with tf.io.gfile.GFile(samples_path, "wb") as file:
-    titled = {f"temperature {t}": grid for t, grid in grids.items()}
-    file.write(
-      reporting.sample_grids_png(titled, step=metrics["step"], test_bits_per_dim=metrics["test_bits_per_dim"])
-    )
+  non_finite = sorted(
+    name for name, value in metrics.items() if isinstance(value, float) and not np.isfinite(value)
+  )
+  if non_finite:
+    run.reporter.log("warning", non_finite=",".join(non_finite), written_as="null in metrics.json")
+  _write_text(metrics_path, json.dumps(_json_safe(metrics), indent=2, allow_nan=False) + "\n")
+  titled = {f"temperature {t}": grid for t, grid in grids.items()}
+  workdirs.write_atomically(
+    samples_path,
+    reporting.sample_grids_png(titled, step=metrics["step"], test_bits_per_dim=metrics["test_bits_per_dim"]),
+  )
   run.reporter.log("wrote", metrics=metrics_path, samples=samples_path)
 
 
@@ -590,7 +630,7 @@ def _train(run, *, manager, start_step):
   )
   batches = iter(train_dataset)
   # Speed counts the training steps only: evaluation and checkpointing are left out.
-  interval, consecutive_skips, last_saved = _Interval(), 0, start_step
+  interval, consecutive_skips, last_saved, checkpoint_due = _Interval(), 0, start_step, False
   for step in range(start_step + 1, config.num_train_steps + 1):
     step_start = time.perf_counter()
     bits_per_dim, applied = trainer.train_step(next(batches))
@@ -598,7 +638,9 @@ def _train(run, *, manager, start_step):
     interval.add(time.perf_counter() - step_start, float(bits_per_dim) if applied else None)
     consecutive_skips = 0 if applied else consecutive_skips + 1
     if not applied:
-      _report_skip(run, step=step, consecutive_skips=consecutive_skips, last_saved=last_saved)
+      _report_skip(
+        run, step=step, consecutive_skips=consecutive_skips, last_saved=last_saved, manager=manager
+      )
     run.reporter.progress(step, bits_per_dim=float(bits_per_dim))
     last_step = step == config.num_train_steps
     if step % config.log_every_steps == 0 or last_step:
@@ -607,13 +649,17 @@ def _train(run, *, manager, start_step):
     if config.eval_every_steps and step % config.eval_every_steps == 0 and not last_step:
       _evaluate_during_training(run, step=step)
     if step % config.checkpoint_every_steps == 0 or last_step:
+      checkpoint_due = True
+    # Weights whose loss or gradient was just not finite (such as after a diverging update) would be resumed
+    # from: the checkpoint waits for a step that applies. (Loss scaling skips steps by design.)
+    if checkpoint_due and not (consecutive_skips and trainer.loss_scale is None and not last_step):
       _save_finite(run, manager=manager, step=step, last_saved=last_saved)
-      last_saved = step
+      last_saved, checkpoint_due = step, False
   run.writers.train.flush()
   run.writers.eval.flush()
 
 
-def _report_skip(run, *, step, consecutive_skips, last_saved):
+def _report_skip(run, *, step, consecutive_skips, last_saved, manager):
   """Logs a skipped step; raises `NonFiniteLossError` after `max_consecutive_non_finite` in a row."""
   loss_scale = run.trainer.loss_scale
   details = {} if loss_scale is None else {"loss_scale": float(loss_scale.scale.numpy())}
@@ -621,7 +667,7 @@ def _report_skip(run, *, step, consecutive_skips, last_saved):
   if consecutive_skips >= run.config.max_consecutive_non_finite:
     raise NonFiniteLossError(
       f"Training stopped at step {step}: the loss or gradient was not finite for {consecutive_skips} "
-      f"consecutive steps. The last checkpoint (step {last_saved}) is finite; try a lower learning_rate."
+      f"consecutive steps. {_advice(last_saved, manager)}"
     )
 
 
@@ -640,9 +686,43 @@ def _save_finite(run, *, manager, step, last_saved):
   if not run.trainer.variables_are_finite():
     raise NonFiniteLossError(
       f"Training stopped at step {step}: the weights are not finite, so no checkpoint "
-      f"was written. The last checkpoint (step {last_saved}) is finite."
+      f"was written. {_advice(last_saved, manager)}"
     )
-  manager.save(checkpoint_number=step)
+  _save_checkpoint(manager, step, last_saved)
+
+
+def _advice(last_saved, manager):
+  """What to do after training stopped on non-finite values: resume from the last checkpoint, written only
+  after an applied step, with a lower learning rate (or start again when there is none)."""
+  if not manager.latest_checkpoint:
+    return (
+      "No checkpoint was written; rerun with a lower --learning_rate and "
+      "--allow_config_change=learning_rate (it starts from step 0)."
+    )
+  return (
+    f"The last checkpoint (step {last_saved}, {manager.latest_checkpoint}) was written after an applied step; "
+    "rerun with a lower --learning_rate and --allow_config_change=learning_rate to resume from it."
+  )
+
+
+def _save_checkpoint(manager, step, last_saved):
+  """`manager.save(checkpoint_number=step)`; a disk error (a full disk, no permission) is a `ConfigError`,
+  one line, with what the save left behind removed (TensorFlow's `ckpt-N_temp/` and partial `ckpt-N.*`)."""
+  try:
+    manager.save(checkpoint_number=step)
+  except (OSError, tf.errors.OpError) as error:
+    prefix = os.path.join(manager.directory, f"ckpt-{step}")
+    for leftover in tf.io.gfile.glob(f"{prefix}_temp*") + tf.io.gfile.glob(f"{prefix}.*"):
+      with contextlib.suppress(OSError, tf.errors.OpError):
+        if tf.io.gfile.isdir(leftover):
+          tf.io.gfile.rmtree(leftover)
+        else:
+          tf.io.gfile.remove(leftover)
+    raise ConfigError(
+      f"The checkpoint of step {step} cannot be written in {manager.directory}: {_first_line(error)}; "
+      f"nothing of it was left. The last checkpoint (step {last_saved}) is intact: free the space and rerun "
+      "to resume from it."
+    ) from error
 
 
 class _SummaryWriters(typing.NamedTuple):
@@ -717,5 +797,20 @@ def _is_chief(strategy):
 
 
 def _write_text(path, text):
-  with tf.io.gfile.GFile(path, "w") as file:
-    file.write(text)
+  workdirs.write_atomically(path, text)
+
+
+def _first_line(error):
+  return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _json_safe(value):
+  """`value` with every non-finite float replaced by None: `json.dumps` would write `Infinity` or `NaN`, which
+  is not JSON."""
+  if isinstance(value, dict):
+    return {key: _json_safe(item) for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_safe(item) for item in value]
+  if isinstance(value, float) and not np.isfinite(value):
+    return None
+  return value
