@@ -19,8 +19,8 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
-from tests import fixtures
-from tests.test_export import SAVED_MODEL_CLI, pixels, small_image_flow, small_vector_flow
+from tests import training_testing
+from tests.export_testing import SAVED_MODEL_CLI, pixels, small_image_flow, small_vector_flow
 from tfp_realnvp import RealNVP, classifier, data, dequantization
 from tfp_realnvp.keras_model import FlowModel
 from tfp_realnvp.serving import export, saved_model_distribution, serving_module
@@ -145,7 +145,7 @@ class ServedWorkIsBoundedTest(TempDirTestCase):
       module.sample(tf.constant(11), tf.constant(1.0), tf.constant([1, 2]))
 
   def test_classify_counts_rows_times_classes(self):
-    flow = RealNVP.from_preset("digits", **fixtures.TINY_MODEL, conditional_event_shape=(10,))
+    flow = RealNVP.from_preset("digits", **training_testing.TINY_MODEL, conditional_event_shape=(10,))
     module = serving_module.ServingModule(
       flow, label_log_prior=np.log(np.full(10, 0.1)), max_flow_evaluations=30
     )
@@ -190,7 +190,7 @@ class TrainedWorkdirTest(TempDirTestCase):
     super().setUpClass()
     cls.workspace = tempfile.mkdtemp(prefix="TrainedWorkdirTest_")
     cls.trained = os.path.join(cls.workspace, "trained")
-    cls.config = fixtures.tiny_config(**RUN)
+    cls.config = training_testing.tiny_config(**RUN)
     run_quietly(cls.config, cls.trained)
 
   @classmethod
@@ -284,7 +284,9 @@ class TrainedWorkdirTest(TempDirTestCase):
 
   def test_another_run_s_checkpoint_is_one_error_without_tensorflow_warnings(self):
     other = self.copy()
-    config = fixtures.tiny_config(**RUN, model_overrides={**fixtures.TINY_MODEL, "num_filters": 4})
+    config = training_testing.tiny_config(
+      **RUN, model_overrides={**training_testing.TINY_MODEL, "num_filters": 4}
+    )
     with open(os.path.join(other, "config.json"), "w") as file:
       file.write(configs.to_json(config))
     logged = io.StringIO()
@@ -317,24 +319,29 @@ class BadRunSettingsTest(TempDirTestCase):
       ({"dtype": "float64"}, "`dtype` must be float32 for training"),
     ]:
       with self.subTest(overrides=overrides):
-        config = fixtures.tiny_config(model_overrides={**fixtures.TINY_MODEL, **overrides})
+        config = training_testing.tiny_config(model_overrides={**training_testing.TINY_MODEL, **overrides})
         self.assert_refused_before_writing(config, message)
 
   def test_contradicting_settings_are_refused(self):
     for changes, message in [
       (
-        dict(logit_alpha=0.0, model_overrides={**fixtures.TINY_MODEL, "logit_alpha": 0.05}),
+        dict(logit_alpha=0.0, model_overrides={**training_testing.TINY_MODEL, "logit_alpha": 0.05}),
         r"`logit_alpha=0.0` and `model_overrides` `logit_alpha=0.05` contradict each other",
       ),
       (
-        dict(compute_dtype="bfloat16", model_overrides={**fixtures.TINY_MODEL, "compute_dtype": "float16"}),
+        dict(
+          compute_dtype="bfloat16",
+          model_overrides={**training_testing.TINY_MODEL, "compute_dtype": "float16"},
+        ),
         r"`compute_dtype='bfloat16'` and `model_overrides` `compute_dtype='float16'` contradict",
       ),
     ]:
       with self.subTest(changes=changes):
-        self.assert_refused_before_writing(fixtures.tiny_config(**changes), message)
+        self.assert_refused_before_writing(training_testing.tiny_config(**changes), message)
     # Agreeing ones are fine.
-    config = fixtures.tiny_config(logit_alpha=0.0, model_overrides={**fixtures.TINY_MODEL, "logit_alpha": 0})
+    config = training_testing.tiny_config(
+      logit_alpha=0.0, model_overrides={**training_testing.TINY_MODEL, "logit_alpha": 0}
+    )
     train_lib.build_trainer(config)
 
   def test_booleans_strings_and_non_finite_numbers_are_refused_by_name(self):
@@ -354,10 +361,10 @@ class BadRunSettingsTest(TempDirTestCase):
     ]:
       with self.subTest(changes=changes):
         with self.assertRaisesRegex(configs.ConfigError, rf"^`{name}` must be .*; got "):
-          fixtures.tiny_config(**changes).validate()
+          training_testing.tiny_config(**changes).validate()
 
   def test_train_py_refuses_an_infinite_sample_temperature(self):
-    completed = fixtures.run_script(
+    completed = training_testing.run_script(
       "train.py", f"--workdir={self.make_dir()}/run", "--sample_temperatures=inf", timeout=120
     )
     self.assertEqual(completed.returncode, 2, completed.stderr[-2000:])
@@ -370,7 +377,7 @@ class BadRunSettingsTest(TempDirTestCase):
 class DivergenceTest(TempDirTestCase):
   def test_after_divergence_the_advice_works(self):
     workdir = os.path.join(self.make_dir(), "run")
-    diverging = fixtures.tiny_config(
+    diverging = training_testing.tiny_config(
       **{**RUN, "num_train_steps": 24},
       learning_rate=1e30,
       checkpoint_every_steps=4,
@@ -392,7 +399,9 @@ class DivergenceTest(TempDirTestCase):
 class MetricsTest(TempDirTestCase):
   def test_classes_missing_from_the_training_split_warn_and_metrics_json_stays_json(self):
     workdir = os.path.join(self.make_dir(), "run")
-    config = fixtures.tiny_config(**{**RUN, "num_train_steps": 2}, condition="label", train_split="train[:5]")
+    config = training_testing.tiny_config(
+      **{**RUN, "num_train_steps": 2}, condition="label", train_split="train[:5]"
+    )
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
       run_quietly(config, workdir)
@@ -414,9 +423,9 @@ class InterruptTest(TempDirTestCase):
     process = subprocess.Popen(
       [
         sys.executable,
-        os.path.join(fixtures.REPO_ROOT, "train.py"),
+        os.path.join(training_testing.REPO_ROOT, "train.py"),
         f"--workdir={workdir}",
-        *[f"--model={name}={json.dumps(value)}" for name, value in fixtures.TINY_MODEL.items()],
+        *[f"--model={name}={json.dumps(value)}" for name, value in training_testing.TINY_MODEL.items()],
         "--batch_size=16",
         "--num_train_steps=100000",
         "--log_every_steps=1",
@@ -424,8 +433,8 @@ class InterruptTest(TempDirTestCase):
       stdout=subprocess.PIPE,
       stderr=subprocess.PIPE,
       text=True,
-      cwd=fixtures.REPO_ROOT,
-      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": fixtures.REPO_ROOT},
+      cwd=training_testing.REPO_ROOT,
+      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": training_testing.REPO_ROOT},
     )
     try:
       for line in process.stdout:  # training has started
@@ -447,7 +456,7 @@ class ClassifierTest(tf.test.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.flow = RealNVP.from_preset("digits", **fixtures.TINY_MODEL, conditional_event_shape=(10,))
+    cls.flow = RealNVP.from_preset("digits", **training_testing.TINY_MODEL, conditional_event_shape=(10,))
     cls.x = pixels([4, 8, 8, 1], 4, seed=3)
 
   def test_classify_marks_invalid_rows_with_label_minus_one(self):
@@ -479,7 +488,7 @@ class ClassifierTest(tf.test.TestCase):
 
 class ArgumentsNamedTest(tf.test.TestCase):
   def test_fit_on_another_shape_after_a_first_fit_names_x(self):
-    model = FlowModel(RealNVP.from_preset("digits", **fixtures.TINY_MODEL))
+    model = FlowModel(RealNVP.from_preset("digits", **training_testing.TINY_MODEL))
     model.compile(optimizer="adam")
     model.fit(pixels([16, 8, 8, 1], 4, seed=1), batch_size=16, epochs=1, verbose=0)
     with self.assertRaisesRegex(
@@ -563,8 +572,8 @@ class FlowEdgesTest(tf.test.TestCase):
     for num_bits in (None, np.nan, "4", 2.5):
       with self.subTest(num_bits=num_bits):
         with self.assertRaisesRegex(ValueError, r"`num_bits` must be an integer in \[1, 16\]; got"):
-          RealNVP.from_preset("digits", **fixtures.TINY_MODEL, num_bits=num_bits)
-    config = fixtures.tiny_config(model_overrides={**fixtures.TINY_MODEL, "num_bits": None})
+          RealNVP.from_preset("digits", **training_testing.TINY_MODEL, num_bits=num_bits)
+    config = training_testing.tiny_config(model_overrides={**training_testing.TINY_MODEL, "num_bits": None})
     with self.assertRaisesRegex(configs.ConfigError, r"`num_bits` must be an integer in \[1, 16\]; got None"):
       train_lib.build_trainer(config)
 
