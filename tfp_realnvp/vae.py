@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_realnvp import classifier, networks, priors
+from tfp_realnvp.internal import contexts
 from tfp_realnvp.internal.checks import positive_int, positive_ints
 
 __all__ = ["DiscretizedLogisticDecoder", "GaussianEncoder", "LogLikelihoodBounds", "VariationalAutoencoder"]
@@ -283,12 +284,13 @@ class VariationalAutoencoder(tf.Module):
     return LogLikelihoodBounds.from_log_weights(tf.reduce_logsumexp(class_log_weights, axis=-1))
 
   def _check_context(self, conditional_input):
-    # A conditional flow prior names a missing or misshaped context itself; a prior that takes none is named here.
-    if conditional_input is not None and self.conditional_event_shape is None:
-      raise ValueError(
-        f"This VAE's prior ({type(self.prior).__name__}) is unconditional: it takes no `conditional_input`; got "
-        f"one of shape {tf.TensorShape(getattr(conditional_input, 'shape', None)).as_list()}."
-      )
+    """Raises unless `conditional_input` fits the prior (`contexts.check`): none for an unconditional prior."""
+    contexts.check(
+      conditional_input,
+      self.conditional_event_shape,
+      self.prior.dtype,
+      f"This VAE's prior ({type(self.prior).__name__})",
+    )
 
   def _num_classes(self):
     shape = self.conditional_event_shape

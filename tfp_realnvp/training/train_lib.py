@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_realnvp import classifier, data, dequantization
-from tfp_realnvp.internal import cpu_features
+from tfp_realnvp.internal import bits, cpu_features
 from tfp_realnvp.internal.checks import positive_int
 from tfp_realnvp.training import (
   checkpoints,
@@ -284,7 +284,7 @@ class Trainer:
       )
     else:
       log_likelihoods = self._discrete_log_likelihoods(images, self.flow.log_prob, num_samples)
-      bits_per_dim = -log_likelihoods / (self.flow.num_dims * np.log(2.0))
+      bits_per_dim = bits.bits_per_dim(log_likelihoods, self.flow.num_dims)
     return {
       "bits_per_dim": tf.reduce_sum(bits_per_dim),
       "num_examples": tf.cast(tf.size(bits_per_dim), tf.float64),
@@ -300,13 +300,13 @@ class Trainer:
       num_samples,
     )
     joint = log_likelihoods + self.label_log_prior
-    to_bits_per_dim = -1.0 / (self.flow.num_dims * np.log(2.0))
     predictions = tf.argmax(joint, axis=-1, output_type=labels.dtype)
     log_marginals = tf.reduce_logsumexp(joint, axis=-1)
     return {
-      "bits_per_dim": to_bits_per_dim * tf.reduce_sum(log_marginals),
-      "conditional_bits_per_dim": to_bits_per_dim
-      * tf.reduce_sum(tf.gather(log_likelihoods, labels, batch_dims=1)),
+      "bits_per_dim": bits.bits_per_dim(tf.reduce_sum(log_marginals), self.flow.num_dims),
+      "conditional_bits_per_dim": bits.bits_per_dim(
+        tf.reduce_sum(tf.gather(log_likelihoods, labels, batch_dims=1)), self.flow.num_dims
+      ),
       "accuracy": tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float64)),
       # `-log p(label | x)`, nats: unlike the accuracy it still ranks models that classify every image right.
       "class_log_loss": tf.reduce_sum(log_marginals - tf.gather(joint, labels, batch_dims=1)),
