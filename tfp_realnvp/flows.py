@@ -104,8 +104,9 @@ class RealNVP(_TransformedDistribution):
        _International Conference on Learning Representations_, 2017. https://arxiv.org/abs/1605.08803
   """
 
-  def __new__(cls, event_shape, *args, **kwargs):
-    """`RealNVP(event_shape=..., **kwargs)` is an `ImageRealNVP` for `(H, W, C)`, a `VectorRealNVP` for `(D,)`."""
+  def __new__(cls, event_shape=None, *args, **kwargs):
+    """`RealNVP(event_shape=..., **kwargs)` is an `ImageRealNVP` for `(H, W, C)`, a `VectorRealNVP` for `(D,)`;
+    a subclass builds itself."""
     del args  # `__init__` takes them
     return super().__new__(_flow_class(event_shape, kwargs) if cls is RealNVP else cls)
 
@@ -229,8 +230,8 @@ class RealNVP(_TransformedDistribution):
     """
     if self.num_bits is None:
       raise ValueError(
-        f"`bits_per_dim` is defined for flows of pixel data (`num_bits` not None); this {type(self).__name__} "
-        "is a flow over vectors: use `log_prob`."
+        f"`bits_per_dim` is defined for image flows over pixel values (`num_bits` not None); this "
+        f"{type(self).__name__} is a flow over vectors: use `log_prob`."
       )
     x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
     return bits.bits_per_dim(
