@@ -84,7 +84,10 @@ class RealNVP(_TransformedDistribution):
   or one, `[*conditional_event_shape]`, for all; `experimental_sample_and_log_prob` likewise. The context
   reaches the couplings through `KeywordChain`, as `training` does. A conditional flow called without a
   context, an unconditional one called with one (`conditional_input=None` is no context), or a context of the
-  wrong shape is a `ValueError` naming `conditional_input`.
+  wrong shape is a `ValueError` naming `conditional_input`; a tensor or array of another dtype than the flow's
+  (int32, float64, bool) is a `TypeError`, not cast. A row whose context holds NaN or an infinity gets NaN
+  (`log_prob`, samples, latents), eagerly, in a `tf.function` and in an export; the layers see zeros in its
+  place, so the other rows' values and gradients are those of their own contexts (`internal.contexts`).
 
   #### Examples
 

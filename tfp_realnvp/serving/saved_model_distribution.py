@@ -41,7 +41,8 @@ class SavedModelDistribution(tfd.Distribution):
   `sample(sample_shape, seed, conditional_input=c)` with a context per sample, `[*sample_shape,
   *conditional_event_shape]`, or one, `[*conditional_event_shape]`, for all. A missing context (for a
   conditional export), an extra one (for an unconditional export) or one of the wrong shape is a `ValueError`
-  naming `conditional_input`.
+  naming `conditional_input`, one of another dtype than float32 a `TypeError` (`internal.contexts`, as for the
+  flow); a row whose context is not finite gets what the exported flow gives it, NaN.
 
   `log_prob` is the continuous density of dequantized values; `discrete_bits_per_dim` (exports with a
   dequantizer) is the export's bound on the discrete image's `-log2 P(levels) / D`.
