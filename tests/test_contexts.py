@@ -31,6 +31,8 @@ class CheckTest(tf.test.TestCase):
       contexts.check(tf.zeros([2, 2, 3]), (3,), None, "`net`", batch_rank=1)
     with self.assertRaisesRegex(TypeError, r"a floating dtype; got int32"):
       contexts.check(tf.zeros([2, 3], tf.int32), (3,), None, "`net`", batch_rank=1)
+    # Without a dtype of its own to match, any floating context passes as it is.
+    self.assertEqual(contexts.check(tf.zeros([2, 3], tf.float64), (3,), None, "`net`").dtype, tf.float64)
 
 
 class BroadcastTest(tf.test.TestCase):

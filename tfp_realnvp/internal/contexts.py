@@ -33,17 +33,19 @@ def as_tensor(conditional_input, dtype=None):
   than cast); a Python number or list is converted to it.
   """
   given = getattr(conditional_input, "dtype", None)
-  given = None if given is None else tf.as_dtype(given)
-  if given is not None and (given != dtype if dtype is not None else not given.is_floating):
-    expected = "a floating dtype" if dtype is None else f"dtype {tf.as_dtype(dtype).name}, the data's"
-    raise TypeError(f"`conditional_input` must have {expected}; got {given.name}.")
   try:
-    return tf.convert_to_tensor(conditional_input, dtype or tf.float32)
+    context = tf.convert_to_tensor(conditional_input, dtype_hint=dtype or tf.float32)
   except (TypeError, ValueError) as error:
     raise TypeError(
       "`conditional_input` must be a tensor, a NumPy array or a nested list of numbers; got "
       f"{type(conditional_input).__name__} ({error})."
     ) from None
+  # A dtype hint would also cast a NumPy array: the dtype a value comes with is the one checked.
+  given = context.dtype if given is None else tf.as_dtype(given)
+  if (not given.is_floating) if dtype is None else given != dtype:
+    expected = "a floating dtype" if dtype is None else f"dtype {tf.as_dtype(dtype).name}, the data's"
+    raise TypeError(f"`conditional_input` must have {expected}; got {given.name}.")
+  return context
 
 
 def check(
