@@ -116,85 +116,83 @@ static int reader_equals(Reader reader, const char *text) {
   return (size_t)(reader.end - reader.pos) == length && memcmp(reader.pos, text, length) == 0;
 }
 
-/* TensorShapeProto: dim = 2 (repeated), unknown_rank = 3. Only the rank is needed. */
-static void parse_shape(Reader message, TensorInfo *info) {
+/* One field of a message: its number, wire type, and value (a varint, or a length-delimited field's bytes). */
+typedef struct {
   uint32_t number;
+  int wire;
   uint64_t varint;
   Reader bytes;
-  int wire;
+} Field;
+
+/* Reads the next field of `message` into `field`; returns 0 at the message's end. A malformed field is fatal,
+ * `what` naming the message. */
+static int next_field(Reader *message, Field *field, const char *what) {
+  if (message->pos >= message->end) return 0;
+  field->wire = read_field(message, &field->number, &field->varint, &field->bytes);
+  if (field->wire < 0) fail(1, "malformed %s", what);
+  return 1;
+}
+
+/* Whether `field` is the length-delimited field `number` (a string or a message). */
+static int is_bytes(const Field *field, uint32_t number) { return field->number == number && field->wire == 2; }
+
+/* TensorShapeProto: dim = 2 (repeated), unknown_rank = 3. Only the rank is needed. */
+static void parse_shape(Reader message, TensorInfo *info) {
+  Field field;
   info->rank = 0;
-  while (message.pos < message.end) {
-    if ((wire = read_field(&message, &number, &varint, &bytes)) < 0) fail(1, "malformed TensorShapeProto");
-    if (number == 3 && wire == 0 && varint) {
+  while (next_field(&message, &field, "TensorShapeProto")) {
+    if (field.number == 3 && field.wire == 0 && field.varint) {
       info->rank = -1;
       return;
     }
-    if (number == 2 && wire == 2) ++info->rank;
+    if (is_bytes(&field, 2)) ++info->rank;
   }
 }
 
 /* TensorInfo: name = 1, dtype = 2, tensor_shape = 3. */
 static void parse_tensor_info(Reader message, TensorInfo *info) {
-  uint32_t number;
-  uint64_t varint;
-  Reader bytes;
-  int wire;
+  Field field;
   info->rank = -1;
-  while (message.pos < message.end) {
-    if ((wire = read_field(&message, &number, &varint, &bytes)) < 0) fail(1, "malformed TensorInfo");
-    if (number == 1 && wire == 2) copy_string(info->name, bytes);
-    if (number == 2 && wire == 0) info->dtype = (int)varint;
-    if (number == 3 && wire == 2) parse_shape(bytes, info);
+  while (next_field(&message, &field, "TensorInfo")) {
+    if (is_bytes(&field, 1)) copy_string(info->name, field.bytes);
+    if (field.number == 2 && field.wire == 0) info->dtype = (int)field.varint;
+    if (is_bytes(&field, 3)) parse_shape(field.bytes, info);
   }
 }
 
 /* A map<string, TensorInfo> entry: key = 1, value = 2. */
 static void parse_tensor_entry(Reader entry, TensorInfo *info) {
-  uint32_t number;
-  uint64_t varint;
-  Reader bytes;
-  int wire;
+  Field field;
   memset(info, 0, sizeof(*info));
-  while (entry.pos < entry.end) {
-    if ((wire = read_field(&entry, &number, &varint, &bytes)) < 0) fail(1, "malformed signature map");
-    if (number == 1 && wire == 2) copy_string(info->key, bytes);
-    if (number == 2 && wire == 2) parse_tensor_info(bytes, info);
+  while (next_field(&entry, &field, "signature map")) {
+    if (is_bytes(&field, 1)) copy_string(info->key, field.bytes);
+    if (is_bytes(&field, 2)) parse_tensor_info(field.bytes, info);
   }
 }
 
 /* SignatureDef: inputs = 1, outputs = 2. */
 static void parse_signature(Reader message, Signature *signature) {
-  uint32_t number;
-  uint64_t varint;
-  Reader bytes;
-  int wire;
+  Field field;
   memset(signature, 0, sizeof(*signature));
-  while (message.pos < message.end) {
-    if ((wire = read_field(&message, &number, &varint, &bytes)) < 0) fail(1, "malformed SignatureDef");
-    if (wire != 2 || (number != 1 && number != 2)) continue;
-    int *count = number == 1 ? &signature->num_inputs : &signature->num_outputs;
-    TensorInfo *infos = number == 1 ? signature->inputs : signature->outputs;
+  while (next_field(&message, &field, "SignatureDef")) {
+    if (!is_bytes(&field, 1) && !is_bytes(&field, 2)) continue;
+    int *count = field.number == 1 ? &signature->num_inputs : &signature->num_outputs;
+    TensorInfo *infos = field.number == 1 ? signature->inputs : signature->outputs;
     if (*count == kMaxTensors) fail(1, "a signature has more than %d tensors", kMaxTensors);
-    parse_tensor_entry(bytes, &infos[(*count)++]);
+    parse_tensor_entry(field.bytes, &infos[(*count)++]);
   }
 }
 
 /* MetaGraphDef: signature_def = 5, a map<string, SignatureDef>. Returns 1 when `name` is found. */
 static int find_signature(const TF_Buffer *meta_graph_def, const char *name, Signature *signature) {
   Reader meta = {meta_graph_def->data, (const uint8_t *)meta_graph_def->data + meta_graph_def->length};
-  uint32_t number;
-  uint64_t varint;
-  Reader bytes;
-  int wire;
-  while (meta.pos < meta.end) {
-    if ((wire = read_field(&meta, &number, &varint, &bytes)) < 0) fail(1, "malformed MetaGraphDef");
-    if (number != 5 || wire != 2) continue;
+  Field entry, field;
+  while (next_field(&meta, &entry, "MetaGraphDef")) {
+    if (!is_bytes(&entry, 5)) continue;
     Reader key = {0}, value = {0};
-    while (bytes.pos < bytes.end) {
-      Reader field;
-      if ((wire = read_field(&bytes, &number, &varint, &field)) < 0) fail(1, "malformed signature_def");
-      if (number == 1 && wire == 2) key = field;
-      if (number == 2 && wire == 2) value = field;
+    while (next_field(&entry.bytes, &field, "signature_def")) {
+      if (is_bytes(&field, 1)) key = field.bytes;
+      if (is_bytes(&field, 2)) value = field.bytes;
     }
     if (key.pos && reader_equals(key, name)) {
       parse_signature(value, signature);

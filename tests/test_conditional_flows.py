@@ -140,7 +140,7 @@ class ConditionalFlowTest(tf.test.TestCase, parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, missing):
       flow.sample(2, seed=[1, 2])
     with self.assertRaisesRegex(
-      ValueError, r"`conditional_input` must have `\[\*sample_shape, 3\]`.*\[5, 3\]"
+      ValueError, r"`conditional_input` must have shape `\[\*sample_shape, 3\]`.*\[5, 3\]"
     ):
       flow.sample(2, seed=[1, 2], conditional_input=tf.zeros([5, 3]))
     with self.assertRaisesRegex(
@@ -210,6 +210,79 @@ class ConditionalFlowTest(tf.test.TestCase, parameterized.TestCase):
     changed = {name for name in shapes if shapes[name] != conditional_shapes[name]}
     self.assertTrue(changed)
     self.assertTrue(all(name.endswith("_resnet/conv_in/direction:0") for name in changed), changed)
+
+
+def calls_with_a_context(flow, event_shape):
+  """`{name: fn(x, c)}`, each of the flow's methods that takes a context, returning `(outputs, event ranks)`."""
+  rank = len(event_shape)
+  z = tf.random.stateless_normal([3, *event_shape], seed=[9, 9])
+  return {
+    "log_prob": lambda x, c: ([flow.log_prob(x, conditional_input=c)], [0]),
+    "bits_per_dim_or_prob": lambda x, c: (
+      [flow.bits_per_dim(x, conditional_input=c) if flow.num_bits else flow.prob(x, conditional_input=c)],
+      [0],
+    ),
+    "encode": lambda x, c: ([flow.encode(x, c)], [rank]),
+    "decode": lambda x, c: ([flow.decode(z, c)], [rank]),
+    "sample": lambda x, c: ([flow.sample(3, seed=[1, 2], conditional_input=c)], [rank]),
+    "sample_and_log_prob": lambda x, c: (
+      list(flow.experimental_sample_and_log_prob(3, seed=[1, 2], conditional_input=c)),
+      [rank, 0],
+    ),
+  }
+
+
+class ContextValuesTest(tf.test.TestCase, parameterized.TestCase):
+  @parameterized.named_parameters(*FLOWS)
+  def test_rows_with_a_non_finite_context_are_nan_eagerly_and_in_a_tf_function(
+    self, arguments, event_shape, context_shape
+  ):
+    flow = conditional_flow(context_shape, **arguments)
+    x = data(event_shape, 3, seed=5)
+    c = context([3, *context_shape], seed=6).numpy()
+    c[0].flat[0] = np.nan
+    c[1].flat[-1] = np.inf
+    for mode, wrap in (("eager", lambda fn: fn), ("tf.function", tf.function)):
+      for name, call in calls_with_a_context(flow, event_shape).items():
+        outputs, ranks = wrap(call)(x, tf.constant(c))
+        for output, rank in zip(outputs, ranks):
+          axes = list(range(1, 1 + rank))
+          with self.subTest(mode=mode, method=name):
+            self.assertAllEqual(tf.reduce_all(tf.math.is_nan(output), axis=axes), [True, True, False])
+            self.assertTrue(np.all(np.isfinite(output[2])))
+
+  @parameterized.parameters(False, True)
+  def test_a_non_finite_context_leaves_the_other_rows_gradients_finite(self, training):
+    flow = conditional_flow((3,))
+    x = pixels([3, 8, 8, 1], seed=7)
+    c = context([3, 3], seed=8).numpy()
+    c[0, 1] = np.nan
+    with tf.GradientTape() as tape:
+      log_prob = flow.log_prob(x, training=training, conditional_input=c)
+      finite_part = tf.reduce_sum(log_prob[1:])
+    self.assertTrue(np.isnan(log_prob[0]))
+    gradients = tape.gradient(finite_part, flow.trainable_variables)
+    self.assertTrue(all(np.all(np.isfinite(g)) for g in gradients))
+
+  @parameterized.named_parameters(*FLOWS)
+  def test_a_context_of_another_dtype_is_a_type_error_naming_it(self, arguments, event_shape, context_shape):
+    flow = conditional_flow(context_shape, **arguments)
+    x = data(event_shape, 3, seed=9)
+    c = context([3, *context_shape], seed=10)
+    for wrong in (tf.cast(c, tf.int32), tf.cast(c, tf.float64), c.numpy().astype(np.float64), c > 0.0):
+      dtype = tf.as_dtype(wrong.dtype).name
+      for name, call in calls_with_a_context(flow, event_shape).items():
+        with (
+          self.subTest(dtype=dtype, method=name),
+          self.assertRaisesRegex(
+            TypeError, rf"`conditional_input` must have dtype float32, the data's; got {dtype}"
+          ),
+        ):
+          call(x, wrong)
+    # A Python list has no dtype of its own: it is converted to the flow's.
+    self.assertAllClose(
+      flow.log_prob(x, conditional_input=c.numpy().tolist()), flow.log_prob(x, conditional_input=c)
+    )
 
 
 class ClassifierTest(tf.test.TestCase):

@@ -240,6 +240,10 @@ class ConditionalAffineCouplingTest(tf.test.TestCase, parameterized.TestCase, Bi
       conditional.forward(tf.ones([2, 6]))
     with self.assertRaisesRegex(ValueError, r"`conditional_input`.*must have shape `\[batch, 3\]`.*\[2, 4\]"):
       conditional.forward(tf.ones([2, 6]), conditional_input=tf.ones([2, 4]))
+    with self.assertRaisesRegex(
+      TypeError, r"`conditional_input` must have dtype float32, the data's; got int32"
+    ):
+      conditional.forward(tf.ones([2, 6]), conditional_input=tf.ones([2, 3], tf.int32))
 
   def test_tf_keras_conditioner_with_a_context(self):
     class KerasConditioner(tfk.layers.Layer):

@@ -342,7 +342,7 @@ class InProcessDiscreteBoundTest(DiscreteBoundExports, export_testing.WorkspaceT
       ValueError, r"`levels` must have shape `\[\.\.\., 8, 8, 1\]`.*got shape \[5, 8, 8\]"
     ):
       distribution.discrete_bits_per_dim(self.levels[..., 0], 5, seed)
-    with self.assertRaisesRegex(ValueError, "is of an unconditional flow: it takes no `conditional_input`"):
+    with self.assertRaisesRegex(ValueError, "is unconditional: it takes no `conditional_input`"):
       distribution.discrete_bits_per_dim(self.levels, 5, seed, conditional_input=one_hot([0] * 5))
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "at most `max_num_samples`"):
       distribution.discrete_bits_per_dim(self.levels, MAX_NUM_SAMPLES + 1, seed)

@@ -410,7 +410,7 @@ class InProcessExportTest(export_testing.WorkspaceTestCase):
     distribution = saved_model_distribution.load_distribution(self.path)
     self.assertIsNone(distribution.conditional_event_shape)
     context = np.zeros([4, 2], np.float32)
-    message = r"is of an unconditional flow: it takes no `conditional_input`; got one of shape \[4, 2\]"
+    message = r"is unconditional: it takes no `conditional_input`; got one of shape \[4, 2\]"
     with self.assertRaisesRegex(ValueError, message):
       distribution.log_prob(np.zeros([4, 3], np.float32), conditional_input=context)
     with self.assertRaisesRegex(ValueError, message):

@@ -55,6 +55,16 @@ class ParameterPropertiesTest(tf.test.TestCase):
         self.assertEqual(flow.parameter_properties(), {})
         self.assertEqual(flow.copy().batch_shape, [])
 
+  def test_a_subclass_with_its_own_init_answers_without_tfp_warnings(self):
+    class SmallDigits(ImageRealNVP):
+      def __init__(self, num_filters=4):
+        super().__init__((8, 8, 1), num_scales=1, num_blocks=1, num_filters=num_filters, num_bits=4)
+
+    flow = SmallDigits()
+    self.assertIsInstance(flow, RealNVP)
+    with self.assertNoLogs(level="WARNING"):
+      self.assertEqual(flow.parameter_properties(), {})
+
 
 class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
   def test_is_a_tfp_distribution_with_the_event_shape(self):
@@ -263,6 +273,17 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
   def test_bad_constructor_arguments(self, kwargs, message):
     with self.assertRaisesRegex(ValueError, message):
       RealNVP(**kwargs)
+
+  def test_every_argument_of_the_other_kind_is_named_as_misplaced(self):
+    for flow_class, other_class, event_shape in (
+      (ImageRealNVP, VectorRealNVP, (8, 8, 1)),
+      (VectorRealNVP, ImageRealNVP, (4,)),
+    ):
+      own = inspect.signature(flow_class.__init__).parameters
+      other = inspect.signature(other_class.__init__).parameters
+      for argument in other.keys() - own.keys():
+        with self.subTest(argument), self.assertRaisesRegex(ValueError, rf"`{argument}` only apply to"):
+          RealNVP(event_shape=event_shape, **{argument: other[argument].default})
 
   def test_log_prob_calls_each_conditioner_once(self):
     flow = RealNVP.from_preset("digits", num_blocks=1, num_filters=4)

@@ -158,10 +158,14 @@ class ConditionalNetworksTest(tf.test.TestCase, parameterized.TestCase):
   def test_missing_or_misshaped_context_and_bad_arguments(self):
     resnet = networks.ConditionalResNet(2, 4, (3,), num_blocks=1, num_filters=8, name="net")
     x = tf.zeros([2, 4, 4, 2])
-    with self.assertRaisesRegex(ValueError, r"`net` needs `conditional_input` of shape `\[batch, 3\]`"):
+    with self.assertRaisesRegex(
+      ValueError, r"`net` is conditional.*pass the context as `conditional_input` of shape `\[batch, 3\]`"
+    ):
       resnet(x, conditional_input=None)
     with self.assertRaisesRegex(ValueError, r"`conditional_input`.*`\[batch, 3\]`; got shape \[2, 4\]"):
       resnet(x, conditional_input=tf.zeros([2, 4]))
+    with self.assertRaisesRegex(TypeError, r"`conditional_input` must have a floating dtype; got int32"):
+      resnet(x, conditional_input=tf.zeros([2, 3], tf.int32))
     image = networks.ConditionalResNet(2, 4, (8, 8, 1), num_blocks=1, num_filters=8)
     with self.assertRaisesRegex(ValueError, r"`conditional_input`.*space-to-depth.*\[8, 8\].*\[4, 4\]"):
       image(x, conditional_input=tf.zeros([2, 8, 8, 1]))
@@ -169,7 +173,7 @@ class ConditionalNetworksTest(tf.test.TestCase, parameterized.TestCase):
       networks.ConditionalResNet(2, 4, (3, 3))
     with self.assertRaisesRegex(ValueError, r"`context_block_size=3` must divide"):
       networks.ConditionalResNet(2, 4, (8, 8, 1), context_block_size=3)
-    with self.assertRaisesRegex(ValueError, r"`conditional_shape` must be a non-empty shape"):
+    with self.assertRaisesRegex(ValueError, r"`conditional_shape` must be a non-empty"):
       networks.ConditionalMLP(2, 4, ())
 
 

@@ -313,6 +313,10 @@ class ConditionalPriorTest(tf.test.TestCase):
       vae.log_importance_weights(images, 3, seed)
     with self.assertRaisesRegex(ValueError, "`conditional_input` must have shape"):
       vae.log_importance_weights(images, 3, seed, conditional_input=tf.one_hot([0, 1], 4))
+    with self.assertRaisesRegex(
+      TypeError, "`conditional_input` must have dtype float32, the data's; got float64"
+    ):
+      vae.negative_elbo(images, seed, conditional_input=tf.one_hot([0, 1], NUM_CLASSES, dtype=tf.float64))
     with self.assertRaisesRegex(ValueError, r"`log_prior` must have shape \[3\]"):
       vae.marginal_log_likelihood_bounds(images, 3, seed, tf.zeros([4]))
     with self.assertRaisesRegex(ValueError, "`generative_model` needs an unconditional prior"):

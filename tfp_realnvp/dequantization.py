@@ -27,19 +27,19 @@ bits_k100 = importance_weighted_bits_per_dim(flow, dequantizer, levels, 100, see
      https://arxiv.org/abs/1509.00519
 """
 
-import math
-
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_realnvp import data, networks
 from tfp_realnvp.bijectors import AffineCoupling, KeywordChain
+from tfp_realnvp.internal import bits
 from tfp_realnvp.internal.checks import positive_int, positive_ints
 
 __all__ = [
   "UniformDequantizer",
   "VariationalDequantizer",
+  "discrete_log_prob_bound",
   "importance_weighted_bits_per_dim",
   "importance_weighted_log_prob",
   "log_weights",
@@ -250,7 +250,7 @@ def variational_bits_per_dim(flow, dequantizer, images, training=False, conditio
     images - levels,
     training,
   )
-  return -weights / (flow.num_dims * math.log(2.0))
+  return bits.bits_per_dim(weights, flow.num_dims)
 
 
 def importance_weighted_log_prob(log_prob_fn, dequantizer, levels, noises):
@@ -289,16 +289,22 @@ def rotated_noise(noise, num_samples, seed):
 
 def importance_weighted_bits_per_dim(flow, dequantizer, levels, num_samples, seed, conditional_input=None):
   """`-log2 (1/K) sum_k p(v + u_k) / q(u_k | v) / D`, float64 `[batch]`, with `K = num_samples` independent
-  draws (`tf.random.stateless_uniform` with `seed`), in inference mode.
+  draws (`tf.random.stateless_uniform` with `seed`), in inference mode: `discrete_log_prob_bound` in bits/dim.
 
   `K = 1` is the variational bound (with `UniformDequantizer`, the usual single-draw bits/dim); larger `K`
   is tighter on average (an upper bound on `-log2 P(v) / D` in expectation for every `K`).
   """
+  log_prob = discrete_log_prob_bound(flow, dequantizer, levels, num_samples, seed, conditional_input)
+  return bits.bits_per_dim(log_prob, flow.num_dims)
+
+
+def discrete_log_prob_bound(flow, dequantizer, levels, num_samples, seed, conditional_input=None):
+  """`log (1/K) sum_k p(v + u_k) / q(u_k | v)`, float64 `[batch]`: the importance-weighted bound on
+  `log P(v)` of `importance_weighted_bits_per_dim` (same arguments), in nats."""
   levels = tf.convert_to_tensor(levels, flow.dtype)
   noises = tf.random.stateless_uniform(
     tf.concat([[num_samples], tf.shape(levels)], 0), seed, dtype=flow.dtype
   )
-  log_prob = importance_weighted_log_prob(
+  return importance_weighted_log_prob(
     lambda x: flow.log_prob(x, conditional_input=conditional_input), dequantizer, levels, noises
   )
-  return -log_prob / (flow.num_dims * math.log(2.0))

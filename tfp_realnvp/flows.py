@@ -1,6 +1,5 @@
 """The RealNVP distribution: the paper's multi-scale flow (and a vector flow) as a `tfd.TransformedDistribution`."""
 
-import inspect
 import math
 import operator
 
@@ -16,7 +15,7 @@ from tensorflow_probability.python.distributions.transformed_distribution import
 
 from tfp_realnvp import networks
 from tfp_realnvp.bijectors import AffineCoupling, BatchNorm, KeywordChain, LogitTransform, MultiScale
-from tfp_realnvp.internal import shapes
+from tfp_realnvp.internal import bits, contexts, shapes
 from tfp_realnvp.internal.checks import positive_int, positive_ints
 
 __all__ = ["PRESETS", "ImageRealNVP", "RealNVP", "VectorRealNVP"]
@@ -85,7 +84,10 @@ class RealNVP(_TransformedDistribution):
   or one, `[*conditional_event_shape]`, for all; `experimental_sample_and_log_prob` likewise. The context
   reaches the couplings through `KeywordChain`, as `training` does. A conditional flow called without a
   context, an unconditional one called with one (`conditional_input=None` is no context), or a context of the
-  wrong shape is a `ValueError` naming `conditional_input`.
+  wrong shape is a `ValueError` naming `conditional_input`; a tensor or array of another dtype than the flow's
+  (int32, float64, bool) is a `TypeError`, not cast. A row whose context holds NaN or an infinity gets NaN
+  (`log_prob`, samples, latents), eagerly, in a `tf.function` and in an export; the layers see zeros in its
+  place, so the other rows' values and gradients are those of their own contexts (`internal.contexts`).
 
   #### Examples
 
@@ -105,26 +107,17 @@ class RealNVP(_TransformedDistribution):
        _International Conference on Learning Representations_, 2017. https://arxiv.org/abs/1605.08803
   """
 
-  def __new__(cls, event_shape, *args, **kwargs):
-    """`RealNVP(event_shape=..., **kwargs)` is an `ImageRealNVP` for `(H, W, C)`, a `VectorRealNVP` for `(D,)`."""
-    if cls is not RealNVP:
-      return super().__new__(cls)
-    shape = positive_ints("event_shape", event_shape)
-    if len(shape) not in _KINDS:
-      raise ValueError(
-        "`event_shape` must be `(height, width, channels)` for images or `(dims,)` for vectors, with "
-        f"positive sizes; got {shape}."
-      )
-    _, flow_class = _KINDS[len(shape)]
-    other_kind, other_class = next(value for value in _KINDS.values() if value[1] is not flow_class)
-    misplaced = [arg for arg in kwargs if arg in _args_only_of(other_class, flow_class)]
-    if misplaced:
-      raise ValueError(
-        f"{', '.join(f'`{arg}`' for arg in misplaced)} only apply to {other_kind} flows "
-        f"(`{other_class.__name__}`); `event_shape={shape}` calls for `{flow_class.__name__}`, which takes "
-        f"{', '.join(f'`{arg}`' for arg in _args_only_of(flow_class, other_class))}."
-      )
-    return super().__new__(flow_class)
+  def __new__(cls, event_shape=None, *args, **kwargs):
+    """`RealNVP(event_shape=..., **kwargs)` is an `ImageRealNVP` for `(H, W, C)`, a `VectorRealNVP` for `(D,)`;
+    a subclass builds itself."""
+    del args  # `__init__` takes them
+    return super().__new__(_flow_class(event_shape, kwargs) if cls is RealNVP else cls)
+
+  def __init_subclass__(cls, **kwargs):
+    super().__init_subclass__(**kwargs)
+    # TFP warns at every `parameter_properties` call (batch shapes, `copy`, slicing) of a subclass that defines
+    # `__init__` but inherits this method; every flow class has the same (none), so each gets it as its own.
+    cls._parameter_properties = RealNVP.__dict__["_parameter_properties"]
 
   def __init__(
     self, data_to_latent, event_shape, conditional_event_shape, dtype, validate_args, parameters, name
@@ -232,6 +225,22 @@ class RealNVP(_TransformedDistribution):
     """The shape of one context `c` of `p(x | c)`, a tuple of Python ints; None for an unconditional flow."""
     return self._conditional_event_shape
 
+  def bits_per_dim(self, x, training=False, conditional_input=None):
+    """`-log_prob(x) / (D ln 2)` for pixel-valued `x`: the paper's bits/dim (a uniform model gets `num_bits`).
+
+    Defined for flows of pixel data (`num_bits` not None, the image flows); a vector flow's density has no
+    pixel scale to count bits against, so it raises `ValueError`.
+    """
+    if self.num_bits is None:
+      raise ValueError(
+        f"`bits_per_dim` is defined for image flows over pixel values (`num_bits` not None); this "
+        f"{type(self).__name__} is a flow over vectors: use `log_prob`."
+      )
+    x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
+    return bits.bits_per_dim(
+      self.log_prob(x, training=training, conditional_input=conditional_input), self.num_dims
+    )
+
   @property
   def regularized_variables(self):
     """The variables the paper's L2 penalty applies to: weight-norm scales and coupling tanh scales."""
@@ -276,52 +285,22 @@ class RealNVP(_TransformedDistribution):
       )
 
   def _context_and_data(self, conditional_input, x, arg_name="x", sampling=False):
-    """`(x, bijector_kwargs)`: `x` and the checked context broadcast to one batch shape.
+    """`(x, bijector_kwargs, finite)`: `x` and the checked context broadcast to one batch shape.
 
-    `bijector_kwargs` is `{'conditional_input': context}`, or `{}` for an unconditional flow. When
-    `sampling` (`x` the latent, its batch shape the sample shape) the context's batch must broadcast to it.
+    `bijector_kwargs` is `{'conditional_input': context}`, or `{}` for an unconditional flow; `finite` (None
+    when unconditional) says which rows have a finite context: the others reach the layers as zeros, and
+    `contexts.nan_rows` makes their outputs NaN. When `sampling` (`x` the latent, its batch shape the sample
+    shape) the context's batch must broadcast to it.
     """
-    expected = self._conditional_event_shape
-    if expected is None:
-      if conditional_input is not None:
-        raise ValueError(
-          "This flow is unconditional (`conditional_event_shape=None`): it takes no `conditional_input`; got "
-          f"one of shape {tf.TensorShape(getattr(conditional_input, 'shape', None)).as_list()}."
-        )
-      return x, {}
-    shape_text = f"[..., {', '.join(map(str, expected))}]"
-    if conditional_input is None:
-      raise ValueError(
-        f"This flow is conditional (`conditional_event_shape={expected}`): pass the context as "
-        f"`conditional_input` of shape `{shape_text}`."
-      )
-    context = tf.convert_to_tensor(conditional_input, self.dtype)
-    rank = len(expected)
-    if not shapes.may_end_with(context.shape, expected):
-      raise ValueError(
-        f"`conditional_input` must have shape `{shape_text}` (batch dimensions, then "
-        f"`conditional_event_shape`); got shape {context.shape.as_list()}."
-      )
+    context = contexts.check(conditional_input, self._conditional_event_shape, self.dtype, "This flow")
+    if context is None:
+      return x, {}, None
     event_rank = len(self._event_shape_tuple)
-    x_batch, context_batch = x.shape[: x.shape.rank - event_rank], context.shape[: context.shape.rank - rank]
-    try:
-      batch = tf.broadcast_static_shape(x_batch, context_batch)
-    except ValueError:
-      batch = None
-    if batch is None or (sampling and not batch.is_compatible_with(x_batch)):
-      expected_batch = (
-        f"`[*sample_shape, {', '.join(map(str, expected))}]` (sample shape {x_batch.as_list()}) or "
-        f"`[{', '.join(map(str, expected))}]`"
-        if sampling
-        else f"batch dimensions that broadcast against those of `{arg_name}` {x_batch.as_list()}"
-      )
-      raise ValueError(
-        f"`conditional_input` must have {expected_batch}; got shape {context.shape.as_list()}."
-      )
-    batch_tensor = tf.broadcast_dynamic_shape(tf.shape(x)[:-event_rank], tf.shape(context)[:-rank])
-    x = _broadcast_batch(x, x_batch, batch, batch_tensor, event_rank)
-    context = _broadcast_batch(context, context_batch, batch, batch_tensor, rank)
-    return x, {"conditional_input": context}
+    batch, context = contexts.broadcast_batch(
+      *contexts.batch_shape(x, event_rank), context, self._conditional_event_shape, arg_name, sampling
+    )
+    context, finite = contexts.finite_rows(context, len(self._conditional_event_shape))
+    return contexts.broadcast_to_batch(x, batch, event_rank), {"conditional_input": context}, finite
 
   def _log_prob(self, x, conditional_input=None, **kwargs):
     training = _training_flag(kwargs.get("training", False))
@@ -338,19 +317,20 @@ class RealNVP(_TransformedDistribution):
         f"`[batch, {', '.join(map(str, self._event_shape_tuple))}]`; got a tensor of unknown rank (in a "
         "`tf.function`, give its input signature a shape)."
       )
-    x, context_kwargs = self._context_and_data(conditional_input, x)
+    x, context_kwargs, finite_context = self._context_and_data(conditional_input, x)
     kwargs.update(context_kwargs)
-    # Zero density outside the support, NaN for NaN. Values outside are replaced before the transform so
-    # that they can produce neither NaNs nor NaN gradients.
+    # Zero density outside the support, NaN for NaN (in `x` or the context). Values outside are replaced
+    # before the transform so that they can produce neither NaNs nor NaN gradients.
     event_axes = list(range(-len(self._event_shape_tuple), 0))
     in_support = self._in_support(x)
     x_inside = tf.where(in_support, x, self._interior_value(x.dtype))
     log_prob = super()._log_prob(x_inside, **kwargs)
     log_prob = self._overflow_to_minus_inf(log_prob, x_inside, in_support, event_axes, kwargs)
     log_prob = tf.where(tf.reduce_all(in_support, event_axes), log_prob, tf.constant(-np.inf, log_prob.dtype))
-    return tf.where(
+    log_prob = tf.where(
       tf.reduce_any(tf.math.is_nan(x), event_axes), tf.constant(np.nan, log_prob.dtype), log_prob
     )
+    return contexts.nan_rows(log_prob, finite_context, 0)
 
   def _overflow_to_minus_inf(self, log_prob, x_inside, in_support, event_axes, kwargs):
     """`log_prob` with -inf for a row inside the support whose score over- or underflowed (non-finite for a
@@ -379,7 +359,7 @@ class RealNVP(_TransformedDistribution):
     return tf.exp(self._log_prob(x, **kwargs))
 
   def _call_sample_n(self, sample_shape, seed, temperature=1.0, **kwargs):
-    _, x, _ = self._sample_latent_and_data(sample_shape, seed, temperature, kwargs)
+    _, x, _, _ = self._sample_latent_and_data(sample_shape, seed, temperature, kwargs)
     return x
 
   def _call_sample_and_log_prob(self, sample_shape, seed, temperature=1.0, **kwargs):
@@ -390,16 +370,23 @@ class RealNVP(_TransformedDistribution):
     return x, self._log_prob(x, **kwargs)
 
   def _sample_latent_and_data(self, sample_shape, seed, temperature, kwargs):
-    """`(z, x, bijector_kwargs)`: latent `z = temperature * N(0, I)` and sample `x = f^{-1}(z; c)`."""
+    """`(z, x, bijector_kwargs, finite_context)`: latent `z = temperature * N(0, I)` and sample
+    `x = f^{-1}(z; c)` (NaN where the context is not finite; see `_context_and_data`)."""
     conditional_input = kwargs.pop("conditional_input", None)
     sample_shape = _sample_shape_arg(sample_shape)
     temperature = _checked_temperature(temperature, self.dtype)
     distribution_kwargs, bijector_kwargs = self._split_kwargs(kwargs)
     z = self.distribution.sample(sample_shape, seed=seed, **distribution_kwargs)
     z = z * tf.cast(temperature, z.dtype)
-    _, context_kwargs = self._context_and_data(conditional_input, z, sampling=True)
+    _, context_kwargs, finite_context = self._context_and_data(conditional_input, z, sampling=True)
     bijector_kwargs.update(context_kwargs)
-    return z, self.bijector.forward(z, **bijector_kwargs), bijector_kwargs
+    x = self.bijector.forward(z, **bijector_kwargs)
+    return (
+      z,
+      contexts.nan_rows(x, finite_context, len(self._event_shape_tuple)),
+      bijector_kwargs,
+      finite_context,
+    )
 
   # A flow over `D > 1` dimensions has no scalar CDF: the joint `P(X <= x)` is a `D`-dimensional integral that
   # no closed form gives. TFP's `TransformedDistribution` would try the univariate formula and fail.
@@ -430,8 +417,9 @@ class RealNVP(_TransformedDistribution):
     """The latent `z = f(x; c)` (inference mode), shaped like `x` (broadcast against the context's batch)."""
     x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
     self._check_event(x)
-    x, context_kwargs = self._context_and_data(conditional_input, x)
+    x, context_kwargs, finite_context = self._context_and_data(conditional_input, x)
     z = self._data_to_latent.forward(x, training=False, **context_kwargs)
+    z = contexts.nan_rows(z, finite_context, len(self._event_shape_tuple))
     return self._nan_outside_support(x, z)
 
   def _nan_outside_support(self, x, z):
@@ -445,8 +433,9 @@ class RealNVP(_TransformedDistribution):
     """The data point `x = f^{-1}(z; c)` (inference mode), shaped like `z` (broadcast likewise)."""
     z = tf.convert_to_tensor(z, dtype_hint=self.dtype)
     self._check_event(z, "z")
-    z, context_kwargs = self._context_and_data(conditional_input, z, "z")
-    return self._data_to_latent.inverse(z, training=False, **context_kwargs)
+    z, context_kwargs, finite_context = self._context_and_data(conditional_input, z, "z")
+    x = self._data_to_latent.inverse(z, training=False, **context_kwargs)
+    return contexts.nan_rows(x, finite_context, len(self._event_shape_tuple))
 
   def interpolate(self, x_start, x_end, num_steps=8, conditional_input=None):
     """Decodes `cos(a) * z_start + sin(a) * z_end` for `a` from 0 to `pi/2` in `num_steps` steps.
@@ -488,6 +477,8 @@ class ImageRealNVP(RealNVP):
   """
 
   is_image = True
+  # The constructor arguments that only this kind of flow takes (`RealNVP(...)` names them when misplaced).
+  _own_arguments = ("num_scales", "num_blocks", "num_filters", "num_bits", "logit_alpha", "fused_batch_norm")
 
   def __init__(
     self,
@@ -586,12 +577,6 @@ class ImageRealNVP(RealNVP):
         data_to_latent, event_shape, conditional_event_shape, dtype, validate_args, parameters, name
       )
 
-  # Repeated in each subclass on purpose: TFP logs a warning at every `parameter_properties` call (batch shapes,
-  # `copy`, slicing) of a subclass that defines `__init__` but inherits this method.
-  @classmethod
-  def _parameter_properties(cls, dtype, num_classes=None):
-    return {}
-
   @property
   def num_bits(self):
     """Bits per pixel: data lie in `[0, 2**num_bits)`."""
@@ -604,12 +589,6 @@ class ImageRealNVP(RealNVP):
   def _interior_value(self, dtype):
     low, high = self._data_to_latent.preprocessing.domain
     return tf.constant((low + high) / 2.0, dtype)
-
-  def bits_per_dim(self, x, training=False, conditional_input=None):
-    """`-log_prob(x) / (D ln 2)` for pixel-valued `x`: the paper's bits/dim (a uniform model gets `num_bits`)."""
-    x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
-    log_prob = self.log_prob(x, training=training, conditional_input=conditional_input)
-    return -log_prob / (self.num_dims * math.log(2.0))
 
   def pixel_box_mass(self, num_samples=10_000, seed=(0, 0), batch_size=1000, conditional_input=None):
     """`(fraction, standard_error)`, Python floats: the flow's mass inside the pixel box `[0, 2**num_bits)**D`.
@@ -644,6 +623,7 @@ class VectorRealNVP(RealNVP):
   """
 
   is_image = False
+  _own_arguments = ("num_couplings", "hidden_units")
 
   _rescores_overflow = True  # its support is all of R^D: a finite 3e38 row's density underflows
 
@@ -713,30 +693,11 @@ class VectorRealNVP(RealNVP):
         data_to_latent, event_shape, conditional_event_shape, dtype, validate_args, parameters, name
       )
 
-  # Repeated in each subclass on purpose: TFP logs a warning at every `parameter_properties` call (batch shapes,
-  # `copy`, slicing) of a subclass that defines `__init__` but inherits this method.
-  @classmethod
-  def _parameter_properties(cls, dtype, num_classes=None):
-    return {}
-
   def _in_support(self, x):
     return tf.math.is_finite(x)
 
   def _interior_value(self, dtype):
     return tf.zeros([], dtype)
-
-  def bits_per_dim(self, x, training=False, conditional_input=None):
-    """Not defined: bits/dim needs pixel data (`ImageRealNVP`); raises `ValueError`."""
-    del x, training, conditional_input
-    raise ValueError("`bits_per_dim` is defined for image flows over pixel values; this is a vector flow.")
-
-
-def _broadcast_batch(tensor, batch, target_batch, target_batch_tensor, event_rank):
-  """`tensor` with batch shape `batch` broadcast to `target_batch` (static) / `target_batch_tensor`."""
-  if batch.is_fully_defined() and target_batch is not None and batch == target_batch:
-    return tensor
-  event_shape = tf.shape(tensor)[tf.rank(tensor) - event_rank :]
-  return tf.broadcast_to(tensor, tf.concat([target_batch_tensor, event_shape], 0))
 
 
 def _check_conditional_event_shape(conditional_event_shape, event_shape=None):
@@ -802,14 +763,29 @@ def _training_flag(training):
   )
 
 
-# `RealNVP(event_shape=...)` builds the kind for the rank of `event_shape`.
-_KINDS = {3: ("image", ImageRealNVP), 1: ("vector", VectorRealNVP)}
+def _flow_class(event_shape, kwargs):
+  """The flow class for `RealNVP(event_shape, **kwargs)`: `ImageRealNVP` for a rank-3 `event_shape`,
+  `VectorRealNVP` for rank 1; a `ValueError` for another rank or for `kwargs` that only the other kind takes."""
+  shape = positive_ints("event_shape", event_shape)
+  if len(shape) not in _FLOW_CLASSES:
+    raise ValueError(
+      "`event_shape` must be `(height, width, channels)` for images or `(dims,)` for vectors, with positive "
+      f"sizes; got {shape}."
+    )
+  flow_class = _FLOW_CLASSES[len(shape)]
+  (other_class,) = set(_FLOW_CLASSES.values()) - {flow_class}
+  misplaced = [arg for arg in kwargs if arg in other_class._own_arguments]
+  if misplaced:
+    raise ValueError(
+      f"{', '.join(f'`{arg}`' for arg in misplaced)} only apply to {'image' if other_class.is_image else 'vector'} flows "
+      f"(`{other_class.__name__}`); `event_shape={shape}` calls for `{flow_class.__name__}`, which takes "
+      f"{', '.join(f'`{arg}`' for arg in flow_class._own_arguments)}."
+    )
+  return flow_class
 
 
-def _args_only_of(flow_class, other_class):
-  """The constructor arguments of `flow_class` that `other_class` does not take, in signature order."""
-  other_args = inspect.signature(other_class.__init__).parameters
-  return [arg for arg in inspect.signature(flow_class.__init__).parameters if arg not in other_args]
+# The flow class for each rank of `event_shape`.
+_FLOW_CLASSES = {3: ImageRealNVP, 1: VectorRealNVP}
 
 
 def _checked_temperature(temperature, dtype):

@@ -10,7 +10,7 @@ couplings of a conditional flow `p(x | c)`.
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp.internal.checks import positive_int, positive_ints
+from tfp_realnvp.internal import checks, contexts
 from tfp_realnvp.internal.moments import assign_moving_averages, moments_for_mode, moving_average_variable
 
 __all__ = [
@@ -377,7 +377,7 @@ class MLP(tf.Module):
   ):
     super().__init__(name=name)
     _check_positive(in_features=in_features, out_features=out_features)
-    hidden_units = positive_ints("hidden_units", hidden_units)
+    hidden_units = checks.positive_ints("hidden_units", hidden_units)
     _check_rate(dropout)
     self.dropout = dropout
     self.compute_dtype = _check_compute_dtype(compute_dtype, dtype)
@@ -435,8 +435,8 @@ class ConditionalResNet(ResNet):
     **resnet_kwargs,
   ):
     self.conditional_shape = _check_conditional_shape(conditional_shape, allowed_ranks=(1, 3))
-    _check_positive(context_features=context_features, context_block_size=context_block_size)
-    self.context_block_size = int(context_block_size)
+    self.context_block_size = checks.positive_int("context_block_size", context_block_size)
+    context_features = checks.positive_int("context_features", context_features)
     if len(self.conditional_shape) == 3:
       height, width, channels = self.conditional_shape
       if height % self.context_block_size or width % self.context_block_size:
@@ -446,7 +446,7 @@ class ConditionalResNet(ResNet):
         )
       context_channels = self.context_block_size**2 * channels
     else:
-      context_channels = int(context_features)
+      context_channels = context_features
     super().__init__(in_channels + context_channels, out_channels, name=name, **resnet_kwargs)
     if len(self.conditional_shape) == 1:
       dtype = self.conv_in.direction.dtype
@@ -503,28 +503,26 @@ class ConditionalMLP(MLP):
 
 
 def _check_conditional_shape(conditional_shape, allowed_ranks=None):
-  """`conditional_shape` as a tuple of Python ints; raises unless its sizes are positive (and rank allowed)."""
-  shape = tuple(int(d) for d in conditional_shape) if conditional_shape is not None else ()
-  if not shape or min(shape) <= 0 or (allowed_ranks and len(shape) not in allowed_ranks):
-    expected = "`(features,)` or `(height, width, channels)`" if allowed_ranks else "a non-empty shape"
+  """`conditional_shape` as a tuple of positive Python ints (of a rank in `allowed_ranks`, when given)."""
+  shape = checks.positive_ints("conditional_shape", conditional_shape)
+  if allowed_ranks and len(shape) not in allowed_ranks:
     raise ValueError(
-      f"`conditional_shape` must be {expected} with positive sizes; got {conditional_shape!r}."
+      "`conditional_shape` must be `(features,)` or `(height, width, channels)` with positive sizes; got "
+      f"{conditional_shape!r}."
     )
   return shape
 
 
 def _check_context(network, conditional_input):
-  """`conditional_input` as a tensor `[N, *network.conditional_shape]`; raises on a missing or misshaped one."""
-  expected = ", ".join(map(str, network.conditional_shape))
-  if conditional_input is None:
-    raise ValueError(f"`{network.name}` needs `conditional_input` of shape `[batch, {expected}]`; got None.")
-  context = tf.convert_to_tensor(conditional_input)
-  if context.shape.rank is not None and not context.shape[1:].is_compatible_with(network.conditional_shape):
-    raise ValueError(
-      f"`conditional_input` of `{network.name}` must have shape `[batch, {expected}]`; "
-      f"got shape {context.shape.as_list()}."
-    )
-  return context
+  """`conditional_input` as a floating tensor `[N, *network.conditional_shape]` (`contexts.check`)."""
+  return contexts.check(
+    conditional_input,
+    network.conditional_shape,
+    None,
+    f"`{network.name}`",
+    shape_name="conditional_shape",
+    batch_rank=1,
+  )
 
 
 def _check_compute_dtype(compute_dtype, dtype):
@@ -550,7 +548,7 @@ def _num_replicas_in_sync():
 
 def _check_positive(**values):
   for name, value in values.items():
-    positive_int(name, value)
+    checks.positive_int(name, value)
 
 
 def _check_rate(dropout):

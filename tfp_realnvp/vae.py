@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfp_realnvp import classifier, networks, priors
+from tfp_realnvp.internal import contexts
 from tfp_realnvp.internal.checks import positive_int, positive_ints
 
 __all__ = ["DiscretizedLogisticDecoder", "GaussianEncoder", "LogLikelihoodBounds", "VariationalAutoencoder"]
@@ -24,7 +25,26 @@ tfd = tfp.distributions
 _SOFTPLUS_INVERSE_OF_ONE = math.log(math.e - 1.0)
 
 
-class GaussianEncoder(tf.Module):
+class _PixelLatentMLP(tf.Module):
+  """What `GaussianEncoder` and `DiscretizedLogisticDecoder` share: the checked `event_shape` (pixels with
+  levels in `[0, num_levels)`), `latent_size` and `min_scale`, and a `networks.MLP` `network` from the pixels
+  to `2 * latent_size` outputs (`from_pixels`) or from the latent to `2 * D`."""
+
+  def __init__(
+    self, event_shape, latent_size, num_levels, hidden_units, dropout, min_scale, dtype, name, from_pixels
+  ):
+    super().__init__(name=name)
+    self.event_shape = positive_ints("event_shape", event_shape)
+    self.latent_size = positive_int("latent_size", latent_size)
+    self.num_levels = _check_num_levels(num_levels)
+    self.min_scale = min_scale
+    num_pixels = math.prod(self.event_shape)
+    sizes = (num_pixels, 2 * self.latent_size) if from_pixels else (self.latent_size, 2 * num_pixels)
+    with self.name_scope:
+      self.network = networks.MLP(*sizes, hidden_units, dropout=dropout, dtype=dtype, name="mlp")
+
+
+class GaussianEncoder(_PixelLatentMLP):
   """`q(z | x) = N(loc(x), diag(scale(x)**2))`, a `networks.MLP` over the pixels rescaled to `[-1, 1]`.
 
   `x` holds pixel levels in `[0, num_levels)`, shaped `[batch..., *event_shape]`. `scale = softplus(raw) +
@@ -42,20 +62,9 @@ class GaussianEncoder(tf.Module):
     dtype=tf.float32,
     name="gaussian_encoder",
   ):
-    super().__init__(name=name)
-    self.event_shape = positive_ints("event_shape", event_shape)
-    self.latent_size = positive_int("latent_size", latent_size)
-    self.num_levels = _check_num_levels(num_levels)
-    self.min_scale = min_scale
-    with self.name_scope:
-      self.network = networks.MLP(
-        math.prod(self.event_shape),
-        2 * self.latent_size,
-        hidden_units,
-        dropout=dropout,
-        dtype=dtype,
-        name="mlp",
-      )
+    super().__init__(
+      event_shape, latent_size, num_levels, hidden_units, dropout, min_scale, dtype, name, from_pixels=True
+    )
 
   def __call__(self, x, training=False):
     """The posterior `q(z | x)`: a `tfd.MultivariateNormalDiag` with `x`'s batch shape."""
@@ -69,7 +78,7 @@ class GaussianEncoder(tf.Module):
     return tfd.MultivariateNormalDiag(loc=loc, scale_diag=scale)
 
 
-class DiscretizedLogisticDecoder(tf.Module):
+class DiscretizedLogisticDecoder(_PixelLatentMLP):
   """`p(x | z)`: independent discretized logistics over each pixel's levels `{0, ..., num_levels - 1}`.
 
   `P(x = k) = F(k + 1/2) - F(k - 1/2)`, with `F` the logistic CDF with `(loc(z), scale(z))` from a `networks.MLP`,
@@ -88,20 +97,9 @@ class DiscretizedLogisticDecoder(tf.Module):
     dtype=tf.float32,
     name="discretized_logistic_decoder",
   ):
-    super().__init__(name=name)
-    self.latent_size = positive_int("latent_size", latent_size)
-    self.event_shape = positive_ints("event_shape", event_shape)
-    self.num_levels = _check_num_levels(num_levels)
-    self.min_scale = min_scale
-    with self.name_scope:
-      self.network = networks.MLP(
-        self.latent_size,
-        2 * math.prod(self.event_shape),
-        hidden_units,
-        dropout=dropout,
-        dtype=dtype,
-        name="mlp",
-      )
+    super().__init__(
+      event_shape, latent_size, num_levels, hidden_units, dropout, min_scale, dtype, name, from_pixels=False
+    )
 
   def loc_and_scale(self, z, training=False):
     """Each pixel's logistic location and scale, shaped `[batch..., *event_shape]`."""
@@ -283,12 +281,13 @@ class VariationalAutoencoder(tf.Module):
     return LogLikelihoodBounds.from_log_weights(tf.reduce_logsumexp(class_log_weights, axis=-1))
 
   def _check_context(self, conditional_input):
-    # A conditional flow prior names a missing or misshaped context itself; a prior that takes none is named here.
-    if conditional_input is not None and self.conditional_event_shape is None:
-      raise ValueError(
-        f"This VAE's prior ({type(self.prior).__name__}) is unconditional: it takes no `conditional_input`; got "
-        f"one of shape {tf.TensorShape(getattr(conditional_input, 'shape', None)).as_list()}."
-      )
+    """Raises unless `conditional_input` fits the prior (`contexts.check`): none for an unconditional prior."""
+    contexts.check(
+      conditional_input,
+      self.conditional_event_shape,
+      self.prior.dtype,
+      f"This VAE's prior ({type(self.prior).__name__})",
+    )
 
   def _num_classes(self):
     shape = self.conditional_event_shape

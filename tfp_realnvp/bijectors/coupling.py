@@ -8,6 +8,8 @@ import tensorflow as tf
 
 from tfp_realnvp.bijectors.joint_log_det import JointLogDetBijector
 from tfp_realnvp.bijectors.masks import make_mask
+from tfp_realnvp.internal import contexts
+from tfp_realnvp.internal.checks import positive_ints
 
 __all__ = ["AffineCoupling"]
 
@@ -82,7 +84,7 @@ class AffineCoupling(JointLogDetBijector):
       self._conditioner = conditioner
       self._conditioner_takes_training = _takes_training(conditioner)
       self._conditioner_context = _context_parameter(conditioner)
-      self._event_shape = tuple(int(d) for d in event_shape)
+      self._event_shape = positive_ints("event_shape", event_shape)
       self._mask_type = mask_type
       self._parity = parity
       self._mask = tf.constant(mask, dtype=dtype)
@@ -140,7 +142,7 @@ class AffineCoupling(JointLogDetBijector):
         "takes no `conditional_input`: give it a conditioner that does (e.g. `networks.ConditionalResNet`), "
         "or call the coupling without one."
       )
-    context = tf.convert_to_tensor(conditional_input, self.dtype)
+    context = contexts.as_tensor(conditional_input, self.dtype)
     batch_rank = int(batch_shape.shape[0])
     if context.shape.rank is None or context.shape.rank < batch_rank:
       raise ValueError(
@@ -148,16 +150,13 @@ class AffineCoupling(JointLogDetBijector):
         f"{batch_rank} batch dimension(s) of `x` first; got shape {context.shape}."
       )
     context_shape = context.shape[batch_rank:].as_list()
-    full_shape = tf.concat(
-      [
-        tf.broadcast_dynamic_shape(tf.shape(context)[:batch_rank], batch_shape),
-        tf.shape(context)[batch_rank:],
-      ],
-      0,
+    context_rank = len(context_shape)
+    context = contexts.broadcast_to_batch(
+      context,
+      tf.broadcast_dynamic_shape(contexts.batch_shape(context, context_rank)[0], batch_shape),
+      context_rank,
     )
-    return tf.reshape(
-      tf.broadcast_to(context, full_shape), [-1, *[-1 if d is None else d for d in context_shape]]
-    )
+    return tf.reshape(context, [-1, *[-1 if d is None else d for d in context_shape]])
 
   def _event_sum(self, log_scale):
     return tf.reduce_sum(log_scale, axis=list(range(-len(self._event_shape), 0)))

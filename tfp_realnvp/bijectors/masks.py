@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from tfp_realnvp.internal.checks import positive_ints
+
 __all__ = ["IMAGE_MASKS", "MASK_TYPES", "VECTOR_MASKS", "make_mask"]
 
 IMAGE_MASKS = ("checkerboard", "channel")
@@ -21,7 +23,7 @@ def make_mask(mask_type, parity, event_shape):
     raise ValueError(f"`mask_type` must be one of {MASK_TYPES}; got {mask_type!r}.")
   if parity not in (0, 1) or isinstance(parity, bool):
     raise ValueError(f"`parity` must be 0 or 1; got {parity!r}.")
-  event_shape = tuple(int(d) for d in event_shape)
+  event_shape = positive_ints("event_shape", event_shape)
   if mask_type in IMAGE_MASKS and len(event_shape) != 3:
     raise ValueError(
       f"`mask_type={mask_type!r}` needs an image event `[height, width, channels]`; "

@@ -5,7 +5,7 @@ import tensorflow_probability as tfp
 from tfp_realnvp.bijectors.factor_out import FactorOut
 from tfp_realnvp.bijectors.keyword_chain import KeywordChain
 from tfp_realnvp.bijectors.squeeze import Squeeze
-from tfp_realnvp.internal.checks import positive_int
+from tfp_realnvp.internal.checks import positive_int, positive_ints
 
 __all__ = ["MultiScale"]
 
@@ -80,8 +80,8 @@ class MultiScale(KeywordChain):
       name: Python `str` name.
     """
     parameters = dict(locals())
-    event_shape = tuple(int(d) for d in event_shape)
-    if len(event_shape) != 3 or min(event_shape) <= 0:
+    event_shape = positive_ints("event_shape", event_shape)
+    if len(event_shape) != 3:
       raise ValueError(
         f"`event_shape` must be `(height, width, channels)` with positive sizes; got {event_shape}."
       )
@@ -98,7 +98,7 @@ class MultiScale(KeywordChain):
       raise TypeError(
         f"`preprocessing` must be None or a `tfb.Bijector`; got {type(preprocessing).__name__}."
       )
-    layers = _scale_layers(event_shape, 0, int(num_scales), make_coupling)
+    layers = _scale_layers(event_shape, 0, num_scales, make_coupling)
     if preprocessing is not None:
       layers.insert(0, preprocessing)
     # `KeywordChain`, like `tfb.Chain`, applies its list right to left.

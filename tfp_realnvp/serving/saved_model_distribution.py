@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from tfp_realnvp.internal import shapes
+from tfp_realnvp.internal import contexts, shapes
 from tfp_realnvp.internal.checks import positive_int
 from tfp_realnvp.serving.serving_module import DISCRETE_BITS_PER_DIM_SIGNATURE_NAME, SIGNATURE_NAMES
 
@@ -41,7 +41,8 @@ class SavedModelDistribution(tfd.Distribution):
   `sample(sample_shape, seed, conditional_input=c)` with a context per sample, `[*sample_shape,
   *conditional_event_shape]`, or one, `[*conditional_event_shape]`, for all. A missing context (for a
   conditional export), an extra one (for an unconditional export) or one of the wrong shape is a `ValueError`
-  naming `conditional_input`.
+  naming `conditional_input`, one of another dtype than float32 a `TypeError` (`internal.contexts`, as for the
+  flow); a row whose context is not finite gets what the exported flow gives it, NaN.
 
   `log_prob` is the continuous density of dequantized values; `discrete_bits_per_dim` (exports with a
   dequantizer) is the export's bound on the discrete image's `-log2 P(levels) / D`.
@@ -143,23 +144,15 @@ class SavedModelDistribution(tfd.Distribution):
     the batch shape, with the context broadcast against the rows' batch dimensions; `inputs` are passed on."""
     rows = self._checked_rows(rows, rows_name)
     event_shape = self._static_event_shape.as_list()
-    batch_shape = _batch_shape_tensor(rows, event_shape)
+    batch_shape, static_batch_shape = contexts.batch_shape(rows, len(event_shape))
     context = self._checked_context(conditional_input)
     if context is not None:
-      try:
-        tf.broadcast_static_shape(
-          _batch_shape(rows, event_shape), _batch_shape(context, self._conditional_event_shape)
-        )
-      except ValueError:
-        raise ValueError(
-          f"`conditional_input` must have batch dimensions that broadcast against those of `{rows_name}` "
-          f"{_batch_shape(rows, event_shape).as_list()}; got shape {context.shape.as_list()}."
-        ) from None
-      batch_shape = tf.broadcast_dynamic_shape(
-        batch_shape, _batch_shape_tensor(context, self._conditional_event_shape)
+      batch_shape, context = contexts.broadcast_batch(
+        batch_shape, static_batch_shape, context, self._conditional_event_shape, rows_name
       )
-      inputs["conditional_input"] = _rows(context, batch_shape, self._conditional_event_shape)
-    outputs = signature(**{rows_name: _rows(rows, batch_shape, event_shape)}, **inputs)
+      inputs["conditional_input"] = tf.reshape(context, [-1, *self._conditional_event_shape])
+    rows = contexts.broadcast_to_batch(rows, batch_shape, len(event_shape))
+    outputs = signature(**{rows_name: tf.reshape(rows, [-1, *event_shape])}, **inputs)
     return {name: tf.reshape(value, batch_shape) for name, value in outputs.items()}
 
   def _checked_rows(self, rows, rows_name):
@@ -190,20 +183,11 @@ class SavedModelDistribution(tfd.Distribution):
     if context is not None:
       static_value = tf.get_static_value(sample_shape) if tf.is_tensor(sample_shape) else sample_shape
       static_sample_shape = tf.TensorShape(None if static_value is None else np.reshape(static_value, [-1]))
-      try:
-        batch = tf.broadcast_static_shape(
-          static_sample_shape, _batch_shape(context, self._conditional_event_shape)
-        )
-      except ValueError:
-        batch = None
-      if batch is None or not batch.is_compatible_with(static_sample_shape):
-        shape_text = ", ".join(map(str, self._conditional_event_shape))
-        raise ValueError(
-          f"`conditional_input` must have shape `[*sample_shape, {shape_text}]` (sample shape "
-          f"{static_sample_shape.as_list()}) or `[{shape_text}]`; got shape {context.shape.as_list()}."
-        )
       sample_shape = tf.reshape(tf.cast(sample_shape, tf.int32), [-1])
-      kwargs["conditional_input"] = _rows(context, sample_shape, self._conditional_event_shape)
+      _, context = contexts.broadcast_batch(
+        sample_shape, static_sample_shape, context, self._conditional_event_shape, sampling=True
+      )
+      kwargs["conditional_input"] = tf.reshape(context, [-1, *self._conditional_event_shape])
     return super()._call_sample_n(sample_shape, seed, **kwargs)
 
   def _sample_n(self, n, seed=None, **context):
@@ -217,48 +201,10 @@ class SavedModelDistribution(tfd.Distribution):
 
   def _checked_context(self, conditional_input):
     """`conditional_input` as a float32 tensor of shape `[..., *conditional_event_shape]`, or None for an
-    unconditional export; raises `ValueError` for a missing, extra or misshaped context."""
-    expected = self._conditional_event_shape
-    if expected is None:
-      if conditional_input is not None:
-        raise ValueError(
-          f"The export {self._path} is of an unconditional flow: it takes no `conditional_input`; got one of "
-          f"shape {list(np.shape(conditional_input))}."
-        )
-      return None
-    shape_text = f"[..., {', '.join(map(str, expected))}]"
-    if conditional_input is None:
-      raise ValueError(
-        f"The export {self._path} is of a conditional flow (`conditional_event_shape={expected}`): pass the "
-        f"context as `conditional_input` of shape `{shape_text}`."
-      )
-    context = tf.convert_to_tensor(conditional_input, tf.float32)
-    shape = context.shape
-    if not shapes.may_end_with(shape, expected):
-      raise ValueError(
-        f"`conditional_input` must have shape `{shape_text}` (batch dimensions, then "
-        f"`conditional_event_shape`); got shape {shape.as_list()}."
-      )
-    return context
-
-
-def _batch_shape(tensor, event_shape):
-  """The static batch shape of `tensor`, whose trailing dimensions are `event_shape` (unknown rank: unknown)."""
-  shape = tensor.shape
-  return shape if shape.rank is None else shape[: shape.rank - len(event_shape)]
-
-
-def _batch_shape_tensor(tensor, event_shape):
-  return tf.shape(tensor)[: tf.rank(tensor) - len(event_shape)]
-
-
-def _rows(tensor, batch_shape, event_shape):
-  """`tensor` `[*batch, *event_shape]` with its batch broadcast to `batch_shape`, as rows `[-1, *event_shape]`.
-
-  Only the batch broadcasts: trailing dimensions other than `event_shape` fail the reshape.
-  """
-  trailing = tf.shape(tensor)[tf.rank(tensor) - len(event_shape) :]
-  return tf.reshape(tf.broadcast_to(tensor, tf.concat([batch_shape, trailing], 0)), [-1, *event_shape])
+    unconditional export (`contexts.check`)."""
+    return contexts.check(
+      conditional_input, self._conditional_event_shape, tf.float32, f"The export {self._path}"
+    )
 
 
 def _load_saved_model(path):

@@ -49,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfp_realnvp import classifier, data, dequantization
+from tfp_realnvp.internal import bits, contexts
 
 __all__ = [
   "CLASSIFY_SIGNATURE_NAME",
@@ -225,14 +226,10 @@ class ServingModule(tf.Module):
     at run time to be `[num_rows, *conditional_event_shape]` (`rows_text` says what `num_rows` counts)."""
     if conditional_input is None:
       return {}
-    context = tf.ensure_shape(conditional_input, [None, *self._conditional_event_shape])
-    check = tf.debugging.assert_equal(
-      tf.shape(context)[0],
-      num_rows,
-      message=f"`conditional_input` must have one row (context) per {rows_text}",
+    context = contexts.assert_one_per_row(
+      conditional_input, self._conditional_event_shape, num_rows, rows_text
     )
-    with tf.control_dependencies([check]):
-      return {"conditional_input": tf.cast(tf.identity(context), self.flow.dtype)}
+    return {"conditional_input": tf.cast(context, self.flow.dtype)}
 
   def _within_work_limit(self, evaluations, what):
     """`evaluations` (a count of flow evaluations, any integer dtype), checked in the graph to be at most
@@ -262,7 +259,7 @@ class ServingModule(tf.Module):
       # `flow.bits_per_dim(x)`'s formula applied to the log_prob above: calling it would run the flow a second
       # time in the graph (measured with bench/bench_export.py, small model: SavedModel 19.9 -> 22.4 MB and
       # about 0.65x the log_prob throughput).
-      outputs["bits_per_dim"] = -log_prob / (math.prod(self._event_shape) * math.log(2.0))
+      outputs["bits_per_dim"] = bits.bits_per_dim(log_prob, math.prod(self._event_shape))
     return outputs
 
   def _at_most_max_num_samples(self, num_samples):
@@ -330,10 +327,10 @@ class ServingModule(tf.Module):
       checks.append(self._within_work_limit(work, "The rows of `levels` times `num_samples` (K)"))
     with tf.control_dependencies(checks):
       context = self._context(conditional_input, tf.shape(levels)[0], "row of `levels`")
-      bits_per_dim = dequantization.importance_weighted_bits_per_dim(
+      log_prob = dequantization.discrete_log_prob_bound(
         self.flow, self.dequantizer, tf.identity(levels), num_samples, seed, **context
       )
-    log_prob = -bits_per_dim * (math.prod(self._event_shape) * math.log(2.0))
+    bits_per_dim = bits.bits_per_dim(log_prob, math.prod(self._event_shape))
     return {"bits_per_dim": tf.cast(bits_per_dim, tf.float32), "log_prob": tf.cast(log_prob, tf.float32)}
 
   def _classify(self, x):

@@ -15,11 +15,11 @@ class-conditional run's prior `p(y)` is `train_label_counts` for evaluation and 
 """
 
 import functools
-import math
 
 import tensorflow as tf
 
 from tfp_realnvp import classifier, data, dequantization
+from tfp_realnvp.internal import bits
 from tfp_realnvp.internal.checks import positive_int
 from tfp_realnvp.training import flow_builder
 
@@ -75,7 +75,7 @@ def unconditional_sums(images, *, flow, dequantizer, num_samples):
     log_likelihoods = discrete_log_likelihoods(
       images, log_prob_fn=flow.log_prob, dequantizer=dequantizer, num_samples=num_samples
     )
-    bits_per_dim = -log_likelihoods / (flow.num_dims * math.log(2.0))
+    bits_per_dim = bits.bits_per_dim(log_likelihoods, flow.num_dims)
   return {
     "bits_per_dim": tf.reduce_sum(bits_per_dim),
     "num_examples": tf.cast(tf.size(bits_per_dim), tf.float64),
@@ -100,13 +100,13 @@ def class_conditional_sums(images, labels, *, flow, dequantizer, label_log_prior
     num_samples=num_samples,
   )
   joint = log_likelihoods + label_log_prior
-  to_bits_per_dim = -1.0 / (flow.num_dims * math.log(2.0))
   predictions = tf.argmax(joint, axis=-1, output_type=labels.dtype)
   log_marginals = tf.reduce_logsumexp(joint, axis=-1)
   return {
-    "bits_per_dim": to_bits_per_dim * tf.reduce_sum(log_marginals),
-    "conditional_bits_per_dim": to_bits_per_dim
-    * tf.reduce_sum(tf.gather(log_likelihoods, labels, batch_dims=1)),
+    "bits_per_dim": bits.bits_per_dim(tf.reduce_sum(log_marginals), flow.num_dims),
+    "conditional_bits_per_dim": bits.bits_per_dim(
+      tf.reduce_sum(tf.gather(log_likelihoods, labels, batch_dims=1)), flow.num_dims
+    ),
     "accuracy": tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.float64)),
     # `-log p(label | x)`, nats: unlike the accuracy it still ranks models that classify every image right.
     "class_log_loss": tf.reduce_sum(log_marginals - tf.gather(joint, labels, batch_dims=1)),
