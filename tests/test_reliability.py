@@ -593,3 +593,19 @@ class LoadDistributionShapesTest(TempDirTestCase):
     self.assertAllClose(dynamic(x), flow.log_prob(x), rtol=1e-5)
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError, r"`x` must have shape `\[\.\.\., 8, 8, 1\]`"):
       dynamic(np.transpose(x, [0, 3, 1, 2]))
+
+
+class DynamicContextRowsTest(tf.test.TestCase):
+  def test_a_context_row_mismatch_known_only_when_the_graph_runs_is_named(self):
+    flow = RealNVP.from_preset("digits", **fixtures.TINY_MODEL, conditional_event_shape=(10,))
+    log_prob = tf.function(
+      lambda x, c: flow.log_prob(x, conditional_input=c),
+      input_signature=[tf.TensorSpec([None, 8, 8, 1]), tf.TensorSpec([None, 10])],
+    )
+    x = pixels([3, 8, 8, 1], 4, seed=7)
+    self.assertEqual(log_prob(x, np.eye(10, dtype=np.float32)[:3]).shape, [3])
+    self.assertEqual(log_prob(x, np.eye(10, dtype=np.float32)[:1]).shape, [3])  # one context for all
+    with self.assertRaisesRegex(
+      tf.errors.InvalidArgumentError, "`conditional_input` must have batch dimensions that broadcast against"
+    ):
+      log_prob(x, np.eye(10, dtype=np.float32)[:2])

@@ -125,7 +125,31 @@ def broadcast_batch(
       else f"batch dimensions that broadcast against those of `{data_name}` {_shape_text(static_batch_shape)}"
     )
     raise ValueError(f"`conditional_input` must have {expected}; got shape {_shape_text(context)}.")
-  batch = tf.broadcast_dynamic_shape(data_batch_shape, batch_shape(context, rank)[0])
+  context_batch_shape = batch_shape(context, rank)[0]
+  # Dimensions known only when the graph runs are checked then, by name (TensorFlow's own message would be
+  # "Incompatible shapes").
+  size = tf.maximum(tf.size(data_batch_shape), tf.size(context_batch_shape))
+  data_dims, context_dims = (
+    tf.concat([tf.ones([size - tf.size(dims)], tf.int32), tf.cast(dims, tf.int32)], 0)
+    for dims in (data_batch_shape, context_batch_shape)
+  )
+  fits = (context_dims == data_dims) | (context_dims == 1)
+  if not sampling:
+    fits = fits | (data_dims == 1)
+  else:
+    fits = fits & (tf.size(context_batch_shape) <= tf.size(data_batch_shape))
+  what = "sample shape" if sampling else f"batch shape of `{data_name}`"
+  check = tf.debugging.Assert(
+    tf.reduce_all(fits),
+    [
+      f"`conditional_input` must have batch dimensions that broadcast against the {what}; got batch shapes",
+      context_batch_shape,
+      "and",
+      data_batch_shape,
+    ],
+  )
+  with tf.control_dependencies([check]):
+    batch = tf.broadcast_dynamic_shape(data_batch_shape, context_batch_shape)
   return batch, broadcast_to_batch(context, batch, rank)
 
 
