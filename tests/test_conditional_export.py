@@ -320,6 +320,23 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
     self.assertEqual(self.grpc_requests["classify"].model_spec.version.value, 1)
     self.assert_grpc_requests_answer("labels")
 
+  def test_non_finite_contexts_give_nan_rows_and_other_dtypes_are_refused(self):
+    for model in ("labels", "vector"):
+      distribution = saved_model_distribution.load_distribution(self.paths[model])
+      inputs = self.inputs[model]
+      c, cs = inputs["c"].copy(), inputs["cs"].copy()
+      c[0, 0], c[1, 1], cs[1, 0] = np.nan, np.inf, np.nan
+      with self.subTest(model):
+        self.assertAllEqual(
+          np.isnan(distribution.log_prob(inputs["x"], conditional_input=c)), [True, True, False, False, False]
+        )
+        samples = distribution.sample(3, seed=[1, 2], conditional_input=cs)
+        self.assertAllEqual(np.isnan(samples).reshape([3, -1]).all(axis=1), [False, True, False])
+        with self.assertRaisesRegex(
+          TypeError, "`conditional_input` must have dtype float32, the data's; got float64"
+        ):
+          distribution.log_prob(inputs["x"], conditional_input=c.astype(np.float64))
+
 
 class InProcessConditionalExportTest(export_testing.WorkspaceTestCase):
   """An export of a vector flow with a real-valued context loaded back in this process: `load_distribution`
@@ -374,23 +391,6 @@ class InProcessConditionalExportTest(export_testing.WorkspaceTestCase):
       distribution.sample(5, seed=seed, conditional_input=c),
       distribution.sample(5, seed=seed, conditional_input=2 * c),
     )
-
-  def test_non_finite_contexts_give_nan_rows_and_other_dtypes_are_refused(self):
-    for model in ("labels", "vector"):
-      distribution = saved_model_distribution.load_distribution(self.paths[model])
-      inputs = self.inputs[model]
-      c, cs = inputs["c"].copy(), inputs["cs"].copy()
-      c[0, 0], c[1, 1], cs[1, 0] = np.nan, np.inf, np.nan
-      with self.subTest(model):
-        self.assertAllEqual(
-          np.isnan(distribution.log_prob(inputs["x"], conditional_input=c)), [True, True, False, False, False]
-        )
-        samples = distribution.sample(3, seed=[1, 2], conditional_input=cs)
-        self.assertAllEqual(np.isnan(samples).reshape([3, -1]).all(axis=1), [False, True, False])
-        with self.assertRaisesRegex(
-          TypeError, "`conditional_input` must have dtype float32, the data's; got float64"
-        ):
-          distribution.log_prob(inputs["x"], conditional_input=c.astype(np.float64))
 
   def test_load_distribution_refuses_a_missing_or_misshaped_context(self):
     distribution = saved_model_distribution.load_distribution(self.path)

@@ -597,7 +597,7 @@ class LoadDistributionShapesTest(TempDirTestCase):
 
 class DynamicContextRowsTest(tf.test.TestCase):
   def test_a_context_row_mismatch_known_only_when_the_graph_runs_is_named(self):
-    flow = RealNVP.from_preset("digits", **fixtures.TINY_MODEL, conditional_event_shape=(10,))
+    flow = RealNVP.from_preset("digits", **training_testing.TINY_MODEL, conditional_event_shape=(10,))
     log_prob = tf.function(
       lambda x, c: flow.log_prob(x, conditional_input=c),
       input_signature=[tf.TensorSpec([None, 8, 8, 1]), tf.TensorSpec([None, 10])],
