@@ -637,25 +637,21 @@ def _idx_error_cases():
     )
 
   def labels_for_images(folder):
-    idx_testing.write_folder(folder, num_train=4, num_test=2)
-    path = os.path.join(folder, "train-images-idx3-ubyte")
-    idx_testing.write_file(path, idx_testing.idx_bytes(np.zeros(4, np.uint8)), False)
+    path = folder_with_file(folder, "train-images-idx3-ubyte", idx_testing.idx_bytes(np.zeros(4, np.uint8)))
     return path, r"magic number is 0x00000801, expected 0x00000803"
 
   def truncated_data(folder):
-    idx_testing.write_folder(folder, num_train=4, num_test=2)
-    path = os.path.join(folder, "train-images-idx3-ubyte")
     contents = idx_testing.idx_bytes(np.zeros((4, 5, 7), np.uint8))
-    idx_testing.write_file(path, contents[:-10], False)
+    path = folder_with_file(folder, "train-images-idx3-ubyte", contents[:-10])
     return (
       path,
       r"is truncated: its header gives images of shape \[4, 5, 7\], 140 bytes, but 130 bytes follow",
     )
 
   def truncated_header(folder):
-    idx_testing.write_folder(folder, num_train=4, num_test=2)
-    path = os.path.join(folder, "t10k-labels-idx1-ubyte")
-    idx_testing.write_file(path, idx_testing.idx_bytes(np.zeros(2, np.uint8))[:6], False)
+    path = folder_with_file(
+      folder, "t10k-labels-idx1-ubyte", idx_testing.idx_bytes(np.zeros(2, np.uint8))[:6]
+    )
     return path, r"is truncated: 6 bytes, less than its 8-byte header"
 
   def truncated_gzip(folder):
@@ -674,9 +670,7 @@ def _idx_error_cases():
     return path + ".gz", r"cannot read .*Not a gzipped file"
 
   def counts_differ(folder):
-    idx_testing.write_folder(folder, num_train=4, num_test=2)
-    path = os.path.join(folder, "t10k-labels-idx1-ubyte")
-    idx_testing.write_file(path, idx_testing.idx_bytes(np.zeros(3, np.uint8)), False)
+    path = folder_with_file(folder, "t10k-labels-idx1-ubyte", idx_testing.idx_bytes(np.zeros(3, np.uint8)))
     return path, r"holds 2 images but .* holds 3 labels"
 
   def sizes_differ(folder):
@@ -701,6 +695,14 @@ def _idx_error_cases():
     sizes_differ,
     not_a_directory,
   ]
+
+
+def folder_with_file(folder, name, contents):
+  """A small IDX folder (4 training and 2 test images) whose file `name` holds `contents`; returns its path."""
+  idx_testing.write_folder(folder, num_train=4, num_test=2)
+  path = os.path.join(folder, name)
+  idx_testing.write_file(path, contents, False)
+  return path
 
 
 class IdxErrorTest(parameterized.TestCase, tf.test.TestCase):

@@ -16,6 +16,24 @@ def _copy_weights(source, target):
     target_variable.assign(source_variable)
 
 
+def relu_conv2d_gradient_graph(num_layers):
+  """The graph of the gradient of `num_layers` training-mode `relu_conv2d`s of one batch norm and kernel."""
+  batch_norm = networks.BatchNormalization(6)
+  kernel = tf.Variable(tf.random.stateless_normal([3, 3, 6, 6], seed=[1, 2]))
+
+  @tf.function
+  def gradients(x):
+    with tf.GradientTape() as tape:
+      tape.watch(x)
+      h = x
+      for _ in range(num_layers):
+        h = batch_norm.relu_conv2d(h, kernel, training=True)
+      loss = tf.reduce_sum(h)
+    return tape.gradient(loss, [x, kernel])
+
+  return gradients.get_concrete_function(tf.TensorSpec([2, 4, 4, 6])).graph
+
+
 class FusedBatchNormTest(tf.test.TestCase, parameterized.TestCase):
   """The fused kernel (rank 4) against the composite path (rank 2, same statistics per feature)."""
 
@@ -116,18 +134,7 @@ class RecomputingReluConv2dTest(tf.test.TestCase, parameterized.TestCase):
 
   def test_the_gradient_keeps_no_relu_output(self):
     """What the memory saving rests on: no gradient op reads a forward ReLU output, so none is kept."""
-    batch_norm = networks.BatchNormalization(6)
-    kernel = tf.Variable(tf.random.stateless_normal([3, 3, 6, 6], seed=[1, 2]))
-
-    @tf.function
-    def gradients(x):
-      with tf.GradientTape() as tape:
-        tape.watch(x)
-        h = batch_norm.relu_conv2d(x, kernel, training=True)
-        loss = tf.reduce_sum(batch_norm.relu_conv2d(h, kernel, training=True))
-      return tape.gradient(loss, [x, kernel])
-
-    graph = gradients.get_concrete_function(tf.TensorSpec([2, 4, 4, 6])).graph
+    graph = relu_conv2d_gradient_graph(num_layers=2)
     relus = [op for op in graph.get_operations() if op.type == "Relu"]
     # Forward: after a training-mode batch norm; the gradient's recomputation: after an inference-mode one.
     forward_relus = [op for op in relus if op.inputs[0].op.get_attr("is_training")]
@@ -144,17 +151,7 @@ class RecomputingReluConv2dTest(tf.test.TestCase, parameterized.TestCase):
   def test_the_recomputed_batch_norm_and_relu_can_be_fused(self):
     """Grappler folds a batch norm and its ReLU into one kernel only when neither has control inputs or other
     readers: the recomputation's wait for the incoming gradient sits on an identity of its input instead."""
-    batch_norm = networks.BatchNormalization(6)
-    kernel = tf.Variable(tf.random.stateless_normal([3, 3, 6, 6], seed=[1, 2]))
-
-    @tf.function
-    def gradients(x):
-      with tf.GradientTape() as tape:
-        tape.watch(x)
-        loss = tf.reduce_sum(batch_norm.relu_conv2d(x, kernel, training=True))
-      return tape.gradient(loss, [x, kernel])
-
-    graph = gradients.get_concrete_function(tf.TensorSpec([2, 4, 4, 6])).graph
+    graph = relu_conv2d_gradient_graph(num_layers=1)
     (recomputed,) = [
       op for op in graph.get_operations() if op.type == "FusedBatchNormV3" and not op.get_attr("is_training")
     ]

@@ -48,18 +48,7 @@ def joint_log_probs(flow, x, num_classes, log_prior=None):
     ValueError: `num_classes` is not a positive integer (2.5 is refused, not truncated), or `log_prior` is
       not a normalized `log p(y)` of shape `[num_classes]`.
   """
-  num_classes = positive_int("num_classes", num_classes)
-  if flow.conditional_event_shape != (num_classes,):
-    raise ValueError(
-      f"The flow must be conditioned on one-hot labels, `conditional_event_shape=({num_classes},)` for "
-      f"`num_classes={num_classes}`; its `conditional_event_shape` is {flow.conditional_event_shape}."
-    )
-  x = tf.convert_to_tensor(x, flow.dtype)
-  event_rank = len(flow.event_shape)
-  if x.shape.rank != event_rank + 1:
-    raise ValueError(
-      f"`x` must be a batch `[batch, {', '.join(map(str, flow.event_shape))}]`; got shape {x.shape.as_list()}."
-    )
+  num_classes, x = _checked_classes_and_batch(flow, x, num_classes)
   if log_prior is None:
     log_prior = tf.fill([num_classes], -tf.math.log(tf.cast(num_classes, flow.dtype)))
   log_prior = tf.convert_to_tensor(log_prior, flow.dtype)
@@ -76,21 +65,10 @@ def class_conditional_log_probs(flow, x, num_classes):
 
   Arguments as in `joint_log_probs`.
   """
-  num_classes = positive_int("num_classes", num_classes)
-  if flow.conditional_event_shape != (num_classes,):
-    raise ValueError(
-      f"The flow must be conditioned on one-hot labels, `conditional_event_shape=({num_classes},)` for "
-      f"`num_classes={num_classes}`; its `conditional_event_shape` is {flow.conditional_event_shape}."
-    )
-  x = tf.convert_to_tensor(x, flow.dtype)
-  event_rank = len(flow.event_shape)
-  if x.shape.rank != event_rank + 1:
-    raise ValueError(
-      f"`x` must be a batch `[batch, {', '.join(map(str, flow.event_shape))}]`; got shape {x.shape.as_list()}."
-    )
+  num_classes, x = _checked_classes_and_batch(flow, x, num_classes)
   batch_size = tf.shape(x)[0]
   # Row `k * batch + i` pairs image `i` with label `k`.
-  rows = tf.tile(x, [num_classes] + [1] * event_rank)
+  rows = tf.tile(x, [num_classes] + [1] * len(flow.event_shape))
   labels = tf.one_hot(tf.repeat(tf.range(num_classes), batch_size), num_classes, dtype=flow.dtype)
   log_likelihoods = tf.reshape(flow.log_prob(rows, conditional_input=labels), [num_classes, batch_size])
   return tf.transpose(log_likelihoods)
@@ -159,3 +137,20 @@ def _normalized(log_prior):
     return log_prior
   with tf.control_dependencies([tf.debugging.Assert(valid, [message, log_prior])]):
     return tf.identity(log_prior)
+
+
+def _checked_classes_and_batch(flow, x, num_classes):
+  """`(num_classes, x)` checked: a positive int the flow's one-hot contexts match, and a batch of events."""
+  num_classes = positive_int("num_classes", num_classes)
+  if flow.conditional_event_shape != (num_classes,):
+    raise ValueError(
+      f"The flow must be conditioned on one-hot labels, `conditional_event_shape=({num_classes},)` for "
+      f"`num_classes={num_classes}`; its `conditional_event_shape` is {flow.conditional_event_shape}."
+    )
+  x = tf.convert_to_tensor(x, flow.dtype)
+  event_rank = len(flow.event_shape)
+  if x.shape.rank != event_rank + 1:
+    raise ValueError(
+      f"`x` must be a batch `[batch, {', '.join(map(str, flow.event_shape))}]`; got shape {x.shape.as_list()}."
+    )
+  return num_classes, x

@@ -130,20 +130,16 @@ _RECIPES = {
   "celeb_a": _Recipe(
     tfds_name="celeb_a", image_size=64, channels=3, preset="celeba64", horizontal_flip=True, geometry="celeba"
   ),
-  "downsampled_imagenet/32x32": _Recipe(
-    tfds_name="downsampled_imagenet/32x32",
-    image_size=32,
-    channels=3,
-    preset="imagenet32",
-    eval_split="validation",
-  ),
-  "downsampled_imagenet/64x64": _Recipe(
-    tfds_name="downsampled_imagenet/64x64",
-    image_size=64,
-    channels=3,
-    preset="imagenet64",
-    eval_split="validation",
-  ),
+  **{
+    f"downsampled_imagenet/{size}x{size}": _Recipe(
+      tfds_name=f"downsampled_imagenet/{size}x{size}",
+      image_size=size,
+      channels=3,
+      preset=f"imagenet{size}",
+      eval_split="validation",
+    )
+    for size in (32, 64)
+  },
 }
 _LSUN_RECIPE = _Recipe(
   tfds_name="lsun",
