@@ -58,6 +58,28 @@ class OldExportTest(tf.test.TestCase):
     )
     self.assertAllClose(bits, ref["discrete_bits_per_dim"], rtol=1e-5)
 
+  def test_a_tensor_of_another_dtype_is_refused_naming_the_argument(self):
+    distribution = tfp_realnvp.load_distribution(EXPORT)
+    c = self.reference["conditional_input"]
+    with self.assertRaisesRegex(TypeError, "`x` must be a float32 tensor, the export's dtype; got float64"):
+      distribution.log_prob(tf.constant(self.reference["x"], tf.float64), conditional_input=c)
+    levels = self.reference["levels"]
+    with self.assertRaisesRegex(
+      TypeError, "`levels` must be a float32 tensor, the export's dtype; got float64"
+    ):
+      distribution.discrete_bits_per_dim(tf.constant(levels, tf.float64), 3, [3, 4], c)
+    self.assertAllClose(  # integer levels are taken as they are
+      distribution.discrete_bits_per_dim(tf.constant(levels, tf.int32), 3, [3, 4], c),
+      self.reference["discrete_bits_per_dim"],
+      rtol=1e-5,
+    )
+    # NumPy values are converted, as before.
+    self.assertAllClose(
+      distribution.log_prob(self.reference["x"].astype(np.float64), conditional_input=c),
+      self.reference["log_prob"],
+      rtol=1e-5,
+    )
+
 
 if __name__ == "__main__":
   tf.test.main()

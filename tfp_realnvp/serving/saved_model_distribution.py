@@ -120,7 +120,10 @@ class SavedModelDistribution(tfd.Distribution):
         f"The export {self._path} has no `{DISCRETE_BITS_PER_DIM_SIGNATURE_NAME}` signature: export the flow "
         "with its `dequantizer` (`export_saved_model(..., dequantizer=...)`, or `export_workdir`)."
       )
-    levels = tf.convert_to_tensor(levels, tf.float32)
+    if not tf.is_tensor(levels):
+      levels = tf.convert_to_tensor(levels, tf.float32)
+    elif levels.dtype.is_integer:  # integer levels are what the bound is of
+      levels = tf.cast(levels, tf.float32)
     event_shape = self._static_event_shape.as_list()
     if not shapes.may_end_with(levels.shape, event_shape):
       raise ValueError(
@@ -159,6 +162,8 @@ class SavedModelDistribution(tfd.Distribution):
     """`rows` as float32, checked to be `[..., *event_shape]`: statically (`ValueError` naming `rows_name`),
     and in the graph for dimensions known only then, so that no other shape with as many elements (an NCHW
     batch, flattened rows) is reshaped into events and scored."""
+    if tf.is_tensor(rows) and rows.dtype != tf.float32:  # NumPy values and lists are converted
+      raise TypeError(f"`{rows_name}` must be a float32 tensor, the export's dtype; got {rows.dtype.name}.")
     rows = tf.convert_to_tensor(rows, tf.float32)
     event_shape = self._static_event_shape.as_list()
     expected = f"`[..., {', '.join(map(str, event_shape))}]` (batch dimensions, then the event shape)"
