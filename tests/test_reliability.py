@@ -17,6 +17,7 @@ import time
 from unittest import mock
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests import training_testing
@@ -34,6 +35,7 @@ class TempDirTestCase(tf.test.TestCase):
     return path
 
 
+@pytest.mark.slow  # exports, training runs or fresh processes
 class ServedWorkIsBoundedTest(TempDirTestCase):
   """Every signature refuses a request beyond the export's limits, in the graph, before doing the work."""
 
@@ -182,6 +184,7 @@ def listing(directory):
 RUN = dict(num_train_steps=6, eval_every_steps=0, num_importance_samples=1, sample_temperatures=(1.0,))
 
 
+@pytest.mark.slow  # exports, training runs or fresh processes
 class TrainedWorkdirTest(TempDirTestCase):
   """Reruns of one tiny trained workdir, each on its own copy."""
 
@@ -303,6 +306,7 @@ class TrainedWorkdirTest(TempDirTestCase):
     self.assertNotIn("unrestored values", logged.getvalue())
 
 
+@pytest.mark.slow  # exports, training runs or fresh processes
 class BadRunSettingsTest(TempDirTestCase):
   """Settings that cannot work fail before anything is written, one line naming them."""
 
@@ -374,6 +378,7 @@ class BadRunSettingsTest(TempDirTestCase):
     )
 
 
+@pytest.mark.slow  # exports, training runs or fresh processes
 class DivergenceTest(TempDirTestCase):
   def test_after_divergence_the_advice_works(self):
     workdir = os.path.join(self.make_dir(), "run")
@@ -417,6 +422,7 @@ class MetricsTest(TempDirTestCase):
     self.assertIsNone(metrics["test_class_log_loss"])
 
 
+@pytest.mark.slow  # exports, training runs or fresh processes
 class InterruptTest(TempDirTestCase):
   def test_ctrl_c_is_one_error_line_and_releases_the_lock(self):
     workdir = os.path.join(self.make_dir(), "run")
@@ -578,6 +584,7 @@ class FlowEdgesTest(tf.test.TestCase):
       train_lib.build_trainer(config)
 
 
+@pytest.mark.slow  # exports, training runs or fresh processes
 class LoadDistributionShapesTest(TempDirTestCase):
   def test_other_shapes_are_not_reinterpreted_as_events(self):
     flow = small_image_flow()

@@ -11,6 +11,7 @@ import sys
 import time
 from unittest import mock
 
+import pytest
 import tensorflow as tf
 from absl.testing import parameterized
 
@@ -140,6 +141,7 @@ def _race_for_the_lock(workdir, barrier, result_path, seed):
     os._exit(0)
 
 
+@pytest.mark.slow  # runs in fresh processes
 class LockRaceTest(tf.test.TestCase):
   def test_four_runs_started_together_on_a_stale_lock_have_exactly_one_holder(self):
     # Forked: no TensorFlow start-up per run; the lock itself uses only the os module for local paths.
