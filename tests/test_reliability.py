@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests import training_testing
+from tests import export_testing, training_testing
 from tests.export_testing import SAVED_MODEL_CLI, pixels, small_image_flow, small_vector_flow
 from tfp_realnvp import RealNVP, classifier, data, dequantization
 from tfp_realnvp.keras_model import FlowModel
@@ -36,13 +36,12 @@ class TempDirTestCase(tf.test.TestCase):
 
 
 @pytest.mark.slow  # exports, training runs or fresh processes
-class ServedWorkIsBoundedTest(TempDirTestCase):
+class ServedWorkIsBoundedTest(TempDirTestCase, export_testing.WorkspaceTestCase):
   """Every signature refuses a request beyond the export's limits, in the graph, before doing the work."""
 
   @classmethod
   def setUpClass(cls):
-    super().setUpClass()
-    cls.workspace = tempfile.mkdtemp(prefix="ServedWorkIsBoundedTest_")
+    super().setUpClass()  # `cls.workspace`
     cls.flow = small_image_flow()
     dequantizer = dequantization.make_dequantizer("uniform", cls.flow.event_shape, cls.flow.num_bits)
     # Default limits: for this small flow, `MAX_FLOW_EVALUATIONS_CAP` rows and 4096 samples.
@@ -52,11 +51,6 @@ class ServedWorkIsBoundedTest(TempDirTestCase):
     )
     cls.loaded = tf.saved_model.load(cls.path)
     cls.small = tf.saved_model.load(cls.small_path)
-
-  @classmethod
-  def tearDownClass(cls):
-    shutil.rmtree(cls.workspace, ignore_errors=True)
-    super().tearDownClass()
 
   def assert_refused_quickly(self, function, limit_text, **inputs):
     start = time.perf_counter()
@@ -185,21 +179,15 @@ RUN = dict(num_train_steps=6, eval_every_steps=0, num_importance_samples=1, samp
 
 
 @pytest.mark.slow  # exports, training runs or fresh processes
-class TrainedWorkdirTest(TempDirTestCase):
+class TrainedWorkdirTest(TempDirTestCase, export_testing.WorkspaceTestCase):
   """Reruns of one tiny trained workdir, each on its own copy."""
 
   @classmethod
   def setUpClass(cls):
-    super().setUpClass()
-    cls.workspace = tempfile.mkdtemp(prefix="TrainedWorkdirTest_")
+    super().setUpClass()  # `cls.workspace`
     cls.trained = os.path.join(cls.workspace, "trained")
     cls.config = training_testing.tiny_config(**RUN)
     run_quietly(cls.config, cls.trained)
-
-  @classmethod
-  def tearDownClass(cls):
-    shutil.rmtree(cls.workspace, ignore_errors=True)
-    super().tearDownClass()
 
   def copy(self):
     workdir = os.path.join(self.make_dir(), "run")
@@ -440,7 +428,7 @@ class InterruptTest(TempDirTestCase):
       stderr=subprocess.PIPE,
       text=True,
       cwd=training_testing.REPO_ROOT,
-      env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": training_testing.REPO_ROOT},
+      env=training_testing.script_environment(),
     )
     try:
       for line in process.stdout:  # training has started

@@ -120,16 +120,8 @@ class SavedModelDistribution(tfd.Distribution):
         f"The export {self._path} has no `{DISCRETE_BITS_PER_DIM_SIGNATURE_NAME}` signature: export the flow "
         "with its `dequantizer` (`export_saved_model(..., dequantizer=...)`, or `export_workdir`)."
       )
-    if not tf.is_tensor(levels):
-      levels = tf.convert_to_tensor(levels, tf.float32)
-    elif levels.dtype.is_integer:  # integer levels are what the bound is of
+    if tf.is_tensor(levels) and levels.dtype.is_integer:  # integer levels are what the bound is of
       levels = tf.cast(levels, tf.float32)
-    event_shape = self._static_event_shape.as_list()
-    if not shapes.may_end_with(levels.shape, event_shape):
-      raise ValueError(
-        f"`levels` must have shape `[..., {', '.join(map(str, event_shape))}]` (batch dimensions, then the "
-        f"event shape); got shape {levels.shape.as_list()}."
-      )
     if not tf.is_tensor(num_samples):
       num_samples = positive_int("num_samples", num_samples)
     outputs = self._call_on_rows(
