@@ -17,6 +17,14 @@ bits/dim with the run's dequantizer (`levels`, `num_samples` K, `seed`), beside 
 density of dequantized values. A `--condition=label` run's export also has the `classify` signature
 (`log p(y | x)`, with the training split's label frequencies as `p(y)`), and every signature of a conditional
 flow takes `conditional_input`.
+
+The export of an unconditional run has the `ood_score` signature (`x` -> `score`, `is_outlier`; docs/ood.md): its
+threshold flags `--ood_false_positive_rate` (default 5%) of the scores of held-out in-distribution images, read
+from the run's data, from `--ood_split` if given, else from the run's `--eval_split` when the run named one that
+is not a test split (a validation split), else from its training split, which the flow has seen (then more than
+the stated rate of new in-distribution images is flagged; the second output line says so). A test split is
+never used. A second line says what was chosen:
+`ood_score: outlier above 1.234, 5% of the images of train[50000:52000] (the run's eval split)`.
 """
 
 import sys
@@ -49,6 +57,17 @@ flags.DEFINE_integer(
   "The most flow evaluations one request may cost (rows; samples; rows x classes for classify; rows x draws "
   "for discrete_bits_per_dim); default: from the model's operations per row. Larger requests are refused.",
 )
+flags.DEFINE_string(
+  "ood_split",
+  None,
+  "The held-out in-distribution split whose scores set the ood_score threshold (never a test split); default: "
+  "the run's eval split when it is not a test split, else its training split.",
+)
+flags.DEFINE_float(
+  "ood_false_positive_rate",
+  0.05,
+  "The share of the held-out images' scores the ood_score threshold flags as outliers.",
+)
 flags.mark_flags_as_required(["workdir", "export_base"])
 
 
@@ -66,6 +85,8 @@ def main(argv):
       FLAGS.checkpoint,
       FLAGS.max_num_samples,
       max_flow_evaluations=FLAGS.max_flow_evaluations,
+      ood_split=FLAGS.ood_split,
+      ood_false_positive_rate=FLAGS.ood_false_positive_rate,
     )
   except configs.ConfigError as error:  # like train.py: one line, status 2
     print(f"error: {error}", file=sys.stderr, flush=True)
@@ -76,6 +97,15 @@ def main(argv):
     f"exported {exported.dataset} flow ({exported.num_parameters:,} parameters) from {exported.checkpoint} "
     f"to {exported.path}"
   )
+  if exported.ood_split is not None:
+    split = exported.ood_split
+    caveat = (
+      "" if split.held_out else "; the flow trained on these images, so new ones are flagged more often"
+    )
+    print(
+      f"ood_score: outlier above {exported.ood_threshold:.4f}, {FLAGS.ood_false_positive_rate * 100:g}% of the "
+      f"images of {split.name} ({split.reason}){caveat}"
+    )
 
 
 if __name__ == "__main__":

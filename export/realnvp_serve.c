@@ -10,12 +10,13 @@
  *   comma-separated numbers in the signature's dtype (a scalar when the signature's input is a
  *   scalar, else a vector).
  *   Prints `== SIGNATURE` per request, then one line per output, sorted by name:
- *   `NAME DTYPE DIM,DIM,... VALUE VALUE ...`, or `error MESSAGE` when TensorFlow refuses the
+ *   `NAME DTYPE DIM,DIM,... VALUE VALUE ...` (a bool as 0 or 1), or `error MESSAGE` when TensorFlow refuses the
  *   request. Exits 1 when loading or any request failed, 2 on bad usage.
  * Examples:
  *   realnvp_serve exports/realnvp/1 log_prob x=batch.npy
  *   realnvp_serve exports/realnvp/1 sample num_samples=4 temperature=0.7 seed=1,2 -- log_prob x=batch.npy
  *   realnvp_serve exports/conditional/1 log_prob x=batch.npy conditional_input=labels.npy -- classify x=batch.npy
+ *   realnvp_serve exports/realnvp/1 ood_score x=images.npy
  * Build (TF is the installed tensorflow package directory):
  *   TF=$(python -c "import importlib.util as u; print(u.find_spec('tensorflow').submodule_search_locations[0])")
  *   gcc -O2 -std=c11 -o realnvp_serve export/realnvp_serve.c -I"$TF/include" -L"$TF" \
@@ -208,7 +209,7 @@ static size_t dtype_size(int dtype) {
   switch (dtype) {
     case TF_FLOAT: case TF_INT32: return 4;
     case TF_DOUBLE: case TF_INT64: return 8;
-    case TF_UINT8: return 1;
+    case TF_UINT8: case TF_BOOL: return 1;
     default: return 0;
   }
 }
@@ -286,6 +287,7 @@ static TF_Tensor *parse_literal(const char *text, const TensorInfo *input) {
       case TF_INT32: ((int32_t *)data)[i] = (int32_t)number; break;
       case TF_INT64: ((int64_t *)data)[i] = (int64_t)number; break;
       case TF_UINT8: ((uint8_t *)data)[i] = (uint8_t)number; break;
+      case TF_BOOL: ((unsigned char *)data)[i] = number != 0.0; break;
     }
     cursor = after + (*after == ',');
   }
@@ -308,7 +310,7 @@ static TF_Output graph_output(TF_Graph *graph, const char *tensor_name) {
 static void print_tensor(const char *key, const TF_Tensor *tensor) {
   int dtype = TF_TensorType(tensor);
   static const char *kNames[] = {[TF_FLOAT] = "float32", [TF_DOUBLE] = "float64", [TF_INT32] = "int32",
-                                 [TF_UINT8] = "uint8", [TF_INT64] = "int64"};
+                                 [TF_UINT8] = "uint8", [TF_INT64] = "int64", [TF_BOOL] = "bool"};
   if (!dtype_size(dtype)) fail(1, "output %s has unsupported dtype %d", key, dtype);
   printf("%s %s ", key, kNames[dtype]);
   int64_t count = 1;
@@ -324,6 +326,7 @@ static void print_tensor(const char *key, const TF_Tensor *tensor) {
       case TF_INT32: printf(" %d", ((const int32_t *)data)[i]); break;
       case TF_INT64: printf(" %lld", (long long)((const int64_t *)data)[i]); break;
       case TF_UINT8: printf(" %u", ((const uint8_t *)data)[i]); break;
+      case TF_BOOL: printf(" %d", ((const unsigned char *)data)[i] ? 1 : 0); break;
     }
   }
   putchar('\n');

@@ -2,12 +2,13 @@
 
 `export_saved_model(flow, export_base)` writes `<export_base>/<model_name>/<version>/` with the signatures of
 `serving.ServingModule` (`log_prob`, `sample`, `encode`, `decode`, which take `conditional_input` for a
-conditional flow, `classify` given `label_log_prior` and `discrete_bits_per_dim` given a `dequantizer`; their
-names, input and output names are public API).
+conditional flow, `classify` given `label_log_prior`, `discrete_bits_per_dim` given a `dequantizer` and
+`ood_score` given an `ood_threshold`; their names, input and output names are public API).
 Every signature runs batch norm in inference mode (running averages), so a row's outputs do not depend on the
 rest of its batch. The graph holds only core TensorFlow ops: loading it needs neither this package nor
 TensorFlow Probability. `export_workdir` exports the flow of a training run's checkpoint with its dequantizer
-(`discrete_bits_per_dim`), and `classify` for a `condition="label"` run.
+(`discrete_bits_per_dim`), `classify` for a `condition="label"` run, and for an unconditional run `ood_score`
+with its threshold set on held-out in-distribution images (`held_out_split`).
 
 `saved_model_distribution.load_distribution` turns an export back into a read-only `tfd.Distribution`.
 """
@@ -22,11 +23,14 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import classifier
+from tfp_realnvp import classifier, data, ood
 from tfp_realnvp.serving.serving_module import DEFAULT_MAX_NUM_SAMPLES, ServingModule
 from tfp_realnvp.training import checkpoints, configs, evaluation
 
-__all__ = ["WorkdirExport", "export_saved_model", "export_workdir"]
+__all__ = ["HeldOutSplit", "WorkdirExport", "export_saved_model", "export_workdir", "held_out_split"]
+
+# The most held-out images `export_workdir` scores for the `ood_score` threshold (the first ones of the split).
+MAX_HELD_OUT_IMAGES = 10_000
 
 # Staging directories live beside the versions; TF Serving only loads all-digit names.
 _STAGING_PREFIX = ".staging-"
@@ -134,6 +138,8 @@ def export_saved_model(
   label_log_prior=None,
   dequantizer=None,
   max_flow_evaluations=None,
+  ood_threshold=None,
+  ood_false_positive_rate=None,
 ):
   """Exports `flow` to `<export_base>/<model_name>/<version>/` in TF Serving's layout.
 
@@ -161,6 +167,11 @@ def export_saved_model(
       for `classify`; rows times draws for `discrete_bits_per_dim`); None (the default) derives it from the
       flow's operations per row (`serving_module.default_max_flow_evaluations`). `saved_model_cli show --all`
       prints it with `max_num_samples` (the `limits` function).
+    ood_threshold: None, or for an unconditional flow of pixel data a finite threshold on
+      `ood.complexity_corrected_score`: adds the `ood_score` signature (`score`, and `is_outlier` for a score
+      above it). Set it from held-out in-distribution scores with `ood.threshold_at_false_positive_rate`.
+    ood_false_positive_rate: the share of held-out scores above `ood_threshold`, recorded beside it (the
+      `ood_settings` function); None if unknown.
 
   Returns:
     The version directory written.
@@ -177,7 +188,13 @@ def export_saved_model(
   """
   _check_export_arguments(model_name, version)
   module = ServingModule(
-    flow, max_num_samples, label_log_prior, dequantizer, max_flow_evaluations=max_flow_evaluations
+    flow,
+    max_num_samples,
+    label_log_prior,
+    dequantizer,
+    max_flow_evaluations=max_flow_evaluations,
+    ood_threshold=ood_threshold,
+    ood_false_positive_rate=ood_false_positive_rate,
   )
   model_dir = os.path.join(os.fspath(export_base), model_name)
   os.makedirs(model_dir, exist_ok=True)
@@ -194,12 +211,72 @@ def export_saved_model(
 
 class WorkdirExport(typing.NamedTuple):
   """What `export_workdir` exported: the version directory written, the checkpoint exported, the run's
-  dataset and the flow's number of trainable parameters."""
+  dataset and the flow's number of trainable parameters; for an `ood_score` export its threshold and the
+  `HeldOutSplit` it was set on (None without the signature)."""
 
   path: str
   checkpoint: str
   dataset: str
   num_parameters: int
+  ood_threshold: float | None = None
+  ood_split: "HeldOutSplit | None" = None
+
+
+class HeldOutSplit(typing.NamedTuple):
+  """The split an `ood_score` threshold is set on: its `name`, why it was chosen (`reason`), and whether the
+  flow never trained on it (`held_out`)."""
+
+  name: str
+  reason: str
+  held_out: bool
+
+
+def _split_name(split):
+  return split.split("[", 1)[0].strip()
+
+
+def held_out_split(config, ood_split=None):
+  """The split of `config`'s dataset whose scores set an export's `ood_score` threshold; never a test split.
+
+  `ood_split` when given (a split named `test` is refused); else the run's `eval_split` when the config names
+  one that is not a test split (a validation split such as `train[50000:]` beside `train_split=train[:50000]`:
+  held out by the run's own choice); else the run's training split, which the flow has seen, so its scores are
+  lower than new in-distribution images' and the threshold flags more of those than the stated rate
+  (`held_out=False`; train with a validation `eval_split`, or pass `ood_split`, for a held-out threshold).
+  """
+  if ood_split is not None:
+    if _split_name(ood_split) == "test":
+      raise ValueError(f"`ood_split` must not be a test split; got {ood_split!r}.")
+    return HeldOutSplit(ood_split, "given", held_out=True)
+  if config.eval_split is not None and _split_name(config.eval_split) != "test":
+    return HeldOutSplit(config.eval_split, "the run's eval split", held_out=True)
+  train_split = (
+    config.train_split
+    or data.dataset_spec(config.dataset, image_size=config.image_size, data_dir=config.data_dir).train_split
+  )
+  return HeldOutSplit(train_split, "the run's training split: no validation split held out", held_out=False)
+
+
+def _held_out_scores(flow, dequantizer, config, split):
+  """`ood.complexity_corrected_score` of the first `MAX_HELD_OUT_IMAGES` images of `split`, a NumPy array."""
+  images = data.load(
+    config.dataset,
+    split,
+    batch_size=256,
+    training=False,
+    data_dir=config.data_dir,
+    image_size=config.image_size,
+    seed=config.seed,
+  )
+  score = tf.function(lambda x: ood.complexity_corrected_score(flow, dequantizer, ood.pixel_levels(x)))
+  scores, count = [], 0
+  for batch in images:
+    batch = batch[: MAX_HELD_OUT_IMAGES - count]
+    scores.append(score(batch).numpy())
+    count += len(scores[-1])
+    if count >= MAX_HELD_OUT_IMAGES:
+      break
+  return np.concatenate(scores)
 
 
 def export_workdir(
@@ -210,6 +287,8 @@ def export_workdir(
   checkpoint=None,
   max_num_samples=DEFAULT_MAX_NUM_SAMPLES,
   max_flow_evaluations=None,
+  ood_split=None,
+  ood_false_positive_rate=ood.DEFAULT_FALSE_POSITIVE_RATE,
 ):
   """Exports a training run's flow and dequantizer (see `checkpoints.restore_run`) with `export_saved_model`;
   returns a `WorkdirExport`.
@@ -221,6 +300,10 @@ def export_workdir(
   dequantized values. A `condition="label"` run's export has the `classify`
   signature, with the label frequencies of the run's training split as `p(y)`, as training used them
   (`data.label_counts`).
+
+  An unconditional run's export has the `ood_score` signature, its threshold flagging
+  `ood_false_positive_rate` of the scores of the first `MAX_HELD_OUT_IMAGES` images of `held_out_split(config,
+  ood_split)` (never a test split): reading them needs the run's data where the export runs.
   """
   flow, dequantizer, checkpoint = checkpoints.restore_run(workdir, checkpoint)
   with tf.io.gfile.GFile(checkpoints.config_path(workdir)) as file:
@@ -228,6 +311,11 @@ def export_workdir(
   label_log_prior = None
   if config.condition == "label":  # `p(y)` as the run's evaluation took it
     label_log_prior = classifier.log_prior_of_counts(evaluation.train_label_counts(config))
+  ood_threshold = split = None
+  if config.condition is None:
+    split = held_out_split(config, ood_split)
+    scores = _held_out_scores(flow, dequantizer, config, split.name)
+    ood_threshold = ood.threshold_at_false_positive_rate(scores, ood_false_positive_rate)
   path = export_saved_model(
     flow,
     export_base,
@@ -237,6 +325,8 @@ def export_workdir(
     label_log_prior,
     dequantizer,
     max_flow_evaluations=max_flow_evaluations,
+    ood_threshold=ood_threshold,
+    ood_false_positive_rate=None if ood_threshold is None else ood_false_positive_rate,
   )
   num_parameters = sum(variable.shape.num_elements() for variable in flow.trainable_variables)
-  return WorkdirExport(path, checkpoint, config.dataset, num_parameters)
+  return WorkdirExport(path, checkpoint, config.dataset, num_parameters, ood_threshold, split)

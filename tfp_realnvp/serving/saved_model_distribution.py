@@ -6,12 +6,14 @@ prior.log_prob(x), prior.sample(4, seed=1)
 conditional = load_distribution("exports/conditional/1")  # an export of a conditional flow
 conditional.log_prob(x, conditional_input=c), conditional.sample(4, seed=1, conditional_input=c[0])
 prior.discrete_bits_per_dim(levels, num_samples=100, seed=[1, 2])  # an export with a dequantizer
+score, is_outlier = prior.ood_score(images)  # an export with `ood_score`; prior.ood_settings["threshold"]
 ```
 
 It needs only TensorFlow, TensorFlow Probability and the export: not the flow's code.
 """
 
 import os
+import typing
 
 import numpy as np
 import tensorflow as tf
@@ -19,11 +21,22 @@ import tensorflow_probability as tfp
 
 from tfp_realnvp.internal import contexts, shapes
 from tfp_realnvp.internal.checks import positive_int
-from tfp_realnvp.serving.serving_module import DISCRETE_BITS_PER_DIM_SIGNATURE_NAME, SIGNATURE_NAMES
+from tfp_realnvp.serving.serving_module import (
+  DISCRETE_BITS_PER_DIM_SIGNATURE_NAME,
+  OOD_SCORE_SIGNATURE_NAME,
+  SIGNATURE_NAMES,
+)
 
 tfd = tfp.distributions
 
-__all__ = ["SavedModelDistribution", "load_distribution"]
+__all__ = ["OodScore", "SavedModelDistribution", "load_distribution"]
+
+
+class OodScore(typing.NamedTuple):
+  """The `ood_score` signature's outputs: `score` float32 and `is_outlier` bool, of the rows' batch shape."""
+
+  score: tf.Tensor
+  is_outlier: tf.Tensor
 
 
 class SavedModelDistribution(tfd.Distribution):
@@ -45,7 +58,9 @@ class SavedModelDistribution(tfd.Distribution):
   flow); a row whose context is not finite gets what the exported flow gives it, NaN.
 
   `log_prob` is the continuous density of dequantized values; `discrete_bits_per_dim` (exports with a
-  dequantizer) is the export's bound on the discrete image's `-log2 P(levels) / D`.
+  dequantizer) is the export's bound on the discrete image's `-log2 P(levels) / D`. `ood_score` (exports with
+  that signature, such as every `export_model.py` export of an unconditional run) scores images for being out
+  of distribution with the threshold fixed at export, `ood_settings`.
   """
 
   def __init__(self, path, validate_args=False, allow_nan_stats=True, name="SavedModelDistribution"):
@@ -62,6 +77,7 @@ class SavedModelDistribution(tfd.Distribution):
       self._log_prob_signature = self._saved_model.signatures["log_prob"]
       self._sample_signature = self._saved_model.signatures["sample"]
       self._discrete_signature = self._saved_model.signatures.get(DISCRETE_BITS_PER_DIM_SIGNATURE_NAME)
+      self._ood_signature = self._saved_model.signatures.get(OOD_SCORE_SIGNATURE_NAME)
       input_specs = self._log_prob_signature.structured_input_signature[1]
       self._static_event_shape = input_specs["x"].shape[1:]
       context_spec = input_specs.get("conditional_input")
@@ -133,6 +149,35 @@ class SavedModelDistribution(tfd.Distribution):
       seed=tfp.random.sanitize_seed(seed),
     )
     return outputs["bits_per_dim"]
+
+  @property
+  def ood_settings(self):
+    """The export's `ood_score` settings, `{"threshold": float, "png_compression": int}` and, where recorded,
+    `"false_positive_rate"` (the share of held-out in-distribution scores above the threshold); None for an
+    export without `ood_score`."""
+    settings = getattr(self._saved_model, "ood_settings", None)
+    if self._ood_signature is None or settings is None:
+      return None
+    (values,), _ = settings.concrete_functions[0].structured_input_signature
+    return dict(values)
+
+  def ood_score(self, x):
+    """The export's `ood_score` signature on images `x` `[..., *event_shape]` (pixel values in `[0,
+    2**num_bits)`, levels or dequantized): an `OodScore` of `score` (`ood.complexity_corrected_score`, higher
+    is more unusual) and `is_outlier` (`score` above the export's threshold), each of `x`'s batch shape.
+    Values outside `[0, 2**num_bits)` or not finite are an `InvalidArgumentError` from the graph.
+
+    Raises:
+      ValueError: the export has no `ood_score` signature (an older export, a conditional flow's, or one
+        exported without an `ood_threshold`), or `x` is not `[..., *event_shape]`.
+    """
+    if self._ood_signature is None:
+      raise ValueError(
+        f"The export {self._path} has no `{OOD_SCORE_SIGNATURE_NAME}` signature: export an unconditional image "
+        "flow with `export_model.py` (`export_workdir`), or with `export_saved_model(..., ood_threshold=...)`."
+      )
+    outputs = self._call_on_rows(self._ood_signature, "x", x, None)
+    return OodScore(outputs["score"], outputs["is_outlier"])
 
   def _call_on_rows(self, signature, rows_name, rows, conditional_input, **inputs):
     """`signature`'s `[batch]` outputs for `rows` `[..., *event_shape]` (its input `rows_name`), each reshaped to

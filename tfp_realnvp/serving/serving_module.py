@@ -7,6 +7,7 @@ r"""`ServingModule`: a flow's inference-mode computations as `tf.function`s with
 | `encode` | `x` float32 `[batch, *event_shape]` | `z` float32 `[batch, *event_shape]` |
 | `decode` | `z` float32 `[batch, *event_shape]` | `x` float32 `[batch, *event_shape]` |
 | `classify` (class-conditional exports only) | `x` float32 `[batch, *event_shape]` | `log_probs` float32 `[batch, num_classes]` (`log p(y \| x)`), `label` int64 `[batch]` (its argmax; -1 for an invalid row), `log_prob` float32 `[batch]` (the marginal `log p(x)`) |
+| `ood_score` (exports of image flows given an `ood_threshold`) | `x` float32 `[batch, *event_shape]` (pixel values in `[0, 2**num_bits)`: levels `v` or dequantized `v + u`, scored as `floor(x)`) | `score` float32 `[batch]` (`ood.complexity_corrected_score`), `is_outlier` bool `[batch]` (`score > ood_threshold`) |
 | `discrete_bits_per_dim` (exports with a dequantizer only) | `levels` float32 `[batch, *event_shape]` (integer pixel levels in `[0, 2**num_bits)`), `num_samples` int32 `[]` (`K`, in `[1, max_num_samples]`), `seed` int32 `[2]` | `bits_per_dim` float32 `[batch]` (the bound on `-log2 P(levels) / D`), `log_prob` float32 `[batch]` (the bound on `log P(levels)`, nats) |
 
 A conditional flow's (`conditional_event_shape` not None) `log_prob`, `serving_default`, `encode`, `decode` and
@@ -30,6 +31,14 @@ it, not on the other rows' values), an upper bound on `-log2 P(v) / D` in expect
 as `K` grows; `log_prob = -bits_per_dim * D ln 2`. `levels` that are not integers in `[0, 2**num_bits)` and a
 `num_samples` outside `[1, max_num_samples]` are an `InvalidArgumentError`, checked in the graph.
 
+`ood_score` is `ood.complexity_corrected_score` of the levels `floor(x)`: the flow's one-draw bound on the
+discrete image's bits/dim (with the export's dequantizer, uniform without one; the noise image of `ood.NOISE_SEED`
+shared by every row) less the bits/dim of the levels' PNG encoding; `is_outlier` compares it with the threshold
+fixed at export (`ood_threshold`, from held-out in-distribution scores). A value that is not finite or outside
+`[0, 2**num_bits)` is an `InvalidArgumentError` naming `x`, checked in the graph. The export's
+`ood_threshold`, the false-positive rate it was set at and the PNG compression level are the argument of its
+`ood_settings` function (like `limits`).
+
 Every signature bounds the work of one request by `max_flow_evaluations`, set at export (default: from the
 flow's operations per row, `default_max_flow_evaluations`), checked in the graph before any work: the rows of
 `x` or `z` (`log_prob`, `serving_default`, `encode`, `decode`), `num_samples` (`sample`, which also keeps
@@ -48,7 +57,7 @@ import numbers
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import classifier, data, dequantization
+from tfp_realnvp import classifier, data, dequantization, ood
 from tfp_realnvp.internal import bits, contexts
 
 __all__ = [
@@ -57,15 +66,18 @@ __all__ = [
   "MAX_FLOW_EVALUATIONS_CAP",
   "REQUEST_FLOP_BUDGET",
   "DISCRETE_BITS_PER_DIM_SIGNATURE_NAME",
+  "OOD_SCORE_SIGNATURE_NAME",
   "SIGNATURE_NAMES",
   "ServingModule",
 ]
 
 # Every export's signatures; a class-conditional export adds `CLASSIFY_SIGNATURE_NAME`, an export with a
-# dequantizer `DISCRETE_BITS_PER_DIM_SIGNATURE_NAME`.
+# dequantizer `DISCRETE_BITS_PER_DIM_SIGNATURE_NAME`, an image export with an `ood_threshold`
+# `OOD_SCORE_SIGNATURE_NAME`.
 SIGNATURE_NAMES = ("serving_default", "log_prob", "sample", "encode", "decode")
 CLASSIFY_SIGNATURE_NAME = "classify"
 DISCRETE_BITS_PER_DIM_SIGNATURE_NAME = "discrete_bits_per_dim"
+OOD_SCORE_SIGNATURE_NAME = "ood_score"
 
 # The default limit on `num_samples` of `sample` (and on `K` of `discrete_bits_per_dim`): a request's memory and
 # time grow linearly with it (measured before the limit: 10**5 digits samples took 45 s and 4.5 GB; 3 * 10**7
@@ -75,7 +87,7 @@ DEFAULT_MAX_NUM_SAMPLES = 4096
 # The default limit on the flow evaluations (rows through the flow) of one request, `max_flow_evaluations`:
 # `REQUEST_FLOP_BUDGET` divided by the flow's floating-point operations per row (`flops_per_row`), at most
 # `MAX_FLOW_EVALUATIONS_CAP`. A request counts `rows` (`log_prob`, `serving_default`, `encode`, `decode`),
-# `num_samples` (`sample`), `rows * num_classes` (`classify`) or `rows * num_samples` (`discrete_bits_per_dim`).
+# `num_samples` (`sample`), `rows * num_classes` (`classify`) or `rows * num_samples` (`discrete_bits_per_dim`), `rows` (`ood_score`).
 # The budget is about 10 s of one core at 100 GFLOP/s: the cifar10 preset (9.5 GFLOP a row) gets 104 rows
 # (measured before the limit: 256 samples took 18 s and +318 MiB), the digits preset (41 MFLOP a row) the cap,
 # 16384 rows (about 0.7 GB, from 10**5 digits samples taking 4.5 GB).
@@ -101,7 +113,9 @@ class ServingModule(tf.Module):
   for a flow of pixel data) adds `discrete_bits_per_dim`, whose `num_samples` (`K` draws per row, so a request
   costs `K` times a `log_prob` request of its batch) is limited by `max_num_samples` as `sample`'s is.
   `max_flow_evaluations` (None: `default_max_flow_evaluations(flow)`) bounds every request's flow evaluations
-  (see the module docstring); `limit_values` gives both limits.
+  (see the module docstring); `limit_values` gives both limits. `ood_threshold` (a finite number, for an
+  unconditional flow of pixel data) adds `ood_score`, flagging scores above it; `ood_false_positive_rate` (the
+  share of held-out in-distribution scores above it, None if unknown) is recorded beside it in `ood_settings`.
   """
 
   def __init__(
@@ -112,6 +126,8 @@ class ServingModule(tf.Module):
     dequantizer=None,
     name="realnvp_serving",
     max_flow_evaluations=None,
+    ood_threshold=None,
+    ood_false_positive_rate=None,
   ):
     super().__init__(name=name)
     event_shape = tf.TensorShape(flow.event_shape)
@@ -190,6 +206,19 @@ class ServingModule(tf.Module):
           *context_specs,
         ],
       )
+    self.ood_score = None
+    self._ood_threshold = _checked_ood_threshold(ood_threshold, flow)
+    if self._ood_threshold is not None:
+      self._ood_dequantizer = self.dequantizer or dequantization.UniformDequantizer(self._event_shape)
+      settings = {"threshold": self._ood_threshold, "png_compression": ood.DEFAULT_PNG_COMPRESSION}
+      if ood_false_positive_rate is not None:
+        settings["false_positive_rate"] = float(ood_false_positive_rate)
+      # Shown by `saved_model_cli show --all` as its argument, and returned by it, as `limits` is.
+      self.ood_settings = tf.function(_ood_setting_tensors)
+      self.ood_settings.get_concrete_function(settings)
+      self.ood_score = tf.function(
+        self._ood_score, input_signature=[tf.TensorSpec(batch_spec, tf.float32, name="x")]
+      )
 
   @property
   def limit_values(self):
@@ -210,6 +239,8 @@ class ServingModule(tf.Module):
       signatures[CLASSIFY_SIGNATURE_NAME] = self.classify.get_concrete_function()
     if self.discrete_bits_per_dim is not None:
       signatures[DISCRETE_BITS_PER_DIM_SIGNATURE_NAME] = self.discrete_bits_per_dim.get_concrete_function()
+    if self.ood_score is not None:
+      signatures[OOD_SCORE_SIGNATURE_NAME] = self.ood_score.get_concrete_function()
     return signatures
 
   def _event_rows(self, rows):
@@ -333,6 +364,20 @@ class ServingModule(tf.Module):
     bits_per_dim = bits.bits_per_dim(log_prob, math.prod(self._event_shape))
     return {"bits_per_dim": tf.cast(bits_per_dim, tf.float32), "log_prob": tf.cast(log_prob, tf.float32)}
 
+  def _ood_score(self, x):
+    x = self._bounded_rows(x, "x")
+    limit = 2**self._num_bits
+    is_pixel = (x >= 0.0) & (x < limit)  # False for NaN
+    check = tf.debugging.assert_equal(
+      tf.reduce_all(is_pixel),
+      True,
+      message=f"`x` must be pixel values in [0, {limit}) (`num_bits={self._num_bits}`), finite",
+    )
+    with tf.control_dependencies([check]):
+      levels = ood.pixel_levels(x)
+    score = ood.complexity_corrected_score(self.flow, self._ood_dequantizer, levels)
+    return {"score": score, "is_outlier": score > self._ood_threshold}
+
   def _classify(self, x):
     x = self._event_rows(x)
     (num_classes,) = self._conditional_event_shape
@@ -400,6 +445,33 @@ def default_max_flow_evaluations(flow):
 
 def _limit_tensors(limits):
   return {name: tf.constant(value, tf.int64) for name, value in limits.items()}
+
+
+def _ood_setting_tensors(settings):
+  return {
+    name: tf.constant(value, tf.int64 if isinstance(value, int) else tf.float32)
+    for name, value in settings.items()
+  }
+
+
+def _checked_ood_threshold(ood_threshold, flow):
+  """`ood_threshold` as a Python float, checked to be finite and for an unconditional flow of pixel data;
+  None for None."""
+  if ood_threshold is None:
+    return None
+  if flow.num_bits is None or flow.conditional_event_shape is not None:
+    raise ValueError(
+      "`ood_threshold` (for an `ood_score` signature) needs an unconditional flow of pixel data (`num_bits` not "
+      f"None); this flow's `num_bits` is {flow.num_bits}, its `conditional_event_shape` "
+      f"{flow.conditional_event_shape}."
+    )
+  if (
+    isinstance(ood_threshold, bool)
+    or not isinstance(ood_threshold, numbers.Real)
+    or not math.isfinite(ood_threshold)
+  ):
+    raise ValueError(f"`ood_threshold` must be a finite number; got {ood_threshold!r}.")
+  return float(ood_threshold)
 
 
 def _checked_dequantizer(dequantizer, flow):
