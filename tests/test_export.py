@@ -447,14 +447,18 @@ class ExportCommandTest(export_testing.WorkspaceTestCase):
       check=False,
     )
 
-  def test_an_export_prints_one_line_and_no_logging(self):
+  def test_an_export_prints_what_it_exported_and_the_ood_threshold_and_no_logging(self):
     export_base = os.path.join(self.workspace, "quiet")
     completed = self.run_command(export_base, "--max_num_samples=3")
     self.assertEqual(completed.returncode, 0, completed.stderr[-3000:])
     path = os.path.join(export_base, "realnvp", "1")
+    threshold = saved_model_distribution.load_distribution(path).ood_settings["threshold"]
+    # The run evaluated on the test split: the threshold comes from its training split, and the line says so.
     self.assertEqual(
       completed.stdout,
-      f"exported digits flow ({self.num_parameters:,} parameters) from {self.checkpoint} to {path}\n",
+      f"exported digits flow ({self.num_parameters:,} parameters) from {self.checkpoint} to {path}\n"
+      f"ood_score: outlier above {threshold:.4f}, 5% of the images of train (the run's training split: no "
+      "validation split held out); the flow trained on these images, so new ones are flagged more often\n",
     )
     self.assertEqual(self.checkpoint, os.path.join(self.workdir, "checkpoints", "ckpt-2"))
     self.assertEqual(completed.stderr, "")
@@ -668,7 +672,7 @@ class ExportDirectoryTest(export_testing.WorkspaceTestCase):
 
   def test_export_workdir_exports_the_checkpointed_flow(self):
     base = os.path.join(self.workspace, "from_workdir")
-    path, checkpoint, dataset, num_parameters = export.export_workdir(self.workdir, base)
+    path, checkpoint, dataset, num_parameters, *_ = export.export_workdir(self.workdir, base)
     self.assertEqual(path, os.path.join(base, "realnvp", "1"))
     self.assertEqual(checkpoint, os.path.join(self.workdir, "checkpoints", "ckpt-7"))
     self.assertEqual(dataset, "digits")

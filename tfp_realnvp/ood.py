@@ -73,7 +73,7 @@ __all__ = [
 # The share of held-out in-distribution inputs an `ood_score` threshold flags by default.
 DEFAULT_FALSE_POSITIVE_RATE = 0.05
 # zlib's level for `png_bits_per_dim`, chosen on validation data (docs/ood.md; figures in docs/results/ood.md).
-DEFAULT_PNG_COMPRESSION = 9
+DEFAULT_PNG_COMPRESSION = 6
 # The stateless seed of the one dequantization-noise image every row of `discrete_bits_per_dim` shares.
 NOISE_SEED = (0, 0)
 
