@@ -2,7 +2,8 @@ r"""Out-of-distribution detection with a Fashion-MNIST flow: raw likelihood agai
 score (`tfp_realnvp.ood`), validation sets to choose, MNIST digits to report once.
 
 Reuses a trained Fashion-MNIST run (`--workdir`, a `train.py --dataset=idx:...` workdir; the flow of its latest
-checkpoint, with its dequantizer) and scores images with each score:
+checkpoint, with its dequantizer; for a `--condition=label` run the marginal `p(x)` over the labels with the
+training split's label frequencies, ten flow evaluations per image) and scores images with each score:
 
 - `raw_bits`: `ood.discrete_bits_per_dim`, the one-draw (`K = 1`) bound on `-log2 P(x) / D`;
 - `png_bits`: `ood.png_bits_per_dim`, `L(x)`, the bits/dim of the image's PNG encoding, alone;
@@ -39,9 +40,9 @@ if __name__ == "__main__":
 
 import tensorflow as tf  # noqa: E402
 
-from tfp_realnvp import data, ood  # noqa: E402
+from tfp_realnvp import classifier, data, ood  # noqa: E402
 from tfp_realnvp.internal import cpu_features  # noqa: E402
-from tfp_realnvp.training import checkpoints  # noqa: E402
+from tfp_realnvp.training import checkpoints, configs, evaluation  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "A trained Fashion-MNIST run's workdir.")
@@ -53,7 +54,9 @@ flags.DEFINE_integer("num_synthetic", 2000, "Images of each synthetic out-of-dis
 flags.DEFINE_integer("batch_size", 500, "Rows scored per call.")
 flags.DEFINE_string("histogram", None, "Test mode: where to write the histograms (PNG).")
 flags.DEFINE_list(
-  "typicality_batch_sizes", ["1", "5", "10", "25"], "Test mode: batch sizes M of the typicality test."
+  "typicality_batch_sizes",
+  ["1", "5", "10", "25"],
+  "Test mode: batch sizes M of the typicality test (none: no test).",
 )
 flags.mark_flags_as_required(["workdir"])
 
@@ -121,9 +124,11 @@ def validation_sets(in_levels):
 class Scorer:
   """Every score of a set of levels, from one pass of the flow."""
 
-  def __init__(self, flow, dequantizer, compressions):
+  def __init__(self, flow, dequantizer, compressions, label_log_prior):
     self.compressions = compressions
-    self.bits = tf.function(lambda x: ood.discrete_bits_per_dim(flow, dequantizer, x))
+    self.bits = tf.function(
+      lambda x: ood.discrete_bits_per_dim(flow, dequantizer, x, label_log_prior=label_log_prior)
+    )
     self.png = {
       level: tf.function(lambda x, level=level: ood.png_bits_per_dim(x, NUM_BITS, level))
       for level in compressions
@@ -224,8 +229,13 @@ def draw_histograms(path, in_scores, out_scores, names, in_label, out_label):
 def main(argv):
   del argv
   flow, dequantizer, checkpoint = checkpoints.restore_run(FLAGS.workdir)
+  with tf.io.gfile.GFile(checkpoints.config_path(FLAGS.workdir)) as file:
+    config = configs.from_json(file.read())
+  label_log_prior = None
+  if config.condition == "label":  # the marginal p(x), with p(y) as the run's evaluation took it
+    label_log_prior = classifier.log_prior_of_counts(evaluation.train_label_counts(config))
   compressions = [int(level) for level in FLAGS.png_compression]
-  scorer = Scorer(flow, dequantizer, compressions)
+  scorer = Scorer(flow, dequantizer, compressions, label_log_prior)
   common = {
     "date": datetime.date.today().isoformat(),
     "mode": FLAGS.mode,
@@ -260,13 +270,14 @@ def main(argv):
       flush=True,
     )
   # The typicality test: the entropy from 2,000 training images, epsilon from 2,000 validation images.
-  train_bits = scorer(idx_levels("train[:2000]", 2000))["raw_bits"]
-  validation_bits = scorer(idx_levels("train[50000:52000]", 2000))["raw_bits"]
   batch_sizes = [int(m) for m in FLAGS.typicality_batch_sizes]
-  for line in typicality_lines(
-    common, train_bits, validation_bits, in_scores["raw_bits"], out_scores["raw_bits"], batch_sizes
-  ):
-    print(json.dumps(line), flush=True)
+  if batch_sizes:
+    train_bits = scorer(idx_levels("train[:2000]", 2000))["raw_bits"]
+    validation_bits = scorer(idx_levels("train[50000:52000]", 2000))["raw_bits"]
+    for line in typicality_lines(
+      common, train_bits, validation_bits, in_scores["raw_bits"], out_scores["raw_bits"], batch_sizes
+    ):
+      print(json.dumps(line), flush=True)
   if FLAGS.histogram:
     chosen = f"corrected_png{ood.DEFAULT_PNG_COMPRESSION}"
     names = ["raw_bits", chosen] if chosen in in_scores else ["raw_bits"]

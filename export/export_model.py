@@ -18,13 +18,13 @@ density of dequantized values. A `--condition=label` run's export also has the `
 (`log p(y | x)`, with the training split's label frequencies as `p(y)`), and every signature of a conditional
 flow takes `conditional_input`.
 
-The export of an unconditional run has the `ood_score` signature (`x` -> `score`, `is_outlier`; docs/ood.md): its
-threshold flags `--ood_false_positive_rate` (default 5%) of the scores of held-out in-distribution images, read
-from the run's data, from `--ood_split` if given, else from the run's `--eval_split` when the run named one that
-is not a test split (a validation split), else from its training split, which the flow has seen (then more than
-the stated rate of new in-distribution images is flagged; the second output line says so). A test split is
-never used. A second line says what was chosen:
-`ood_score: outlier above 1.234, 5% of the images of train[50000:52000] (the run's eval split)`.
+Every export has the `ood_score` signature (`x` -> `score`, `is_outlier`; docs/ood.md; of the marginal `p(x)`
+for a `--condition=label` run): its threshold flags `--ood_false_positive_rate` (default 5%) of the scores of
+held-out in-distribution images, read from the run's data: from `--ood_split` if given, else from the run's
+`--eval_split` when the run named one that is not a test split (a validation split), else from its training
+split, which the flow has seen (then more than the stated rate of new in-distribution images is flagged; the
+second output line says so). A test split is never used. The second line says what was chosen:
+`ood_score: outlier above -1.2345, 5% of the images of train[50000:52000] (the run's eval split)`.
 """
 
 import sys
@@ -97,8 +97,8 @@ def main(argv):
     f"exported {exported.dataset} flow ({exported.num_parameters:,} parameters) from {exported.checkpoint} "
     f"to {exported.path}"
   )
-  if exported.ood_split is not None:
-    split = exported.ood_split
+  split = exported.ood_split
+  if split is not None:
     caveat = (
       "" if split.held_out else "; the flow trained on these images, so new ones are flagged more often"
     )

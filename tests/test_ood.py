@@ -16,10 +16,10 @@ from sklearn import metrics
 # The module, not its classes: pytest would collect them here.
 from tests import export_testing
 from tests.bijector_testing import perturb
-from tests.export_testing import MAX_NUM_SAMPLES, assert_close_relative
+from tests.export_testing import MAX_NUM_SAMPLES, assert_close_relative, one_hot
 from tests.training_testing import REPO_ROOT, tiny_config
 from tests.workdir_testing import write_workdir
-from tfp_realnvp import data, dequantization, ood
+from tfp_realnvp import RealNVP, data, dequantization, ood
 from tfp_realnvp.serving import export, saved_model_distribution, serving_module
 from tfp_realnvp.training import flow_builder
 
@@ -292,12 +292,52 @@ class OodScoreExportTest(OodScoreExports, export_testing.WorkspaceTestCase):
 
   def test_serving_module_refuses_a_threshold_it_cannot_serve(self):
     for flow, threshold, message in [
-      (export_testing.small_vector_flow(), 1.0, "needs an unconditional flow of pixel data"),
+      (export_testing.small_vector_flow(), 1.0, r"needs a flow of pixel data \(`num_bits` not None\)"),
+      (conditional_image_flow(), 1.0, "class-conditional with its `label_log_prior`"),
       (self.flow, np.nan, "must be a finite number; got nan"),
       (self.flow, True, "must be a finite number; got True"),
     ]:
       with self.subTest(message=message), self.assertRaisesRegex(ValueError, "^`ood_threshold` .*" + message):
         serving_module.ServingModule(flow, ood_threshold=threshold)
+
+
+def conditional_image_flow():
+  """A small digits flow conditioned on one-hot labels, with moved batch-norm averages and perturbed."""
+  overrides = {**export_testing.IMAGE_OVERRIDES, "num_scales": 1}
+  flow = RealNVP.from_preset("digits", **overrides, conditional_event_shape=(export_testing.NUM_CLASSES,))
+  return export_testing.moved_and_perturbed(flow)
+
+
+class ClassConditionalOodScoreTest(export_testing.WorkspaceTestCase):
+  def test_a_class_conditional_export_scores_the_marginal_likelihood(self):
+    flow = conditional_image_flow()
+    dequantizer = dequantization.UniformDequantizer(EVENT_SHAPE)
+    log_prior = np.log(np.arange(1.0, 11.0) / 55.0)
+    levels = held_out_levels(4, seed=7)
+    path = export.export_saved_model(
+      flow,
+      os.path.join(self.workspace, "exports"),
+      label_log_prior=log_prior,
+      dequantizer=dequantizer,
+      max_flow_evaluations=30,
+      ood_threshold=0.0,
+    )
+    signature = tf.saved_model.load(path).signatures[SIGNATURE]
+    score = signature(x=tf.constant(levels[:3]))["score"]
+    expected = ood.complexity_corrected_score(flow, dequantizer, levels[:3], label_log_prior=log_prior)
+    assert_close_relative(self, expected, score)
+    # The marginal: -log2 of sum_y p(x | y) p(y), per dimension, less the PNG bits.
+    noise = tf.random.stateless_uniform(EVENT_SHAPE, ood.NOISE_SEED)
+    x = data.dequantize(levels[:3], noise)
+    joint = np.stack(
+      [flow.log_prob(x, conditional_input=np.tile(one_hot([y]), [3, 1])) for y in range(10)], -1
+    )
+    marginal = np.logaddexp.reduce(joint + log_prior, axis=-1)
+    png = ood.png_bits_per_dim(levels[:3], 4)
+    assert_close_relative(self, -marginal / (64 * math.log(2.0)) - png, score, rtol=1e-4)
+    # Rows times classes count against the work limit: 4 x 10 > 30.
+    with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "The rows of `x` times the 10 classes"):
+      signature(x=tf.constant(levels))
 
 
 class HeldOutSplitTest(export_testing.WorkspaceTestCase):

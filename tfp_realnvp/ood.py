@@ -51,7 +51,7 @@ import typing
 import numpy as np
 import tensorflow as tf
 
-from tfp_realnvp import dequantization
+from tfp_realnvp import classifier, dequantization
 from tfp_realnvp.internal import bits
 
 __all__ = [
@@ -88,20 +88,32 @@ def _event_rank(levels, event_shape):
   return levels.shape.rank - len(event_shape)
 
 
-def discrete_bits_per_dim(flow, dequantizer, levels, seed=NOISE_SEED):
+def _marginal_log_prob_fn(flow, label_log_prior):
+  """`x -> log p(x)` in inference mode: the flow's own, or for a flow conditioned on one-hot labels
+  (`conditional_event_shape=(num_classes,)`) the marginal `logsumexp_y log p(x | y) + log p(y)` with
+  `label_log_prior` `log p(y)` (None: uniform), `num_classes` flow evaluations per row."""
+  if flow.conditional_event_shape is None:
+    return lambda x: flow.log_prob(x, training=False)
+  (num_classes,) = flow.conditional_event_shape
+  return lambda x: classifier.marginal_log_prob(flow, x, num_classes, label_log_prior)
+
+
+def discrete_bits_per_dim(flow, dequantizer, levels, seed=NOISE_SEED, label_log_prior=None):
   """The raw score: the one-draw bound on `-log2 P(levels) / D`, float32 `[batch]`, in inference mode.
 
   `log p(v + u) - log q(u | v)` for `u` from one noise image `e ~ U[0, 1)^D` (`tf.random.stateless_uniform`
   with `seed`) that every row shares, so a row's score does not depend on its batch; with a
   `UniformDequantizer` it is `flow.bits_per_dim(levels + e)`. A row outside the flow's support scores `+inf`.
-  `levels` `[batch, *event_shape]` are integer pixel levels (see `pixel_levels`).
+  `levels` `[batch, *event_shape]` are integer pixel levels (see `pixel_levels`). For a flow conditioned on
+  one-hot labels, `p(x)` is the marginal over the labels with the prior `label_log_prior` (`log p(y)`; None:
+  uniform), a flow evaluation per row and class.
   """
   levels = tf.convert_to_tensor(levels, flow.dtype)
   event_shape = tf.TensorShape(flow.event_shape).as_list()
   noise = tf.random.stateless_uniform(event_shape, seed, dtype=flow.dtype)
   noise = tf.broadcast_to(noise, tf.shape(levels))
   log_weights = dequantization.log_weights(
-    lambda x: flow.log_prob(x, training=False), dequantizer, levels, noise
+    _marginal_log_prob_fn(flow, label_log_prior), dequantizer, levels, noise
   )
   return tf.cast(bits.bits_per_dim(log_weights, math.prod(event_shape)), tf.float32)
 
@@ -133,14 +145,14 @@ def png_bits_per_dim(levels, num_bits, compression=DEFAULT_PNG_COMPRESSION):
 
 
 def complexity_corrected_score(
-  flow, dequantizer, levels, compression=DEFAULT_PNG_COMPRESSION, seed=NOISE_SEED
+  flow, dequantizer, levels, compression=DEFAULT_PNG_COMPRESSION, seed=NOISE_SEED, label_log_prior=None
 ):
   """`discrete_bits_per_dim - png_bits_per_dim` (Serrà et al. 2020, per dimension), float32 `[batch]`: how
-  many more bits/dim the flow needs for an image than PNG does; higher is more unusual."""
+  many more bits/dim the flow needs for an image than PNG does; higher is more unusual. `label_log_prior` for
+  a class-conditional flow, as for `discrete_bits_per_dim`."""
   levels = tf.convert_to_tensor(levels, tf.float32)
-  return discrete_bits_per_dim(flow, dequantizer, levels, seed) - png_bits_per_dim(
-    levels, flow.num_bits, compression
-  )
+  raw = discrete_bits_per_dim(flow, dequantizer, levels, seed, label_log_prior)
+  return raw - png_bits_per_dim(levels, flow.num_bits, compression)
 
 
 def threshold_at_false_positive_rate(scores, false_positive_rate=DEFAULT_FALSE_POSITIVE_RATE):

@@ -7,8 +7,8 @@ conditional flow, `classify` given `label_log_prior`, `discrete_bits_per_dim` gi
 Every signature runs batch norm in inference mode (running averages), so a row's outputs do not depend on the
 rest of its batch. The graph holds only core TensorFlow ops: loading it needs neither this package nor
 TensorFlow Probability. `export_workdir` exports the flow of a training run's checkpoint with its dequantizer
-(`discrete_bits_per_dim`), `classify` for a `condition="label"` run, and for an unconditional run `ood_score`
-with its threshold set on held-out in-distribution images (`held_out_split`).
+(`discrete_bits_per_dim`), `classify` for a `condition="label"` run, and `ood_score` with its threshold set
+on held-out in-distribution images (`held_out_split`).
 
 `saved_model_distribution.load_distribution` turns an export back into a read-only `tfd.Distribution`.
 """
@@ -167,7 +167,8 @@ def export_saved_model(
       for `classify`; rows times draws for `discrete_bits_per_dim`); None (the default) derives it from the
       flow's operations per row (`serving_module.default_max_flow_evaluations`). `saved_model_cli show --all`
       prints it with `max_num_samples` (the `limits` function).
-    ood_threshold: None, or for an unconditional flow of pixel data a finite threshold on
+    ood_threshold: None, or for a flow of pixel data (unconditional, or class-conditional with
+      `label_log_prior`: its marginal `p(x)`) a finite threshold on
       `ood.complexity_corrected_score`: adds the `ood_score` signature (`score`, and `is_outlier` for a score
       above it). Set it from held-out in-distribution scores with `ood.threshold_at_false_positive_rate`.
     ood_false_positive_rate: the share of held-out scores above `ood_threshold`, recorded beside it (the
@@ -211,8 +212,8 @@ def export_saved_model(
 
 class WorkdirExport(typing.NamedTuple):
   """What `export_workdir` exported: the version directory written, the checkpoint exported, the run's
-  dataset and the flow's number of trainable parameters; for an `ood_score` export its threshold and the
-  `HeldOutSplit` it was set on (None without the signature)."""
+  dataset and the flow's number of trainable parameters; the `ood_score` threshold and the `HeldOutSplit` it
+  was set on (None for an export made otherwise)."""
 
   path: str
   checkpoint: str
@@ -257,8 +258,9 @@ def held_out_split(config, ood_split=None):
   return HeldOutSplit(train_split, "the run's training split: no validation split held out", held_out=False)
 
 
-def _held_out_scores(flow, dequantizer, config, split):
-  """`ood.complexity_corrected_score` of the first `MAX_HELD_OUT_IMAGES` images of `split`, a NumPy array."""
+def _held_out_scores(flow, dequantizer, config, split, label_log_prior):
+  """`ood.complexity_corrected_score` of the first `MAX_HELD_OUT_IMAGES` images of `split`, a NumPy array
+  (`label_log_prior` for a class-conditional flow: its marginal `p(x)`)."""
   images = data.load(
     config.dataset,
     split,
@@ -268,7 +270,11 @@ def _held_out_scores(flow, dequantizer, config, split):
     image_size=config.image_size,
     seed=config.seed,
   )
-  score = tf.function(lambda x: ood.complexity_corrected_score(flow, dequantizer, ood.pixel_levels(x)))
+  score = tf.function(
+    lambda x: ood.complexity_corrected_score(
+      flow, dequantizer, ood.pixel_levels(x), label_log_prior=label_log_prior
+    )
+  )
   scores, count = [], 0
   for batch in images:
     batch = batch[: MAX_HELD_OUT_IMAGES - count]
@@ -301,7 +307,8 @@ def export_workdir(
   signature, with the label frequencies of the run's training split as `p(y)`, as training used them
   (`data.label_counts`).
 
-  An unconditional run's export has the `ood_score` signature, its threshold flagging
+  The export has the `ood_score` signature (for a `condition="label"` run, of the marginal `p(x)` with that
+  `p(y)`), its threshold flagging
   `ood_false_positive_rate` of the scores of the first `MAX_HELD_OUT_IMAGES` images of `held_out_split(config,
   ood_split)` (never a test split): reading them needs the run's data where the export runs.
   """
@@ -311,11 +318,9 @@ def export_workdir(
   label_log_prior = None
   if config.condition == "label":  # `p(y)` as the run's evaluation took it
     label_log_prior = classifier.log_prior_of_counts(evaluation.train_label_counts(config))
-  ood_threshold = split = None
-  if config.condition is None:
-    split = held_out_split(config, ood_split)
-    scores = _held_out_scores(flow, dequantizer, config, split.name)
-    ood_threshold = ood.threshold_at_false_positive_rate(scores, ood_false_positive_rate)
+  split = held_out_split(config, ood_split)
+  scores = _held_out_scores(flow, dequantizer, config, split.name, label_log_prior)
+  ood_threshold = ood.threshold_at_false_positive_rate(scores, ood_false_positive_rate)
   path = export_saved_model(
     flow,
     export_base,
@@ -326,7 +331,7 @@ def export_workdir(
     dequantizer,
     max_flow_evaluations=max_flow_evaluations,
     ood_threshold=ood_threshold,
-    ood_false_positive_rate=None if ood_threshold is None else ood_false_positive_rate,
+    ood_false_positive_rate=ood_false_positive_rate,
   )
   num_parameters = sum(variable.shape.num_elements() for variable in flow.trainable_variables)
   return WorkdirExport(path, checkpoint, config.dataset, num_parameters, ood_threshold, split)

@@ -7,7 +7,7 @@ r"""`ServingModule`: a flow's inference-mode computations as `tf.function`s with
 | `encode` | `x` float32 `[batch, *event_shape]` | `z` float32 `[batch, *event_shape]` |
 | `decode` | `z` float32 `[batch, *event_shape]` | `x` float32 `[batch, *event_shape]` |
 | `classify` (class-conditional exports only) | `x` float32 `[batch, *event_shape]` | `log_probs` float32 `[batch, num_classes]` (`log p(y \| x)`), `label` int64 `[batch]` (its argmax; -1 for an invalid row), `log_prob` float32 `[batch]` (the marginal `log p(x)`) |
-| `ood_score` (exports of image flows given an `ood_threshold`) | `x` float32 `[batch, *event_shape]` (pixel values in `[0, 2**num_bits)`: levels `v` or dequantized `v + u`, scored as `floor(x)`) | `score` float32 `[batch]` (`ood.complexity_corrected_score`), `is_outlier` bool `[batch]` (`score > ood_threshold`) |
+| `ood_score` (exports of image flows given an `ood_threshold`; class-conditional ones also need `label_log_prior`) | `x` float32 `[batch, *event_shape]` (pixel values in `[0, 2**num_bits)`: levels `v` or dequantized `v + u`, scored as `floor(x)`) | `score` float32 `[batch]` (`ood.complexity_corrected_score`), `is_outlier` bool `[batch]` (`score > ood_threshold`) |
 | `discrete_bits_per_dim` (exports with a dequantizer only) | `levels` float32 `[batch, *event_shape]` (integer pixel levels in `[0, 2**num_bits)`), `num_samples` int32 `[]` (`K`, in `[1, max_num_samples]`), `seed` int32 `[2]` | `bits_per_dim` float32 `[batch]` (the bound on `-log2 P(levels) / D`), `log_prob` float32 `[batch]` (the bound on `log P(levels)`, nats) |
 
 A conditional flow's (`conditional_event_shape` not None) `log_prob`, `serving_default`, `encode`, `decode` and
@@ -114,7 +114,8 @@ class ServingModule(tf.Module):
   costs `K` times a `log_prob` request of its batch) is limited by `max_num_samples` as `sample`'s is.
   `max_flow_evaluations` (None: `default_max_flow_evaluations(flow)`) bounds every request's flow evaluations
   (see the module docstring); `limit_values` gives both limits. `ood_threshold` (a finite number, for an
-  unconditional flow of pixel data) adds `ood_score`, flagging scores above it; `ood_false_positive_rate` (the
+  unconditional flow of pixel data, or a class-conditional one given `label_log_prior`, scored by its marginal
+  `p(x)`) adds `ood_score`, flagging scores above it; `ood_false_positive_rate` (the
   share of held-out in-distribution scores above it, None if unknown) is recorded beside it in `ood_settings`.
   """
 
@@ -207,7 +208,7 @@ class ServingModule(tf.Module):
         ],
       )
     self.ood_score = None
-    self._ood_threshold = _checked_ood_threshold(ood_threshold, flow)
+    self._ood_threshold = _checked_ood_threshold(ood_threshold, flow, self._label_log_prior)
     if self._ood_threshold is not None:
       self._ood_dequantizer = self.dequantizer or dequantization.UniformDequantizer(self._event_shape)
       settings = {"threshold": self._ood_threshold, "png_compression": ood.DEFAULT_PNG_COMPRESSION}
@@ -365,7 +366,16 @@ class ServingModule(tf.Module):
     return {"bits_per_dim": tf.cast(bits_per_dim, tf.float32), "log_prob": tf.cast(log_prob, tf.float32)}
 
   def _ood_score(self, x):
-    x = self._bounded_rows(x, "x")
+    if self._label_log_prior is None:
+      x = self._bounded_rows(x, "x")
+    else:  # the marginal over the classes: a flow evaluation per row and class, as for `classify`
+      x = self._event_rows(x)
+      (num_classes,) = self._conditional_event_shape
+      work = self._within_work_limit(
+        tf.cast(tf.shape(x)[0], tf.int64) * num_classes, f"The rows of `x` times the {num_classes} classes"
+      )
+      with tf.control_dependencies([work]):
+        x = tf.identity(x)
     limit = 2**self._num_bits
     is_pixel = (x >= 0.0) & (x < limit)  # False for NaN
     check = tf.debugging.assert_equal(
@@ -375,7 +385,9 @@ class ServingModule(tf.Module):
     )
     with tf.control_dependencies([check]):
       levels = ood.pixel_levels(x)
-    score = ood.complexity_corrected_score(self.flow, self._ood_dequantizer, levels)
+    score = ood.complexity_corrected_score(
+      self.flow, self._ood_dequantizer, levels, label_log_prior=self._label_log_prior
+    )
     return {"score": score, "is_outlier": score > self._ood_threshold}
 
   def _classify(self, x):
@@ -454,16 +466,16 @@ def _ood_setting_tensors(settings):
   }
 
 
-def _checked_ood_threshold(ood_threshold, flow):
-  """`ood_threshold` as a Python float, checked to be finite and for an unconditional flow of pixel data;
-  None for None."""
+def _checked_ood_threshold(ood_threshold, flow, label_log_prior):
+  """`ood_threshold` as a Python float, checked to be finite and for a flow of pixel data, unconditional or
+  class-conditional with `label_log_prior` (checked already); None for None."""
   if ood_threshold is None:
     return None
-  if flow.num_bits is None or flow.conditional_event_shape is not None:
+  if flow.num_bits is None or (flow.conditional_event_shape is not None and label_log_prior is None):
     raise ValueError(
-      "`ood_threshold` (for an `ood_score` signature) needs an unconditional flow of pixel data (`num_bits` not "
-      f"None); this flow's `num_bits` is {flow.num_bits}, its `conditional_event_shape` "
-      f"{flow.conditional_event_shape}."
+      "`ood_threshold` (for an `ood_score` signature) needs a flow of pixel data (`num_bits` not None), "
+      "unconditional or class-conditional with its `label_log_prior`; this flow's `num_bits` is "
+      f"{flow.num_bits}, its `conditional_event_shape` {flow.conditional_event_shape}."
     )
   if (
     isinstance(ood_threshold, bool)
