@@ -163,9 +163,31 @@ def train_for(run, clock, on_point):
       return f"non-finite loss or gradient for {skipped} consecutive steps at step {clock.steps}"
     if clock.evaluation_due():
       start = time.perf_counter()
+      _reestimate_batch_norm(run)
       valid_bits_per_dim = run.uniform_bits_per_dim(run.spec.eval_split)[0]
       on_point(valid_bits_per_dim, float(bits_per_dim), time.perf_counter() - start)
   return None
+
+
+def _reestimate_batch_norm(run):
+  """Re-estimates the batch norms' running averages for the evaluated weights as `train_and_evaluate` does
+  before an evaluation, where the trainer can (`config.batch_norm_batches`, on a branch not merged when this was
+  written); otherwise evaluation uses the training's running averages."""
+  estimate = getattr(run.trainer, "estimate_batch_norm_statistics", None)
+  if estimate is None:
+    return
+  config = run.config
+  estimate(
+    lambda: iter(
+      _distributed(
+        run.strategy,
+        dataclasses.replace(config, seed=config.seed + 7_919),
+        run.spec.train_split,
+        training=True,
+        batch_size=config.batch_size,
+      )
+    )
+  )
 
 
 def run(args):
@@ -190,7 +212,8 @@ def run(args):
     config={
       name: getattr(config, name)
       for name in ("dequantization", "logit_alpha", "ema_decay", "l2_coefficient", "learning_rate_decay")
-    },
+    }
+    | {"batch_norm_batches": getattr(config, "batch_norm_batches", None)},
     images={
       "train": protocol.images_digest(split_levels(config.dataset, run_.spec.train_split, config.data_dir)),
       "valid": protocol.images_digest(split_levels(config.dataset, run_.spec.eval_split, config.data_dir)),
