@@ -72,6 +72,10 @@ DEQUANTIZATIONS = ("uniform", "variational")
 # definition (nats, another pixel scale, a missing log-det) would be off by 0.1 to several bits/dim.
 DEFINITION_TOLERANCE = 0.01
 CHECK_IMAGES = 8
+# A side whose process CPU per training second fell below this share of its threads did not have its cores: the
+# peer's OpenMP threads collapse under load (measured here at nice 19 beside another training: 2 threads gave
+# 1.7 images/s, 1 pinned thread 36).
+TRUSTED_CPU_SHARE = 0.75
 
 _REFERENCE_DIR = flags.DEFINE_string("reference_dir", None, "A checkout of chrischute/real-nvp (required).")
 _REFERENCE_PYTHON = flags.DEFINE_string(
@@ -365,6 +369,7 @@ def summarize(settings, results, check, cpu, wall_s):
   for side, result in (("ours", ours), ("peer", peer)):
     summary[side] = dict(
       mode=result.get("mode"),
+      threads=result.get("threads"),
       steps=result.get("steps"),
       train_s=result.get("train_s"),
       images_per_s=result.get("images_per_s"),
@@ -383,11 +388,21 @@ def summarize(settings, results, check, cpu, wall_s):
   digests = [ours.get("images"), peer.get("images")]
   summary["same_images"] = bool(digests[0]) and digests[0] == digests[1]
   summary["definition_check"] = check
+  summary["had_its_cores"] = {side: had_its_cores(summary[side]) for side in ("ours", "peer")}
   summary["wall_s"] = round(wall_s, 1)
   summary["curves"] = dict(
     ours=settings.path("ours.jsonl"), peer=settings.path("peer.jsonl"), png=settings.png
   )
   return summary
+
+
+def had_its_cores(figures):
+  """Whether a side's `cpu_per_wall` reached `TRUSTED_CPU_SHARE` of its threads while it trained (None when
+  it did not report them): when not, its speed, and so its curve and test figure at equal time, are the
+  machine's load's, not its own."""
+  if figures.get("cpu_per_wall") is None or not figures.get("threads"):
+    return None
+  return figures["cpu_per_wall"] >= TRUSTED_CPU_SHARE * figures["threads"]
 
 
 def _settings_from_flags():
@@ -493,7 +508,15 @@ def main(argv):
     f"Fashion-MNIST validation, {settings.minutes:g} training minutes each, {settings.schedule}; {cpu['cpu']} "
     f"(model {cpu['cpu_model_number']})",
   )
-  print(json.dumps(summarize(settings, results, check, cpu, time.perf_counter() - start)), flush=True)
+  summary = summarize(settings, results, check, cpu, time.perf_counter() - start)
+  print(json.dumps(summary), flush=True)
+  for side, trusted in summary["had_its_cores"].items():
+    if trusted is False:
+      print(
+        f"warning: {side} had {summary[side]['cpu_per_wall']} CPU seconds per training second with "
+        f"{summary[side]['threads']} thread(s): the machine was not idle; do not trust this comparison",
+        file=sys.stderr,
+      )
 
 
 _FLAG_NAMES = {

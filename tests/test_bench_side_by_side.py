@@ -325,11 +325,18 @@ class SummaryAndPngTest(tf.test.TestCase):
     self.assertEqual(summary["ours"]["steps"], 900)
     self.assertEqual(summary["cpu_model_number"], "207")
     json.dumps(summary)
+    self.assertEqual(summary["had_its_cores"], dict(ours=None, peer=None))
     peer["images"] = dict(images, test="10000:dd")
     del peer["test"]
     summary = side_by_side.summarize(_settings(), dict(ours=ours, peer=peer), {}, cpu, 12.0)
     self.assertFalse(summary["same_images"])
     self.assertIsNone(summary["peer_minus_ours"])
+
+  def test_a_side_that_did_not_get_its_cores_is_flagged(self):
+    self.assertTrue(side_by_side.had_its_cores(dict(cpu_per_wall=1.9, threads=2)))
+    self.assertFalse(side_by_side.had_its_cores(dict(cpu_per_wall=0.88, threads=2)))
+    self.assertTrue(side_by_side.had_its_cores(dict(cpu_per_wall=0.95, threads=1)))
+    self.assertIsNone(side_by_side.had_its_cores(dict(cpu_per_wall=None, threads=2)))
 
   def test_writes_a_png_of_both_curves_and_of_none(self):
     curves = {
