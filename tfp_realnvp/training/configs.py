@@ -20,6 +20,9 @@ CONDITIONS = (None, "label")
 # The share of all-zeros contexts a class-conditional run trains with by default (measured: `label_dropout`).
 CONDITIONAL_LABEL_DROPOUT = 0.2
 DEQUANTIZATIONS = ("uniform", "variational")
+# Training batches whose mean statistics replace the running averages for evaluation (`batch_norm_batches`) on
+# other datasets than the digits.
+DEFAULT_BATCH_NORM_BATCHES = 50
 
 # How a field may differ from the config a workdir's run started with (`field.metadata["on_resume"]`, checked by
 # `workdirs.check_config`): the model and the data never; the optimization only when named in
@@ -37,6 +40,7 @@ _ADDED_FIELDS = {
   "ema_decay": 0.0,
   "dequantization": "uniform",
   "num_importance_samples": 1,
+  "batch_norm_batches": 0,
 }
 
 
@@ -175,6 +179,14 @@ class TrainConfig:
     (1.0, 0.7), "Prior temperatures of the sample grids.", on_resume=FREE
   )
   seed: int = _field(0, "Seed of the initial weights, dropout and the input pipeline.", on_resume=WITH_FLAG)
+  batch_norm_batches: int = _field(
+    0,
+    "Before every evaluation, sample grid and checkpoint, re-estimate every batch norm's running averages for "
+    "the evaluated (EMA) weights as the mean batch statistics of this many training batches, without changing "
+    "the training's own (0: off, evaluate with the training's running averages; other datasets than digits: "
+    f"{DEFAULT_BATCH_NORM_BATCHES}).",
+    on_resume=FREE,
+  )
   num_importance_samples: int = _field(
     100,
     "Draws K of the importance-weighted test bits/dim reported beside K = 1 (1: K = 1 only).",
@@ -201,7 +213,7 @@ class TrainConfig:
         "an integer >= 1",
         getattr(self, name),
       )
-    for name in ("warmup_steps", "eval_every_steps"):
+    for name in ("warmup_steps", "eval_every_steps", "batch_norm_batches"):
       _check(
         _is_int(getattr(self, name)) and getattr(self, name) >= 0,
         name,
@@ -317,6 +329,7 @@ def get_config(dataset="digits"):
     log_every_steps=100,
     checkpoint_every_steps=1000,
     eval_every_steps=5000,
+    batch_norm_batches=DEFAULT_BATCH_NORM_BATCHES,
   )
 
 

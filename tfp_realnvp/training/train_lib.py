@@ -29,6 +29,7 @@ import tensorflow as tf
 from tfp_realnvp import data, dequantization
 from tfp_realnvp.internal import cpu_features
 from tfp_realnvp.training import (
+  batch_norm_statistics,
   checkpoints,
   configs,
   evaluation,
@@ -52,6 +53,8 @@ __all__ = [
   "train_and_evaluate",
 ]
 
+# The checkpoint's child holding `Trainer.batch_norm_statistics` (`checkpoints.restore_run` reads it).
+CHECKPOINT_STATISTICS = checkpoints.BATCH_NORM_STATISTICS
 SAMPLE_SEED = (2016, 5)  # every sample grid of every run uses this stateless seed
 IMPORTANCE_SEED = evaluation.IMPORTANCE_SEED  # the rotations of every importance-weighted evaluation
 
@@ -63,7 +66,8 @@ class NonFiniteLossError(RuntimeError):
 @dataclasses.dataclass
 class TrainResult:
   """What `train_and_evaluate` returns: the trained flow (with the weights it was evaluated with: the averages
-  when `config.ema_decay` is set), its step and the final metrics."""
+  when `config.ema_decay` is set, and the batch-norm statistics re-estimated for them with
+  `config.batch_norm_batches`), its step and the final metrics."""
 
   flow: object
   step: int
@@ -104,6 +108,13 @@ class Trainer:
   weights, updated after every applied step (not after a skipped one) and checkpointed with them;
   `evaluate_metrics` and `sample_grid` then use the averages (`evaluation_weights`), while training goes on
   with the flow's own weights. 0 (the default) keeps none.
+
+  `batch_norm_batches > 0` keeps `batch_norm_statistics`, a `batch_norm_statistics.BatchNormStatistics` of
+  every batch norm's running averages (the flow's and the dequantizer's) re-estimated for the evaluated weights
+  by `estimate_batch_norm_statistics` (the mean batch statistics of that many training-mode passes) and
+  checkpointed with the step they are for; while they are for the current step, `evaluation_weights` (so
+  evaluation and samples) uses them instead of the training's own running averages, which are never changed.
+  0 (the default) keeps none: evaluation uses the training's running averages.
   """
 
   def __init__(
@@ -120,6 +131,7 @@ class Trainer:
     ema_decay=0.0,
     dequantization="uniform",
     label_dropout=0.0,
+    batch_norm_batches=0,
   ):
     self.strategy = strategy
     self.global_batch_size = global_batch_size
@@ -132,6 +144,9 @@ class Trainer:
       )
     self.label_dropout = float(label_dropout)
     self.num_classes = None if label_counts is None else len(self.label_log_prior)
+    if isinstance(batch_norm_batches, bool) or not isinstance(batch_norm_batches, int) or batch_norm_batches < 0:
+      raise ValueError(f"`batch_norm_batches` must be an integer >= 0; got {batch_norm_batches!r}.")
+    self.batch_norm_batches = batch_norm_batches
     # Variables and optimizer slots created in the scope are mirrored across replicas (and workers).
     with strategy.scope():
       self.flow = make_flow()
@@ -156,6 +171,13 @@ class Trainer:
         optional["weight_average"] = self.weight_average
       if self.dequantizer.variables:  # a uniform dequantizer has none: checkpoints stay as they were
         optional["dequantizer"] = self.dequantizer
+      running_averages = [
+        variable for variable in (*self.flow.variables, *self.dequantizer.variables) if not variable.trainable
+      ]
+      self.batch_norm_statistics = None
+      if batch_norm_batches and running_averages:
+        self.batch_norm_statistics = batch_norm_statistics.BatchNormStatistics(running_averages)
+        optional[CHECKPOINT_STATISTICS] = self.batch_norm_statistics
       self.checkpoint = tf.train.Checkpoint(
         flow=self.flow, optimizer=self.optimizer, step=self.step, **optional
       )
@@ -164,10 +186,9 @@ class Trainer:
         f"`label_counts` gives {self.num_classes} classes, so the flow must have "
         f"`conditional_event_shape=({self.num_classes},)`; it has {self.flow.conditional_event_shape}."
       )
-    self._running_averages = [
-      variable for variable in (*self.flow.variables, *self.dequantizer.variables) if not variable.trainable
-    ]
+    self._running_averages = running_averages
     self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
+    self._statistics_pass = batch_norm_statistics.pass_function(strategy, self._replica_loss_terms)
     self.evaluator = evaluation.Evaluator(
       strategy=strategy, flow=self.flow, dequantizer=self.dequantizer, label_log_prior=self.label_log_prior
     )
@@ -213,22 +234,26 @@ class Trainer:
     images, labels = batch
     return images, tf.one_hot(labels, self.num_classes, dtype=self.flow.dtype)
 
-  def _replica_gradients(self, batch):
-    variables = self.trainable_variables
+  def _replica_loss_terms(self, batch):
+    """The training-mode `losses.BitsPerDimLoss` of a per-replica batch (moving the running averages)."""
     images, context = self._images_and_context(batch)
     if self.label_dropout:
       # One draw per image: its whole one-hot label kept, or all zeros.
       kept = tf.random.uniform(tf.shape(context)[:1], dtype=context.dtype) >= self.label_dropout
       context = context * tf.cast(kept, context.dtype)[:, tf.newaxis]
+    return losses.bits_per_dim_loss(
+      self.flow,
+      images,
+      self.l2_coefficient,
+      self.global_batch_size,
+      conditional_input=context,
+      dequantizer=self.dequantizer,
+    )
+
+  def _replica_gradients(self, batch):
+    variables = self.trainable_variables
     with tf.GradientTape() as tape:
-      loss_terms = losses.bits_per_dim_loss(
-        self.flow,
-        images,
-        self.l2_coefficient,
-        self.global_batch_size,
-        conditional_input=context,
-        dequantizer=self.dequantizer,
-      )
+      loss_terms = self._replica_loss_terms(batch)
       data_loss, loss = loss_terms.mean_bits_per_dim, loss_terms.total
       # Dynamic loss scaling: `d(scale * loss) / scale`, so float16 gradients stay above underflow.
       scale = None if self.loss_scale is None else tf.convert_to_tensor(self.loss_scale.scale)
@@ -247,12 +272,23 @@ class Trainer:
   def restore(self, path):
     """Restores the checkpoint file `path` (flow, optimizer, step and loss scale) in the scope; returns its step.
 
+    A checkpoint without re-estimated batch-norm statistics (written with `batch_norm_batches=0` or before
+    there were any) leaves `batch_norm_statistics` for no step.
+
     Raises:
       ConfigError: the checkpoint is not of this model.
     """
+    checkpoint = self.checkpoint
+    if self.batch_norm_statistics is not None:
+      self.batch_norm_statistics.step.assign(-1)
+      if not checkpoints.holds(path, CHECKPOINT_STATISTICS):
+        children = tf.train.TrackableView(checkpoint).children(checkpoint)
+        checkpoint = tf.train.Checkpoint(
+          **{name: child for name, child in children.items() if name != CHECKPOINT_STATISTICS}
+        )
     with self.strategy.scope():  # so restored optimizer slots are mirrored like the variables
       checkpoints.restore(
-        self.checkpoint,
+        checkpoint,
         path,
         f"The checkpoint {path} does not match this model (was the workdir used with another config?)",
         whole_run=True,
@@ -262,10 +298,35 @@ class Trainer:
   def _replica_apply(self, gradients):
     self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
 
+  @contextlib.contextmanager
   def evaluation_weights(self):
     """A context in which the flow holds the weights to evaluate with: the averages of `weight_average` when
-    the trainer keeps one (the flow's own weights come back on leaving it), else its own."""
-    return contextlib.nullcontext() if self.weight_average is None else self.weight_average.applied()
+    the trainer keeps one, else its own; and the batch norms the running averages `batch_norm_statistics`
+    re-estimated for them when these are for the current step (`estimate_batch_norm_statistics`), else the
+    training's own. On leaving it the flow's own weights and running averages come back."""
+    with contextlib.ExitStack() as stack:
+      if self.weight_average is not None:
+        stack.enter_context(self.weight_average.applied())
+      statistics = self.batch_norm_statistics
+      if statistics is not None and statistics.is_for(int(self.step.numpy())):
+        stack.enter_context(statistics.applied())
+      yield
+
+  def estimate_batch_norm_statistics(self, make_batches):
+    """Re-estimates `batch_norm_statistics` for the current step with the weights evaluated (the averages of
+    `weight_average` when kept): the mean batch statistics of `batch_norm_batches` training-mode passes over
+    the distributed batches of the iterator `make_batches()` (training batches, as `train_step` takes them),
+    updating no weight and leaving the training's own running averages as they were.
+
+    Returns None when there is nothing to do (`batch_norm_batches=0`, no batch norm, or already estimated for
+    this step: `make_batches` is then not called), else whether the estimate is finite (if not, evaluation
+    uses the training's running averages).
+    """
+    statistics, step = self.batch_norm_statistics, int(self.step.numpy())
+    if statistics is None or statistics.is_for(step):
+      return None
+    with contextlib.nullcontext() if self.weight_average is None else self.weight_average.applied():
+      return statistics.estimate(self._statistics_pass, make_batches(), self.batch_norm_batches, step)
 
   def evaluate(self, dataset):
     """`(mean bits/dim, number of examples)` over one pass of a distributed `dataset`, in inference mode; the
@@ -340,7 +401,7 @@ def build_trainer(config, strategy=None, spec=None):
 
   Its flow is `flow_builder.build_flow(config, spec)`, its optimizer the paper's Adam
   (`optimization.adam`) with `config`'s learning-rate schedule and clipping; `l2_coefficient`,
-  `jit_compile`, `ema_decay` and `dequantization` are `config`'s. With `config.condition == "label"` it is
+  `jit_compile`, `ema_decay`, `dequantization` and `batch_norm_batches` are `config`'s. With `config.condition == "label"` it is
   class-conditional, with the `label_counts` of `spec.train_split`.
 
   Raises:
@@ -361,6 +422,7 @@ def build_trainer(config, strategy=None, spec=None):
     ema_decay=config.ema_decay,
     dequantization=config.dequantization,
     label_dropout=config.effective_label_dropout,
+    batch_norm_batches=config.batch_norm_batches,
   )
 
 
@@ -468,6 +530,9 @@ def train_and_evaluate(config, workdir, allow_config_change=()):
         shutil.rmtree(scratch_dir, ignore_errors=True)
   if trainer.weight_average is not None:  # the checkpoints keep the training weights
     trainer.weight_average.assign_to_weights()
+  statistics = trainer.batch_norm_statistics
+  if statistics is not None and statistics.is_for(metrics["step"]):
+    statistics.assign_to_running_averages()
   return TrainResult(flow=trainer.flow, step=metrics["step"], metrics=metrics)
 
 
@@ -524,10 +589,27 @@ class _Run:
   workdir: str
   is_chief: bool  # only the chief writes files
 
+  def estimate_batch_norm_statistics(self):
+    """`Trainer.estimate_batch_norm_statistics` on the same training batches every time (a fixed seed), so
+    the statistics of a step do not depend on when they were estimated; a `warning` line if not finite."""
+    config = self.config
+    make_batches = lambda: iter(  # noqa: E731
+      self.trainer.strategy.distribute_datasets_from_function(
+        functools.partial(_load, config, self.spec.train_split, training=True, seed=config.seed + 7_919)
+      )
+    )
+    if self.trainer.estimate_batch_norm_statistics(make_batches) is False:
+      self.reporter.log(
+        "warning",
+        step=int(self.trainer.step.numpy()),
+        batch_norm_statistics="not finite; evaluating with the training's running averages",
+      )
+
 
 def _evaluate_and_report(run):
   """The test bits/dim over the whole eval split and the sample grids: logged, summarized and (chief) saved."""
   trainer, config = run.trainer, run.config
+  run.estimate_batch_norm_statistics()
   figures = trainer.evaluate_metrics(run.eval_dataset)
   test_bits_per_dim, num_examples = figures.pop("bits_per_dim"), figures.pop("num_examples")
   step = int(trainer.step.numpy())
@@ -673,6 +755,7 @@ def _report_skip(run, *, step, consecutive_skips, last_saved, manager):
 
 def _evaluate_during_training(run, *, step):
   """The `eval` log line, bits/dim summary and sample grid at temperature 1 of a periodic evaluation."""
+  run.estimate_batch_norm_statistics()
   eval_bits_per_dim, num_examples = run.trainer.evaluate(run.eval_dataset)
   run.reporter.log("eval", step=step, bits_per_dim=eval_bits_per_dim, examples=num_examples)
   with run.writers.eval.as_default():
@@ -682,12 +765,14 @@ def _evaluate_during_training(run, *, step):
 
 
 def _save_finite(run, *, manager, step, last_saved):
-  """Saves a checkpoint of `step`, unless a weight is not finite: then `NonFiniteLossError`, nothing written."""
+  """Saves a checkpoint of `step`, unless a weight is not finite: then `NonFiniteLossError`, nothing written.
+  The checkpoint holds the batch-norm statistics re-estimated for its step (`batch_norm_batches`)."""
   if not run.trainer.variables_are_finite():
     raise NonFiniteLossError(
       f"Training stopped at step {step}: the weights are not finite, so no checkpoint "
       f"was written. {_advice(last_saved, manager)}"
     )
+  run.estimate_batch_norm_statistics()
   _save_checkpoint(manager, step, last_saved)
 
 
