@@ -6,8 +6,10 @@ with a validation curve, then scores the test images; prints one JSON line.
 
 The config is `configs.get_config(--dataset)` (for `idx:` a 28x28x1 folder: the `mnist` preset, box-exact
 preprocessing, EMA 0.999 of the weights for evaluation, a constant learning rate, L2 5e-5, clipping at 100) with
-the batch size, learning rate, seed, `compute_dtype` (`--mode`), `dequantization` and splits of the flags. The
-one adapter between the bench and the trainer is `train_for(config, clock, on_point)`: everything about how ours
+the batch size, learning rate, seed, `compute_dtype` (`--mode`), `dequantization` and splits of the flags; before
+each validation point the batch norms' statistics are re-estimated for the evaluated weights
+(`batch_norm_batches`), as `train_and_evaluate` does before an evaluation (evaluation time, not counted). The
+one adapter between the bench and the trainer is `train_for(run, clock, on_point)`: everything about how ours
 trains lives there.
 
 Validation points and the like-for-like test figure are the uniform dequantization bound at K = 1,
@@ -170,14 +172,11 @@ def train_for(run, clock, on_point):
 
 
 def _reestimate_batch_norm(run):
-  """Re-estimates the batch norms' running averages for the evaluated weights as `train_and_evaluate` does
-  before an evaluation, where the trainer can (`config.batch_norm_batches`, on a branch not merged when this was
-  written); otherwise evaluation uses the training's running averages."""
-  estimate = getattr(run.trainer, "estimate_batch_norm_statistics", None)
-  if estimate is None:
-    return
+  """`train_and_evaluate`'s step before an evaluation: the batch norms' running averages re-estimated for the
+  evaluated (EMA) weights from `config.batch_norm_batches` training batches of a fixed seed (`Trainer.
+  estimate_batch_norm_statistics`; nothing when 0 or already done for this step)."""
   config = run.config
-  estimate(
+  run.trainer.estimate_batch_norm_statistics(
     lambda: iter(
       _distributed(
         run.strategy,
@@ -213,7 +212,7 @@ def run(args):
       name: getattr(config, name)
       for name in ("dequantization", "logit_alpha", "ema_decay", "l2_coefficient", "learning_rate_decay")
     }
-    | {"batch_norm_batches": getattr(config, "batch_norm_batches", None)},
+    | {"batch_norm_batches": config.batch_norm_batches},
     images={
       "train": protocol.images_digest(split_levels(config.dataset, run_.spec.train_split, config.data_dir)),
       "valid": protocol.images_digest(split_levels(config.dataset, run_.spec.eval_split, config.data_dir)),
