@@ -41,7 +41,8 @@ and test figures, the digests of the images it read), then a summary line (the C
 and bfloat16 flags, wall times, the test figures side by side, `peer_minus_ours`, the definition check), and
 writes one PNG of both validation curves against training time (`--png`). The curve files, the images given to
 the peer and our run's workdir (a `train.py` workdir: `train.py --workdir=...` evaluates or exports it) are in
-`--workdir`; a rerun replaces them.
+`--workdir`; a rerun replaces those of the sides it trains (`--sides`: both by default, or one, such as ours
+again with `--our_dequantization=variational` in another `--workdir`).
 """
 
 import concurrent.futures
@@ -125,6 +126,12 @@ _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Both sides' Adam lea
 _SEED = flags.DEFINE_integer("seed", 0, "Both sides' seed.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/side_by_side", "Curve files, the peer's images, our run.")
 _PNG = flags.DEFINE_string("png", None, "The curves' PNG (None: <workdir>/curves.png).")
+_SIDES = flags.DEFINE_list(
+  "sides",
+  ["ours", "peer"],
+  "The sides to train: both, or one (e.g. ours again with --our_dequantization=variational, beside a peer "
+  "already run with the same flags).",
+)
 _TIMEOUT_MINUTES = flags.DEFINE_float(
   "timeout_minutes",
   90.0,
@@ -160,6 +167,7 @@ class Settings:
   workdir: str
   png: str
   timeout_minutes: float
+  sides: tuple = ("ours", "peer")
 
   def path(self, name):
     return os.path.join(self.workdir, name)
@@ -195,6 +203,9 @@ def usage_error(values):
     value = values.get(name)
     if value is not None and not (isinstance(value, int) and value >= 1):
       return f"error: --{name}={value}; expected an integer >= 1"
+  sides = values.get("sides") or []
+  if not sides or set(sides) - {"ours", "peer"} or len(set(sides)) != len(sides):
+    return f"error: --sides={','.join(sides)}; expected ours, peer or ours,peer"
   for name in ("train_split", "valid_split", "test_split", "importance_split"):
     if not values.get(name):
       return f"error: --{name} is empty; expected a split such as test or train[:50000]"
@@ -265,8 +276,9 @@ def worker_commands(settings):
 
 
 def run_order(settings):
-  """The sides in the order they start."""
-  return ("ours", "peer") if settings.first == "ours" else ("peer", "ours")
+  """The sides of `settings.sides` in the order they start."""
+  order = ("ours", "peer") if settings.first == "ours" else ("peer", "ours")
+  return tuple(side for side in order if side in settings.sides)
 
 
 def _run_side(side, command, env, timeout):
@@ -281,7 +293,7 @@ def run_workers(settings, commands, runner=_run_side):
   order = run_order(settings)
   if settings.schedule == "sequential":
     return {side: runner(side, *commands[side], timeout) for side in order}
-  with concurrent.futures.ThreadPoolExecutor(len(order)) as pool:
+  with concurrent.futures.ThreadPoolExecutor(max(len(order), 1)) as pool:
     futures = {side: pool.submit(runner, side, *commands[side], timeout) for side in order}
     return {side: future.result() for side, future in futures.items()}
 
@@ -435,6 +447,7 @@ def _settings_from_flags():
     workdir=workdir,
     png=_PNG.value or os.path.join(workdir, "curves.png"),
     timeout_minutes=_TIMEOUT_MINUTES.value,
+    sides=tuple(_SIDES.value),
   )
 
 
@@ -485,10 +498,10 @@ def main(argv):
   settings = _settings_from_flags()
   start = time.perf_counter()
   os.makedirs(settings.workdir, exist_ok=True)
-  for name in ("ours.jsonl", "peer.jsonl"):
-    if os.path.exists(settings.path(name)):
-      os.remove(settings.path(name))
-  if os.path.isdir(settings.path("ours")):
+  for side in settings.sides:
+    if os.path.exists(settings.path(f"{side}.jsonl")):
+      os.remove(settings.path(f"{side}.jsonl"))
+  if "ours" in settings.sides and os.path.isdir(settings.path("ours")):
     shutil.rmtree(settings.path("ours"))
   levels, noise = _prepare_images(settings)
   cpu = cpu_description()
@@ -534,6 +547,7 @@ _FLAG_NAMES = {
   "valid_split",
   "test_split",
   "importance_split",
+  "sides",
 }
 
 

@@ -187,7 +187,7 @@ class WorkerCommandTest(tf.test.TestCase):
 
 
 class RunWorkersTest(tf.test.TestCase):
-  def test_sequential_runs_in_order_and_concurrent_runs_both_at_once(self):
+  def test_sequential_runs_in_order_one_side_alone_and_concurrent_both_at_once(self):
     started = []
 
     def runner(side, command, env, timeout):
@@ -198,6 +198,10 @@ class RunWorkersTest(tf.test.TestCase):
     results = side_by_side.run_workers(_settings(first="peer", minutes=2.0), commands, runner)
     self.assertEqual(started, ["peer", "ours"])
     self.assertEqual(results["ours"]["timeout"], (2.0 + 90.0) * 60.0)
+
+    started.clear()
+    side_by_side.run_workers(_settings(sides=("ours",)), commands, runner)
+    self.assertEqual(started, ["ours"])
 
     barrier = threading.Barrier(2, timeout=30)
 
@@ -226,6 +230,7 @@ class UsageErrorTest(tf.test.TestCase):
       valid_split="train[50000:]",
       test_split="test",
       importance_split="test[:1000]",
+      sides=["ours", "peer"],
     )
     values.update(changes)
     return values
@@ -248,6 +253,8 @@ class UsageErrorTest(tf.test.TestCase):
         ("num_importance_samples", 0),
         ("peer_num_blocks", 0),
         ("test_split", ""),
+        ("sides", ["ours", "theirs"]),
+        ("sides", []),
       ):
         problem = side_by_side.usage_error(self._values(checkout, **{name: value}))
         self.assertStartsWith(problem, f"error: --{name}", (name, value))
