@@ -365,9 +365,7 @@ def batch_norm_statistics_mirrored(out_path):
       copies=copies,
       change=max(float(np.max(np.abs(c[0] - r))) for c, r in zip(copies, running)),
       bits_per_dim=trainer.evaluate_metrics(test)["bits_per_dim"],
-      state_change=max(
-        float(np.max(np.abs(v.numpy() - s))) for v, s in zip(trainer.flow.variables, state)
-      ),
+      state_change=max(float(np.max(np.abs(v.numpy() - s))) for v, s in zip(trainer.flow.variables, state)),
     )
   one, two = runs["default"], runs["mirrored"]
   report = dict(
@@ -375,7 +373,8 @@ def batch_norm_statistics_mirrored(out_path):
     replica_difference=max(float(np.max(np.abs(c[0] - c[-1]))) for c in two["copies"]),
     # Relative to the statistic (a variance can be in the hundreds), at least 1.
     strategy_difference=max(
-      float(np.max(np.abs(a[0] - b[0]) / np.maximum(np.abs(a[0]), 1.0))) for a, b in zip(one["copies"], two["copies"])
+      float(np.max(np.abs(a[0] - b[0]) / np.maximum(np.abs(a[0]), 1.0)))
+      for a, b in zip(one["copies"], two["copies"])
     ),
     change=min(one["change"], two["change"]),
     bits_per_dim=[one["bits_per_dim"], two["bits_per_dim"]],

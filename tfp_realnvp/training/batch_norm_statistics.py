@@ -51,7 +51,11 @@ class BatchNormStatistics(tf.Module):
         for variable in running_averages
       ]
       self.step = tf.Variable(
-        -1, dtype=tf.int64, trainable=False, name="step", aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA
+        -1,
+        dtype=tf.int64,
+        trainable=False,
+        name="step",
+        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
       )
 
   @property

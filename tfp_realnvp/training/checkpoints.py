@@ -248,8 +248,10 @@ def restore_run(workdir, checkpoint=None):
       f"`dequantization={config.dequantization!r}`"
     )
   statistics = None
-  if tf.io.gfile.exists(f"{checkpoint}.index") and read_error(checkpoint) is None and holds(
-    checkpoint, BATCH_NORM_STATISTICS
+  if (
+    tf.io.gfile.exists(f"{checkpoint}.index")
+    and read_error(checkpoint) is None
+    and holds(checkpoint, BATCH_NORM_STATISTICS)
   ):
     statistics = batch_norm_statistics.BatchNormStatistics(
       [variable for variable in (*flow.variables, *dequantizer.variables) if not variable.trainable]

@@ -41,6 +41,7 @@ _ADDED_FIELDS = {
   "dequantization": "uniform",
   "num_importance_samples": 1,
   "batch_norm_batches": 0,
+  "max_train_minutes": None,
 }
 
 
@@ -171,6 +172,14 @@ class TrainConfig:
   log_every_steps: int = _field(250, "Steps between log lines.", on_resume=FREE)
   checkpoint_every_steps: int = _field(500, "Steps between checkpoints.", on_resume=FREE)
   eval_every_steps: int = _field(500, "Steps between test evaluations, 0: only at the end.", on_resume=FREE)
+  max_train_minutes: float | None = _field(
+    None,
+    "Stop training at the first step past this many minutes of training (every run of the workdir counted: "
+    "train_seconds.json), then evaluate, sample and checkpoint as at num_train_steps (None: no limit). The "
+    "learning-rate schedule is by steps: with `cosine` the rate has not reached 0 when the budget stops the "
+    "run, so set num_train_steps to what the budget allows (steps/s x seconds) for the full decay.",
+    on_resume=FREE,
+  )
   max_checkpoints_to_keep: int = _field(3, "Checkpoints kept in the workdir.", on_resume=FREE)
 
   # Output.
@@ -229,6 +238,12 @@ class TrainConfig:
     _check(self.seed is not None and _is_int(self.seed), "seed", "an integer", self.seed)
     for name in ("learning_rate", "l2_coefficient", "clip_global_norm", "ema_decay"):
       _check(_is_finite(getattr(self, name)), name, "a finite number", getattr(self, name))
+    _check(
+      self.max_train_minutes is None or (_is_finite(self.max_train_minutes) and self.max_train_minutes > 0),
+      "max_train_minutes",
+      "None or a positive number",
+      self.max_train_minutes,
+    )
     for name in ("logit_alpha", "label_dropout"):
       value = getattr(self, name)
       _check(value is None or _is_finite(value), name, "None or a finite number", value)

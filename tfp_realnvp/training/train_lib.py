@@ -8,7 +8,8 @@ result.metrics["test_bits_per_dim"]
 ```
 
 `workdir` afterwards holds `config.json`, `checkpoints/`, `tensorboard/` (runs `train` and `eval`, with the same
-tags), `metrics.json` and `samples.png`.
+tags), `metrics.json`, `samples.png`, and the training seconds: `train_seconds.json` (at each checkpoint) and
+`validation.jsonl` (at each evaluation; `wall_time.validation_curve` reads it back).
 Running again with the same workdir resumes from the latest checkpoint.
 """
 
@@ -38,6 +39,7 @@ from tfp_realnvp.training import (
   optimization,
   reporting,
   strategies,
+  wall_time,
   weight_averaging,
   workdirs,
 )
@@ -144,7 +146,11 @@ class Trainer:
       )
     self.label_dropout = float(label_dropout)
     self.num_classes = None if label_counts is None else len(self.label_log_prior)
-    if isinstance(batch_norm_batches, bool) or not isinstance(batch_norm_batches, int) or batch_norm_batches < 0:
+    if (
+      isinstance(batch_norm_batches, bool)
+      or not isinstance(batch_norm_batches, int)
+      or batch_norm_batches < 0
+    ):
       raise ValueError(f"`batch_norm_batches` must be an integer >= 0; got {batch_norm_batches!r}.")
     self.batch_norm_batches = batch_norm_batches
     # Variables and optimizer slots created in the scope are mirrored across replicas (and workers).
@@ -520,7 +526,10 @@ def train_and_evaluate(config, workdir, allow_config_change=()):
         reporter=reporter,
         workdir=workdir,
         is_chief=is_chief,
+        clock=wall_time.Clock(wall_time.seconds_at(workdir, start_step)),
       )
+      if is_chief:
+        wall_time.truncate_validation(workdir, start_step)
       with run.writers.train.as_default():
         reporting.summary_text("config", _indented(configs.to_json(config)), start_step)
       _train(run, manager=manager, start_step=start_step)
@@ -588,6 +597,7 @@ class _Run:
   reporter: reporting.Reporter
   workdir: str
   is_chief: bool  # only the chief writes files
+  clock: wall_time.Clock  # the training seconds of every run of the workdir
 
   def estimate_batch_norm_statistics(self):
     """`Trainer.estimate_batch_norm_statistics` on the same training batches every time (a fixed seed), so
@@ -614,10 +624,13 @@ def _evaluate_and_report(run):
   test_bits_per_dim, num_examples = figures.pop("bits_per_dim"), figures.pop("num_examples")
   step = int(trainer.step.numpy())
   run.reporter.log("test", step=step, bits_per_dim=test_bits_per_dim, examples=num_examples, **figures)
+  train_seconds = run.clock.seconds()
+  _record_validation(run, step=step, bits_per_dim=test_bits_per_dim, examples=num_examples, final=True)
   metrics = {
     "dataset": config.dataset,
     "split": run.spec.eval_split,
     "step": step,
+    "train_seconds": round(train_seconds, 3),
     "test_bits_per_dim": test_bits_per_dim,
     "num_test_examples": num_examples,
     # A class-conditional run: `test_conditional_bits_per_dim`, `test_accuracy` and `test_class_log_loss`.
@@ -700,9 +713,15 @@ class _Interval:
 
 
 def _train(run, *, manager, start_step):
-  """The training loop from `start_step` to `config.num_train_steps`: logs, evaluates and checkpoints."""
+  """The training loop from `start_step` to `config.num_train_steps`, or to the first step past
+  `config.max_train_minutes` of training: logs, evaluates and checkpoints."""
   trainer, config = run.trainer, run.config
   if start_step >= config.num_train_steps:
+    return
+  if _over_budget(run):
+    run.reporter.log(
+      "budget", step=start_step, train_seconds=run.clock.seconds(), max_train_minutes=config.max_train_minutes
+    )
     return
   # A resumed run reseeds its input, so it does not replay the batches it has already seen.
   train_dataset = trainer.strategy.distribute_datasets_from_function(
@@ -713,6 +732,7 @@ def _train(run, *, manager, start_step):
   batches = iter(train_dataset)
   # Speed counts the training steps only: evaluation and checkpointing are left out.
   interval, consecutive_skips, last_saved, checkpoint_due = _Interval(), 0, start_step, False
+  run.clock.start()
   for step in range(start_step + 1, config.num_train_steps + 1):
     step_start = time.perf_counter()
     bits_per_dim, applied = trainer.train_step(next(batches))
@@ -724,7 +744,8 @@ def _train(run, *, manager, start_step):
         run, step=step, consecutive_skips=consecutive_skips, last_saved=last_saved, manager=manager
       )
     run.reporter.progress(step, bits_per_dim=float(bits_per_dim))
-    last_step = step == config.num_train_steps
+    over_budget = _over_budget(run)
+    last_step = step == config.num_train_steps or over_budget
     if step % config.log_every_steps == 0 or last_step:
       interval.log(run, step)
       interval = _Interval()
@@ -737,6 +758,16 @@ def _train(run, *, manager, start_step):
     if checkpoint_due and not (consecutive_skips and trainer.loss_scale is None and not last_step):
       _save_finite(run, manager=manager, step=step, last_saved=last_saved)
       last_saved, checkpoint_due = step, False
+    if over_budget:
+      run.reporter.log(
+        "budget", step=step, train_seconds=run.clock.seconds(), max_train_minutes=config.max_train_minutes
+      )
+      break
+  # The clock stops with the loop; the last checkpoint's record gets the figure the final metrics report, so a
+  # rerun that only evaluates reports the same.
+  run.clock.stop()
+  if run.is_chief:
+    wall_time.record(run.workdir, step, run.clock.seconds())
   run.writers.train.flush()
   run.writers.eval.flush()
 
@@ -754,14 +785,46 @@ def _report_skip(run, *, step, consecutive_skips, last_saved, manager):
 
 
 def _evaluate_during_training(run, *, step):
-  """The `eval` log line, bits/dim summary and sample grid at temperature 1 of a periodic evaluation."""
+  """The `eval` log line, bits/dim summary and sample grid at temperature 1 of a periodic evaluation, and its
+  line of `validation.jsonl`, with the training seconds so far."""
+  train_seconds = run.clock.seconds()  # what reaching these weights took, not evaluating them
   run.estimate_batch_norm_statistics()
   eval_bits_per_dim, num_examples = run.trainer.evaluate(run.eval_dataset)
-  run.reporter.log("eval", step=step, bits_per_dim=eval_bits_per_dim, examples=num_examples)
+  run.reporter.log(
+    "eval", step=step, bits_per_dim=eval_bits_per_dim, examples=num_examples, train_seconds=train_seconds
+  )
+  _record_validation(
+    run, step=step, bits_per_dim=eval_bits_per_dim, examples=num_examples, final=False, seconds=train_seconds
+  )
   with run.writers.eval.as_default():
     reporting.summary_scalar("bits_per_dim", eval_bits_per_dim, step)
     grid = run.trainer.sample_grid(1.0, run.config.num_samples)
     reporting.summary_image(_samples_tag(1.0, step), grid, step)
+
+
+def _record_validation(run, *, step, bits_per_dim, examples, final, seconds=None):
+  """The eval split's bits/dim at `step` against the training seconds: a `validation.jsonl` line (chief) and
+  the eval run's `train_seconds` scalar (TensorBoard: its step axis against bits/dim's)."""
+  seconds = run.clock.seconds() if seconds is None else seconds
+  with run.writers.eval.as_default():
+    reporting.summary_scalar("train_seconds", seconds, step)
+  if run.is_chief:
+    line = dict(step=step, train_seconds=round(seconds, 3), bits_per_dim=bits_per_dim, examples=examples)
+    wall_time.append_validation(run.workdir, _json_safe({**line, "final": final}))
+
+
+def _over_budget(run):
+  """Whether the training seconds have reached `max_train_minutes` (decided alike on every worker)."""
+  budget = run.config.max_train_minutes
+  if budget is None:
+    return False
+  over = run.clock.seconds() >= 60.0 * budget
+  strategy = run.trainer.strategy
+  if getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
+    # Workers' clocks differ: they stop together when any of them is over.
+    flag = strategy.run(lambda: tf.constant(1 if over else 0, tf.int32))
+    over = bool(strategy.reduce(tf.distribute.ReduceOp.MAX, flag, axis=None))
+  return over
 
 
 def _save_finite(run, *, manager, step, last_saved):
@@ -774,6 +837,8 @@ def _save_finite(run, *, manager, step, last_saved):
     )
   run.estimate_batch_norm_statistics()
   _save_checkpoint(manager, step, last_saved)
+  if run.is_chief:
+    wall_time.record(run.workdir, step, run.clock.seconds())
 
 
 def _advice(last_saved, manager):
