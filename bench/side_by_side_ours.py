@@ -149,8 +149,11 @@ def train_for(run, clock, on_point):
   `on_point(valid_bits_per_dim, train_bits_per_dim, eval_s)` whenever a validation point is due (`eval_s`: the
   evaluation's seconds, which the clock does not count).
 
-  The loop is `train_lib`'s `_train` without its step count, logs and checkpoints: `train_and_evaluate` has no
-  wall-time budget yet. This is the one place to change when it gets one."""
+  The loop is `train_lib`'s `_train` without its step count, logs and checkpoints, timed by the bench's
+  `TrainClock` rather than `train_and_evaluate(max_train_minutes=...)`: that budget is the training loop's wall
+  time, periodic evaluations, sample grids and checkpoints included (`wall_time`), while this comparison counts
+  the train steps alone on both sides, so a validation point every few minutes costs neither side training
+  time. This is the one place that decides how ours trains here."""
   config = run.config
   batches = iter(
     _distributed(run.strategy, config, run.spec.train_split, training=True, batch_size=config.batch_size)
