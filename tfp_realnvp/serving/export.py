@@ -308,9 +308,9 @@ def export_workdir(
   (`data.label_counts`).
 
   The export has the `ood_score` signature (for a `condition="label"` run, of the marginal `p(x)` with that
-  `p(y)`), its threshold flagging
-  `ood_false_positive_rate` of the scores of the first `MAX_HELD_OUT_IMAGES` images of `held_out_split(config,
-  ood_split)` (never a test split): reading them needs the run's data where the export runs.
+  `p(y)`), its threshold flagging `ood_false_positive_rate` of the scores of the first `MAX_HELD_OUT_IMAGES`
+  images of `held_out_split(config, ood_split)` (never a test split): reading them needs the run's data where
+  the export runs.
   """
   flow, dequantizer, checkpoint = checkpoints.restore_run(workdir, checkpoint)
   with tf.io.gfile.GFile(checkpoints.config_path(workdir)) as file:

@@ -59,7 +59,7 @@ class SavedModelDistribution(tfd.Distribution):
 
   `log_prob` is the continuous density of dequantized values; `discrete_bits_per_dim` (exports with a
   dequantizer) is the export's bound on the discrete image's `-log2 P(levels) / D`. `ood_score` (exports with
-  that signature, such as every `export_model.py` export of an unconditional run) scores images for being out
+  that signature, such as every `export_model.py` export) scores images for being out
   of distribution with the threshold fixed at export, `ood_settings`.
   """
 
@@ -168,13 +168,13 @@ class SavedModelDistribution(tfd.Distribution):
     Values outside `[0, 2**num_bits)` or not finite are an `InvalidArgumentError` from the graph.
 
     Raises:
-      ValueError: the export has no `ood_score` signature (an older export, a conditional flow's, or one
-        exported without an `ood_threshold`), or `x` is not `[..., *event_shape]`.
+      ValueError: the export has no `ood_score` signature (an older export, or one exported without an
+        `ood_threshold`), or `x` is not `[..., *event_shape]`.
     """
     if self._ood_signature is None:
       raise ValueError(
-        f"The export {self._path} has no `{OOD_SCORE_SIGNATURE_NAME}` signature: export an unconditional image "
-        "flow with `export_model.py` (`export_workdir`), or with `export_saved_model(..., ood_threshold=...)`."
+        f"The export {self._path} has no `{OOD_SCORE_SIGNATURE_NAME}` signature: export an image flow "
+        "with `export_model.py` (`export_workdir`), or with `export_saved_model(..., ood_threshold=...)`."
       )
     outputs = self._call_on_rows(self._ood_signature, "x", x, None)
     return OodScore(outputs["score"], outputs["is_outlier"])
