@@ -262,6 +262,11 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
           },
           {"bits_per_dim": ("float32", [-1]), "log_prob": ("float32", [-1])},
         )
+        # Of the marginal `p(x)`: no context.
+        expected[serving_module.OOD_SCORE_SIGNATURE_NAME] = (
+          {"x": ("float32", event)},
+          {"score": ("float32", [-1]), "is_outlier": ("bool", [-1])},
+        )
       export_testing.assert_signatures(self, self.paths[model], expected, model=model)
 
   def test_rows_do_not_depend_on_their_batch_and_empty_batches_work(self):
