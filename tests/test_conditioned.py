@@ -86,6 +86,18 @@ class ConditionedViewTest(tf.test.TestCase, parameterized.TestCase):
     )
     self.assertAllEqual(view.sample(7, seed=[4, 5]), self.flow.sample(7, seed=[4, 5], conditional_input=c))
 
+  def test_temperature_and_training_pass_through_to_the_flow(self):
+    c = normal([5, CONTEXT], 21)
+    view = self.flow.condition(c)
+    self.assertAllEqual(
+      view.sample(3, seed=[1, 2], temperature=0.5),
+      self.flow.sample([3, 5], seed=[1, 2], temperature=0.5, conditional_input=c),
+    )
+    x = normal([5, DIMS], 22)
+    self.assertAllClose(
+      view.log_prob(x, training=True), self.flow.log_prob(x, training=True, conditional_input=c)
+    )
+
   def test_log_prob_through_the_view_is_base_density_plus_autodiff_log_det(self):
     c = normal([CONTEXT], 4)
     view = self.flow.condition(c)
