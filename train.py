@@ -8,11 +8,16 @@ r"""Trains a RealNVP flow and reports its test bits/dim: a thin command line ove
   python train.py --condition=label --workdir=runs/digits_label      # p(x | label): accuracy, marginal bits/dim
   python train.py --condition=label --train_split='train[:1200]' --eval_split='train[1200:]'  # validation
   python train.py --logit_alpha=0.05 --dequantization=uniform --ema_decay=0 --workdir=runs/paper_recipe
+  python train.py --workdir=runs/fashion --evaluate_only --eval_split=test --num_importance_samples=100 \
+      --max_importance_images=2000        # a finished run's test figures, once, as JSON; writes nothing
 
 Every field of `configs.TrainConfig` is a flag of the same name (`--tpu` sets `tpu_address`;
 `--model=name=VALUE`, repeatable, adds to `model_overrides`, VALUE being JSON such as 0.3, 4, [32, 32] or
 false, or a plain word such as bfloat16). Flags left unset take the dataset's default config
-(`configs.get_config`). Rerunning a command resumes from the latest checkpoint in its workdir; a rerun may
+(`configs.get_config`). `--evaluate_only` evaluates the workdir's latest checkpoint on `--eval_split` (K = 1 over
+every image, and with `--num_importance_samples=K` importance-weighted over every image or the first
+`--max_importance_images`) and prints one JSON object (`workdir_evaluation.evaluate_workdir`), using no other flag
+but `--data_dir`. Rerunning a command resumes from the latest checkpoint in its workdir; a rerun may
 change the loop and output settings and `--num_train_steps`, the optimization settings only when named in
 `--allow_config_change`, the model and the data never. A setting that cannot work, or a workdir that is in
 use or holds another run, prints one `error:` line and exits with 2 (a disk error or a stop on non-finite
@@ -64,6 +69,21 @@ def define_flags(flag_values=flags.FLAGS):
     "Optimization settings a resumed run may change from the workdir's config.json, such as "
     "learning_rate,batch_size (the loop and output settings and num_train_steps always may; the model and "
     "data never).",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_bool(
+    "evaluate_only",
+    False,
+    "Train nothing: evaluate the workdir's latest checkpoint on --eval_split (required) at K = 1 over every "
+    "image and, with --num_importance_samples=K > 1, importance-weighted over every image or the first "
+    "--max_importance_images; print the figures, the bound each is and the images/s as JSON. Writes nothing.",
+    flag_values=flag_values,
+  )
+  flags.DEFINE_integer(
+    "max_importance_images",
+    None,
+    "--evaluate_only: the importance-weighted figure over the first this many images of the split only (it "
+    "costs K forward passes per image; the K = 1 figure is always over every image). The JSON says how many.",
     flag_values=flag_values,
   )
   dataset = next(field for field in dataclasses.fields(configs.TrainConfig) if field.name == "dataset")
@@ -190,6 +210,9 @@ def main(argv):
   if len(argv) > 1:
     _exit_with_error(f"unexpected arguments {argv[1:]}; every setting is a --flag (see --help).", status=2)
   try:
+    if flags.FLAGS.evaluate_only:
+      _evaluate_only(flags.FLAGS)
+      return
     config = config_from_flags(flags.FLAGS)
     workdir = flags.FLAGS.workdir or f"runs/{config.dataset.replace('/', '_').replace(':', '_')}"
     train_lib.train_and_evaluate(config, workdir, flags.FLAGS.allow_config_change)
@@ -205,6 +228,22 @@ def main(argv):
       "to resume from the last one.",
       status=130,
     )
+
+
+def _evaluate_only(flag_values):
+  """`--evaluate_only`: the JSON report of `workdir_evaluation.evaluate_workdir` on stdout."""
+  from tfp_realnvp.training import workdir_evaluation
+
+  if not flag_values.workdir or not flag_values.eval_split:
+    raise configs.ConfigError("--evaluate_only needs --workdir and --eval_split (such as test).")
+  report = workdir_evaluation.evaluate_workdir(
+    flag_values.workdir,
+    flag_values.eval_split,
+    flag_values.num_importance_samples or 1,
+    flag_values.max_importance_images,
+    data_dir=flag_values.data_dir,
+  )
+  print(json.dumps(report, indent=2), flush=True)
 
 
 def _first_line(error):

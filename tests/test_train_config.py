@@ -104,7 +104,9 @@ class FlagsTest(tf.test.TestCase, parameterized.TestCase):
     names = {
       train.FLAG_NAMES.get(field.name, field.name) for field in dataclasses.fields(configs.TrainConfig)
     }
-    self.assertEqual(set(flag_values), names | {"workdir", "allow_config_change"})
+    self.assertEqual(
+      set(flag_values), names | {"workdir", "allow_config_change", "evaluate_only", "max_importance_images"}
+    )
     self.assertTrue({"tpu", "model", "dataset", "compute_dtype", "batch_size"} <= names)
     for name in names:
       self.assertNotEmpty(flag_values[name].help, name)

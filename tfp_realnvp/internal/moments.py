@@ -1,8 +1,21 @@
-"""Batch moments that are exact under `tf.distribute`: N replicas see the statistics of the global batch."""
+"""Batch moments that are exact under `tf.distribute`: N replicas see the statistics of the global batch; the
+running averages every batch norm of the package keeps, and how they move."""
+
+import contextlib
 
 import tensorflow as tf
 
-__all__ = ["assign_moving_averages", "batch_moments", "moments_for_mode", "moving_average_variable"]
+__all__ = [
+  "assign_moving_averages",
+  "batch_moments",
+  "moments_for_mode",
+  "moving_average_variable",
+  "replacing_momentum",
+]
+
+# The momentum every running-average update traced inside `replacing_momentum` takes instead of its layer's
+# (a module global, not a thread local: `tf.distribute` traces each replica's function in its own thread).
+_momentum_override = []
 
 
 def batch_moments(x, axes):
@@ -49,9 +62,27 @@ def assign_moving_averages(moving_mean, moving_variance, mean, variance, momentu
   no statistics (`tf.nn.moments` gives NaN), so it leaves both averages exactly as they are.
   """
   has_rows = count > 0
+  if _momentum_override:
+    momentum = _momentum_override[-1]
   for average, statistic in ((moving_mean, mean), (moving_variance, variance)):
+    momentum = tf.cast(momentum, average.dtype) if tf.is_tensor(momentum) else momentum
     updated = momentum * average + (1.0 - momentum) * tf.stop_gradient(tf.cast(statistic, average.dtype))
     average.assign(tf.where(has_rows, updated, average))
+
+
+@contextlib.contextmanager
+def replacing_momentum(momentum):
+  """A context in which every running-average update traced (`assign_moving_averages`, so every batch norm of
+  this package in training mode) uses `momentum`, a float or a scalar tensor of the graph being traced, instead
+  of its layer's: `1 - 1 / k` at the `k`-th of several passes makes the running averages the exact mean of
+  their batch statistics (`batch_norm_statistics`). It acts when a function is traced, so a `tf.function`
+  traced inside keeps the momentum it saw; call such a function only for this purpose.
+  """
+  _momentum_override.append(momentum)
+  try:
+    yield
+  finally:
+    _momentum_override.pop()
 
 
 def moments_for_mode(x, moving_mean, moving_variance, momentum, training):

@@ -2,5 +2,7 @@
 
 `configs` (the `TrainConfig` and its presets), `flow_builder` (the flow a config describes), `losses`,
 `optimization`, `strategies` (`tf.distribute`), `checkpoints` and `workdirs` (restore, resume, the lock),
-`weight_averaging` (EMA weights) and `reporting` (log lines, metrics, sample grids).
+`weight_averaging` (EMA weights), `batch_norm_statistics` (batch-norm statistics for the evaluated weights),
+`wall_time` (the training seconds, the budget's clock and the validation curve), `workdir_evaluation` (a
+finished run on another split) and `reporting` (log lines, metrics, sample grids).
 """

@@ -6,8 +6,9 @@ flow, dequantizer, checkpoint = checkpoints.restore_run("runs/digits")  # with t
 ```
 
 A training workdir (`train_lib.train_and_evaluate`) holds `config.json` (`config_path`) and the checkpoints
-of `tf.train.Checkpoint(flow=..., optimizer=..., step=...)` (with `weight_average` for a run with `ema_decay`
-and `dequantizer` for a variational one) under `checkpoints/` (`checkpoint_dir`).
+of `tf.train.Checkpoint(flow=..., optimizer=..., step=...)` (with `weight_average` for a run with `ema_decay`,
+`dequantizer` for a variational one and `batch_norm_statistics` for one with `batch_norm_batches`) under
+`checkpoints/` (`checkpoint_dir`).
 A checkpoint whose files cannot be read whole (a truncated `.index` or `.data` file) is skipped by
 `newest_intact` and refused by `restore`, with one line naming the file.
 """
@@ -20,13 +21,15 @@ import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from tfp_realnvp import dequantization
-from tfp_realnvp.training import configs, flow_builder, weight_averaging
+from tfp_realnvp.training import batch_norm_statistics, configs, flow_builder, weight_averaging
 from tfp_realnvp.training.configs import ConfigError
 
 __all__ = [
+  "BATCH_NORM_STATISTICS",
   "Run",
   "checkpoint_dir",
   "config_path",
+  "holds",
   "newest_intact",
   "read_error",
   "restore",
@@ -38,6 +41,9 @@ __all__ = [
 # variational run's dequantizer (a uniform one has no variables and is not saved).
 _FLOW = "flow"
 _DEQUANTIZER = "dequantizer"
+# The child holding the batch norms' running averages re-estimated for the evaluated weights
+# (`batch_norm_statistics.BatchNormStatistics`), with the step they are for.
+BATCH_NORM_STATISTICS = "batch_norm_statistics"
 # Children a checkpoint may hold that change what the run computes: restoring it into objects without them
 # would silently drop them (a config.json edited to `dequantization=uniform` or `ema_decay=0`).
 _NOT_DROPPED = {_DEQUANTIZER: "a learned dequantizer", "weight_average": "weight averages (`ema_decay`)"}
@@ -125,6 +131,11 @@ def newest_intact(directory):
   return None, skipped
 
 
+def holds(path, name):
+  """Whether the checkpoint file `path` holds a variable under its root's child `name`."""
+  return bool(_saved_variable_keys(path, name))
+
+
 def restore(checkpoint, path, mismatch, whole_run=False):
   """Restores the checkpoint file `path` into `checkpoint`, a `tf.train.Checkpoint`; returns the load status.
 
@@ -191,6 +202,9 @@ def restore_run(workdir, checkpoint=None):
   `workdir/checkpoints/ckpt-3000`) defaults to the latest in `workdir/checkpoints`. A run with `ema_decay`
   gives the flow its averaged weights (the checkpoint's `weight_average`), the ones its evaluation and samples
   used; the dequantizer, which training does not average, gets its trained weights (a uniform one has none).
+  A run with `batch_norm_batches` gives every batch norm (the flow's and the dequantizer's) the running averages
+  re-estimated for those weights at the checkpoint's step (`batch_norm_statistics`), as its evaluation used
+  them; without them (or with none for that step) the training's own running averages stay.
 
   Raises:
     FileNotFoundError: no config or no checkpoint.
@@ -233,9 +247,22 @@ def restore_run(workdir, checkpoint=None):
       f"{mismatch}: the checkpoint holds a learned dequantizer, but the config says "
       f"`dequantization={config.dequantization!r}`"
     )
+  statistics = None
+  if (
+    tf.io.gfile.exists(f"{checkpoint}.index")
+    and read_error(checkpoint) is None
+    and holds(checkpoint, BATCH_NORM_STATISTICS)
+  ):
+    statistics = batch_norm_statistics.BatchNormStatistics(
+      [variable for variable in (*flow.variables, *dequantizer.variables) if not variable.trainable]
+    )
+    objects[BATCH_NORM_STATISTICS] = statistics
+    objects["step"] = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
   restore(tf.train.Checkpoint(**objects), checkpoint, mismatch, whole_run=True)
   if average is not None:
     average.assign_to_weights()
+  if statistics is not None and statistics.is_for(int(objects["step"].numpy())):
+    statistics.assign_to_running_averages()
   return Run(flow, dequantizer, checkpoint)
 
 

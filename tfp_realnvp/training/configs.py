@@ -20,6 +20,9 @@ CONDITIONS = (None, "label")
 # The share of all-zeros contexts a class-conditional run trains with by default (measured: `label_dropout`).
 CONDITIONAL_LABEL_DROPOUT = 0.2
 DEQUANTIZATIONS = ("uniform", "variational")
+# Training batches whose mean statistics replace the running averages for evaluation (`batch_norm_batches`) on
+# other datasets than the digits.
+DEFAULT_BATCH_NORM_BATCHES = 50
 
 # How a field may differ from the config a workdir's run started with (`field.metadata["on_resume"]`, checked by
 # `workdirs.check_config`): the model and the data never; the optimization only when named in
@@ -37,6 +40,8 @@ _ADDED_FIELDS = {
   "ema_decay": 0.0,
   "dequantization": "uniform",
   "num_importance_samples": 1,
+  "batch_norm_batches": 0,
+  "max_train_minutes": None,
 }
 
 
@@ -167,6 +172,14 @@ class TrainConfig:
   log_every_steps: int = _field(250, "Steps between log lines.", on_resume=FREE)
   checkpoint_every_steps: int = _field(500, "Steps between checkpoints.", on_resume=FREE)
   eval_every_steps: int = _field(500, "Steps between test evaluations, 0: only at the end.", on_resume=FREE)
+  max_train_minutes: float | None = _field(
+    None,
+    "Stop training at the first step past this many minutes of training (every run of the workdir counted: "
+    "train_seconds.json), then evaluate, sample and checkpoint as at num_train_steps (None: no limit). The "
+    "learning-rate schedule is by steps: with `cosine` the rate has not reached 0 when the budget stops the "
+    "run, so set num_train_steps to what the budget allows (steps/s x seconds) for the full decay.",
+    on_resume=FREE,
+  )
   max_checkpoints_to_keep: int = _field(3, "Checkpoints kept in the workdir.", on_resume=FREE)
 
   # Output.
@@ -175,6 +188,14 @@ class TrainConfig:
     (1.0, 0.7), "Prior temperatures of the sample grids.", on_resume=FREE
   )
   seed: int = _field(0, "Seed of the initial weights, dropout and the input pipeline.", on_resume=WITH_FLAG)
+  batch_norm_batches: int = _field(
+    0,
+    "Before every evaluation, sample grid and checkpoint, re-estimate every batch norm's running averages for "
+    "the evaluated (EMA) weights as the mean batch statistics of this many training batches, without changing "
+    "the training's own (0: off, evaluate with the training's running averages; other datasets than digits: "
+    f"{DEFAULT_BATCH_NORM_BATCHES}).",
+    on_resume=FREE,
+  )
   num_importance_samples: int = _field(
     100,
     "Draws K of the importance-weighted test bits/dim reported beside K = 1 (1: K = 1 only).",
@@ -201,7 +222,7 @@ class TrainConfig:
         "an integer >= 1",
         getattr(self, name),
       )
-    for name in ("warmup_steps", "eval_every_steps"):
+    for name in ("warmup_steps", "eval_every_steps", "batch_norm_batches"):
       _check(
         _is_int(getattr(self, name)) and getattr(self, name) >= 0,
         name,
@@ -217,6 +238,12 @@ class TrainConfig:
     _check(self.seed is not None and _is_int(self.seed), "seed", "an integer", self.seed)
     for name in ("learning_rate", "l2_coefficient", "clip_global_norm", "ema_decay"):
       _check(_is_finite(getattr(self, name)), name, "a finite number", getattr(self, name))
+    _check(
+      self.max_train_minutes is None or (_is_finite(self.max_train_minutes) and self.max_train_minutes > 0),
+      "max_train_minutes",
+      "None or a positive number",
+      self.max_train_minutes,
+    )
     for name in ("logit_alpha", "label_dropout"):
       value = getattr(self, name)
       _check(value is None or _is_finite(value), name, "None or a finite number", value)
@@ -317,6 +344,7 @@ def get_config(dataset="digits"):
     log_every_steps=100,
     checkpoint_every_steps=1000,
     eval_every_steps=5000,
+    batch_norm_batches=DEFAULT_BATCH_NORM_BATCHES,
   )
 
 

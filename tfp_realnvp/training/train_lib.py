@@ -8,7 +8,8 @@ result.metrics["test_bits_per_dim"]
 ```
 
 `workdir` afterwards holds `config.json`, `checkpoints/`, `tensorboard/` (runs `train` and `eval`, with the same
-tags), `metrics.json` and `samples.png`.
+tags), `metrics.json`, `samples.png`, and the training seconds: `train_seconds.json` (at each checkpoint) and
+`validation.jsonl` (at each evaluation; `wall_time.validation_curve` reads it back).
 Running again with the same workdir resumes from the latest checkpoint.
 """
 
@@ -29,6 +30,7 @@ import tensorflow as tf
 from tfp_realnvp import data, dequantization
 from tfp_realnvp.internal import cpu_features
 from tfp_realnvp.training import (
+  batch_norm_statistics,
   checkpoints,
   configs,
   evaluation,
@@ -37,6 +39,7 @@ from tfp_realnvp.training import (
   optimization,
   reporting,
   strategies,
+  wall_time,
   weight_averaging,
   workdirs,
 )
@@ -52,6 +55,8 @@ __all__ = [
   "train_and_evaluate",
 ]
 
+# The checkpoint's child holding `Trainer.batch_norm_statistics` (`checkpoints.restore_run` reads it).
+CHECKPOINT_STATISTICS = checkpoints.BATCH_NORM_STATISTICS
 SAMPLE_SEED = (2016, 5)  # every sample grid of every run uses this stateless seed
 IMPORTANCE_SEED = evaluation.IMPORTANCE_SEED  # the rotations of every importance-weighted evaluation
 
@@ -63,7 +68,8 @@ class NonFiniteLossError(RuntimeError):
 @dataclasses.dataclass
 class TrainResult:
   """What `train_and_evaluate` returns: the trained flow (with the weights it was evaluated with: the averages
-  when `config.ema_decay` is set), its step and the final metrics."""
+  when `config.ema_decay` is set, and the batch-norm statistics re-estimated for them with
+  `config.batch_norm_batches`), its step and the final metrics."""
 
   flow: object
   step: int
@@ -104,6 +110,13 @@ class Trainer:
   weights, updated after every applied step (not after a skipped one) and checkpointed with them;
   `evaluate_metrics` and `sample_grid` then use the averages (`evaluation_weights`), while training goes on
   with the flow's own weights. 0 (the default) keeps none.
+
+  `batch_norm_batches > 0` keeps `batch_norm_statistics`, a `batch_norm_statistics.BatchNormStatistics` of
+  every batch norm's running averages (the flow's and the dequantizer's) re-estimated for the evaluated weights
+  by `estimate_batch_norm_statistics` (the mean batch statistics of that many training-mode passes) and
+  checkpointed with the step they are for; while they are for the current step, `evaluation_weights` (so
+  evaluation and samples) uses them instead of the training's own running averages, which are never changed.
+  0 (the default) keeps none: evaluation uses the training's running averages.
   """
 
   def __init__(
@@ -120,6 +133,7 @@ class Trainer:
     ema_decay=0.0,
     dequantization="uniform",
     label_dropout=0.0,
+    batch_norm_batches=0,
   ):
     self.strategy = strategy
     self.global_batch_size = global_batch_size
@@ -132,6 +146,13 @@ class Trainer:
       )
     self.label_dropout = float(label_dropout)
     self.num_classes = None if label_counts is None else len(self.label_log_prior)
+    if (
+      isinstance(batch_norm_batches, bool)
+      or not isinstance(batch_norm_batches, int)
+      or batch_norm_batches < 0
+    ):
+      raise ValueError(f"`batch_norm_batches` must be an integer >= 0; got {batch_norm_batches!r}.")
+    self.batch_norm_batches = batch_norm_batches
     # Variables and optimizer slots created in the scope are mirrored across replicas (and workers).
     with strategy.scope():
       self.flow = make_flow()
@@ -156,6 +177,13 @@ class Trainer:
         optional["weight_average"] = self.weight_average
       if self.dequantizer.variables:  # a uniform dequantizer has none: checkpoints stay as they were
         optional["dequantizer"] = self.dequantizer
+      running_averages = [
+        variable for variable in (*self.flow.variables, *self.dequantizer.variables) if not variable.trainable
+      ]
+      self.batch_norm_statistics = None
+      if batch_norm_batches and running_averages:
+        self.batch_norm_statistics = batch_norm_statistics.BatchNormStatistics(running_averages)
+        optional[CHECKPOINT_STATISTICS] = self.batch_norm_statistics
       self.checkpoint = tf.train.Checkpoint(
         flow=self.flow, optimizer=self.optimizer, step=self.step, **optional
       )
@@ -164,10 +192,9 @@ class Trainer:
         f"`label_counts` gives {self.num_classes} classes, so the flow must have "
         f"`conditional_event_shape=({self.num_classes},)`; it has {self.flow.conditional_event_shape}."
       )
-    self._running_averages = [
-      variable for variable in (*self.flow.variables, *self.dequantizer.variables) if not variable.trainable
-    ]
+    self._running_averages = running_averages
     self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
+    self._statistics_pass = batch_norm_statistics.pass_function(strategy, self._replica_loss_terms)
     self.evaluator = evaluation.Evaluator(
       strategy=strategy, flow=self.flow, dequantizer=self.dequantizer, label_log_prior=self.label_log_prior
     )
@@ -213,22 +240,26 @@ class Trainer:
     images, labels = batch
     return images, tf.one_hot(labels, self.num_classes, dtype=self.flow.dtype)
 
-  def _replica_gradients(self, batch):
-    variables = self.trainable_variables
+  def _replica_loss_terms(self, batch):
+    """The training-mode `losses.BitsPerDimLoss` of a per-replica batch (moving the running averages)."""
     images, context = self._images_and_context(batch)
     if self.label_dropout:
       # One draw per image: its whole one-hot label kept, or all zeros.
       kept = tf.random.uniform(tf.shape(context)[:1], dtype=context.dtype) >= self.label_dropout
       context = context * tf.cast(kept, context.dtype)[:, tf.newaxis]
+    return losses.bits_per_dim_loss(
+      self.flow,
+      images,
+      self.l2_coefficient,
+      self.global_batch_size,
+      conditional_input=context,
+      dequantizer=self.dequantizer,
+    )
+
+  def _replica_gradients(self, batch):
+    variables = self.trainable_variables
     with tf.GradientTape() as tape:
-      loss_terms = losses.bits_per_dim_loss(
-        self.flow,
-        images,
-        self.l2_coefficient,
-        self.global_batch_size,
-        conditional_input=context,
-        dequantizer=self.dequantizer,
-      )
+      loss_terms = self._replica_loss_terms(batch)
       data_loss, loss = loss_terms.mean_bits_per_dim, loss_terms.total
       # Dynamic loss scaling: `d(scale * loss) / scale`, so float16 gradients stay above underflow.
       scale = None if self.loss_scale is None else tf.convert_to_tensor(self.loss_scale.scale)
@@ -247,12 +278,23 @@ class Trainer:
   def restore(self, path):
     """Restores the checkpoint file `path` (flow, optimizer, step and loss scale) in the scope; returns its step.
 
+    A checkpoint without re-estimated batch-norm statistics (written with `batch_norm_batches=0` or before
+    there were any) leaves `batch_norm_statistics` for no step.
+
     Raises:
       ConfigError: the checkpoint is not of this model.
     """
+    checkpoint = self.checkpoint
+    if self.batch_norm_statistics is not None:
+      self.batch_norm_statistics.step.assign(-1)
+      if not checkpoints.holds(path, CHECKPOINT_STATISTICS):
+        children = tf.train.TrackableView(checkpoint).children(checkpoint)
+        checkpoint = tf.train.Checkpoint(
+          **{name: child for name, child in children.items() if name != CHECKPOINT_STATISTICS}
+        )
     with self.strategy.scope():  # so restored optimizer slots are mirrored like the variables
       checkpoints.restore(
-        self.checkpoint,
+        checkpoint,
         path,
         f"The checkpoint {path} does not match this model (was the workdir used with another config?)",
         whole_run=True,
@@ -262,10 +304,35 @@ class Trainer:
   def _replica_apply(self, gradients):
     self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
 
+  @contextlib.contextmanager
   def evaluation_weights(self):
     """A context in which the flow holds the weights to evaluate with: the averages of `weight_average` when
-    the trainer keeps one (the flow's own weights come back on leaving it), else its own."""
-    return contextlib.nullcontext() if self.weight_average is None else self.weight_average.applied()
+    the trainer keeps one, else its own; and the batch norms the running averages `batch_norm_statistics`
+    re-estimated for them when these are for the current step (`estimate_batch_norm_statistics`), else the
+    training's own. On leaving it the flow's own weights and running averages come back."""
+    with contextlib.ExitStack() as stack:
+      if self.weight_average is not None:
+        stack.enter_context(self.weight_average.applied())
+      statistics = self.batch_norm_statistics
+      if statistics is not None and statistics.is_for(int(self.step.numpy())):
+        stack.enter_context(statistics.applied())
+      yield
+
+  def estimate_batch_norm_statistics(self, make_batches):
+    """Re-estimates `batch_norm_statistics` for the current step with the weights evaluated (the averages of
+    `weight_average` when kept): the mean batch statistics of `batch_norm_batches` training-mode passes over
+    the distributed batches of the iterator `make_batches()` (training batches, as `train_step` takes them),
+    updating no weight and leaving the training's own running averages as they were.
+
+    Returns None when there is nothing to do (`batch_norm_batches=0`, no batch norm, or already estimated for
+    this step: `make_batches` is then not called), else whether the estimate is finite (if not, evaluation
+    uses the training's running averages).
+    """
+    statistics, step = self.batch_norm_statistics, int(self.step.numpy())
+    if statistics is None or statistics.is_for(step):
+      return None
+    with contextlib.nullcontext() if self.weight_average is None else self.weight_average.applied():
+      return statistics.estimate(self._statistics_pass, make_batches(), self.batch_norm_batches, step)
 
   def evaluate(self, dataset):
     """`(mean bits/dim, number of examples)` over one pass of a distributed `dataset`, in inference mode; the
@@ -340,7 +407,7 @@ def build_trainer(config, strategy=None, spec=None):
 
   Its flow is `flow_builder.build_flow(config, spec)`, its optimizer the paper's Adam
   (`optimization.adam`) with `config`'s learning-rate schedule and clipping; `l2_coefficient`,
-  `jit_compile`, `ema_decay` and `dequantization` are `config`'s. With `config.condition == "label"` it is
+  `jit_compile`, `ema_decay`, `dequantization` and `batch_norm_batches` are `config`'s. With `config.condition == "label"` it is
   class-conditional, with the `label_counts` of `spec.train_split`.
 
   Raises:
@@ -361,6 +428,7 @@ def build_trainer(config, strategy=None, spec=None):
     ema_decay=config.ema_decay,
     dequantization=config.dequantization,
     label_dropout=config.effective_label_dropout,
+    batch_norm_batches=config.batch_norm_batches,
   )
 
 
@@ -458,7 +526,10 @@ def train_and_evaluate(config, workdir, allow_config_change=()):
         reporter=reporter,
         workdir=workdir,
         is_chief=is_chief,
+        clock=wall_time.Clock(wall_time.seconds_at(workdir, start_step)),
       )
+      if is_chief:
+        wall_time.truncate_validation(workdir, start_step)
       with run.writers.train.as_default():
         reporting.summary_text("config", _indented(configs.to_json(config)), start_step)
       _train(run, manager=manager, start_step=start_step)
@@ -468,6 +539,9 @@ def train_and_evaluate(config, workdir, allow_config_change=()):
         shutil.rmtree(scratch_dir, ignore_errors=True)
   if trainer.weight_average is not None:  # the checkpoints keep the training weights
     trainer.weight_average.assign_to_weights()
+  statistics = trainer.batch_norm_statistics
+  if statistics is not None and statistics.is_for(metrics["step"]):
+    statistics.assign_to_running_averages()
   return TrainResult(flow=trainer.flow, step=metrics["step"], metrics=metrics)
 
 
@@ -523,19 +597,40 @@ class _Run:
   reporter: reporting.Reporter
   workdir: str
   is_chief: bool  # only the chief writes files
+  clock: wall_time.Clock  # the training seconds of every run of the workdir
+
+  def estimate_batch_norm_statistics(self):
+    """`Trainer.estimate_batch_norm_statistics` on the same training batches every time (a fixed seed), so
+    the statistics of a step do not depend on when they were estimated; a `warning` line if not finite."""
+    config = self.config
+    make_batches = lambda: iter(  # noqa: E731
+      self.trainer.strategy.distribute_datasets_from_function(
+        functools.partial(_load, config, self.spec.train_split, training=True, seed=config.seed + 7_919)
+      )
+    )
+    if self.trainer.estimate_batch_norm_statistics(make_batches) is False:
+      self.reporter.log(
+        "warning",
+        step=int(self.trainer.step.numpy()),
+        batch_norm_statistics="not finite; evaluating with the training's running averages",
+      )
 
 
 def _evaluate_and_report(run):
   """The test bits/dim over the whole eval split and the sample grids: logged, summarized and (chief) saved."""
   trainer, config = run.trainer, run.config
+  run.estimate_batch_norm_statistics()
   figures = trainer.evaluate_metrics(run.eval_dataset)
   test_bits_per_dim, num_examples = figures.pop("bits_per_dim"), figures.pop("num_examples")
   step = int(trainer.step.numpy())
   run.reporter.log("test", step=step, bits_per_dim=test_bits_per_dim, examples=num_examples, **figures)
+  train_seconds = run.clock.seconds()
+  _record_validation(run, step=step, bits_per_dim=test_bits_per_dim, examples=num_examples, final=True)
   metrics = {
     "dataset": config.dataset,
     "split": run.spec.eval_split,
     "step": step,
+    "train_seconds": round(train_seconds, 3),
     "test_bits_per_dim": test_bits_per_dim,
     "num_test_examples": num_examples,
     # A class-conditional run: `test_conditional_bits_per_dim`, `test_accuracy` and `test_class_log_loss`.
@@ -618,9 +713,15 @@ class _Interval:
 
 
 def _train(run, *, manager, start_step):
-  """The training loop from `start_step` to `config.num_train_steps`: logs, evaluates and checkpoints."""
+  """The training loop from `start_step` to `config.num_train_steps`, or to the first step past
+  `config.max_train_minutes` of training: logs, evaluates and checkpoints."""
   trainer, config = run.trainer, run.config
   if start_step >= config.num_train_steps:
+    return
+  if _over_budget(run):
+    run.reporter.log(
+      "budget", step=start_step, train_seconds=run.clock.seconds(), max_train_minutes=config.max_train_minutes
+    )
     return
   # A resumed run reseeds its input, so it does not replay the batches it has already seen.
   train_dataset = trainer.strategy.distribute_datasets_from_function(
@@ -631,6 +732,7 @@ def _train(run, *, manager, start_step):
   batches = iter(train_dataset)
   # Speed counts the training steps only: evaluation and checkpointing are left out.
   interval, consecutive_skips, last_saved, checkpoint_due = _Interval(), 0, start_step, False
+  run.clock.start()
   for step in range(start_step + 1, config.num_train_steps + 1):
     step_start = time.perf_counter()
     bits_per_dim, applied = trainer.train_step(next(batches))
@@ -642,7 +744,8 @@ def _train(run, *, manager, start_step):
         run, step=step, consecutive_skips=consecutive_skips, last_saved=last_saved, manager=manager
       )
     run.reporter.progress(step, bits_per_dim=float(bits_per_dim))
-    last_step = step == config.num_train_steps
+    over_budget = _over_budget(run)
+    last_step = step == config.num_train_steps or over_budget
     if step % config.log_every_steps == 0 or last_step:
       interval.log(run, step)
       interval = _Interval()
@@ -655,6 +758,16 @@ def _train(run, *, manager, start_step):
     if checkpoint_due and not (consecutive_skips and trainer.loss_scale is None and not last_step):
       _save_finite(run, manager=manager, step=step, last_saved=last_saved)
       last_saved, checkpoint_due = step, False
+    if over_budget:
+      run.reporter.log(
+        "budget", step=step, train_seconds=run.clock.seconds(), max_train_minutes=config.max_train_minutes
+      )
+      break
+  # The clock stops with the loop; the last checkpoint's record gets the figure the final metrics report, so a
+  # rerun that only evaluates reports the same.
+  run.clock.stop()
+  if run.is_chief:
+    wall_time.record(run.workdir, step, run.clock.seconds())
   run.writers.train.flush()
   run.writers.eval.flush()
 
@@ -672,23 +785,60 @@ def _report_skip(run, *, step, consecutive_skips, last_saved, manager):
 
 
 def _evaluate_during_training(run, *, step):
-  """The `eval` log line, bits/dim summary and sample grid at temperature 1 of a periodic evaluation."""
+  """The `eval` log line, bits/dim summary and sample grid at temperature 1 of a periodic evaluation, and its
+  line of `validation.jsonl`, with the training seconds so far."""
+  train_seconds = run.clock.seconds()  # what reaching these weights took, not evaluating them
+  run.estimate_batch_norm_statistics()
   eval_bits_per_dim, num_examples = run.trainer.evaluate(run.eval_dataset)
-  run.reporter.log("eval", step=step, bits_per_dim=eval_bits_per_dim, examples=num_examples)
+  run.reporter.log(
+    "eval", step=step, bits_per_dim=eval_bits_per_dim, examples=num_examples, train_seconds=train_seconds
+  )
+  _record_validation(
+    run, step=step, bits_per_dim=eval_bits_per_dim, examples=num_examples, final=False, seconds=train_seconds
+  )
   with run.writers.eval.as_default():
     reporting.summary_scalar("bits_per_dim", eval_bits_per_dim, step)
     grid = run.trainer.sample_grid(1.0, run.config.num_samples)
     reporting.summary_image(_samples_tag(1.0, step), grid, step)
 
 
+def _record_validation(run, *, step, bits_per_dim, examples, final, seconds=None):
+  """The eval split's bits/dim at `step` against the training seconds: a `validation.jsonl` line (chief) and
+  the eval run's `train_seconds` scalar (TensorBoard: its step axis against bits/dim's)."""
+  seconds = run.clock.seconds() if seconds is None else seconds
+  with run.writers.eval.as_default():
+    reporting.summary_scalar("train_seconds", seconds, step)
+  if run.is_chief:
+    line = dict(step=step, train_seconds=round(seconds, 3), bits_per_dim=bits_per_dim, examples=examples)
+    wall_time.append_validation(run.workdir, _json_safe({**line, "final": final}))
+
+
+def _over_budget(run):
+  """Whether the training seconds have reached `max_train_minutes` (decided alike on every worker)."""
+  budget = run.config.max_train_minutes
+  if budget is None:
+    return False
+  over = run.clock.seconds() >= 60.0 * budget
+  strategy = run.trainer.strategy
+  if getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
+    # Workers' clocks differ: they stop together when any of them is over.
+    flag = strategy.run(lambda: tf.constant(1 if over else 0, tf.int32))
+    over = bool(strategy.reduce(tf.distribute.ReduceOp.MAX, flag, axis=None))
+  return over
+
+
 def _save_finite(run, *, manager, step, last_saved):
-  """Saves a checkpoint of `step`, unless a weight is not finite: then `NonFiniteLossError`, nothing written."""
+  """Saves a checkpoint of `step`, unless a weight is not finite: then `NonFiniteLossError`, nothing written.
+  The checkpoint holds the batch-norm statistics re-estimated for its step (`batch_norm_batches`)."""
   if not run.trainer.variables_are_finite():
     raise NonFiniteLossError(
       f"Training stopped at step {step}: the weights are not finite, so no checkpoint "
       f"was written. {_advice(last_saved, manager)}"
     )
+  run.estimate_batch_norm_statistics()
   _save_checkpoint(manager, step, last_saved)
+  if run.is_chief:
+    wall_time.record(run.workdir, step, run.clock.seconds())
 
 
 def _advice(last_saved, manager):
