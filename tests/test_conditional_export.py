@@ -391,6 +391,10 @@ class InProcessConditionalExportTest(export_testing.WorkspaceTestCase):
         samples = distribution.sample(sample_shape, seed=seed, conditional_input=c)
         self.assertEqual(samples.shape, [*np.reshape(sample_shape, [-1]), 3])
         assert_close_relative(self, flow.sample(sample_shape, seed=seed, conditional_input=c), samples)
+    c = state.normal(size=[3, 2]).astype(np.float32)  # a batch of contexts: two samples under each
+    samples = distribution.sample(2, seed=seed, conditional_input=c)
+    self.assertEqual(samples.shape, [2, 3, 3])
+    assert_close_relative(self, flow.sample(2, seed=seed, conditional_input=c), samples)
     c = state.normal(size=[5, 2]).astype(np.float32)
     self.assertNotAllClose(
       distribution.sample(5, seed=seed, conditional_input=c),
@@ -412,11 +416,10 @@ class InProcessConditionalExportTest(export_testing.WorkspaceTestCase):
       distribution.log_prob(x, conditional_input=np.zeros([4, 3], np.float32))
     with self.assertRaisesRegex(ValueError, r"broadcast against those of `x` \[4\]; got shape \[3, 2\]"):
       distribution.log_prob(x, conditional_input=np.zeros([3, 2], np.float32))
-    with self.assertRaisesRegex(
-      ValueError,
-      r"`conditional_input` must have shape `\[\*sample_shape, 2\]` \(sample shape \[5\]\) or `\[2\]`; got shape \[4, 2\]",
-    ):
-      distribution.sample(5, seed=1, conditional_input=np.zeros([4, 2], np.float32))
+    # Four contexts for one sample are a batch (the flow's rule), not a mismatch.
+    self.assertEqual(
+      distribution.sample(1, seed=1, conditional_input=np.zeros([4, 2], np.float32)).shape, [1, 4, 3]
+    )
 
   def test_serving_module_refuses_a_bad_label_log_prior(self):
     uniform = np.full(NUM_CLASSES, -np.log(NUM_CLASSES))

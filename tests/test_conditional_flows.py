@@ -142,10 +142,8 @@ class ConditionalFlowTest(tf.test.TestCase, parameterized.TestCase):
         method(x, conditional_input=tf.zeros([2, 4]))
     with self.assertRaisesRegex(ValueError, missing):
       flow.sample(2, seed=[1, 2])
-    with self.assertRaisesRegex(
-      ValueError, r"`conditional_input` must have shape `\[\*sample_shape, 3\]`.*\[5, 3\]"
-    ):
-      flow.sample(2, seed=[1, 2], conditional_input=tf.zeros([5, 3]))
+    # Five contexts for two samples are a batch, not a mismatch: two samples under each.
+    self.assertEqual(flow.sample(2, seed=[1, 2], conditional_input=tf.zeros([5, 3])).shape, [2, 5, 8, 8, 1])
     with self.assertRaisesRegex(
       ValueError, r"`conditional_input` must have batch dimensions.*`x` \[2\].*\[3, 3\]"
     ):

@@ -293,10 +293,15 @@ class OfflineErrorsTest(tf.test.TestCase):
     empty_dir = tempfile.mkdtemp(dir=self.get_temp_dir())
     data.dataset_spec("mnist", data_dir=empty_dir)  # imports tfds outside the timed call
     start = time.monotonic()
-    with self.assertRaisesRegex(FileNotFoundError, r"download_and_prepare\(\)[\s\S]*data_dir"):
+    with self.assertRaisesRegex(FileNotFoundError, r"download_and_prepare\(\)[\s\S]*data_dir") as raised:
       data.load("mnist", "train", batch_size=8, training=True, data_dir=empty_dir)
     # tfds' default is to retry downloads for minutes before failing.
     self.assertLess(time.monotonic() - start, 2.0)
+    # Both routes: a machine with network access, or the original files here through `manual_dir`.
+    message = str(raised.exception)
+    self.assertIn("on a machine with network access run `tfds build mnist --data_dir=DIR`", message)
+    self.assertIn("download_config=tfds.download.DownloadConfig(manual_dir=MANUAL)", message)
+    self.assertIn("examples/prepare_fashion_mnist.py", message)
 
   def test_unknown_names_list_the_supported_ones(self):
     with self.assertRaisesRegex(

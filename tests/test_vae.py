@@ -150,6 +150,16 @@ class VariationalAutoencoderTest(tf.test.TestCase, parameterized.TestCase):
     expected = vae.prior.log_prob(latents) + vae.decoder(latents).log_prob(images)
     self.assertAllClose(joint.log_prob((latents, images)), expected)
 
+  def test_generative_model_of_a_conditional_prior_takes_the_context(self):
+    vae = _tiny_vae("conditional_realnvp")
+    labels = tf.one_hot([0, 1, 2], NUM_CLASSES)
+    joint = vae.generative_model(conditional_input=labels)
+    latents, images = joint.sample(2, seed=tf.constant([1, 2]))
+    self.assertEqual(latents.shape, [2, 3, LATENT_SIZE])
+    self.assertEqual(images.shape, [2, 3, *EVENT_SHAPE])
+    expected = vae.prior.log_prob(latents, conditional_input=labels) + vae.decoder(latents).log_prob(images)
+    self.assertAllClose(joint.log_prob((latents, images)), expected)
+
   def test_rejects_mismatched_latent_sizes(self):
     encoder = GaussianEncoder(EVENT_SHAPE, LATENT_SIZE, NUM_LEVELS, hidden_units=(8,))
     decoder = DiscretizedLogisticDecoder(LATENT_SIZE, EVENT_SHAPE, NUM_LEVELS, hidden_units=(8,))
@@ -319,7 +329,7 @@ class ConditionalPriorTest(tf.test.TestCase):
       vae.negative_elbo(images, seed, conditional_input=tf.one_hot([0, 1], NUM_CLASSES, dtype=tf.float64))
     with self.assertRaisesRegex(ValueError, r"`log_prior` must have shape \[3\]"):
       vae.marginal_log_likelihood_bounds(images, 3, seed, tf.zeros([4]))
-    with self.assertRaisesRegex(ValueError, "`generative_model` needs an unconditional prior"):
+    with self.assertRaisesRegex(ValueError, "pass the context as `conditional_input`"):
       vae.generative_model()
 
 

@@ -624,10 +624,13 @@ def _tfds_spec(name, *, size, num_bits, data_dir):
 def _not_prepared_error(name, data_dir, error):
   where = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
   return FileNotFoundError(
-    f"tfds dataset {name!r} is not prepared in {where!r} and this pipeline never downloads. On a machine with "
-    f"network access run `tfds build {name} --data_dir=DIR` (or, in Python, "
+    f"tfds dataset {name!r} is not prepared in {where!r} and this pipeline never downloads. Prepare it one of "
+    f"two ways: (1) on a machine with network access run `tfds build {name} --data_dir=DIR` (or, in Python, "
     f"`tfds.builder({name!r}, data_dir=DIR).download_and_prepare()`), copy DIR here and pass it as "
-    f"`data_dir`. (tfds said: {error})"
+    f"`data_dir`; or (2) here, with the dataset's original download files in a folder MANUAL, run "
+    f"`tfds.builder({name!r}, data_dir=DIR).download_and_prepare(download_config="
+    f"tfds.download.DownloadConfig(manual_dir=MANUAL))` (for fashion_mnist from Debian's "
+    f"dataset-fashion-mnist package: examples/prepare_fashion_mnist.py). (tfds said: {error})"
   )
 
 

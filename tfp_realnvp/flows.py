@@ -2,6 +2,7 @@
 
 import math
 import operator
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -13,7 +14,7 @@ import tensorflow_probability as tfp
 # parts hold variables; RealNVP subclasses it for the same reason.
 from tensorflow_probability.python.distributions.transformed_distribution import _TransformedDistribution
 
-from tfp_realnvp import networks
+from tfp_realnvp import conditioned, networks
 from tfp_realnvp.bijectors import AffineCoupling, BatchNorm, KeywordChain, LogitTransform, MultiScale
 from tfp_realnvp.internal import bits, contexts, shapes
 from tfp_realnvp.internal.checks import positive_int, positive_ints
@@ -80,9 +81,16 @@ class RealNVP(_TransformedDistribution):
   every coupling's conditioner also sees the context `c` (see `AffineCoupling`), and every method that maps
   data takes it as `conditional_input`, of shape `[*batch_shape, *conditional_event_shape]`, its batch
   dimensions broadcast against those of the data (`log_prob`, `prob`, `bits_per_dim`, `encode`, `decode`,
-  `interpolate`). `sample(n, conditional_input=c)` takes a context per sample, `[n, *conditional_event_shape]`,
-  or one, `[*conditional_event_shape]`, for all; `experimental_sample_and_log_prob` likewise. The context
-  reaches the couplings through `KeywordChain`, as `training` does. A conditional flow called without a
+  `interpolate`); TFP's spelling for conditional flows, `bijector_kwargs={'conditional_input': c}`, is the same
+  argument on `log_prob`, `prob`, `sample` and `experimental_sample_and_log_prob`. `sample(sample_shape,
+  conditional_input=c)` takes a context per sample, `[*sample_shape, *conditional_event_shape]`, or one,
+  `[*conditional_event_shape]`, for all (any context whose batch shape broadcasts to the sample shape); any
+  other batch of contexts `[*batch, *conditional_event_shape]` is a batch, as for a distribution of that batch
+  shape: the samples are `[*sample_shape, *batch, *event_shape]` (`c` of shape `[200, 5]`: `sample(7)` is
+  `[7, 200, ...]`, but `sample(200)` is one sample per context). `condition(c)` fixes the context and returns
+  an ordinary `tfd.Distribution` of batch shape `batch` (`conditioned.ConditionedRealNVP`), for TFP's joint
+  distributions, `tfd.Independent`, `tfd.Sample` and `tfp.vi`. The flow itself has batch shape `[]`. The
+  context reaches the couplings through `KeywordChain`, as `training` does. A conditional flow called without a
   context, an unconditional one called with one (`conditional_input=None` is no context), or a context of the
   wrong shape is a `ValueError` naming `conditional_input`; a tensor or array of another dtype than the flow's
   (int32, float64, bool) is a `TypeError`, not cast. A row whose context holds NaN or an infinity gets NaN
@@ -99,6 +107,8 @@ class RealNVP(_TransformedDistribution):
   prior = RealNVP(event_shape=(16,), num_couplings=4)  # a VectorRealNVP
   digits = RealNVP.from_preset('digits', conditional_event_shape=(10,))  # p(x | label), one-hot labels
   fives = digits.sample(16, seed=[1, 2], conditional_input=tf.one_hot(5, 10))
+  per_class = digits.condition(tf.eye(10))  # a tfd.Distribution with batch shape [10]
+  grid = per_class.sample(4, seed=[1, 2])  # [4, 10, 8, 8, 1]
   ```
 
   #### References
@@ -196,6 +206,29 @@ class RealNVP(_TransformedDistribution):
         f"A flow has batch shape `[]`, so only `flow[...]` and `flow[()]` apply; got `flow[{slices!r}]`."
       )
     return self.copy()
+
+  def condition(self, conditional_input, name=None):
+    """`p(x | c)` with the context fixed: a `conditioned.ConditionedRealNVP`, an ordinary `tfd.Distribution`.
+
+    Its batch shape is the context's batch shape, `conditional_input` being
+    `[*batch_shape, *conditional_event_shape]`; its event shape is the flow's. `log_prob`, `prob`, `sample` and
+    `experimental_sample_and_log_prob` take no context, so it composes in `tfd.JointDistribution*` (the context
+    drawn from another variable), `tfd.Independent`, `tfd.Sample` and `tfp.vi.fit_surrogate_posterior`. It holds
+    this flow, not a copy: same weights, same variables, trained through it. (Named after the `condition(context)`
+    of conditional distributions in Pyro; `tfd.JointDistribution.experimental_pin` is TFP's own name for fixing
+    values of a joint distribution, which this is not.)
+
+    Raises:
+      ValueError: the flow is unconditional, or the context does not end with `conditional_event_shape`.
+      TypeError: the context has another dtype than the flow.
+    """
+    return conditioned.ConditionedRealNVP(
+      self, conditional_input, validate_args=self.validate_args, name=name
+    )
+
+  def _support_bijector(self):
+    """A bijector from `R^D` onto the support (`RealNVP`): the identity for vectors; image flows say."""
+    return tfb.Identity()
 
   @classmethod
   def from_preset(cls, name, **overrides):
@@ -303,6 +336,7 @@ class RealNVP(_TransformedDistribution):
     return contexts.broadcast_to_batch(x, batch, event_rank), {"conditional_input": context}, finite
 
   def _log_prob(self, x, conditional_input=None, **kwargs):
+    conditional_input = _context_argument(conditional_input, kwargs)
     training = _training_flag(kwargs.get("training", False))
     if tf.is_tensor(training):  # known only when the graph runs: both modes, one taken
       return tf.cond(
@@ -372,13 +406,17 @@ class RealNVP(_TransformedDistribution):
   def _sample_latent_and_data(self, sample_shape, seed, temperature, kwargs):
     """`(z, x, bijector_kwargs, finite_context)`: latent `z = temperature * N(0, I)` and sample
     `x = f^{-1}(z; c)` (NaN where the context is not finite; see `_context_and_data`)."""
-    conditional_input = kwargs.pop("conditional_input", None)
+    kwargs = dict(kwargs)
+    conditional_input = _context_argument(kwargs.pop("conditional_input", None), kwargs)
     sample_shape = _sample_shape_arg(sample_shape)
     temperature = _checked_temperature(temperature, self.dtype)
+    context = contexts.check(conditional_input, self._conditional_event_shape, self.dtype, "This flow")
+    if context is not None:
+      sample_shape = contexts.sampling_shape(sample_shape, context, len(self._conditional_event_shape))
     distribution_kwargs, bijector_kwargs = self._split_kwargs(kwargs)
     z = self.distribution.sample(sample_shape, seed=seed, **distribution_kwargs)
     z = z * tf.cast(temperature, z.dtype)
-    _, context_kwargs, finite_context = self._context_and_data(conditional_input, z, sampling=True)
+    _, context_kwargs, finite_context = self._context_and_data(context, z, sampling=True)
     bijector_kwargs.update(context_kwargs)
     x = self.bijector.forward(z, **bijector_kwargs)
     return (
@@ -590,6 +628,10 @@ class ImageRealNVP(RealNVP):
     low, high = self._data_to_latent.preprocessing.domain
     return tf.constant((low + high) / 2.0, dtype)
 
+  def _support_bijector(self):
+    low, high = self._data_to_latent.preprocessing.domain
+    return tfb.Sigmoid(low=tf.constant(low, self.dtype), high=tf.constant(high, self.dtype))
+
   def pixel_box_mass(self, num_samples=10_000, seed=(0, 0), batch_size=1000, conditional_input=None):
     """`(fraction, standard_error)`, Python floats: the flow's mass inside the pixel box `[0, 2**num_bits)**D`.
 
@@ -749,6 +791,45 @@ def _sample_shape_arg(sample_shape):
         f"got {sample_shape!r}."
       )
   return sample_shape
+
+
+def _context_argument(conditional_input, kwargs):
+  """The context given as `conditional_input=c` or, as TFP's conditional flows take it (`tfb.MaskedAutoregressiveFlow`
+  in a `tfd.TransformedDistribution`), as `bijector_kwargs={'conditional_input': c}`: the two are one argument.
+  Pops `bijector_kwargs` and `distribution_kwargs` from `kwargs`.
+
+  Raises:
+    ValueError: the context given both ways; `bijector_kwargs` with another key; a non-empty
+      `distribution_kwargs` (the standard normal base takes none).
+    TypeError: `bijector_kwargs` that is not a mapping.
+  """
+  bijector_kwargs = kwargs.pop("bijector_kwargs", None)
+  distribution_kwargs = kwargs.pop("distribution_kwargs", None)
+  if distribution_kwargs:
+    raise ValueError(
+      "`distribution_kwargs` must be empty or None: the flow's base distribution (a standard normal) takes no "
+      f"keywords; got keys {sorted(distribution_kwargs)}."
+    )
+  if bijector_kwargs is None:
+    return conditional_input
+  if not isinstance(bijector_kwargs, Mapping):
+    raise TypeError(
+      f"`bijector_kwargs` must be a dict such as `{{'conditional_input': c}}`; got {type(bijector_kwargs).__name__}."
+    )
+  unknown = sorted(set(bijector_kwargs) - {"conditional_input"})
+  if unknown:
+    raise ValueError(
+      f"`bijector_kwargs` may hold only 'conditional_input' (the context, as TFP's conditional flows take it); got "
+      f"{unknown}. `training` and `temperature` are the flow's own keywords: pass them as `training=...`."
+    )
+  if bijector_kwargs.get("conditional_input") is None:
+    return conditional_input
+  if conditional_input is not None:
+    raise ValueError(
+      "The context was given twice, as `conditional_input=` and as `bijector_kwargs={'conditional_input': ...}`; "
+      "pass it one way."
+    )
+  return bijector_kwargs["conditional_input"]
 
 
 def _training_flag(training):

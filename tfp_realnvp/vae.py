@@ -205,22 +205,20 @@ class VariationalAutoencoder(tf.Module):
     """The shape of one context of a conditional prior; None for an unconditional one."""
     return getattr(self.prior, "conditional_event_shape", None)
 
-  def generative_model(self):
-    """`p(z, x)` as a `tfd.JointDistributionCoroutine` over `(z, x)`, in inference mode; unconditional priors only.
+  def generative_model(self, conditional_input=None):
+    """`p(z, x)` as a `tfd.JointDistributionCoroutine` over `(z, x)`, in inference mode.
 
-    A joint distribution scores each part with `log_prob(value)` alone, so it has no way to pass a context.
+    A conditional prior takes the context `c` here, `[*batch, *conditional_event_shape]`: the model is then
+    `p(z | c) p(x | z)`, its prior the flow conditioned on `c` (`RealNVP.condition`), with batch shape `batch`.
     """
-    if self.conditional_event_shape is not None:
-      raise ValueError(
-        "`generative_model` needs an unconditional prior: a joint distribution cannot pass the "
-        f"`conditional_input` that this prior (`conditional_event_shape={self.conditional_event_shape}`) needs; "
-        "use `log_importance_weights(..., conditional_input=c)`."
-      )
-    return tfd.JointDistributionCoroutine(self._latent_then_pixels)
+    self._check_context(conditional_input)
+    prior = self.prior if conditional_input is None else self.prior.condition(conditional_input)
 
-  def _latent_then_pixels(self):
-    latent = yield tfd.JointDistributionCoroutine.Root(self.prior)
-    yield self.decoder(latent)
+    def latent_then_pixels():
+      latent = yield tfd.JointDistributionCoroutine.Root(prior)
+      yield self.decoder(latent)
+
+    return tfd.JointDistributionCoroutine(latent_then_pixels)
 
   def negative_elbo(self, x, seed, training=False, conditional_input=None):
     """`-E_q[log p(x | z)] + KL(q(z | x) || p(z | c))` per example, from one reparameterized sample of `q`.

@@ -23,6 +23,8 @@ __all__ = [
   "check",
   "finite_rows",
   "nan_rows",
+  "sampling_shape",
+  "static_sample_shape",
 ]
 
 
@@ -138,7 +140,12 @@ def broadcast_batch(
     fits = fits | (data_dims == 1)
   else:
     fits = fits & (tf.size(context_batch_shape) <= tf.size(data_batch_shape))
-  what = "sample shape" if sampling else f"batch shape of `{data_name}`"
+  what = (
+    "sample shape (a context per sample, or one for all; for a batch of contexts known only when the graph "
+    "runs, sample `flow.condition(conditional_input)`)"
+    if sampling
+    else f"batch shape of `{data_name}`"
+  )
   check = tf.debugging.Assert(
     tf.reduce_all(fits),
     [
@@ -151,6 +158,42 @@ def broadcast_batch(
   with tf.control_dependencies([check]):
     batch = tf.broadcast_dynamic_shape(data_batch_shape, context_batch_shape)
   return batch, broadcast_to_batch(context, batch, rank)
+
+
+def sampling_shape(sample_shape, context, context_rank):
+  """The shape to draw for `sample(sample_shape, conditional_input=context)`; `context` is `check`'s.
+
+  A context whose batch shape broadcasts to the sample shape is one per sample (or one for all, TFP's convention for
+  a conditional bijector's `conditional_input`): `sample_shape` as it is. Any other batch of contexts is a batch, as
+  for a distribution of that batch shape (`flow.condition(context)`): `[*sample_shape, *context_batch]`. When the
+  shapes are known only when the graph runs, the context is taken as one per sample (checked then).
+  """
+  static_sample = static_sample_shape(sample_shape)
+  if context.shape.rank is None or static_sample.rank is None:
+    return sample_shape  # undecided until the graph runs: one per sample, checked then
+  batch = context.shape[: context.shape.rank - context_rank]
+  aligned = static_sample[static_sample.rank - batch.rank :] if batch.rank <= static_sample.rank else None
+  if aligned is not None and all(
+    b is None or s is None or b in (1, s) for b, s in zip(batch.as_list(), aligned.as_list())
+  ):
+    return (
+      sample_shape  # one context per sample or one for all (an unknown size is checked when the graph runs)
+    )
+  if batch.is_fully_defined() and not tf.is_tensor(sample_shape):
+    return [*static_sample.as_list(), *batch.as_list()]
+  batch_dims = tf.shape(context)[: tf.rank(context) - context_rank]
+  return tf.concat([tf.reshape(tf.cast(sample_shape, tf.int32), [-1]), batch_dims], 0)
+
+
+def static_sample_shape(sample_shape):
+  """`sample_shape` (an int, a sequence of ints or an integer tensor) as a `tf.TensorShape`, unknown sizes None."""
+  value = tf.get_static_value(sample_shape) if tf.is_tensor(sample_shape) else sample_shape
+  if value is not None:
+    return tf.TensorShape(np.reshape(value, [-1]).tolist())
+  if sample_shape.shape.rank == 0:
+    return tf.TensorShape([None])
+  length = sample_shape.shape.num_elements()
+  return tf.TensorShape(None if length is None else [None] * length)
 
 
 def broadcast_to_batch(tensor, batch, event_rank):

@@ -52,7 +52,9 @@ class SavedModelDistribution(tfd.Distribution):
   An export of a conditional flow takes the context as the flow does: `log_prob(x, conditional_input=c)` with
   `c` of shape `[..., *conditional_event_shape]`, its batch dimensions broadcast against those of `x`, and
   `sample(sample_shape, seed, conditional_input=c)` with a context per sample, `[*sample_shape,
-  *conditional_event_shape]`, or one, `[*conditional_event_shape]`, for all. A missing context (for a
+  *conditional_event_shape]`, or one, `[*conditional_event_shape]`, for all, or any other batch of contexts
+  `[*batch, *conditional_event_shape]`, which gives `[*sample_shape, *batch, *event_shape]` (the flow's rule,
+  `internal.contexts.sampling_shape`). A missing context (for a
   conditional export), an extra one (for an unconditional export) or one of the wrong shape is a `ValueError`
   naming `conditional_input`, one of another dtype than float32 a `TypeError` (`internal.contexts`, as for the
   flow); a row whose context is not finite gets what the exported flow gives it, NaN.
@@ -223,6 +225,7 @@ class SavedModelDistribution(tfd.Distribution):
     # The base class draws `n = prod(sample_shape)` samples with `_sample_n`: one context row for each.
     context = self._checked_context(conditional_input)
     if context is not None:
+      sample_shape = contexts.sampling_shape(sample_shape, context, len(self._conditional_event_shape))
       static_value = tf.get_static_value(sample_shape) if tf.is_tensor(sample_shape) else sample_shape
       static_sample_shape = tf.TensorShape(None if static_value is None else np.reshape(static_value, [-1]))
       sample_shape = tf.reshape(tf.cast(sample_shape, tf.int32), [-1])
