@@ -3,6 +3,7 @@
 from unittest import mock
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 from absl.testing import parameterized
@@ -37,6 +38,8 @@ FLOWS = [
   ("image_with_image_context", dict(), (8, 8, 1), (8, 8, 2)),
   ("vector_with_vector_context", dict(event_shape=(4,), num_couplings=4, hidden_units=(16,)), (4,), (3,)),
 ]
+IMAGE_FLOWS = [flow for flow in FLOWS if len(flow[2]) == 3]
+VECTOR_FLOWS = [flow for flow in FLOWS if len(flow[2]) == 1]
 
 
 def data(event_shape, batch, seed):
@@ -233,10 +236,20 @@ def calls_with_a_context(flow, event_shape):
 
 
 class ContextValuesTest(tf.test.TestCase, parameterized.TestCase):
-  @parameterized.named_parameters(*FLOWS)
+  @parameterized.named_parameters(*VECTOR_FLOWS)
   def test_rows_with_a_non_finite_context_are_nan_eagerly_and_in_a_tf_function(
     self, arguments, event_shape, context_shape
   ):
+    self.check_non_finite_context_rows_are_nan(arguments, event_shape, context_shape)
+
+  @parameterized.named_parameters(*IMAGE_FLOWS)
+  @pytest.mark.slow  # every method of an image flow, traced twice
+  def test_rows_with_a_non_finite_context_are_nan_eagerly_and_in_a_tf_function_image(
+    self, arguments, event_shape, context_shape
+  ):
+    self.check_non_finite_context_rows_are_nan(arguments, event_shape, context_shape)
+
+  def check_non_finite_context_rows_are_nan(self, arguments, event_shape, context_shape):
     flow = conditional_flow(context_shape, **arguments)
     x = data(event_shape, 3, seed=5)
     c = context([3, *context_shape], seed=6).numpy()

@@ -281,6 +281,7 @@ class DiscreteBoundExportTest(DiscreteBoundExports, export_testing.LoadedExports
     assert_close_relative(self, self.expected[("conditional", "k5")], results[0][1]["bits_per_dim"])
 
 
+@pytest.mark.slow
 class InProcessDiscreteBoundTest(DiscreteBoundExports, export_testing.WorkspaceTestCase):
   """The same exports loaded back by `load_distribution` in this process: its `discrete_bits_per_dim` is the
   library's bound. (`DiscreteBoundExportTest` loads them in loaders without this package.)"""

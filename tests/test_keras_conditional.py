@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras as tfk
@@ -70,6 +71,7 @@ class ConditionalImageFlowModelTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, r"\(x, conditional_input\)"):
       self.model.evaluate(images_only, verbose=0)
 
+  @pytest.mark.slow  # writes, reloads and trains a .keras file and a SavedModel
   def test_keras_file_and_saved_model_reload_with_equal_log_prob_and_keep_training(self):
     for path in (self.path("conditional.keras"), self.path("conditional_saved_model")):
       self.model.save(path)
@@ -128,6 +130,7 @@ class VectorFlowModelTest(tf.test.TestCase):
     history = model.fit(dataset, epochs=3, verbose=0)
     self.assertLess(history.history["nats_per_dim"][-1], history.history["nats_per_dim"][0])
 
+  @pytest.mark.slow  # writes, reloads and trains a .keras file and a SavedModel
   def test_keras_file_and_saved_model_reload_with_equal_log_prob_and_keep_training(self):
     for path in (self.path("vector.keras"), self.path("vector_saved_model")):
       self.model.save(path)

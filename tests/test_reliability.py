@@ -389,6 +389,7 @@ class DivergenceTest(TempDirTestCase):
     self.assertTrue(np.isfinite(result.metrics["test_bits_per_dim"]))
 
 
+@pytest.mark.slow  # exports, training runs or fresh processes
 class MetricsTest(TempDirTestCase):
   def test_classes_missing_from_the_training_split_warn_and_metrics_json_stays_json(self):
     workdir = os.path.join(self.make_dir(), "run")
@@ -480,6 +481,7 @@ class ClassifierTest(tf.test.TestCase):
         classifier.log_prior_of_counts(counts)
 
 
+@pytest.mark.slow  # two fits
 class ArgumentsNamedTest(tf.test.TestCase):
   def test_fit_on_another_shape_after_a_first_fit_names_x(self):
     model = FlowModel(RealNVP.from_preset("digits", **training_testing.TINY_MODEL))

@@ -470,6 +470,7 @@ class TfdsMockDataTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(resumed.metrics, metrics)
 
 
+@pytest.mark.slow
 class IdxFolderRunTest(tf.test.TestCase):
   def test_a_class_conditional_run_on_a_28x28_idx_folder_takes_the_mnist_preset_and_its_labels(self):
     folder = os.path.join(self.get_temp_dir(), "idx")
