@@ -79,7 +79,8 @@ class DigitsRunTest(tf.test.TestCase, parameterized.TestCase):
         line, rf"^train \| step: {step} \| steps/sec: \d+\.\d\d \| bits_per_dim: \d+\.\d{{4}}$"
       )
     self.assertRegex(
-      "\n".join(self.lines), r"(?m)^eval \| step: 4 \| bits_per_dim: \d+\.\d{4} \| examples: 297$"
+      "\n".join(self.lines),
+      r"(?m)^eval \| step: 4 \| bits_per_dim: \d+\.\d{4} \| examples: 297 \| train_seconds: \d+\.\d+$",
     )
     self.assertRegex(
       "\n".join(self.lines), r"(?m)^test \| step: 6 \| bits_per_dim: \d+\.\d{4} \| examples: 297$"
@@ -98,6 +99,7 @@ class DigitsRunTest(tf.test.TestCase, parameterized.TestCase):
         "dataset",
         "split",
         "step",
+        "train_seconds",
         "test_bits_per_dim",
         "num_test_examples",
         "dequantization",

@@ -87,21 +87,23 @@ def record(workdir, step, seconds):
 
 
 def append_validation(workdir, line):
-  """Appends the JSON object `line` to `workdir`'s `validation.jsonl`."""
-  with open(os.path.join(os.fspath(workdir), VALIDATION_FILE), "a") as file:
-    file.write(json.dumps(line, allow_nan=False) + "\n")
+  """Appends the JSON object `line` to `workdir`'s `validation.jsonl` (the file rewritten atomically: it stays
+  whole, on any file system `tf.io.gfile` writes)."""
+  path = os.path.join(os.fspath(workdir), VALIDATION_FILE)
+  lines = _lines(path) if tf.io.gfile.exists(path) else []
+  _write_lines(path, [*lines, line])
 
 
 def truncate_validation(workdir, step):
   """Drops the lines of `validation.jsonl` after `step`, and its final evaluation of `step`: a run resuming from
   the checkpoint of `step` evaluates those again."""
   path = os.path.join(os.fspath(workdir), VALIDATION_FILE)
-  if not os.path.exists(path):
+  if not tf.io.gfile.exists(path):
     return
   kept = [
     line for line in _lines(path) if line["step"] < step or (line["step"] == step and not line["final"])
   ]
-  workdirs.write_atomically(path, "".join(json.dumps(line) + "\n" for line in kept))
+  _write_lines(path, kept)
 
 
 def validation_curve(workdir):
@@ -113,11 +115,15 @@ def validation_curve(workdir):
     FileNotFoundError: the workdir has no `validation.jsonl` (no evaluation yet, or written before it existed).
   """
   path = os.path.join(os.fspath(workdir), VALIDATION_FILE)
-  if not os.path.exists(path):
+  if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"{path} does not exist: the run in {os.fspath(workdir)} has not evaluated yet.")
   return _lines(path)
 
 
 def _lines(path):
-  with open(path) as file:
-    return [json.loads(line) for line in file if line.strip()]
+  with tf.io.gfile.GFile(path) as file:
+    return [json.loads(line) for line in file.read().splitlines() if line.strip()]
+
+
+def _write_lines(path, lines):
+  workdirs.write_atomically(path, "".join(json.dumps(line, allow_nan=False) + "\n" for line in lines))

@@ -32,7 +32,7 @@ from tfp_realnvp.training.configs import ConfigError
 __all__ = ["check_config", "check_layout", "create", "lock", "lock_path", "write_atomically"]
 
 # What a run writes in its workdir, and whether each is a file or a directory.
-_FILES = ("config.json", "metrics.json", "samples.png")
+_FILES = ("config.json", "metrics.json", "samples.png", "train_seconds.json", "validation.jsonl")
 _DIRECTORIES = ("checkpoints", "tensorboard")
 
 
@@ -142,7 +142,7 @@ def _remove(path):
 
 def check_layout(workdir):
   """Raises `ConfigError` (one line) when something in `workdir` is in the way of what a run writes there:
-  `config.json`, `metrics.json` or `samples.png` that is a directory, `checkpoints` or `tensorboard` that is a
+  `config.json`, `metrics.json`, `samples.png`, `train_seconds.json` or `validation.jsonl` that is a directory, `checkpoints` or `tensorboard` that is a
   file. Called before a run writes anything."""
   workdir = os.fspath(workdir)
   for name in _FILES:
