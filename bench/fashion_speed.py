@@ -44,7 +44,7 @@ def setup(compute_dtype, dequantization, **changes):
 
   def dataset(split, training, seed=0):
     return strategy.distribute_datasets_from_function(
-      functools.partial(train_lib._load, config, split, training=training, seed=seed)
+      functools.partial(train_lib.load_split, config, split, training=training, seed=seed)
     )
 
   return config, trainer, dataset

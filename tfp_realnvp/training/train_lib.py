@@ -52,6 +52,8 @@ __all__ = [
   "TrainResult",
   "Trainer",
   "build_trainer",
+  "load_split",
+  "strategy_for",
   "train_and_evaluate",
 ]
 
@@ -479,7 +481,7 @@ def train_and_evaluate(config, workdir, allow_config_change=()):
     NonFiniteLossError: the loss stayed non-finite for `max_consecutive_non_finite` steps.
   """
   config.validate()
-  strategy = _strategy(config)
+  strategy = strategy_for(config)
   spec = flow_builder.dataset_spec(config)
   if config.batch_size % strategy.num_replicas_in_sync:
     raise ConfigError(
@@ -488,7 +490,7 @@ def train_and_evaluate(config, workdir, allow_config_change=()):
     )
   # Built first so that data that is not prepared fails before the model is built.
   eval_dataset = strategy.distribute_datasets_from_function(
-    functools.partial(_load, config, spec.eval_split, training=False, seed=config.seed)
+    functools.partial(load_split, config, spec.eval_split, training=False, seed=config.seed)
   )
   tf.random.set_seed(config.seed)
   trainer = build_trainer(config, strategy, spec)
@@ -605,7 +607,7 @@ class _Run:
     config = self.config
     make_batches = lambda: iter(  # noqa: E731
       self.trainer.strategy.distribute_datasets_from_function(
-        functools.partial(_load, config, self.spec.train_split, training=True, seed=config.seed + 7_919)
+        functools.partial(load_split, config, self.spec.train_split, training=True, seed=config.seed + 7_919)
       )
     )
     if self.trainer.estimate_batch_norm_statistics(make_batches) is False:
@@ -726,7 +728,7 @@ def _train(run, *, manager, start_step):
   # A resumed run reseeds its input, so it does not replay the batches it has already seen.
   train_dataset = trainer.strategy.distribute_datasets_from_function(
     functools.partial(
-      _load, config, run.spec.train_split, training=True, seed=config.seed + 1_000_003 * start_step
+      load_split, config, run.spec.train_split, training=True, seed=config.seed + 1_000_003 * start_step
     )
   )
   batches = iter(train_dataset)
@@ -907,7 +909,9 @@ def _current_learning_rate(optimizer):
   return float(tf.convert_to_tensor(optimizer.learning_rate))
 
 
-def _strategy(config):
+def strategy_for(config):
+  """The `tf.distribute` strategy `config` names, its logical CPU devices configured; a bad setting is a
+  `ConfigError`."""
   try:
     strategies.configure_cpu_devices(config.num_cpu_devices)
     return strategies.get_strategy(config.strategy, config.tpu_address)
@@ -915,7 +919,9 @@ def _strategy(config):
     raise ConfigError(str(error)) from error
 
 
-def _load(config, split, input_context, *, training, seed):
+def load_split(config, split, input_context, *, training, seed):
+  """`data.load` of `split` with `config`'s data settings (labels for a class-conditional run), per input
+  pipeline; data that cannot be read is a `ConfigError`."""
   try:
     return data.load(
       config.dataset,

@@ -67,7 +67,7 @@ def evaluate_workdir(
     checkpoint, _ = checkpoints.newest_intact(checkpoints.checkpoint_dir(workdir))
     if checkpoint is None:
       raise FileNotFoundError(f"`workdir` {workdir} has no intact checkpoint under checkpoints/.")
-  strategy = train_lib._strategy(config)
+  strategy = train_lib.strategy_for(config)
   spec = flow_builder.dataset_spec(config)
   trainer = train_lib.build_trainer(config, strategy, spec)
   step = trainer.restore(checkpoint)
@@ -116,7 +116,7 @@ def _figures(trainer, config, spec, num_samples, max_images):
   """One evaluation pass at `num_samples` draws over the split, or its first `max_images` images."""
 
   def dataset_fn(input_context):
-    dataset = train_lib._load(config, spec.eval_split, input_context, training=False, seed=config.seed)
+    dataset = train_lib.load_split(config, spec.eval_split, input_context, training=False, seed=config.seed)
     if max_images is None:
       return dataset
     # The first images of the split (each its own noise, as in the full pass), in batches as before.
