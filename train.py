@@ -17,7 +17,7 @@ false, or a plain word such as bfloat16). Flags left unset take the dataset's de
 (`configs.get_config`). `--evaluate_only` evaluates the workdir's latest checkpoint on `--eval_split` (K = 1 over
 every image, and with `--num_importance_samples=K` importance-weighted over every image or the first
 `--max_importance_images`) and prints one JSON object (`workdir_evaluation.evaluate_workdir`), using no other flag
-but `--data_dir`. Rerunning a command resumes from the latest checkpoint in its workdir; a rerun may
+but `--data_dir` and `--batch_norm_batches`. Rerunning a command resumes from the latest checkpoint in its workdir; a rerun may
 change the loop and output settings and `--num_train_steps`, the optimization settings only when named in
 `--allow_config_change`, the model and the data never. A setting that cannot work, or a workdir that is in
 use or holds another run, prints one `error:` line and exits with 2 (a disk error or a stop on non-finite
@@ -242,6 +242,7 @@ def _evaluate_only(flag_values):
     flag_values.num_importance_samples or 1,
     flag_values.max_importance_images,
     data_dir=flag_values.data_dir,
+    batch_norm_batches=flag_values.batch_norm_batches,
   )
   print(json.dumps(report, indent=2), flush=True)
 

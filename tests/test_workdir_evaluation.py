@@ -69,5 +69,30 @@ class WorkdirEvaluationTest(tf.test.TestCase):
     self.assertIn("--eval_split", missing.stderr)
 
 
+class StatisticsForOldRunsTest(tf.test.TestCase):
+  def test_a_run_without_statistics_is_evaluated_as_one_that_kept_them(self):
+    # Training does not depend on `batch_norm_batches`: the two runs have the same weights and running
+    # averages, and only the second keeps statistics re-estimated for its evaluated (EMA) weights.
+    common = dict(train_split="train[:1200]", eval_split="test[:40]", ema_decay=0.5)
+    without, kept = tempfile.mkdtemp(), tempfile.mkdtemp()
+    train_lib.train_and_evaluate(tiny_config(batch_norm_batches=0, **common), without)
+    train_lib.train_and_evaluate(tiny_config(batch_norm_batches=2, **common), kept)
+    reference = workdir_evaluation.evaluate_workdir(kept, "test[:40]")
+    stale = workdir_evaluation.evaluate_workdir(without, "test[:40]")
+    estimated = workdir_evaluation.evaluate_workdir(without, "test[:40]", batch_norm_batches=2)
+    self.assertEqual(stale["batch_norm"], "training running averages")
+    self.assertIn(
+      "re-estimated for the evaluated weights (now, from 2 training batches)", estimated["batch_norm"]
+    )
+    self.assertAllClose(
+      estimated["figures"][0]["bits_per_dim"], reference["figures"][0]["bits_per_dim"], rtol=1e-6
+    )
+    self.assertNotAllClose(
+      stale["figures"][0]["bits_per_dim"], reference["figures"][0]["bits_per_dim"], rtol=1e-4
+    )
+    with self.assertRaisesRegex(configs.ConfigError, "batch_norm_batches"):
+      workdir_evaluation.evaluate_workdir(without, "test[:40]", batch_norm_batches=-1)
+
+
 if __name__ == "__main__":
   tf.test.main()

@@ -53,6 +53,7 @@ __all__ = [
   "Trainer",
   "build_trainer",
   "load_split",
+  "statistics_batches",
   "strategy_for",
   "train_and_evaluate",
 ]
@@ -604,12 +605,7 @@ class _Run:
   def estimate_batch_norm_statistics(self):
     """`Trainer.estimate_batch_norm_statistics` on the same training batches every time (a fixed seed), so
     the statistics of a step do not depend on when they were estimated; a `warning` line if not finite."""
-    config = self.config
-    make_batches = lambda: iter(  # noqa: E731
-      self.trainer.strategy.distribute_datasets_from_function(
-        functools.partial(load_split, config, self.spec.train_split, training=True, seed=config.seed + 7_919)
-      )
-    )
+    make_batches = statistics_batches(self.trainer, self.config, self.spec.train_split)
     if self.trainer.estimate_batch_norm_statistics(make_batches) is False:
       self.reporter.log(
         "warning",
@@ -907,6 +903,16 @@ def _indented(text):
 def _current_learning_rate(optimizer):
   # tf_keras keeps the scheduled rate of the last update in a (possibly mirrored) variable.
   return float(tf.convert_to_tensor(optimizer.learning_rate))
+
+
+def statistics_batches(trainer, config, train_split):
+  """The `make_batches` of `Trainer.estimate_batch_norm_statistics`: the same training batches of `train_split`
+  every time (a fixed seed), so the statistics of a step do not depend on when they were estimated."""
+  return lambda: iter(
+    trainer.strategy.distribute_datasets_from_function(
+      functools.partial(load_split, config, train_split, training=True, seed=config.seed + 7_919)
+    )
+  )
 
 
 def strategy_for(config):

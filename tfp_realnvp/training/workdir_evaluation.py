@@ -35,7 +35,13 @@ def bound_name(dequantization, num_importance_samples):
 
 
 def evaluate_workdir(
-  workdir, split, num_importance_samples=1, max_importance_images=None, checkpoint=None, data_dir=None
+  workdir,
+  split,
+  num_importance_samples=1,
+  max_importance_images=None,
+  checkpoint=None,
+  data_dir=None,
+  batch_norm_batches=None,
 ):
   """The figures of the run in `workdir` (its latest checkpoint, or `checkpoint`) on `split`.
 
@@ -47,7 +53,9 @@ def evaluate_workdir(
   `images_per_sec` and, for a class-conditional run, `conditional_bits_per_dim`, `accuracy` and
   `class_log_loss`. The weights are those the run evaluated with (`Trainer.evaluation_weights`: the EMA,
   and the batch-norm statistics the checkpoint holds for its step). `data_dir` (default: the run's) is where
-  a tfds dataset is read from.
+  a tfds dataset is read from. `batch_norm_batches` (default: the run's) re-estimates the batch-norm statistics
+  from that many training batches when the checkpoint holds none for its step (a run made with
+  `batch_norm_batches=0`, or before the setting existed), as training would have before evaluating.
 
   Raises:
     FileNotFoundError: no config.json or no checkpoint.
@@ -63,6 +71,9 @@ def evaluate_workdir(
   config = _with_evaluation(config, split, num_importance_samples, max_importance_images)
   if data_dir is not None:
     config = dataclasses.replace(config, data_dir=data_dir)
+  if batch_norm_batches is not None:
+    config = dataclasses.replace(config, batch_norm_batches=batch_norm_batches)
+    config.validate()
   if checkpoint is None:
     checkpoint, _ = checkpoints.newest_intact(checkpoints.checkpoint_dir(workdir))
     if checkpoint is None:
@@ -75,6 +86,12 @@ def evaluate_workdir(
   batch_norm = "training running averages"
   if statistics is not None and statistics.is_for(step):
     batch_norm = "re-estimated for the evaluated weights (from the checkpoint)"
+  elif statistics is not None:
+    make_batches = train_lib.statistics_batches(trainer, config, spec.train_split)
+    if trainer.estimate_batch_norm_statistics(make_batches):
+      batch_norm = (
+        f"re-estimated for the evaluated weights (now, from {config.batch_norm_batches} training batches)"
+      )
   figures = [_figures(trainer, config, spec, 1, None)]
   if num_importance_samples > 1:
     figures.append(_figures(trainer, config, spec, num_importance_samples, max_importance_images))
