@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 
+import common_flags
 import timing_flags
 import workloads
 from absl import app, flags
@@ -36,12 +37,8 @@ from workloads import MODELS, PHASES
 
 from tfp_realnvp.internal import cpu_features
 
-_REFERENCE_DIR = flags.DEFINE_string(
-  "reference_dir", None, "A checkout of https://github.com/chrischute/real-nvp (required)."
-)
-_REFERENCE_PYTHON = flags.DEFINE_string(
-  "reference_python", sys.executable, "A Python interpreter with torch (2.13.0 CPU measured) for the peer."
-)
+_REFERENCE_DIR = common_flags.REFERENCE_DIR
+_REFERENCE_PYTHON = common_flags.REFERENCE_PYTHON
 _MODELS = flags.DEFINE_list(
   "models", ["small", "cifar10"], "Models (`workloads.MODELS`): small, cifar10, tiny."
 )

@@ -55,6 +55,7 @@ import subprocess
 import sys
 import time
 
+import common_flags
 import numpy as np
 import side_by_side_protocol as protocol
 from absl import app, flags
@@ -78,10 +79,8 @@ CHECK_IMAGES = 8
 # 1.7 images/s, 1 pinned thread 36).
 TRUSTED_CPU_SHARE = 0.75
 
-_REFERENCE_DIR = flags.DEFINE_string("reference_dir", None, "A checkout of chrischute/real-nvp (required).")
-_REFERENCE_PYTHON = flags.DEFINE_string(
-  "reference_python", sys.executable, "A Python interpreter with torch (and numpy) for the peer."
-)
+_REFERENCE_DIR = common_flags.REFERENCE_DIR
+_REFERENCE_PYTHON = common_flags.REFERENCE_PYTHON
 _DATASET = flags.DEFINE_string(
   "dataset", "idx:/usr/share/datasets/fashion-mnist", "The images, a tfp_realnvp.data name (idx:PATH)."
 )
@@ -121,7 +120,7 @@ _OUR_DEQUANTIZATION = flags.DEFINE_enum(
 _PEER_NUM_SCALES = flags.DEFINE_integer("peer_num_scales", None, "The peer's scales (None: our preset's).")
 _PEER_NUM_BLOCKS = flags.DEFINE_integer("peer_num_blocks", None, "The peer's residual blocks (None: ours').")
 _PEER_MID_CHANNELS = flags.DEFINE_integer("peer_mid_channels", None, "The peer's features (None: ours').")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Both sides' batch.")
+_BATCH_SIZE = common_flags.BATCH_SIZE
 _LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Both sides' Adam learning rate.")
 _SEED = flags.DEFINE_integer("seed", 0, "Both sides' seed.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/side_by_side", "Curve files, the peer's images, our run.")

@@ -5,6 +5,7 @@ import functools
 import os
 import time
 
+import common_flags
 import numpy as np
 import tensorflow as tf
 import workloads
@@ -24,7 +25,7 @@ __all__ = [
 ]
 
 PHASES_TO_TIME = flags.DEFINE_list("phases", list(PHASES), "Phases, in this order.")
-BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per step.")
+BATCH_SIZE = common_flags.BATCH_SIZE
 THREADS = flags.DEFINE_integer(
   "threads",
   2,

@@ -472,7 +472,11 @@ class ExportCommandTest(export_testing.WorkspaceTestCase):
   def test_verbosity_brings_the_logging_back(self):
     completed = self.run_command(os.path.join(self.workspace, "verbose"), "--verbosity=0")
     self.assertEqual(completed.returncode, 0, completed.stderr[-3000:])
-    self.assertEqual(len(completed.stdout.splitlines()), 1, completed.stdout)
+    # The logging goes to stderr; stdout keeps the command's two report lines (the export and its ood_score).
+    lines = completed.stdout.splitlines()
+    self.assertEqual(len(lines), 2, completed.stdout)
+    self.assertRegex(lines[0], r"^exported ")
+    self.assertRegex(lines[1], r"^ood_score: ")
     self.assertRegex(completed.stderr, r"(?m)^I\d{4} .*Writing fingerprint")
 
 
