@@ -60,7 +60,6 @@ RUNS = tuple(run for modes in zip(OUR_MODES, PEER_MODES) for run in (("ours", mo
 
 # The model settings the peer has a counterpart for: `RealNVP(num_scales, in_channels, mid_channels, num_blocks)`.
 _PEER_SETTINGS = {"event_shape", "num_scales", "num_blocks", "num_filters"}
-_PEER_MODEL_FILE = os.path.join("models", "real_nvp", "real_nvp.py")
 _REFERENCE_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference_worker.py")
 
 
@@ -72,37 +71,13 @@ def round_order(round_index):
   return tuple(run for pair in zip(RUNS[1::2], RUNS[::2]) for run in pair)
 
 
-def reference_dir_error(reference_dir):
-  """Why `reference_dir` is not a checkout of the peer, or None when it is."""
-  if not reference_dir:
-    return (
-      "error: --reference_dir is required: the path of a checkout of chrischute/real-nvp "
-      "(git clone https://github.com/chrischute/real-nvp); got none"
-    )
-  if not os.path.isfile(os.path.join(reference_dir, _PEER_MODEL_FILE)):
-    return (
-      f"error: --reference_dir={reference_dir} is not a checkout of chrischute/real-nvp: "
-      f"expected {_PEER_MODEL_FILE} in it"
-    )
-  return None
-
-
-def cpu_description(text):
-  """The CPU's model name and bfloat16 flags from `lscpu` (or `/proc/cpuinfo`) output."""
-  cpu = cpu_features.parse_cpu_info(text)
+def cpu_description(cpu):
+  """The model name and bfloat16 flags of `cpu`, a `cpu_features.CpuInfo`."""
   return dict(
     cpu=cpu.model_name,
     amx_bf16="amx_bf16" in cpu.flags,
     avx512_bf16="avx512_bf16" in cpu.flags,
   )
-
-
-def _cpu_text():
-  try:
-    return subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-  except (OSError, subprocess.CalledProcessError):
-    with open("/proc/cpuinfo") as cpuinfo:
-      return cpuinfo.read()
 
 
 def _ratio(numerator, denominator):
@@ -223,7 +198,7 @@ def _run(implementation, model, mode, round_index):
 
 def _usage_error():
   """The first problem with the flags as an `error:` line, or None."""
-  problem = reference_dir_error(_REFERENCE_DIR.value)
+  problem = common_flags.reference_dir_error(_REFERENCE_DIR.value)
   if problem:
     return problem
   unknown = [model for model in _MODELS.value if model not in MODELS]
@@ -257,7 +232,7 @@ def main(argv):
   problem = _usage_error()
   if problem:
     sys.exit(problem)
-  cpu = cpu_description(_cpu_text())
+  cpu = cpu_description(cpu_features.read_cpu_info())
   results = []
   for model in _MODELS.value:
     for round_index in range(_ROUNDS.value):

@@ -27,7 +27,6 @@ dependencies. Figures: docs/results/ood.md.
 
 import datetime
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -64,18 +63,10 @@ NUM_BITS = 8
 
 
 def cpu():
-  try:
-    text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-  except (OSError, subprocess.CalledProcessError):
-    with open("/proc/cpuinfo") as file:
-      text = file.read()
-  info = cpu_features.parse_cpu_info(text)
-  model = next(
-    (line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model:")), None
-  )
+  info = cpu_features.read_cpu_info()
   return {
     "model_name": info.model_name,
-    "model": model,
+    "model": info.model_number,
     "amx_bf16": "amx_bf16" in info.flags,
     "avx512_bf16": "avx512_bf16" in info.flags,
   }

@@ -63,7 +63,6 @@ from worker_process import run_worker
 
 _BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_BENCH_DIR)
-_PEER_MODEL_FILE = os.path.join("models", "real_nvp", "real_nvp.py")
 SCHEDULES = ("sequential", "concurrent")
 OUR_MODES = ("bfloat16", "float32")
 PEER_MODES = ("autocast_bf16", "fp32")
@@ -174,17 +173,9 @@ class Settings:
 
 def usage_error(values):
   """The first problem with the flag `values` (a dict by flag name) as one `error: --flag ...` line, or None."""
-  reference_dir = values.get("reference_dir")
-  if not reference_dir:
-    return (
-      "error: --reference_dir is required: the path of a checkout of chrischute/real-nvp "
-      "(git clone https://github.com/chrischute/real-nvp); got none"
-    )
-  if not os.path.isfile(os.path.join(reference_dir, _PEER_MODEL_FILE)):
-    return (
-      f"error: --reference_dir={reference_dir} is not a checkout of chrischute/real-nvp: "
-      f"expected {_PEER_MODEL_FILE} in it"
-    )
+  problem = common_flags.reference_dir_error(values.get("reference_dir"))
+  if problem:
+    return problem
   for name in ("minutes", "eval_every_minutes", "learning_rate", "timeout_minutes"):
     value = values.get(name)
     if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
@@ -350,24 +341,13 @@ def write_curves_png(curves, path, title):
 
 
 def cpu_description():
-  """`lscpu`'s model name and model number, and whether the CPU has AMX-BF16 and AVX512-BF16."""
+  """The CPU's model name and model number, and whether it has AMX-BF16 and AVX512-BF16."""
   from tfp_realnvp.internal import cpu_features
 
-  try:
-    text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-  except (OSError, subprocess.CalledProcessError):
-    with open("/proc/cpuinfo") as cpuinfo:
-      text = cpuinfo.read()
-  cpu = cpu_features.parse_cpu_info(text)
-  model = next(
-    (
-      line.split(":", 1)[1].strip() for line in text.splitlines() if line.strip().lower().startswith("model:")
-    ),
-    None,
-  )
+  cpu = cpu_features.read_cpu_info()
   return dict(
     cpu=cpu.model_name,
-    cpu_model_number=model,
+    cpu_model_number=cpu.model_number,
     amx_bf16="amx_bf16" in cpu.flags,
     avx512_bf16="avx512_bf16" in cpu.flags,
   )

@@ -21,7 +21,6 @@ figures add the run's own bound: its dequantizer at K = 1 (all test images) and 
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -230,18 +229,8 @@ def run(args):
   def on_point(valid_bits_per_dim, train_bits_per_dim, eval_time):
     eval_s[0] += eval_time
     loads.append(os.getloadavg()[0])
-    protocol.append_point(
-      args.curve,
-      dict(
-        side="ours",
-        step=clock.steps,
-        train_s=round(clock.train_s, 2),
-        images=clock.steps * args.batch_size,
-        valid_bits_per_dim=round(valid_bits_per_dim, 5),
-        train_bits_per_dim=round(train_bits_per_dim, 5),
-        eval_s=round(eval_time, 2),
-      ),
-    )
+    point = clock.point("ours", args.batch_size, valid_bits_per_dim, train_bits_per_dim, eval_time)
+    protocol.append_point(args.curve, point)
 
   error = train_for(run_, clock, on_point)
   if error:
@@ -291,10 +280,7 @@ def parser():
 
 
 def main(argv):
-  args = parser().parse_args(argv)
-  if args.mode not in MODES:
-    sys.exit(f"error: --mode={args.mode}; expected one of {list(MODES)}")
-  print(json.dumps(run(args)), flush=True)
+  protocol.worker_main(argv, parser(), run, MODES)
 
 
 if __name__ == "__main__":

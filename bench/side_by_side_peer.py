@@ -23,7 +23,6 @@ state is put back after), so each validation point scores the same noisy images.
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -165,20 +164,12 @@ def run(args):
     if clock.evaluation_due():
       start = time.perf_counter()
       valid_bits_per_dim = bits_per_dim(torch, net, loss_fn, valid, args.mode)
-      eval_s += time.perf_counter() - start
+      eval_time = time.perf_counter() - start
+      eval_s += eval_time
       loads.append(os.getloadavg()[0])
-      protocol.append_point(
-        args.curve,
-        dict(
-          side="peer",
-          step=clock.steps,
-          train_s=round(clock.train_s, 2),
-          images=clock.steps * args.batch_size,
-          valid_bits_per_dim=round(valid_bits_per_dim, 5),
-          train_bits_per_dim=round(loss / (int(np.prod(train.shape[1:])) * np.log(2.0)), 5),
-          eval_s=round(time.perf_counter() - start, 2),
-        ),
-      )
+      train_bits_per_dim = loss / (int(np.prod(train.shape[1:])) * np.log(2.0))
+      point = clock.point("peer", args.batch_size, valid_bits_per_dim, train_bits_per_dim, eval_time)
+      protocol.append_point(args.curve, point)
   result.update(clock.figures(args.batch_size))
   result["eval_s"] = round(eval_s, 2)
   result["load_average_max"] = round(max(loads, default=load_average), 2)
@@ -208,10 +199,7 @@ def parser():
 
 
 def main(argv):
-  args = parser().parse_args(argv)
-  if args.mode not in MODES:
-    sys.exit(f"error: --mode={args.mode}; expected one of {list(MODES)}")
-  print(json.dumps(run(args)), flush=True)
+  protocol.worker_main(argv, parser(), run, MODES)
 
 
 if __name__ == "__main__":

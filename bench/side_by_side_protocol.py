@@ -18,6 +18,7 @@ import json
 import math
 import os
 import resource
+import sys
 import time
 
 import numpy as np
@@ -101,6 +102,18 @@ class TrainClock:
       images_per_s=round(counted * batch_size / self.train_s, 2) if self.train_s else None,
       first_steps_s=round(self.first_steps_s, 2),
       cpu_per_wall=self.cpu_per_wall(),
+    )
+
+  def point(self, side, batch_size, valid_bits_per_dim, train_bits_per_dim, eval_s):
+    """One validation point of `side`'s curve (`append_point`) at the current step."""
+    return dict(
+      side=side,
+      step=self.steps,
+      train_s=round(self.train_s, 2),
+      images=self.steps * batch_size,
+      valid_bits_per_dim=round(valid_bits_per_dim, 5),
+      train_bits_per_dim=round(train_bits_per_dim, 5),
+      eval_s=round(eval_s, 2),
     )
 
 
@@ -191,3 +204,12 @@ def add_common_arguments(parser):
   parser.add_argument("--learning_rate", type=float, default=1e-3)
   parser.add_argument("--seed", type=int, default=0)
   return parser
+
+
+def worker_main(argv, parser, run, modes):
+  """A worker's command line: parse `argv` with `parser`, refuse a `--mode` not in `modes`, print `run(args)` as
+  one JSON line."""
+  args = parser.parse_args(argv)
+  if args.mode not in modes:
+    sys.exit(f"error: --mode={args.mode}; expected one of {list(modes)}")
+  print(json.dumps(run(args)), flush=True)

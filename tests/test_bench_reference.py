@@ -1,7 +1,6 @@
 """`bench/bench_reference.py`'s arithmetic and checks, on canned worker results: no torch, no peer checkout."""
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -9,9 +8,13 @@ import time
 import pytest
 import tensorflow as tf
 
+from tests import training_testing
+from tfp_realnvp.internal import cpu_features
+
 _BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 sys.path.insert(0, _BENCH_DIR)
 import bench_reference  # noqa: E402
+import common_flags  # noqa: E402
 from phase_timing import time_calls, time_phases  # noqa: E402
 
 _CPU = dict(cpu="Test CPU", amx_bf16=True, avx512_bf16=True)
@@ -127,38 +130,33 @@ class CpuDescriptionTest(tf.test.TestCase):
       "Flags:                   fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
     )
     self.assertEqual(
-      bench_reference.cpu_description(text),
+      bench_reference.cpu_description(cpu_features.parse_cpu_info(text)),
       dict(cpu="Intel(R) Xeon(R) Platinum 8480+", amx_bf16=True, avx512_bf16=True),
     )
 
   def test_reads_proc_cpuinfo_and_absent_flags(self):
     text = "processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu avx2 avx512f\n\nprocessor\t: 1\n"
     self.assertEqual(
-      bench_reference.cpu_description(text), dict(cpu="AMD EPYC 9B14", amx_bf16=False, avx512_bf16=False)
+      bench_reference.cpu_description(cpu_features.parse_cpu_info(text)),
+      dict(cpu="AMD EPYC 9B14", amx_bf16=False, avx512_bf16=False),
     )
-    self.assertEqual(bench_reference.cpu_description("")["cpu"], "unknown")
+    self.assertEqual(bench_reference.cpu_description(cpu_features.parse_cpu_info(""))["cpu"], "unknown")
 
 
 class ReferenceDirTest(tf.test.TestCase):
   def test_names_the_flag_and_what_it_expects(self):
-    self.assertStartsWith(bench_reference.reference_dir_error(None), "error: --reference_dir is required")
+    self.assertStartsWith(common_flags.reference_dir_error(None), "error: --reference_dir is required")
     with tempfile.TemporaryDirectory() as directory:
-      problem = bench_reference.reference_dir_error(directory)
+      problem = common_flags.reference_dir_error(directory)
       self.assertIn(f"--reference_dir={directory}", problem)
       self.assertIn(os.path.join("models", "real_nvp", "real_nvp.py"), problem)
       os.makedirs(os.path.join(directory, "models", "real_nvp"))
       open(os.path.join(directory, "models", "real_nvp", "real_nvp.py"), "w").close()
-      self.assertIsNone(bench_reference.reference_dir_error(directory))
+      self.assertIsNone(common_flags.reference_dir_error(directory))
 
   @pytest.mark.slow
   def test_the_command_without_it_prints_an_error_line_and_fails(self):
-    completed = subprocess.run(
-      [sys.executable, os.path.join(_BENCH_DIR, "bench_reference.py")],
-      capture_output=True,
-      text=True,
-      timeout=300,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-    )
+    completed = training_testing.run_script("bench/bench_reference.py", timeout=300)
     self.assertNotEqual(completed.returncode, 0)
     self.assertStartsWith(completed.stderr.strip().splitlines()[-1], "error: --reference_dir is required")
     self.assertEqual(completed.stdout.strip(), "")

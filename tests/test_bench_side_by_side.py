@@ -4,7 +4,6 @@ flags, the equal-time clock, the curve file, the PNG, the definition check and t
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -13,6 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
+
+from tests import training_testing
 
 _BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 sys.path.insert(0, _BENCH_DIR)
@@ -269,13 +270,7 @@ class UsageErrorTest(tf.test.TestCase):
 
   @pytest.mark.slow
   def test_the_command_without_a_checkout_prints_an_error_line_and_fails(self):
-    completed = subprocess.run(
-      [sys.executable, os.path.join(_BENCH_DIR, "side_by_side.py"), "--minutes=0"],
-      capture_output=True,
-      text=True,
-      timeout=300,
-      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-    )
+    completed = training_testing.run_script("bench/side_by_side.py", "--minutes=0", timeout=300)
     self.assertNotEqual(completed.returncode, 0)
     self.assertStartsWith(completed.stderr.strip().splitlines()[-1], "error: --reference_dir is required")
     self.assertEqual(completed.stdout.strip(), "")

@@ -46,6 +46,18 @@ class CpuInfoTest(parameterized.TestCase):
   def test_kind_of_bfloat16_cpu(self, text, kind):
     self.assertEqual(cpu_features.parse_cpu_info(text).bfloat16_kind, kind)
 
+  def test_model_number_from_proc_cpuinfo_and_lscpu(self):
+    cpuinfo = (
+      "processor\t: 0\nmodel\t\t: 207\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: amx_bf16\n"
+    )
+    lscpu = (
+      "Model name:             Intel(R) Xeon(R) Processor\nModel:                  207\nFlags: amx_bf16\n"
+    )
+    for text in (cpuinfo, lscpu):
+      cpu = cpu_features.parse_cpu_info(text)
+      self.assertEqual((cpu.model_name, cpu.model_number), ("Intel(R) Xeon(R) Processor", "207"))
+    self.assertIsNone(cpu_features.parse_cpu_info(ZEN4_CPUINFO).model_number)
+
   def test_flags_are_whole_words(self):
     cpu = cpu_features.parse_cpu_info("flags\t: avx512_bf16x amx_bf16_fake\n")
     self.assertEqual(cpu.bfloat16_flags, ())

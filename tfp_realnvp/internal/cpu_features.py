@@ -33,10 +33,12 @@ BFLOAT16_TRAIN_SPEEDUP = {"amx": "2.2-2.9x", "avx512_bf16": "1.6-1.7x"}
 
 @dataclasses.dataclass(frozen=True)
 class CpuInfo:
-  """A CPU's model name and its instruction flags."""
+  """A CPU's model name, its instruction flags and its model number (`lscpu`'s `Model:`, e.g. `'207'`; None
+  where the text has none)."""
 
   model_name: str
   flags: frozenset
+  model_number: str | None = None
 
   @property
   def bfloat16_flags(self):
@@ -53,14 +55,17 @@ class CpuInfo:
 
 
 def parse_cpu_info(text):
-  """`CpuInfo` from the text of `/proc/cpuinfo` or of `lscpu` (the first `model name` and `flags` lines)."""
+  """`CpuInfo` from the text of `/proc/cpuinfo` or of `lscpu` (the first `model name`, `flags` and `model`
+  lines)."""
   fields = {}
   for line in text.splitlines():
     key, separator, value = line.partition(":")
     key = key.strip().lower()
-    if separator and key in ("model name", "flags") and key not in fields:
+    if separator and key in ("model name", "flags", "model") and key not in fields:
       fields[key] = value.strip()
-  return CpuInfo(fields.get("model name", "unknown"), frozenset(fields.get("flags", "").split()))
+  return CpuInfo(
+    fields.get("model name", "unknown"), frozenset(fields.get("flags", "").split()), fields.get("model")
+  )
 
 
 def read_cpu_info(path="/proc/cpuinfo"):
