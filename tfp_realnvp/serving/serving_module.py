@@ -369,13 +369,7 @@ class ServingModule(tf.Module):
     if self._label_log_prior is None:
       x = self._bounded_rows(x, "x")
     else:  # the marginal over the classes: a flow evaluation per row and class, as for `classify`
-      x = self._event_rows(x)
-      (num_classes,) = self._conditional_event_shape
-      work = self._within_work_limit(
-        tf.cast(tf.shape(x)[0], tf.int64) * num_classes, f"The rows of `x` times the {num_classes} classes"
-      )
-      with tf.control_dependencies([work]):
-        x = tf.identity(x)
+      x = self._class_rows(x)
     limit = 2**self._num_bits
     is_pixel = (x >= 0.0) & (x < limit)  # False for NaN
     check = tf.debugging.assert_equal(
@@ -390,14 +384,20 @@ class ServingModule(tf.Module):
     )
     return {"score": score, "is_outlier": score > self._ood_threshold}
 
-  def _classify(self, x):
+  def _class_rows(self, x):
+    """`x` as rows of events, checked in the graph to be within the work limit at one flow evaluation per row
+    and class (`classify`, and `ood_score`'s marginal)."""
     x = self._event_rows(x)
     (num_classes,) = self._conditional_event_shape
     work = self._within_work_limit(
       tf.cast(tf.shape(x)[0], tf.int64) * num_classes, f"The rows of `x` times the {num_classes} classes"
     )
     with tf.control_dependencies([work]):
-      x = tf.cast(x, self.flow.dtype)
+      return tf.identity(x)
+
+  def _classify(self, x):
+    (num_classes,) = self._conditional_event_shape
+    x = tf.cast(self._class_rows(x), self.flow.dtype)
     # `classifier.class_log_probs` and `marginal_log_prob` from one `joint_log_probs`: calling both would run
     # the flow twice on `num_classes * batch` rows in the graph.
     joint = classifier.joint_log_probs(self.flow, x, num_classes, self._label_log_prior)

@@ -623,7 +623,9 @@ def _evaluate_and_report(run):
   step = int(trainer.step.numpy())
   run.reporter.log("test", step=step, bits_per_dim=test_bits_per_dim, examples=num_examples, **figures)
   train_seconds = run.clock.seconds()
-  _record_validation(run, step=step, bits_per_dim=test_bits_per_dim, examples=num_examples, final=True)
+  _record_validation(
+    run, step=step, bits_per_dim=test_bits_per_dim, examples=num_examples, final=True, seconds=train_seconds
+  )
   metrics = {
     "dataset": config.dataset,
     "split": run.spec.eval_split,
@@ -800,10 +802,9 @@ def _evaluate_during_training(run, *, step):
     reporting.summary_image(_samples_tag(1.0, step), grid, step)
 
 
-def _record_validation(run, *, step, bits_per_dim, examples, final, seconds=None):
-  """The eval split's bits/dim at `step` against the training seconds: a `validation.jsonl` line (chief) and
+def _record_validation(run, *, step, bits_per_dim, examples, final, seconds):
+  """The eval split's bits/dim at `step` against the training `seconds`: a `validation.jsonl` line (chief) and
   the eval run's `train_seconds` scalar (TensorBoard: its step axis against bits/dim's)."""
-  seconds = run.clock.seconds() if seconds is None else seconds
   with run.writers.eval.as_default():
     reporting.summary_scalar("train_seconds", seconds, step)
   if run.is_chief:
@@ -818,7 +819,7 @@ def _over_budget(run):
     return False
   over = run.clock.seconds() >= 60.0 * budget
   strategy = run.trainer.strategy
-  if getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
+  if _is_multi_worker(strategy):
     # Workers' clocks differ: they stop together when any of them is over.
     flag = strategy.run(lambda: tf.constant(1 if over else 0, tf.int32))
     over = bool(strategy.reduce(tf.distribute.ReduceOp.MAX, flag, axis=None))
@@ -948,10 +949,16 @@ def _computes_in_float16(flow):
   return flow.compute_dtype is not None and tf.as_dtype(flow.compute_dtype) == tf.float16
 
 
-def _is_chief(strategy):
+def _is_multi_worker(strategy):
+  """Whether `strategy` runs on a cluster of workers (its cluster resolver names this one's task)."""
   resolver = strategy.cluster_resolver
-  if resolver is None or not resolver.task_type:
+  return resolver is not None and bool(resolver.task_type)
+
+
+def _is_chief(strategy):
+  if not _is_multi_worker(strategy):
     return True
+  resolver = strategy.cluster_resolver
   has_chief = "chief" in resolver.cluster_spec().as_dict()
   return resolver.task_type == "chief" or (
     resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
