@@ -84,10 +84,6 @@ def pixel_levels(pixels):
   return tf.floor(tf.cast(pixels, tf.float32))
 
 
-def _event_rank(levels, event_shape):
-  return levels.shape.rank - len(event_shape)
-
-
 def _marginal_log_prob_fn(flow, label_log_prior):
   """`x -> log p(x)` in inference mode: the flow's own, or for a flow conditioned on one-hot labels
   (`conditional_event_shape=(num_classes,)`) the marginal `logsumexp_y log p(x | y) + log p(y)` with
