@@ -136,6 +136,7 @@ class TrainerStatisticsTest(tf.test.TestCase):
       variable.assign(value)
 
 
+@pytest.mark.slow
 class RunStatisticsTest(tf.test.TestCase):
   def run_and_export(self, **changes):
     config = tiny_config(batch_norm_batches=3, ema_decay=0.5, **changes)

@@ -2,6 +2,7 @@
 with a batch of contexts."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tensorflow_probability as tfp
 from absl.testing import parameterized
@@ -384,6 +385,7 @@ class BatchOfContextsSamplingTest(tf.test.TestCase):
       sample(normal([4, CONTEXT], 4))
 
 
+@pytest.mark.slow
 class FitSurrogatePosteriorTest(tf.test.TestCase):
   def test_fit_surrogate_posterior_recovers_a_conditional_gaussian(self):
     """Amortized VI through the view: `q(theta | c)` for eight contexts at once, reverse KL <= 0.05 nats each."""

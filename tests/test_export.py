@@ -674,6 +674,7 @@ class ExportDirectoryTest(export_testing.WorkspaceTestCase):
     with self.assertRaisesRegex(FileNotFoundError, f"{missing} is not a directory"):
       saved_model_distribution.load_distribution(missing)
 
+  @pytest.mark.slow
   def test_export_workdir_exports_the_checkpointed_flow(self):
     base = os.path.join(self.workspace, "from_workdir")
     path, checkpoint, dataset, num_parameters, *_ = export.export_workdir(self.workdir, base)

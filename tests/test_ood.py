@@ -249,6 +249,7 @@ class OodScoreExportTest(OodScoreExports, export_testing.WorkspaceTestCase):
     # 10 of 40; one more or fewer if a score at the threshold rounds differently in the served graph.
     self.assertBetween(np.sum(flagged), 9, 11)
 
+  @pytest.mark.slow
   def test_bad_inputs_are_errors_naming_x_in_the_tf1_loader(self):
     for case, x in bad_inputs(self.levels).items():
       with self.subTest(case=case):
@@ -282,6 +283,7 @@ class OodScoreExportTest(OodScoreExports, export_testing.WorkspaceTestCase):
     with self.assertRaisesRegex(ValueError, r"`x` must have shape `\[\.\.\., 8, 8, 1\]`"):
       distribution.ood_score(self.levels[..., 0])
 
+  @pytest.mark.slow
   def test_an_export_without_the_signature_says_so_and_old_exports_still_load(self):
     old = saved_model_distribution.load_distribution(OLD_EXPORT)
     self.assertIsNone(old.ood_settings)
@@ -308,6 +310,7 @@ def conditional_image_flow():
   return export_testing.moved_and_perturbed(flow)
 
 
+@pytest.mark.slow
 class ClassConditionalOodScoreTest(export_testing.WorkspaceTestCase):
   def test_a_class_conditional_export_scores_the_marginal_likelihood(self):
     flow = conditional_image_flow()
@@ -357,6 +360,7 @@ class HeldOutSplitTest(export_testing.WorkspaceTestCase):
     with self.assertRaisesRegex(ValueError, "`ood_split` must not be a test split; got 'test'"):
       export.held_out_split(config, "test")
 
+  @pytest.mark.slow
   def test_export_workdir_sets_the_threshold_on_the_runs_validation_split(self):
     config = tiny_config(
       train_split="train[:1200]", eval_split="train[1200:]", dequantization="uniform", ema_decay=0.0

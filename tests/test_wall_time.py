@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 
+import pytest
 import tensorflow as tf
 
 from tests.training_testing import tiny_config
@@ -45,6 +46,7 @@ class RecordTest(tf.test.TestCase):
 
 
 class BudgetTest(tf.test.TestCase):
+  @pytest.mark.slow
   def test_budget_stops_the_run_which_ends_as_usual_and_resumes_within_the_total(self):
     workdir = tempfile.mkdtemp(dir=self.get_temp_dir())
     config = tiny_config(num_train_steps=50, max_train_minutes=1e-9, eval_every_steps=1)

@@ -69,6 +69,7 @@ class WorkdirEvaluationTest(tf.test.TestCase):
     self.assertIn("--eval_split", missing.stderr)
 
 
+@pytest.mark.slow
 class StatisticsForOldRunsTest(tf.test.TestCase):
   def test_a_run_without_statistics_is_evaluated_as_one_that_kept_them(self):
     # Training does not depend on `batch_norm_batches`: the two runs have the same weights and running

@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import math
 import os
 import shutil
 import sys
@@ -97,6 +98,9 @@ class Trainer:
   `-log2 sum_y p(x | y) p(y) / D` with `p(y) = label_counts / sum(label_counts)` (see `evaluate_metrics`), and
   sample grids have one row per class. `label_dropout` is the share of training images whose context is all
   zeros instead of their one-hot label (one uniform draw per image and step); evaluation always gives the label.
+  `classification_weight > 0` (without label dropout) trains the hybrid objective `losses.hybrid_loss`, bits/dim
+  plus `classification_weight * -log p(label | x)`, at about `num_classes` times the work per step; its
+  batch-norm statistics (training and re-estimated) are then those of every image with every label.
 
   `dequantization` (`'uniform'` or `'variational'`, see `dequantization.make_dequantizer`) is the dequantizer
   `q(u | v)` of the discrete images `v = floor(x)` of the batches, built in the scope beside the flow
@@ -136,6 +140,7 @@ class Trainer:
     ema_decay=0.0,
     dequantization="uniform",
     label_dropout=0.0,
+    classification_weight=0.0,
     batch_norm_batches=0,
   ):
     self.strategy = strategy
@@ -148,6 +153,19 @@ class Trainer:
         f"{label_dropout!r}."
       )
     self.label_dropout = float(label_dropout)
+    if not (
+      isinstance(classification_weight, (int, float))
+      and not isinstance(classification_weight, bool)
+      and math.isfinite(classification_weight)
+      and classification_weight >= 0
+      and (label_counts is not None or not classification_weight)
+      and not (classification_weight and label_dropout)
+    ):
+      raise ValueError(
+        "`classification_weight` must be a finite number >= 0, and 0 without `label_counts` (a class-conditional "
+        f"trainer) or with `label_dropout`; got {classification_weight!r}."
+      )
+    self.classification_weight = float(classification_weight)
     self.num_classes = None if label_counts is None else len(self.label_log_prior)
     if (
       isinstance(batch_norm_batches, bool)
@@ -245,6 +263,18 @@ class Trainer:
 
   def _replica_loss_terms(self, batch):
     """The training-mode `losses.BitsPerDimLoss` of a per-replica batch (moving the running averages)."""
+    if self.classification_weight:
+      images, labels = batch
+      return losses.hybrid_loss(
+        self.flow,
+        images,
+        labels,
+        log_prior=self.label_log_prior,
+        classification_weight=self.classification_weight,
+        l2_coefficient=self.l2_coefficient,
+        dequantizer=self.dequantizer,
+        global_batch_size=self.global_batch_size,
+      )
     images, context = self._images_and_context(batch)
     if self.label_dropout:
       # One draw per image: its whole one-hot label kept, or all zeros.
@@ -410,7 +440,7 @@ def build_trainer(config, strategy=None, spec=None):
 
   Its flow is `flow_builder.build_flow(config, spec)`, its optimizer the paper's Adam
   (`optimization.adam`) with `config`'s learning-rate schedule and clipping; `l2_coefficient`,
-  `jit_compile`, `ema_decay`, `dequantization` and `batch_norm_batches` are `config`'s. With `config.condition == "label"` it is
+  `jit_compile`, `ema_decay`, `dequantization`, `classification_weight` and `batch_norm_batches` are `config`'s. With `config.condition == "label"` it is
   class-conditional, with the `label_counts` of `spec.train_split`.
 
   Raises:
@@ -431,6 +461,7 @@ def build_trainer(config, strategy=None, spec=None):
     ema_decay=config.ema_decay,
     dequantization=config.dequantization,
     label_dropout=config.effective_label_dropout,
+    classification_weight=config.classification_weight,
     batch_norm_batches=config.batch_norm_batches,
   )
 
