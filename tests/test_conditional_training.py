@@ -277,7 +277,9 @@ class ClassificationWeightTest(tf.test.TestCase):
     offsets, log_q = trainer.dequantizer.offsets_and_log_prob(levels, images - levels, training=True)
     rows = tf.repeat(data.dequantize(levels, offsets), NUM_CLASSES, axis=0)
     contexts = tf.one_hot(np.tile(np.arange(NUM_CLASSES), 6), NUM_CLASSES)
-    scores = tf.reshape(trainer.flow.log_prob(rows, training=True, conditional_input=contexts), [6, NUM_CLASSES])
+    scores = tf.reshape(
+      trainer.flow.log_prob(rows, training=True, conditional_input=contexts), [6, NUM_CLASSES]
+    )
     scores = scores.numpy().astype(np.float64) - log_q.numpy()[:, np.newaxis]
     bits_per_dim = -scores[np.arange(6), labels] / (64 * np.log(2.0))
     self.assertAllClose(loss.bits_per_dim, bits_per_dim, rtol=1e-5)
@@ -301,7 +303,9 @@ class ClassificationWeightTest(tf.test.TestCase):
       dequantizer=trainer.dequantizer,
     )
     self.assertGreater(float(hybrid.total - hybrid.mean_bits_per_dim), 0.1)
-    self.assertAllClose(float(trainer.train_step((images, labels))[0]), float(hybrid.mean_bits_per_dim), rtol=1e-5)
+    self.assertAllClose(
+      float(trainer.train_step((images, labels))[0]), float(hybrid.mean_bits_per_dim), rtol=1e-5
+    )
 
   @pytest.mark.slow
   def test_the_hybrid_objective_classifies_the_training_images_better_than_the_likelihood_alone(self):

@@ -65,7 +65,7 @@ def class_conditional_log_probs(flow, x, num_classes, training=False):
   """`log p(x | y)` for every class `y`: `[batch, num_classes]` (`joint_log_probs` without the prior).
 
   Arguments as in `joint_log_probs`; `training=True` evaluates the flow in training mode (batch statistics of
-  the `num_classes * batch` rows, dropout), as a loss on `p(y | x)` does (`losses.class_log_loss`).
+  the `num_classes * batch` rows, dropout), as the hybrid loss does (`losses.hybrid_loss`).
   """
   num_classes, x = _checked_classes_and_batch(flow, x, num_classes)
   batch_size = tf.shape(x)[0]

@@ -66,7 +66,15 @@ def nats_per_dim_loss(flow, x, l2_coefficient, global_batch_size=None, condition
 
 
 def hybrid_loss(
-  flow, images, labels, *, log_prior, classification_weight, l2_coefficient, dequantizer, global_batch_size=None
+  flow,
+  images,
+  labels,
+  *,
+  log_prior,
+  classification_weight,
+  l2_coefficient,
+  dequantizer,
+  global_batch_size=None,
 ):
   """`bits_per_dim_loss` of a flow conditioned on one-hot labels, plus `classification_weight * sum(-log p(label |
   x)) / global_batch_size` (nats per image): a hybrid objective that trades some bits/dim for accuracy.
@@ -94,7 +102,8 @@ def hybrid_loss(
   joint = weights + log_prior
   class_log_loss = tf.reduce_logsumexp(joint, axis=-1) - tf.gather(joint, labels, batch_dims=1)
   regularized = (*flow.regularized_variables, *dequantizer.regularized_variables)
-  loss = _with_l2_penalty(bits.bits_per_dim(label_weights, flow.num_dims), regularized, l2_coefficient, global_batch_size)
+  bits_per_dim = bits.bits_per_dim(label_weights, flow.num_dims)
+  loss = _with_l2_penalty(bits_per_dim, regularized, l2_coefficient, global_batch_size)
   classification = tf.nn.compute_average_loss(class_log_loss, global_batch_size=global_batch_size)
   return loss._replace(total=loss.total + classification_weight * classification)
 
