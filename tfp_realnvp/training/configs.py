@@ -43,7 +43,6 @@ _ADDED_FIELDS = {
   "num_importance_samples": 1,
   "batch_norm_batches": 0,
   "max_train_minutes": None,
-  "classification_weight": 0.0,
 }
 
 
@@ -99,12 +98,6 @@ class TrainConfig:
     "`condition=label`: the share of training images whose context is all zeros instead of their one-hot label "
     "(no class), so the class densities share what they have in common (None: "
     f"{CONDITIONAL_LABEL_DROPOUT} with `condition=label`, else 0).",
-    on_resume=WITH_FLAG,
-  )
-  classification_weight: float = _field(
-    0.0,
-    "`condition=label`: weight of `-log p(label | x)` (nats per image) added to the bits/dim loss, a hybrid "
-    "objective for accuracy at about 11x the work per step (0: off, the likelihood alone).",
     on_resume=WITH_FLAG,
   )
 
@@ -251,14 +244,6 @@ class TrainConfig:
       "max_train_minutes",
       "None or a positive number",
       self.max_train_minutes,
-    )
-    _check(
-      _is_finite(self.classification_weight)
-      and self.classification_weight >= 0
-      and (self.condition == "label" or not self.classification_weight),
-      "classification_weight",
-      "a finite number >= 0, and 0 unless `condition` is label",
-      self.classification_weight,
     )
     for name in ("logit_alpha", "label_dropout"):
       value = getattr(self, name)

@@ -1,5 +1,4 @@
-"""The training loss of every trainer (`Trainer`, `FlowModel`, the benchmarks): bits/dim plus the paper's L2 term,
-and the classification term `-log p(label | x)` of a class-conditional flow's hybrid objective.
+"""The training loss of every trainer (`Trainer`, `FlowModel`, the benchmarks): bits/dim plus the paper's L2 term.
 
 ```python
 with tf.GradientTape() as tape:
@@ -12,10 +11,10 @@ import typing
 
 import tensorflow as tf
 
-from tfp_realnvp import classifier, dequantization
+from tfp_realnvp import dequantization
 from tfp_realnvp.training import optimization
 
-__all__ = ["BitsPerDimLoss", "bits_per_dim_loss", "class_log_loss", "nats_per_dim_loss"]
+__all__ = ["BitsPerDimLoss", "bits_per_dim_loss", "nats_per_dim_loss"]
 
 
 class BitsPerDimLoss(typing.NamedTuple):
@@ -62,32 +61,6 @@ def nats_per_dim_loss(flow, x, l2_coefficient, global_batch_size=None, condition
   """
   nats_per_dim = -flow.log_prob(x, training=True, conditional_input=conditional_input) / flow.num_dims
   return _with_l2_penalty(nats_per_dim, flow.regularized_variables, l2_coefficient, global_batch_size)
-
-
-def class_log_loss(flow, images, labels, *, log_prior, dequantizer, global_batch_size=None):
-  """`sum(-log p(label | x)) / global_batch_size`, nats per image, for a flow conditioned on one-hot labels: the
-  classification term of the hybrid objective `bits/dim + weight * class_log_loss` (`train_lib.Trainer`).
-
-  `log p(y | x) = softmax_y(log p(v + u | y) + log p(y))`, `v = floor(images)`, `u` the `dequantizer`'s offsets
-  for the images' own noise (`log q(u | v)` is the same for every class and cancels), computed as the
-  classifier's evaluation computes it, in inference mode (`classifier.class_conditional_log_probs`: batch norms
-  use their running averages, so the rows' batch statistics never differ from what evaluation uses); gradients
-  reach the weights. One pass over `num_classes * batch` rows. `log_prior` is `log p(y)`, `[num_classes]`;
-  `labels` int `[batch]`; `global_batch_size` as in `bits_per_dim_loss`.
-  """
-  images = tf.convert_to_tensor(images, flow.dtype)
-  log_prior = tf.cast(log_prior, flow.dtype)
-  (num_classes,) = log_prior.shape
-  levels = tf.floor(images)
-  weights = dequantization.log_weights(
-    lambda x: classifier.class_conditional_log_probs(flow, x, num_classes),
-    dequantizer,
-    levels,
-    images - levels,
-  )
-  joint = weights + log_prior
-  per_example = tf.reduce_logsumexp(joint, axis=-1) - tf.gather(joint, labels, batch_dims=1)
-  return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
 
 
 def _with_l2_penalty(per_example, regularized, l2_coefficient, global_batch_size):

@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import functools
 import json
-import math
 import os
 import shutil
 import sys
@@ -98,9 +97,6 @@ class Trainer:
   `-log2 sum_y p(x | y) p(y) / D` with `p(y) = label_counts / sum(label_counts)` (see `evaluate_metrics`), and
   sample grids have one row per class. `label_dropout` is the share of training images whose context is all
   zeros instead of their one-hot label (one uniform draw per image and step); evaluation always gives the label.
-  `classification_weight > 0` adds `classification_weight * losses.class_log_loss`, `-log p(label | x)` in nats
-  per image with the true labels (never dropped), scored as evaluation scores it: a hybrid objective that trades
-  some bits/dim for accuracy, at about `num_classes + 1` times the work per step.
 
   `dequantization` (`'uniform'` or `'variational'`, see `dequantization.make_dequantizer`) is the dequantizer
   `q(u | v)` of the discrete images `v = floor(x)` of the batches, built in the scope beside the flow
@@ -140,7 +136,6 @@ class Trainer:
     ema_decay=0.0,
     dequantization="uniform",
     label_dropout=0.0,
-    classification_weight=0.0,
     batch_norm_batches=0,
   ):
     self.strategy = strategy
@@ -153,18 +148,6 @@ class Trainer:
         f"{label_dropout!r}."
       )
     self.label_dropout = float(label_dropout)
-    if not (
-      isinstance(classification_weight, (int, float))
-      and not isinstance(classification_weight, bool)
-      and math.isfinite(classification_weight)
-      and classification_weight >= 0
-      and (label_counts is not None or not classification_weight)
-    ):
-      raise ValueError(
-        "`classification_weight` must be a finite number >= 0, and 0 without `label_counts` (a class-conditional "
-        f"trainer); got {classification_weight!r}."
-      )
-    self.classification_weight = float(classification_weight)
     self.num_classes = None if label_counts is None else len(self.label_log_prior)
     if (
       isinstance(batch_norm_batches, bool)
@@ -281,16 +264,6 @@ class Trainer:
     with tf.GradientTape() as tape:
       loss_terms = self._replica_loss_terms(batch)
       data_loss, loss = loss_terms.mean_bits_per_dim, loss_terms.total
-      if self.classification_weight:
-        images, labels = batch
-        loss += self.classification_weight * losses.class_log_loss(
-          self.flow,
-          images,
-          labels,
-          log_prior=self.label_log_prior,
-          dequantizer=self.dequantizer,
-          global_batch_size=self.global_batch_size,
-        )
       # Dynamic loss scaling: `d(scale * loss) / scale`, so float16 gradients stay above underflow.
       scale = None if self.loss_scale is None else tf.convert_to_tensor(self.loss_scale.scale)
       differentiated = loss if scale is None else scale * loss
@@ -437,7 +410,7 @@ def build_trainer(config, strategy=None, spec=None):
 
   Its flow is `flow_builder.build_flow(config, spec)`, its optimizer the paper's Adam
   (`optimization.adam`) with `config`'s learning-rate schedule and clipping; `l2_coefficient`,
-  `jit_compile`, `ema_decay`, `dequantization`, `classification_weight` and `batch_norm_batches` are `config`'s. With `config.condition == "label"` it is
+  `jit_compile`, `ema_decay`, `dequantization` and `batch_norm_batches` are `config`'s. With `config.condition == "label"` it is
   class-conditional, with the `label_counts` of `spec.train_split`.
 
   Raises:
@@ -458,7 +431,6 @@ def build_trainer(config, strategy=None, spec=None):
     ema_decay=config.ema_decay,
     dequantization=config.dequantization,
     label_dropout=config.effective_label_dropout,
-    classification_weight=config.classification_weight,
     batch_norm_batches=config.batch_norm_batches,
   )
 
