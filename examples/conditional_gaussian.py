@@ -135,10 +135,17 @@ def plot(flow, model, contexts, kls, output):
       learned.hist2d(samples[:, 0], samples[:, 1], bins=60, range=[extent[:2], extent[2:]], cmap="viridis")
     learned.contour(grid_0, grid_1, true_density, levels=4, colors="white", linewidths=0.8)
     learned.set_title(f"learned q (KL {kl:.3f} nats)")
-    for ax in axes[:, column]:
-      ax.set_xlabel("theta[0]")
-      ax.set_ylabel("theta[1]")
-  fig.suptitle("Conditional RealNVP posterior (white: true contours)")
+  save_figure(
+    fig, axes, ("theta[0]", "theta[1]"), "Conditional RealNVP posterior (white: true contours)", output
+  )
+
+
+def save_figure(fig, axes, axis_labels, title, output):
+  """Labels the x and y axes of every panel in `axes` with `axis_labels`, titles `fig` and saves it."""
+  for ax in axes.flat:
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+  fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(output, dpi=90)
 

@@ -32,7 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_probability as tfp  # noqa: E402
-from conditional_gaussian import add_fit_arguments, fit_new_flow  # noqa: E402
+from conditional_gaussian import add_fit_arguments, fit_new_flow, save_figure  # noqa: E402
 
 tfd = tfp.distributions
 
@@ -122,12 +122,8 @@ def plot(observed, result, output):
     axis = np.linspace(-GRID_HALF_WIDTH, GRID_HALF_WIDTH, GRID_SIZE)
     axes[1, column].contour(axis, axis, density, levels=4, colors="white", linewidths=0.7)
     axes[1, column].set_title(f"flow.condition(x).sample: KL {result['kl'][column]:.3f}", fontsize=9)
-    for ax in axes[:, column]:
-      ax.set_xlabel("theta_0")
-      ax.set_ylabel("theta_1")
-  fig.suptitle("Neural posterior estimation with a conditioned RealNVP (white: true contours)")
-  fig.tight_layout()
-  fig.savefig(output, dpi=90)
+  title = "Neural posterior estimation with a conditioned RealNVP (white: true contours)"
+  save_figure(fig, axes, ("theta_0", "theta_1"), title, output)
 
 
 def main(argv=None):
