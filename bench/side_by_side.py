@@ -218,6 +218,11 @@ def peer_shape_error(image_shape, num_scales):
   return None
 
 
+def _flags(settings, names, prefix=""):
+  """`--name=value` for each of `names`, the value from the field `prefix + name` of `settings`."""
+  return [f"--{name}={getattr(settings, prefix + name)}" for name in names]
+
+
 def worker_commands(settings):
   """`{side: (command, env)}` of both workers: the same budget, validation interval, batch, learning rate and
   seed; with the concurrent schedule each pinned to its own CPU with one thread."""
@@ -225,9 +230,7 @@ def worker_commands(settings):
   common = [
     f"--budget_s={settings.minutes * 60.0}",
     f"--eval_every_s={settings.eval_every_minutes * 60.0}",
-    f"--batch_size={settings.batch_size}",
-    f"--learning_rate={settings.learning_rate}",
-    f"--seed={settings.seed}",
+    *_flags(settings, ("batch_size", "learning_rate", "seed")),
     f"--threads={1 if concurrent_run else 2}",
   ]
   ours = [
@@ -236,12 +239,10 @@ def worker_commands(settings):
     *common,
     f"--curve={settings.path('ours.jsonl')}",
     f"--mode={settings.our_mode}",
-    f"--dataset={settings.dataset}",
-    f"--train_split={settings.train_split}",
-    f"--valid_split={settings.valid_split}",
-    f"--test_split={settings.test_split}",
-    f"--importance_split={settings.importance_split}",
-    f"--num_importance_samples={settings.num_importance_samples}",
+    *_flags(
+      settings,
+      ("dataset", "train_split", "valid_split", "test_split", "importance_split", "num_importance_samples"),
+    ),
     f"--dequantization={settings.our_dequantization}",
     f"--data={settings.path('images.npz')}",
     f"--workdir={settings.path('ours')}",
@@ -254,9 +255,7 @@ def worker_commands(settings):
     f"--mode={settings.peer_mode}",
     f"--reference_dir={os.path.abspath(settings.reference_dir)}",
     f"--data={settings.path('images.npz')}",
-    f"--num_scales={settings.peer_num_scales}",
-    f"--num_blocks={settings.peer_num_blocks}",
-    f"--mid_channels={settings.peer_mid_channels}",
+    *_flags(settings, ("num_scales", "num_blocks", "mid_channels"), prefix="peer_"),
   ]
   if concurrent_run:
     ours.append("--cpu=0")
