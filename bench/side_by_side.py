@@ -233,30 +233,29 @@ def worker_commands(settings):
     *_flags(settings, ("batch_size", "learning_rate", "seed")),
     f"--threads={1 if concurrent_run else 2}",
   ]
-  ours = [
+
+  def command(python, side, mode, *flags):
+    script = os.path.join(_BENCH_DIR, f"side_by_side_{side}.py")
+    return [python, script, *common, f"--curve={settings.path(side + '.jsonl')}", f"--mode={mode}", *flags]
+
+  data_names = "dataset train_split valid_split test_split importance_split num_importance_samples".split()
+  ours = command(
     sys.executable,
-    os.path.join(_BENCH_DIR, "side_by_side_ours.py"),
-    *common,
-    f"--curve={settings.path('ours.jsonl')}",
-    f"--mode={settings.our_mode}",
-    *_flags(
-      settings,
-      ("dataset", "train_split", "valid_split", "test_split", "importance_split", "num_importance_samples"),
-    ),
+    "ours",
+    settings.our_mode,
+    *_flags(settings, data_names),
     f"--dequantization={settings.our_dequantization}",
     f"--data={settings.path('images.npz')}",
     f"--workdir={settings.path('ours')}",
-  ]
-  peer = [
+  )
+  peer = command(
     settings.reference_python,
-    os.path.join(_BENCH_DIR, "side_by_side_peer.py"),
-    *common,
-    f"--curve={settings.path('peer.jsonl')}",
-    f"--mode={settings.peer_mode}",
+    "peer",
+    settings.peer_mode,
     f"--reference_dir={os.path.abspath(settings.reference_dir)}",
     f"--data={settings.path('images.npz')}",
     *_flags(settings, ("num_scales", "num_blocks", "mid_channels"), prefix="peer_"),
-  ]
+  )
   if concurrent_run:
     ours.append("--cpu=0")
     peer.append("--cpu=1")
