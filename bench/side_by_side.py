@@ -351,25 +351,19 @@ def cpu_description():
   )
 
 
+# What the summary keeps of each side's result (None where the side did not report it).
+_SIDE_FIGURES = (
+  "mode threads steps train_s images_per_s cpu_per_wall wall_s load_average load_average_max num_parameters "
+  "test error"
+).split()
+
+
 def summarize(settings, results, check, cpu, wall_s):
   """The summary line: the CPU, the schedule, each side's training and test figures, `peer_minus_ours`."""
   ours, peer = results.get("ours", {}), results.get("peer", {})
   summary = dict(summary="side_by_side", **cpu, schedule=settings.schedule, minutes=settings.minutes)
   for side, result in (("ours", ours), ("peer", peer)):
-    summary[side] = dict(
-      mode=result.get("mode"),
-      threads=result.get("threads"),
-      steps=result.get("steps"),
-      train_s=result.get("train_s"),
-      images_per_s=result.get("images_per_s"),
-      cpu_per_wall=result.get("cpu_per_wall"),
-      wall_s=result.get("wall_s"),
-      load_average=result.get("load_average"),
-      load_average_max=result.get("load_average_max"),
-      num_parameters=result.get("num_parameters"),
-      test=result.get("test"),
-      error=result.get("error"),
-    )
+    summary[side] = {name: result.get(name) for name in _SIDE_FIGURES}
   ours_test = (ours.get("test") or {}).get("uniform_k1", {}).get("bits_per_dim")
   peer_test = (peer.get("test") or {}).get("uniform_k1", {}).get("bits_per_dim")
   summary["test_uniform_k1"] = dict(ours=ours_test, peer=peer_test, images=settings.test_split)
