@@ -255,53 +255,40 @@ class ConditionalTrainerTest(tf.test.TestCase):
 class ClassificationWeightTest(tf.test.TestCase):
   """The hybrid objective `bits/dim + classification_weight * -log p(label | x)`."""
 
-  def test_hybrid_loss_is_the_labels_bits_per_dim_plus_the_weighted_minus_log_p_of_the_label(self):
-    trainer = skewed_prior_trainer(dequantization="variational")
+  def test_class_log_loss_is_what_evaluation_scores_and_a_step_reports_bits_per_dim_alone(self):
+    trainer = skewed_prior_trainer(dequantization="variational", classification_weight=1.0)
     perturb(trainer.flow, stddev=0.3, seed=11)
     perturb(trainer.dequantizer, stddev=0.1, seed=12)
-    images, labels = next(iter(data.load("digits", "train", batch_size=6, training=False, with_labels=True)))
+    batch = next(iter(data.load("digits", "train", batch_size=6, training=False, with_labels=True)))
+    images, labels = batch
     log_prior = np.log(SKEWED_LABEL_COUNTS / SKEWED_LABEL_COUNTS.sum())
-    loss = losses.hybrid_loss(
-      trainer.flow,
-      images,
-      labels,
-      log_prior=log_prior,
-      classification_weight=0.3,
-      l2_coefficient=0.0,
-      dequantizer=trainer.dequantizer,
-      global_batch_size=8,
+    loss = losses.class_log_loss(
+      trainer.flow, images, labels, log_prior=log_prior, dequantizer=trainer.dequantizer, global_batch_size=8
     )
-    # Every image with every label, as one training-mode batch in image-major order (batch statistics do not
-    # depend on the order of the rows).
+    # `-log p(label | x)` of the classifier at `v + u`, `u` the dequantizer's offsets for the images' own noise.
     levels = np.floor(images)
-    offsets, log_q = trainer.dequantizer.offsets_and_log_prob(levels, images - levels, training=True)
-    rows = tf.repeat(data.dequantize(levels, offsets), NUM_CLASSES, axis=0)
-    contexts = tf.one_hot(np.tile(np.arange(NUM_CLASSES), 6), NUM_CLASSES)
-    scores = tf.reshape(trainer.flow.log_prob(rows, training=True, conditional_input=contexts), [6, NUM_CLASSES])
-    scores = scores.numpy().astype(np.float64) - log_q.numpy()[:, np.newaxis]
-    bits_per_dim = -scores[np.arange(6), labels] / (64 * np.log(2.0))
-    self.assertAllClose(loss.bits_per_dim, bits_per_dim, rtol=1e-5)
-    self.assertAllClose(loss.mean_bits_per_dim, bits_per_dim.sum() / 8, rtol=1e-5)
-    joint = scores + log_prior  # `log q` is the same in every column and cancels here
-    class_log_loss = np.logaddexp.reduce(joint, axis=1) - joint[np.arange(6), labels]
-    self.assertGreater(np.ptp(class_log_loss), 1e-2)  # the images differ in how well they are classified
-    self.assertAllClose(loss.total, (bits_per_dim.sum() + 0.3 * class_log_loss.sum()) / 8, rtol=1e-4)
-
-  def test_a_hybrid_step_reports_the_bits_per_dim_term_alone(self):
-    trainer = skewed_prior_trainer(classification_weight=1.0)
-    perturb(trainer.flow, stddev=0.3, seed=13)
-    images, labels = next(iter(data.load("digits", "train", batch_size=16, training=False, with_labels=True)))
-    hybrid = losses.hybrid_loss(
+    offsets, _ = trainer.dequantizer.offsets_and_log_prob(levels, images - levels)
+    class_log_probs = classifier.class_log_probs(
+      trainer.flow, data.dequantize(levels, offsets), NUM_CLASSES, log_prior
+    ).numpy()
+    per_image = -class_log_probs[np.arange(6), labels]
+    self.assertGreater(np.ptp(per_image), 1e-2)  # the images differ in how well they are classified
+    self.assertAllClose(loss, per_image.sum() / 8, rtol=1e-5)
+    self.assertAllClose(
+      trainer.evaluate_metrics(tf.data.Dataset.from_tensors(batch))["class_log_loss"],
+      per_image.mean(),
+      rtol=1e-5,
+    )
+    # The step reports the bits/dim term alone.
+    bits_per_dim = losses.bits_per_dim_loss(
       trainer.flow,
       images,
-      labels,
-      log_prior=trainer.label_log_prior,
-      classification_weight=1.0,
-      l2_coefficient=trainer.l2_coefficient,
+      0.0,
+      trainer.global_batch_size,
+      conditional_input=tf.one_hot(labels, NUM_CLASSES),
       dequantizer=trainer.dequantizer,
-    )
-    self.assertGreater(float(hybrid.total - hybrid.mean_bits_per_dim), 0.1)
-    self.assertAllClose(float(trainer.train_step((images, labels))[0]), float(hybrid.mean_bits_per_dim), rtol=1e-5)
+    ).mean_bits_per_dim
+    self.assertAllClose(float(trainer.train_step(batch)[0]), float(bits_per_dim), rtol=1e-5)
 
   @pytest.mark.slow
   def test_the_hybrid_objective_classifies_the_training_images_better_than_the_likelihood_alone(self):
@@ -309,12 +296,10 @@ class ClassificationWeightTest(tf.test.TestCase):
     metrics = {}
     for weight in (0.0, 1.0):
       tf.random.set_seed(0)  # the same initial weights
-      trainer = skewed_prior_trainer(classification_weight=weight, batch_norm_batches=len(batches))
+      trainer = skewed_prior_trainer(classification_weight=weight)
       for _ in range(12):
         for batch in batches:
           trainer.train_step(batch)
-      # Inference mode with batch-norm statistics for the trained weights (the training's running averages lag).
-      trainer.estimate_batch_norm_statistics(lambda: iter(batches))
       evaluation = data.load("digits", "train[:64]", batch_size=64, training=False, with_labels=True)
       metrics[weight] = trainer.evaluate_metrics(evaluation)
     self.assertLess(metrics[1.0]["class_log_loss"], 0.7 * metrics[0.0]["class_log_loss"])
@@ -322,12 +307,10 @@ class ClassificationWeightTest(tf.test.TestCase):
 
   def test_the_weight_needs_a_class_conditional_trainer_and_a_finite_non_negative_value(self):
     message = r"`classification_weight` must be a finite number >= 0, and 0 without `label_counts`"
-    counts = SKEWED_LABEL_COUNTS
-    for weight, label_counts, label_dropout in (
-      (0.5, None, 0.0),
-      (-1.0, counts, 0.0),
-      (float("nan"), counts, 0.0),
-      (0.5, counts, 0.2),
+    for weight, label_counts in (
+      (0.5, None),
+      (-1.0, SKEWED_LABEL_COUNTS),
+      (float("nan"), SKEWED_LABEL_COUNTS),
     ):
       with self.assertRaisesRegex(ValueError, message):
         train_lib.Trainer(
@@ -336,22 +319,15 @@ class ClassificationWeightTest(tf.test.TestCase):
           global_batch_size=16,
           label_counts=label_counts,
           classification_weight=weight,
-          label_dropout=label_dropout,
         )
-    for changes in (
-      dict(classification_weight=0.5),
-      dict(condition="label", classification_weight=-0.1),
-      dict(condition="label", classification_weight=0.5, label_dropout=0.2),
-    ):
+    for changes in (dict(classification_weight=0.5), dict(condition="label", classification_weight=-0.1)):
       with self.assertRaisesRegex(
         configs.ConfigError,
-        r"^`classification_weight` must be a finite number >= 0, and 0 unless `condition` is label or with "
-        r"`label_dropout`; got ",
+        r"^`classification_weight` must be a finite number >= 0, and 0 unless `condition` is label; got ",
       ):
         tiny_config(**changes).validate()
-    # Label dropout left at None is off under the hybrid objective.
     trainer = train_lib.build_trainer(tiny_config(condition="label", classification_weight=0.5))
-    self.assertEqual((trainer.classification_weight, trainer.label_dropout), (0.5, 0.0))
+    self.assertEqual(trainer.classification_weight, 0.5)
 
 
 @pytest.mark.slow

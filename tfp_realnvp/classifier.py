@@ -7,8 +7,7 @@ prior `p(y)`:
 `log p(y | x) = log p(x, y) - log p(x)`.
 
 Each function evaluates the flow once, on `num_classes * batch` rows (every image with every label), in
-inference mode (`training=False`, so each row's density does not depend on the others in the batch), or in
-training mode where a loss asks for it.
+inference mode (`training=False`), so each row's density does not depend on the others in the batch.
 
 #### Examples
 
@@ -61,19 +60,17 @@ def joint_log_probs(flow, x, num_classes, log_prior=None):
   return class_conditional_log_probs(flow, x, num_classes) + log_prior
 
 
-def class_conditional_log_probs(flow, x, num_classes, training=False):
+def class_conditional_log_probs(flow, x, num_classes):
   """`log p(x | y)` for every class `y`: `[batch, num_classes]` (`joint_log_probs` without the prior).
 
-  Arguments as in `joint_log_probs`; `training=True` evaluates the flow in training mode (batch statistics of
-  the `num_classes * batch` rows, dropout), as a loss on `p(y | x)` does (`losses.class_log_loss`).
+  Arguments as in `joint_log_probs`.
   """
   num_classes, x = _checked_classes_and_batch(flow, x, num_classes)
   batch_size = tf.shape(x)[0]
   # Row `k * batch + i` pairs image `i` with label `k`.
   rows = tf.tile(x, [num_classes] + [1] * len(flow.event_shape))
   labels = tf.one_hot(tf.repeat(tf.range(num_classes), batch_size), num_classes, dtype=flow.dtype)
-  log_likelihoods = flow.log_prob(rows, conditional_input=labels, training=training)
-  log_likelihoods = tf.reshape(log_likelihoods, [num_classes, batch_size])
+  log_likelihoods = tf.reshape(flow.log_prob(rows, conditional_input=labels), [num_classes, batch_size])
   return tf.transpose(log_likelihoods)
 
 

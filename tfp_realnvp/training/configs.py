@@ -98,13 +98,13 @@ class TrainConfig:
     None,
     "`condition=label`: the share of training images whose context is all zeros instead of their one-hot label "
     "(no class), so the class densities share what they have in common (None: "
-    f"{CONDITIONAL_LABEL_DROPOUT} with `condition=label` and no `classification_weight`, else 0).",
+    f"{CONDITIONAL_LABEL_DROPOUT} with `condition=label`, else 0).",
     on_resume=WITH_FLAG,
   )
   classification_weight: float = _field(
     0.0,
     "`condition=label`: weight of `-log p(label | x)` (nats per image) added to the bits/dim loss, a hybrid "
-    "objective for accuracy at about 10x the work per step, without label dropout (0: off, the likelihood).",
+    "objective for accuracy at about 11x the work per step (0: off, the likelihood alone).",
     on_resume=WITH_FLAG,
   )
 
@@ -255,10 +255,9 @@ class TrainConfig:
     _check(
       _is_finite(self.classification_weight)
       and self.classification_weight >= 0
-      and (self.condition == "label" or not self.classification_weight)
-      and not (self.classification_weight and self.label_dropout),
+      and (self.condition == "label" or not self.classification_weight),
       "classification_weight",
-      "a finite number >= 0, and 0 unless `condition` is label or with `label_dropout`",
+      "a finite number >= 0, and 0 unless `condition` is label",
       self.classification_weight,
     )
     for name in ("logit_alpha", "label_dropout"):
@@ -302,11 +301,10 @@ class TrainConfig:
 
   @property
   def effective_label_dropout(self):
-    """`label_dropout`, with None resolved: `CONDITIONAL_LABEL_DROPOUT` for `condition="label"` without
-    `classification_weight`, else 0."""
+    """`label_dropout`, with None resolved: `CONDITIONAL_LABEL_DROPOUT` for `condition="label"`, else 0."""
     if self.label_dropout is not None:
       return self.label_dropout
-    return CONDITIONAL_LABEL_DROPOUT if self.condition == "label" and not self.classification_weight else 0.0
+    return CONDITIONAL_LABEL_DROPOUT if self.condition == "label" else 0.0
 
 
 def _is_int(value):

@@ -1,5 +1,5 @@
 """The training loss of every trainer (`Trainer`, `FlowModel`, the benchmarks): bits/dim plus the paper's L2 term,
-or for a class-conditional flow the hybrid objective that adds `-log p(label | x)`.
+and the classification term `-log p(label | x)` of a class-conditional flow's hybrid objective.
 
 ```python
 with tf.GradientTape() as tape:
@@ -13,10 +13,9 @@ import typing
 import tensorflow as tf
 
 from tfp_realnvp import classifier, dequantization
-from tfp_realnvp.internal import bits
 from tfp_realnvp.training import optimization
 
-__all__ = ["BitsPerDimLoss", "bits_per_dim_loss", "hybrid_loss", "nats_per_dim_loss"]
+__all__ = ["BitsPerDimLoss", "bits_per_dim_loss", "class_log_loss", "nats_per_dim_loss"]
 
 
 class BitsPerDimLoss(typing.NamedTuple):
@@ -65,38 +64,30 @@ def nats_per_dim_loss(flow, x, l2_coefficient, global_batch_size=None, condition
   return _with_l2_penalty(nats_per_dim, flow.regularized_variables, l2_coefficient, global_batch_size)
 
 
-def hybrid_loss(
-  flow, images, labels, *, log_prior, classification_weight, l2_coefficient, dequantizer, global_batch_size=None
-):
-  """`bits_per_dim_loss` of a flow conditioned on one-hot labels, plus `classification_weight * sum(-log p(label |
-  x)) / global_batch_size` (nats per image): a hybrid objective that trades some bits/dim for accuracy.
+def class_log_loss(flow, images, labels, *, log_prior, dequantizer, global_batch_size=None):
+  """`sum(-log p(label | x)) / global_batch_size`, nats per image, for a flow conditioned on one-hot labels: the
+  classification term of the hybrid objective `bits/dim + weight * class_log_loss` (`train_lib.Trainer`).
 
-  One training-mode pass scores every image with every label (`classifier.class_conditional_log_probs`, about
-  `num_classes` times the work of `bits_per_dim_loss`), so both terms see the batch statistics of those rows,
-  as the classifier's and the marginal's evaluation do: `w[i, y] = log p(v + u | y) - log q(u | v)`, `v =
-  floor(images)`, `u` the `dequantizer`'s offsets for the images' own noise. The bits/dim term is the label's
-  column, `-w[i, label] / (D ln 2)`; in `log p(y | x) = softmax_y(w[i, y] + log p(y))` the `log q` cancels.
-  `log_prior` is `log p(y)`, `[num_classes]`; `labels` int `[batch]`; the rest as in `bits_per_dim_loss`, whose
-  `BitsPerDimLoss` it returns (`total` holds the classification term).
+  `log p(y | x) = softmax_y(log p(v + u | y) + log p(y))`, `v = floor(images)`, `u` the `dequantizer`'s offsets
+  for the images' own noise (`log q(u | v)` is the same for every class and cancels), computed as the
+  classifier's evaluation computes it, in inference mode (`classifier.class_conditional_log_probs`: batch norms
+  use their running averages, so the rows' batch statistics never differ from what evaluation uses); gradients
+  reach the weights. One pass over `num_classes * batch` rows. `log_prior` is `log p(y)`, `[num_classes]`;
+  `labels` int `[batch]`; `global_batch_size` as in `bits_per_dim_loss`.
   """
   images = tf.convert_to_tensor(images, flow.dtype)
   log_prior = tf.cast(log_prior, flow.dtype)
   (num_classes,) = log_prior.shape
   levels = tf.floor(images)
   weights = dequantization.log_weights(
-    lambda x: classifier.class_conditional_log_probs(flow, x, num_classes, training=True),
+    lambda x: classifier.class_conditional_log_probs(flow, x, num_classes),
     dequantizer,
     levels,
     images - levels,
-    training=True,
   )
-  label_weights = tf.gather(weights, labels, batch_dims=1)
   joint = weights + log_prior
-  class_log_loss = tf.reduce_logsumexp(joint, axis=-1) - tf.gather(joint, labels, batch_dims=1)
-  regularized = (*flow.regularized_variables, *dequantizer.regularized_variables)
-  loss = _with_l2_penalty(bits.bits_per_dim(label_weights, flow.num_dims), regularized, l2_coefficient, global_batch_size)
-  classification = tf.nn.compute_average_loss(class_log_loss, global_batch_size=global_batch_size)
-  return loss._replace(total=loss.total + classification_weight * classification)
+  per_example = tf.reduce_logsumexp(joint, axis=-1) - tf.gather(joint, labels, batch_dims=1)
+  return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch_size)
 
 
 def _with_l2_penalty(per_example, regularized, l2_coefficient, global_batch_size):
