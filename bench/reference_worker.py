@@ -105,21 +105,28 @@ def _phases(args, net, loss_fn, optimizer, util):
   return dict(train=train, log_prob=log_prob, sample=sample)
 
 
+def build_peer(peer, in_channels, num_scales, mid_channels, num_blocks, learning_rate):
+  """`(net, loss_fn, optimizer)` as the peer's `train.py` builds them, from `peer`, the `(RealNVP, RealNVPLoss,
+  util)` of `_import_peer`: Adam at `learning_rate` over `util.get_param_groups(net, 5e-5, ...)`."""
+  RealNVP, RealNVPLoss, util = peer
+  net = RealNVP(
+    num_scales=num_scales, in_channels=in_channels, mid_channels=mid_channels, num_blocks=num_blocks
+  )
+  optimizer = torch.optim.Adam(util.get_param_groups(net, 5e-5, norm_suffix="weight_g"), lr=learning_rate)
+  return net, RealNVPLoss(), optimizer
+
+
 def run(args):
   """Builds the peer, times every phase and returns the JSON-able result."""
   load_average = os.getloadavg()[0]
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
-  RealNVP, RealNVPLoss, util = _import_peer(args.reference_dir)
+  peer = _import_peer(args.reference_dir)
+  util = peer[2]
   start = time.perf_counter()
-  net = RealNVP(
-    num_scales=args.num_scales,
-    in_channels=args.image_shape[2],
-    mid_channels=args.mid_channels,
-    num_blocks=args.num_blocks,
+  net, loss_fn, optimizer = build_peer(
+    peer, args.image_shape[2], args.num_scales, args.mid_channels, args.num_blocks, learning_rate=1e-3
   )
-  loss_fn = RealNVPLoss()
-  optimizer = torch.optim.Adam(util.get_param_groups(net, 5e-5, norm_suffix="weight_g"), lr=1e-3)
   build_s = time.perf_counter() - start
   result = dict(
     implementation="peer",

@@ -218,6 +218,11 @@ def peer_shape_error(image_shape, num_scales):
   return None
 
 
+def _flags(settings, names, prefix=""):
+  """`--name=value` for each of `names`, the value from the field `prefix + name` of `settings`."""
+  return [f"--{name}={getattr(settings, prefix + name)}" for name in names]
+
+
 def worker_commands(settings):
   """`{side: (command, env)}` of both workers: the same budget, validation interval, batch, learning rate and
   seed; with the concurrent schedule each pinned to its own CPU with one thread."""
@@ -225,39 +230,32 @@ def worker_commands(settings):
   common = [
     f"--budget_s={settings.minutes * 60.0}",
     f"--eval_every_s={settings.eval_every_minutes * 60.0}",
-    f"--batch_size={settings.batch_size}",
-    f"--learning_rate={settings.learning_rate}",
-    f"--seed={settings.seed}",
+    *_flags(settings, ("batch_size", "learning_rate", "seed")),
     f"--threads={1 if concurrent_run else 2}",
   ]
-  ours = [
+
+  def command(python, side, mode, *flags):
+    script = os.path.join(_BENCH_DIR, f"side_by_side_{side}.py")
+    return [python, script, *common, f"--curve={settings.path(side + '.jsonl')}", f"--mode={mode}", *flags]
+
+  data_names = "dataset train_split valid_split test_split importance_split num_importance_samples".split()
+  ours = command(
     sys.executable,
-    os.path.join(_BENCH_DIR, "side_by_side_ours.py"),
-    *common,
-    f"--curve={settings.path('ours.jsonl')}",
-    f"--mode={settings.our_mode}",
-    f"--dataset={settings.dataset}",
-    f"--train_split={settings.train_split}",
-    f"--valid_split={settings.valid_split}",
-    f"--test_split={settings.test_split}",
-    f"--importance_split={settings.importance_split}",
-    f"--num_importance_samples={settings.num_importance_samples}",
+    "ours",
+    settings.our_mode,
+    *_flags(settings, data_names),
     f"--dequantization={settings.our_dequantization}",
     f"--data={settings.path('images.npz')}",
     f"--workdir={settings.path('ours')}",
-  ]
-  peer = [
+  )
+  peer = command(
     settings.reference_python,
-    os.path.join(_BENCH_DIR, "side_by_side_peer.py"),
-    *common,
-    f"--curve={settings.path('peer.jsonl')}",
-    f"--mode={settings.peer_mode}",
+    "peer",
+    settings.peer_mode,
     f"--reference_dir={os.path.abspath(settings.reference_dir)}",
     f"--data={settings.path('images.npz')}",
-    f"--num_scales={settings.peer_num_scales}",
-    f"--num_blocks={settings.peer_num_blocks}",
-    f"--mid_channels={settings.peer_mid_channels}",
-  ]
+    *_flags(settings, ("num_scales", "num_blocks", "mid_channels"), prefix="peer_"),
+  )
   if concurrent_run:
     ours.append("--cpu=0")
     peer.append("--cpu=1")
@@ -353,25 +351,19 @@ def cpu_description():
   )
 
 
+# What the summary keeps of each side's result (None where the side did not report it).
+_SIDE_FIGURES = (
+  "mode threads steps train_s images_per_s cpu_per_wall wall_s load_average load_average_max num_parameters "
+  "test error"
+).split()
+
+
 def summarize(settings, results, check, cpu, wall_s):
   """The summary line: the CPU, the schedule, each side's training and test figures, `peer_minus_ours`."""
   ours, peer = results.get("ours", {}), results.get("peer", {})
   summary = dict(summary="side_by_side", **cpu, schedule=settings.schedule, minutes=settings.minutes)
   for side, result in (("ours", ours), ("peer", peer)):
-    summary[side] = dict(
-      mode=result.get("mode"),
-      threads=result.get("threads"),
-      steps=result.get("steps"),
-      train_s=result.get("train_s"),
-      images_per_s=result.get("images_per_s"),
-      cpu_per_wall=result.get("cpu_per_wall"),
-      wall_s=result.get("wall_s"),
-      load_average=result.get("load_average"),
-      load_average_max=result.get("load_average_max"),
-      num_parameters=result.get("num_parameters"),
-      test=result.get("test"),
-      error=result.get("error"),
-    )
+    summary[side] = {name: result.get(name) for name in _SIDE_FIGURES}
   ours_test = (ours.get("test") or {}).get("uniform_k1", {}).get("bits_per_dim")
   peer_test = (peer.get("test") or {}).get("uniform_k1", {}).get("bits_per_dim")
   summary["test_uniform_k1"] = dict(ours=ours_test, peer=peer_test, images=settings.test_split)

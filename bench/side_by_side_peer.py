@@ -101,24 +101,19 @@ def definition_check(torch, net, loss_fn, levels, noise):
 def run(args):
   load_average = os.getloadavg()[0]
   protocol.pin_to_cpu(args.cpu)
+  import reference_worker
   import torch
 
   torch.set_num_threads(args.threads)
   if args.cpu is not None:
     torch.set_num_interop_threads(1)
   torch.manual_seed(args.seed)
-  RealNVP, RealNVPLoss, util = _import_peer(args.reference_dir)
+  peer = _import_peer(args.reference_dir)
+  util = peer[2]
   arrays = np.load(args.data)
   train, valid = _as_peer_input(torch, arrays["train"]), _as_peer_input(torch, arrays["valid"])
-  net = RealNVP(
-    num_scales=args.num_scales,
-    in_channels=train.shape[1],
-    mid_channels=args.mid_channels,
-    num_blocks=args.num_blocks,
-  )
-  loss_fn = RealNVPLoss()
-  optimizer = torch.optim.Adam(
-    util.get_param_groups(net, 5e-5, norm_suffix="weight_g"), lr=args.learning_rate
+  net, loss_fn, optimizer = reference_worker.build_peer(
+    peer, train.shape[1], args.num_scales, args.mid_channels, args.num_blocks, args.learning_rate
   )
   result = dict(
     side="peer",

@@ -54,11 +54,13 @@ class LinearGaussian:
     return tfd.MultivariateNormalTriL(mean, np.linalg.cholesky(self.covariance).astype(np.float32))
 
 
-def fit(flow, theta, x, num_steps, batch_size, learning_rate, log_every=500):
+def fit(flow, theta, x, num_steps, batch_size, learning_rate, seed=0, log_every=500):
+  """Fits the conditional flow `q(theta | x)` to the pairs `(theta, x)` by maximum likelihood, with Adam on a
+  cosine-decayed learning rate, printing the training loss every `log_every` steps."""
   schedule = tfk.optimizers.schedules.CosineDecay(learning_rate, num_steps)
   optimizer = tfk.optimizers.Adam(schedule)
   dataset = (
-    tf.data.Dataset.from_tensor_slices((theta, x)).shuffle(len(theta), seed=0).repeat().batch(batch_size)
+    tf.data.Dataset.from_tensor_slices((theta, x)).shuffle(len(theta), seed=seed).repeat().batch(batch_size)
   )
 
   @tf.function
@@ -76,6 +78,30 @@ def fit(flow, theta, x, num_steps, batch_size, learning_rate, log_every=500):
         f"train | step: {step} | steps/sec: {step / (time.time() - start):.1f} | nll: {float(loss):.3f}",
         flush=True,
       )
+
+
+def add_fit_arguments(parser, num_pairs, num_couplings):
+  """Adds the flags of the training pairs, the flow and `fit` (shared with `sbi_conditioned.py`)."""
+  parser.add_argument("--num_pairs", type=int, default=num_pairs, help="simulated training pairs")
+  parser.add_argument("--num_steps", type=int, default=4000)
+  parser.add_argument("--batch_size", type=int, default=256)
+  parser.add_argument("--learning_rate", type=float, default=2e-3)
+  parser.add_argument("--num_couplings", type=int, default=num_couplings)
+  parser.add_argument("--hidden_units", type=int, default=64)
+
+
+def fit_new_flow(args, theta, x, shuffle_seed):
+  """A conditional vector flow `q(theta | x)` built from the flags of `add_fit_arguments` (initialized from
+  `--seed`) and fitted to the pairs `(theta, x)`."""
+  tf.random.set_seed(args.seed)
+  flow = RealNVP(
+    event_shape=(theta.shape[-1],),
+    num_couplings=args.num_couplings,
+    hidden_units=(args.hidden_units, args.hidden_units),
+    conditional_event_shape=(x.shape[-1],),
+  )
+  fit(flow, theta, x, args.num_steps, args.batch_size, args.learning_rate, shuffle_seed)
+  return flow
 
 
 def mean_kl(flow, model, x, num_samples, seed):
@@ -109,10 +135,17 @@ def plot(flow, model, contexts, kls, output):
       learned.hist2d(samples[:, 0], samples[:, 1], bins=60, range=[extent[:2], extent[2:]], cmap="viridis")
     learned.contour(grid_0, grid_1, true_density, levels=4, colors="white", linewidths=0.8)
     learned.set_title(f"learned q (KL {kl:.3f} nats)")
-    for ax in axes[:, column]:
-      ax.set_xlabel("theta[0]")
-      ax.set_ylabel("theta[1]")
-  fig.suptitle("Conditional RealNVP posterior (white: true contours)")
+  save_figure(
+    fig, axes, ("theta[0]", "theta[1]"), "Conditional RealNVP posterior (white: true contours)", output
+  )
+
+
+def save_figure(fig, axes, axis_labels, title, output):
+  """Labels the x and y axes of every panel in `axes` with `axis_labels`, titles `fig` and saves it."""
+  for ax in axes.flat:
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+  fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(output, dpi=90)
 
@@ -122,12 +155,7 @@ def main():
   parser.add_argument("--dims", type=int, default=2, help="d, the dimension of theta")
   parser.add_argument("--observed_dims", type=int, default=3, help="m, the dimension of x")
   parser.add_argument("--noise_scale", type=float, default=0.5)
-  parser.add_argument("--num_pairs", type=int, default=20000, help="simulated training pairs")
-  parser.add_argument("--num_steps", type=int, default=4000)
-  parser.add_argument("--batch_size", type=int, default=256)
-  parser.add_argument("--learning_rate", type=float, default=2e-3)
-  parser.add_argument("--num_couplings", type=int, default=4)
-  parser.add_argument("--hidden_units", type=int, default=64)
+  add_fit_arguments(parser, num_pairs=20000, num_couplings=4)
   parser.add_argument("--num_test_contexts", type=int, default=200)
   parser.add_argument("--num_kl_samples", type=int, default=2000)
   parser.add_argument("--seed", type=int, default=0)
@@ -140,14 +168,7 @@ def main():
   model = LinearGaussian(args.dims, args.observed_dims, args.noise_scale, seed=args.seed)
   theta, x = model.simulate(args.num_pairs, seed=args.seed + 1)
   _, test_x = model.simulate(args.num_test_contexts, seed=args.seed + 2)
-  tf.random.set_seed(args.seed)
-  flow = RealNVP(
-    event_shape=(args.dims,),
-    num_couplings=args.num_couplings,
-    hidden_units=(args.hidden_units, args.hidden_units),
-    conditional_event_shape=(args.observed_dims,),
-  )
-  fit(flow, theta, x, args.num_steps, args.batch_size, args.learning_rate)
+  flow = fit_new_flow(args, theta, x, shuffle_seed=0)
   kls = mean_kl(flow, model, test_x, args.num_kl_samples, seed=args.seed + 3)
   elapsed = time.time() - start
   print(

@@ -32,9 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_probability as tfp  # noqa: E402
-import tf_keras as tfk  # noqa: E402
-
-from tfp_realnvp import RealNVP  # noqa: E402
+from conditional_gaussian import add_fit_arguments, fit_new_flow, save_figure  # noqa: E402
 
 tfd = tfp.distributions
 
@@ -71,26 +69,6 @@ class Simulator:
     log_joint = tf.transpose(log_joint)
     log_posterior = log_joint - tf.reduce_logsumexp(log_joint, axis=-1, keepdims=True) - np.log(cell)
     return points, cell, log_posterior.numpy()
-
-
-def fit(flow, theta, x, num_steps, batch_size, learning_rate, seed, log_every=500):
-  optimizer = tfk.optimizers.Adam(tfk.optimizers.schedules.CosineDecay(learning_rate, num_steps))
-  dataset = (
-    tf.data.Dataset.from_tensor_slices((theta, x)).shuffle(len(theta), seed=seed).repeat().batch(batch_size)
-  )
-
-  @tf.function
-  def train_step(theta, x):
-    with tf.GradientTape() as tape:
-      loss = -tf.reduce_mean(flow.log_prob(theta, conditional_input=x))
-    optimizer.apply_gradients(zip(tape.gradient(loss, flow.trainable_variables), flow.trainable_variables))
-    return loss
-
-  start = time.time()
-  for step, (theta_batch, x_batch) in enumerate(dataset.take(num_steps), start=1):
-    loss = train_step(theta_batch, x_batch)
-    if step % log_every == 0 or step == num_steps:
-      print(f"train | step: {step} | steps/sec: {step / (time.time() - start):.1f} | nll: {float(loss):.3f}")
 
 
 def diagnose(simulator, posterior, observed, num_samples, seed):
@@ -144,23 +122,14 @@ def plot(observed, result, output):
     axis = np.linspace(-GRID_HALF_WIDTH, GRID_HALF_WIDTH, GRID_SIZE)
     axes[1, column].contour(axis, axis, density, levels=4, colors="white", linewidths=0.7)
     axes[1, column].set_title(f"flow.condition(x).sample: KL {result['kl'][column]:.3f}", fontsize=9)
-    for ax in axes[:, column]:
-      ax.set_xlabel("theta_0")
-      ax.set_ylabel("theta_1")
-  fig.suptitle("Neural posterior estimation with a conditioned RealNVP (white: true contours)")
-  fig.tight_layout()
-  fig.savefig(output, dpi=90)
+  title = "Neural posterior estimation with a conditioned RealNVP (white: true contours)"
+  save_figure(fig, axes, ("theta_0", "theta_1"), title, output)
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--noise_scale", type=float, default=0.3)
-  parser.add_argument("--num_pairs", type=int, default=50000, help="simulated training pairs")
-  parser.add_argument("--num_steps", type=int, default=4000)
-  parser.add_argument("--batch_size", type=int, default=256)
-  parser.add_argument("--learning_rate", type=float, default=2e-3)
-  parser.add_argument("--num_couplings", type=int, default=8)
-  parser.add_argument("--hidden_units", type=int, default=64)
+  add_fit_arguments(parser, num_pairs=50000, num_couplings=8)
   parser.add_argument("--num_samples", type=int, default=4000, help="posterior samples per observation")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--output", default="sbi_conditioned.png")
@@ -169,14 +138,7 @@ def main(argv=None):
   start = time.time()
   simulator = Simulator(args.noise_scale)
   theta, x = simulator.simulate(args.num_pairs, seed=[args.seed, 1])
-  tf.random.set_seed(args.seed)
-  flow = RealNVP(
-    event_shape=(2,),
-    num_couplings=args.num_couplings,
-    hidden_units=(args.hidden_units, args.hidden_units),
-    conditional_event_shape=(2,),
-  )
-  fit(flow, theta.numpy(), x.numpy(), args.num_steps, args.batch_size, args.learning_rate, args.seed)
+  flow = fit_new_flow(args, theta.numpy(), x.numpy(), shuffle_seed=args.seed)
   train_seconds = time.time() - start
 
   # Observations: the simulator's output for a few true parameters (both modes near and far apart).

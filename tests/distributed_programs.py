@@ -33,6 +33,32 @@ def _train_on(trainer, global_batches, initial=None):
   return dict(initial=initial, losses=losses, final=[variable.numpy() for variable in trainer.flow.variables])
 
 
+def _uniform_batches(num_batches):
+  """`num_batches` global batches of 16 uniform 8x8x1 images in `[0, 16)`, the same in every run."""
+  import numpy as np
+  import tensorflow as tf
+
+  images = np.random.default_rng(0).uniform(0, 16, size=[num_batches * 16, 8, 8, 1]).astype(np.float32)
+  return tf.data.Dataset.from_tensor_slices(images).batch(16)
+
+
+def _sgd_trainer(strategy, make_flow=None, learning_rate=0.05, **trainer_kwargs):
+  """A `train_lib.Trainer` under `strategy` of `make_flow()` (default: the tiny digits flow), with global
+  batches of 16 and SGD at `learning_rate` (gradients clipped at norm 100)."""
+  import tf_keras as tfk
+
+  from tfp_realnvp.flows import RealNVP
+  from tfp_realnvp.training import train_lib
+
+  return train_lib.Trainer(
+    strategy,
+    make_flow or (lambda: RealNVP.from_preset("digits", **TINY_MODEL)),
+    global_batch_size=16,
+    make_optimizer=lambda: tfk.optimizers.SGD(learning_rate, global_clipnorm=100.0),
+    **trainer_kwargs,
+  )
+
+
 def mirrored(out_path):
   """Trains the same tiny flow on the same global batches on 1 device and on 2 mirrored logical CPUs, with SGD:
   linear in the gradient, so a loss not averaged over the global batch, or batch moments not pooled across
@@ -44,27 +70,20 @@ def mirrored(out_path):
 
   strategies.configure_cpu_devices(2)
   import numpy as np
-  import tensorflow as tf
-  import tf_keras as tfk
 
   from tfp_realnvp import data, keras_model
   from tfp_realnvp.flows import RealNVP
-  from tfp_realnvp.training import train_lib
 
   def make_flow():
     return RealNVP.from_preset("digits", **TINY_MODEL)
 
-  def make_optimizer():
-    return tfk.optimizers.SGD(0.05, global_clipnorm=100.0)
-
   # One strategy object per kind for the whole process: a second MirroredStrategy over the same devices
   # restarts the collective instance keys, which the runtime has already bound to other tensor shapes.
   strategy_by_name = {name: strategies.get_strategy(name) for name in ("default", "mirrored")}
-  images = np.random.default_rng(0).uniform(0, 16, size=[8 * 16, 8, 8, 1]).astype(np.float32)
-  global_batches = tf.data.Dataset.from_tensor_slices(images).batch(16)
+  global_batches = _uniform_batches(8)
   runs = {}
   for strategy_name, strategy in strategy_by_name.items():
-    trainer = train_lib.Trainer(strategy, make_flow, global_batch_size=16, make_optimizer=make_optimizer)
+    trainer = _sgd_trainer(strategy, make_flow)
     runs[strategy_name] = dict(
       _train_on(trainer, global_batches, runs["default"]["initial"] if runs else None),
       replicas=strategy.num_replicas_in_sync,
@@ -107,11 +126,9 @@ def conditional_mirrored(out_path):
   strategies.configure_cpu_devices(2)
   import numpy as np
   import tensorflow as tf
-  import tf_keras as tfk
 
   from tfp_realnvp import data
   from tfp_realnvp.flows import RealNVP
-  from tfp_realnvp.training import train_lib
 
   def make_flow():
     return RealNVP.from_preset("digits", **TINY_MODEL, conditional_event_shape=(10,))
@@ -124,13 +141,7 @@ def conditional_mirrored(out_path):
   runs = {}
   for strategy_name in ("default", "mirrored"):
     strategy = strategies.get_strategy(strategy_name)
-    trainer = train_lib.Trainer(
-      strategy,
-      make_flow,
-      global_batch_size=16,
-      make_optimizer=lambda: tfk.optimizers.SGD(0.05, global_clipnorm=100.0),
-      label_counts=label_counts,
-    )
+    trainer = _sgd_trainer(strategy, make_flow, label_counts=label_counts)
     trained = _train_on(trainer, global_batches, runs["default"]["initial"] if runs else None)
     test = strategy.distribute_datasets_from_function(
       lambda context: data.load(
@@ -162,25 +173,14 @@ def ema_mirrored(out_path):
 
   strategies.configure_cpu_devices(2)
   import numpy as np
-  import tensorflow as tf
-  import tf_keras as tfk
 
   from tfp_realnvp import data
-  from tfp_realnvp.flows import RealNVP
-  from tfp_realnvp.training import train_lib
 
-  images = np.random.default_rng(0).uniform(0, 16, size=[6 * 16, 8, 8, 1]).astype(np.float32)
-  global_batches = tf.data.Dataset.from_tensor_slices(images).batch(16)
+  global_batches = _uniform_batches(6)
   runs, initial = {}, None
   for strategy_name in ("default", "mirrored"):
     strategy = strategies.get_strategy(strategy_name)
-    trainer = train_lib.Trainer(
-      strategy,
-      lambda: RealNVP.from_preset("digits", **TINY_MODEL),
-      global_batch_size=16,
-      make_optimizer=lambda: tfk.optimizers.SGD(0.05, global_clipnorm=100.0),
-      ema_decay=0.9,
-    )
+    trainer = _sgd_trainer(strategy, ema_decay=0.9)
     average = trainer.weight_average
     initial = initial or [variable.numpy() for variable in trainer.flow.variables]
     for variable, value in zip(trainer.flow.variables, initial):
@@ -221,11 +221,9 @@ def variational_mirrored(out_path):
   strategies.configure_cpu_devices(2)
   import numpy as np
   import tensorflow as tf
-  import tf_keras as tfk
 
   from tfp_realnvp import data
   from tfp_realnvp.flows import RealNVP
-  from tfp_realnvp.training import train_lib
 
   rng = np.random.default_rng(0)
   images = rng.uniform(0, 16, size=[3 * 16, 8, 8, 1]).astype(np.float32)
@@ -237,11 +235,9 @@ def variational_mirrored(out_path):
     global_batches = tf.data.Dataset.from_tensor_slices((images, labels) if with_labels else images).batch(16)
     runs = {}
     for strategy_name, strategy in strategy_by_name.items():
-      trainer = train_lib.Trainer(
+      trainer = _sgd_trainer(
         strategy,
         lambda context=context: RealNVP.from_preset("digits", **TINY_MODEL, **context),
-        global_batch_size=16,
-        make_optimizer=lambda: tfk.optimizers.SGD(0.05, global_clipnorm=100.0),
         label_counts=data.label_counts("digits", "train") if with_labels else None,
         dequantization="variational",
       )
@@ -329,26 +325,14 @@ def batch_norm_statistics_mirrored(out_path):
 
   strategies.configure_cpu_devices(2)
   import numpy as np
-  import tensorflow as tf
-  import tf_keras as tfk
 
   from tfp_realnvp import data
-  from tfp_realnvp.flows import RealNVP
-  from tfp_realnvp.training import train_lib
 
-  images = np.random.default_rng(0).uniform(0, 16, size=[6 * 16, 8, 8, 1]).astype(np.float32)
-  global_batches = tf.data.Dataset.from_tensor_slices(images).batch(16)
+  global_batches = _uniform_batches(6)
   runs, initial = {}, None
   for strategy_name in ("default", "mirrored"):
     strategy = strategies.get_strategy(strategy_name)
-    trainer = train_lib.Trainer(
-      strategy,
-      lambda: RealNVP.from_preset("digits", **TINY_MODEL),
-      global_batch_size=16,
-      make_optimizer=lambda: tfk.optimizers.SGD(0.2, global_clipnorm=100.0),
-      ema_decay=0.5,
-      batch_norm_batches=3,
-    )
+    trainer = _sgd_trainer(strategy, learning_rate=0.2, ema_decay=0.5, batch_norm_batches=3)
     result = _train_on(trainer, global_batches, initial)
     initial = result["initial"]
     state = [variable.numpy() for variable in trainer.flow.variables]

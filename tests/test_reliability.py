@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from unittest import mock
@@ -415,21 +414,13 @@ class MetricsTest(TempDirTestCase):
 class InterruptTest(TempDirTestCase):
   def test_ctrl_c_is_one_error_line_and_releases_the_lock(self):
     workdir = os.path.join(self.make_dir(), "run")
-    process = subprocess.Popen(
-      [
-        sys.executable,
-        os.path.join(training_testing.REPO_ROOT, "train.py"),
-        f"--workdir={workdir}",
-        *[f"--model={name}={json.dumps(value)}" for name, value in training_testing.TINY_MODEL.items()],
-        "--batch_size=16",
-        "--num_train_steps=100000",
-        "--log_every_steps=1",
-      ],
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-      cwd=training_testing.REPO_ROOT,
-      env=training_testing.script_environment(),
+    process = training_testing.start_script(
+      "train.py",
+      f"--workdir={workdir}",
+      *[f"--model={name}={json.dumps(value)}" for name, value in training_testing.TINY_MODEL.items()],
+      "--batch_size=16",
+      "--num_train_steps=100000",
+      "--log_every_steps=1",
     )
     try:
       for line in process.stdout:  # training has started

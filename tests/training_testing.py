@@ -63,18 +63,24 @@ def program_environment():
   return script_environment(TEST_PROGRAM_TIMEOUT_S=str(PROGRAM_TIMEOUT_S))
 
 
+def _script_process(path, arguments):
+  """The `subprocess.Popen` arguments that run the repository's script `path` with `arguments` in a fresh
+  interpreter, from the repository root with this checkout on `PYTHONPATH`, in text mode."""
+  command = [sys.executable, os.path.join(REPO_ROOT, path), *arguments]
+  return dict(args=command, text=True, cwd=REPO_ROOT, env=script_environment())
+
+
 def run_script(path, *arguments, timeout):
   """Runs the repository's script `path` (e.g. `train.py`, `examples/two_moons.py`) with `arguments` in a
   fresh interpreter, from the repository root with this checkout on `PYTHONPATH`; returns the
   `subprocess.CompletedProcess` (text stdout and stderr)."""
-  return subprocess.run(
-    [sys.executable, os.path.join(REPO_ROOT, path), *arguments],
-    capture_output=True,
-    text=True,
-    timeout=timeout,
-    cwd=REPO_ROOT,
-    env=script_environment(),
-  )
+  return subprocess.run(**_script_process(path, arguments), capture_output=True, timeout=timeout)
+
+
+def start_script(path, *arguments):
+  """Starts `path` with `arguments` as `run_script` runs it, without waiting; returns the `subprocess.Popen`,
+  with text pipes for its stdout and stderr."""
+  return subprocess.Popen(**_script_process(path, arguments), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def run_program(name, out_path):

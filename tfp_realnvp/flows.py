@@ -683,21 +683,15 @@ class VectorRealNVP(RealNVP):
     validate_args=False,
     name="real_nvp",
   ):
-    """Builds the flow.
+    """Builds a flow over vectors. `dropout`, `batch_norm`, `batch_norm_momentum`, `dtype`, `compute_dtype`,
+    `validate_args` and `name` are as in `ImageRealNVP` (`batch_norm` is off by default here).
 
     Args:
       event_shape: `(dims,)`, `dims >= 2`.
       num_couplings: number of couplings; consecutive ones transform complementary halves.
       hidden_units: MLP conditioner widths.
-      dropout: dropout rate inside the conditioners, active only with `training=True`.
-      batch_norm: whether a `BatchNorm` flow layer follows each coupling.
-      batch_norm_momentum: running-average momentum of every batch norm.
       conditional_event_shape: None for `p(x)`; for `p(x | c)`, the shape of one context `c`, flattened and
         joined to every MLP conditioner's input.
-      dtype: float dtype of data and variables.
-      compute_dtype: dtype the conditioner networks compute in (default: `dtype`); see `ImageRealNVP`.
-      validate_args: Python `bool`, passed to `tfd.TransformedDistribution`.
-      name: Python `str` name.
     """
     parameters = dict(locals())
     event_shape = positive_ints("event_shape", event_shape)
