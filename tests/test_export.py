@@ -541,6 +541,7 @@ class ExportDirectoryTest(export_testing.WorkspaceTestCase):
   def model_dir(self, name):
     return os.path.join(self.workspace, "exports", name)
 
+  @pytest.mark.slow
   def test_versions_count_up_from_the_largest_and_ignore_staging_directories(self):
     self.assertEqual(self.vector_export, os.path.join(self.model_dir("vector"), "4"))
     model_dir = self.model_dir("counting")
@@ -560,6 +561,7 @@ class ExportDirectoryTest(export_testing.WorkspaceTestCase):
     path = export.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "unicode_digits")
     self.assertEqual(path, os.path.join(model_dir, "3"))
 
+  @pytest.mark.slow
   def test_export_into_an_existing_version_raises_and_leaves_it_untouched(self):
     # TF Serving parses version names as int64: `007` is version 7.
     for name, version in [("3", 3), ("007", 7)]:
@@ -576,6 +578,7 @@ class ExportDirectoryTest(export_testing.WorkspaceTestCase):
     path = export.export_saved_model(self.vector_flow, os.path.dirname(model_dir), "existing_007")
     self.assertEqual(path, os.path.join(model_dir, "8"))
 
+  @pytest.mark.slow
   def test_versions_are_as_readable_as_the_umask_allows(self):
     for umask, directory_mode, file_mode in [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)]:
       with self.subTest(umask=oct(umask)):

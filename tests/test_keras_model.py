@@ -4,6 +4,7 @@ import dataclasses
 import os
 
 import numpy as np
+import pytest
 import tensorflow as tf
 import tf_keras as tfk
 
@@ -14,6 +15,7 @@ from tfp_realnvp.training import configs, flow_builder
 
 
 class FlowModelTest(tf.test.TestCase):
+  @pytest.mark.slow
   def test_fit_lowers_the_loss_on_digits_and_checkpoints_restore(self):
     model = keras_model.FlowModel(RealNVP.from_preset("digits", **TINY_MODEL))
     model.compile()

@@ -205,6 +205,7 @@ def bad_inputs(levels):
   return cases
 
 
+@pytest.mark.slow
 class OodScoreExportTest(OodScoreExports, export_testing.WorkspaceTestCase):
   """The export loaded by the TF1 loader TF Serving uses (a graph and a session, in this process) and by
   `load_distribution`."""
@@ -249,7 +250,6 @@ class OodScoreExportTest(OodScoreExports, export_testing.WorkspaceTestCase):
     # 10 of 40; one more or fewer if a score at the threshold rounds differently in the served graph.
     self.assertBetween(np.sum(flagged), 9, 11)
 
-  @pytest.mark.slow
   def test_bad_inputs_are_errors_naming_x_in_the_tf1_loader(self):
     for case, x in bad_inputs(self.levels).items():
       with self.subTest(case=case):
@@ -283,7 +283,6 @@ class OodScoreExportTest(OodScoreExports, export_testing.WorkspaceTestCase):
     with self.assertRaisesRegex(ValueError, r"`x` must have shape `\[\.\.\., 8, 8, 1\]`"):
       distribution.ood_score(self.levels[..., 0])
 
-  @pytest.mark.slow
   def test_an_export_without_the_signature_says_so_and_old_exports_still_load(self):
     old = saved_model_distribution.load_distribution(OLD_EXPORT)
     self.assertIsNone(old.ood_settings)
