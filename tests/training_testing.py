@@ -8,8 +8,10 @@ collectives after importing it.
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 
 from tfp_realnvp.training import configs
 
@@ -79,8 +81,21 @@ def run_script(path, *arguments, timeout):
 
 def start_script(path, *arguments):
   """Starts `path` with `arguments` as `run_script` runs it, without waiting; returns the `subprocess.Popen`,
-  with text pipes for its stdout and stderr."""
-  return subprocess.Popen(**_script_process(path, arguments), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  with text pipes for its stdout and stderr.
+
+  SIGINT reaches the script as a terminal's Ctrl-C would even when this process runs with SIGINT ignored (as
+  `nohup pytest ... &` starts it): an ignored signal stays ignored across `exec`, a handled one does not, so
+  the process is started while this one handles SIGINT.
+  """
+  in_main_thread = threading.current_thread() is threading.main_thread()
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler) if in_main_thread else None
+  try:
+    return subprocess.Popen(
+      **_script_process(path, arguments), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+  finally:
+    if previous is not None:  # None: a handler not set from Python, left as it was
+      signal.signal(signal.SIGINT, previous)
 
 
 def run_program(name, out_path):
