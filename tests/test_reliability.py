@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -408,6 +409,25 @@ class MetricsTest(TempDirTestCase):
     with open(os.path.join(workdir, "metrics.json")) as file:
       metrics = json.loads(file.read(), parse_constant=refuse)
     self.assertIsNone(metrics["test_class_log_loss"])
+
+
+class StartScriptSignalTest(tf.test.TestCase):
+  @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the child's /proc status")
+  def test_a_started_script_is_not_started_with_sigint_ignored_when_the_tests_ignore_it(self):
+    # As under `nohup pytest ... &`: an ignored SIGINT would be inherited across exec, and Ctrl-C lost.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+      process = training_testing.start_script("train.py", "--helpfull")
+    finally:
+      signal.signal(signal.SIGINT, previous)
+    try:
+      with open(f"/proc/{process.pid}/status") as file:
+        ignored = int(re.search(r"^SigIgn:\s*([0-9a-f]+)$", file.read(), re.MULTILINE).group(1), 16)
+    finally:
+      process.kill()
+      process.communicate()
+    self.assertFalse(ignored & (1 << (signal.SIGINT - 1)), f"SigIgn {ignored:#x}")
+    self.assertIs(signal.getsignal(signal.SIGINT), previous)
 
 
 @pytest.mark.slow  # exports, training runs or fresh processes
