@@ -40,6 +40,7 @@ _WORKER = flags.DEFINE_string("worker", None, "Internal: `mode:seed` to run in t
 MODES = {
   "fp32": {},
   "bf16": {"compute_dtype": "bfloat16"},
+  "bf16_output": {"compute_dtype": "bfloat16", "full_precision_output": False},
 }
 
 

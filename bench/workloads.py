@@ -34,6 +34,8 @@ MODES = {
   "bf16": dict(compute_dtype="bfloat16"),
   "fp32_xla": dict(jit_compile=True),
   "bf16_xla": dict(compute_dtype="bfloat16", jit_compile=True),
+  # The conditioners' output convolutions in bfloat16 too (`full_precision_output=False`): changes the arithmetic.
+  "bf16_output": dict(compute_dtype="bfloat16", full_precision_output=False),
   "auto_bf16": dict(auto_bfloat16=True),
   "fp32_no_onednn": dict(env={"TF_ENABLE_ONEDNN_OPTS": "0"}),
   "fp32_onednn_bf16_math": dict(env={"ONEDNN_DEFAULT_FPMATH_MODE": "BF16"}),
@@ -87,6 +89,7 @@ def build(model, mode, batch_size):
   flow = RealNVP(
     **MODELS[model],
     compute_dtype=settings.get("compute_dtype"),
+    full_precision_output=settings.get("full_precision_output", True),
     # Ablation only: every batch norm of the conditioners takes the composite path.
     fused_batch_norm=not settings.get("composite_batch_norm", False),
   )

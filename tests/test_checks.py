@@ -1,5 +1,5 @@
 """`checks.positive_int` and `checks.positive_ints`, the library's one check of counts and of shapes or widths,
-and call sites that used to let a fractional size through (truncated, or failing later with an error that did
+`checks.boolean` for switches, and call sites that used to let a fractional size through (truncated, or failing later with an error that did
 not name it)."""
 
 import re
@@ -45,6 +45,28 @@ class PositiveIntsTest(tf.test.TestCase, parameterized.TestCase):
       rf"^`sizes` must be a non-empty sequence of positive integers; got {re.escape(repr(values))}\.$",
     ):
       checks.positive_ints("sizes", values)
+
+
+class BooleanTest(tf.test.TestCase, parameterized.TestCase):
+  @parameterized.parameters(True, False, np.bool_(True))
+  def test_a_bool_comes_back_as_a_python_bool(self, value):
+    self.assertIs(checks.boolean("switch", value), bool(value))
+
+  @parameterized.parameters(0, 1, "False", None, 0.0)
+  def test_anything_else_is_refused_naming_the_argument(self, value):
+    with self.assertRaisesRegex(
+      ValueError, rf"^`switch` must be True or False; got {re.escape(repr(value))}\.$"
+    ):
+      checks.boolean("switch", value)
+
+  @parameterized.named_parameters(
+    ("resnet", lambda: networks.ResNet(2, 4, full_precision_output="no")),
+    ("mlp", lambda: networks.MLP(3, 6, full_precision_output=1)),
+    ("image_flow", lambda: RealNVP(event_shape=(4, 4, 1), num_scales=1, full_precision_output=None)),
+  )
+  def test_full_precision_output_must_be_a_bool(self, build):
+    with self.assertRaisesRegex(ValueError, "`full_precision_output` must be True or False"):
+      build()
 
 
 class FractionalCountsTest(tf.test.TestCase, parameterized.TestCase):

@@ -4,11 +4,15 @@ import os
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 from absl.testing import parameterized
 
-from tests.bijector_testing import perturb
+from tests.bijector_testing import autodiff_log_det, perturb
 from tfp_realnvp import networks
+from tfp_realnvp.bijectors import LogitTransform
 from tfp_realnvp.flows import RealNVP
+
+tfd = tfp.distributions
 
 
 def _copy_weights(source, target):
@@ -169,6 +173,11 @@ class RecomputingReluConv2dTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllClose(composite.relu_conv2d(x, kernel, training=training), expected, atol=1e-5)
 
 
+def _is_bfloat16(values):
+  """Whether every value of a float32 tensor is a bfloat16 number (its low 16 bits are zero)."""
+  return bool(tf.reduce_all(tf.cast(tf.cast(values, tf.bfloat16), tf.float32) == values))
+
+
 class ComputeDtypeTest(tf.test.TestCase, parameterized.TestCase):
   def test_bfloat16_resnet_is_close_to_float32_with_float32_variables_and_output(self):
     exact = networks.ResNet(3, 6, num_blocks=2, num_filters=16)
@@ -228,6 +237,60 @@ class ComputeDtypeTest(tf.test.TestCase, parameterized.TestCase):
     tf.train.Checkpoint(flow=exact).restore(path).assert_existing_objects_matched()
     for restored, saved in zip(exact.variables, mixed.variables):
       self.assertAllEqual(restored, saved)
+
+  def test_without_full_precision_output_the_output_layer_runs_in_bfloat16(self):
+    # Same weights, no output bias: the default's output is a float32 convolution's (not bfloat16 numbers);
+    # with `full_precision_output=False` every output value is a bfloat16 number, cast to float32.
+    x = tf.random.stateless_normal([4, 8, 8, 3], seed=[9, 10])
+    vectors = tf.random.stateless_normal([16, 4], seed=[11, 12])
+    for make, inputs in (
+      (lambda **kw: networks.ResNet(3, 6, num_blocks=1, num_filters=16, **kw), x),
+      (lambda **kw: networks.MLP(4, 8, hidden_units=(32,), **kw), vectors),
+    ):
+      exact = make()
+      perturb(exact, seed=1, stateless=True)
+      full, rounded = (
+        make(compute_dtype=tf.bfloat16),
+        make(compute_dtype=tf.bfloat16, full_precision_output=False),
+      )
+      for network in (exact, full, rounded):
+        _copy_weights(exact, network)
+        for variable in network.trainable_variables:
+          if "bias" in variable.name:  # the output layer's: the only biases added to the output
+            variable.assign(tf.zeros_like(variable))
+      for training in (False, True):
+        expected, got = exact(inputs, training=training), rounded(inputs, training=training)
+        self.assertEqual(got.dtype, tf.float32)
+        self.assertTrue(_is_bfloat16(got))
+        self.assertFalse(_is_bfloat16(full(inputs, training=training)))
+        self.assertBetween(float(tf.norm(got - expected) / tf.norm(expected)), 1e-5, 0.03)
+
+  @parameterized.parameters(True, False)
+  def test_bfloat16_flow_is_exactly_invertible_with_its_log_det(self, full_precision_output):
+    flow = RealNVP(
+      event_shape=(4, 4, 2),
+      num_scales=2,
+      num_blocks=1,
+      num_filters=8,
+      num_bits=4,
+      compute_dtype=tf.bfloat16,
+      full_precision_output=full_precision_output,
+    )
+    perturb(flow, stddev=0.3, seed=5, stateless=True)
+    x = tf.random.stateless_uniform([3, 4, 4, 2], seed=[17, 18], maxval=16.0)
+    z = flow.encode(x)
+    self.assertAllClose(flow.decode(tf.identity(z)), x, atol=1e-4)
+    self.assertAllClose(flow.encode(flow.decode(tf.identity(z))), z, atol=1e-4)
+    self.assertAllClose(
+      flow.bijector.forward_log_det_jacobian(z, 3), -flow.bijector.inverse_log_det_jacobian(x, 3), rtol=1e-5
+    )
+    # The conditioners' rounding does not enter the log-det: the Jacobian is triangular, its diagonal exp(s).
+    log_det = autodiff_log_det(flow.encode, x, 3)
+    expected = tfd.Sample(tfd.Normal(0.0, 1.0), [4, 4, 2]).log_prob(z) + log_det
+    self.assertAllClose(flow.log_prob(x), expected, rtol=1e-4)
+    # Non-trivial couplings: the log-det is far from the logit transform's alone.
+    logit_log_det = LogitTransform(4, 0.05).forward_log_det_jacobian(x, event_ndims=3)
+    self.assertGreater(float(tf.reduce_max(tf.abs(log_det - logit_log_det))), 1.0)
 
   @parameterized.parameters("int32", "float8", tf.string)
   def test_bad_compute_dtype(self, compute_dtype):

@@ -293,7 +293,8 @@ class ResNet(tf.Module):
 
   With `compute_dtype=tf.bfloat16` (mixed precision) the convolutions, batch norms and activations run in
   bfloat16 while the variables, batch statistics and running averages stay in `dtype`; the output convolution
-  runs in the dtype of the input, which is also the output's. `fused_batch_norm=False` makes every batch norm
+  runs in the dtype of the input, which is also the output's, unless `full_precision_output=False`: then it runs
+  in `compute_dtype` too and only its output is cast back (its bias is added after the cast). `fused_batch_norm=False` makes every batch norm
   take the composite path instead of TensorFlow's fused kernel (same values; see `BatchNormalization`).
   """
 
@@ -308,6 +309,7 @@ class ResNet(tf.Module):
     fused_batch_norm=True,
     dtype=tf.float32,
     compute_dtype=None,
+    full_precision_output=True,
     name=None,
   ):
     super().__init__(name=name)
@@ -316,6 +318,7 @@ class ResNet(tf.Module):
     )
     _check_rate(dropout)
     self.compute_dtype = _check_compute_dtype(compute_dtype, dtype)
+    self.full_precision_output = checks.boolean("full_precision_output", full_precision_output)
     with self.name_scope:
       self.conv_in = WeightNormConv2D(in_channels, num_filters, use_bias=False, dtype=dtype, name="conv_in")
       self.blocks = [
@@ -352,9 +355,11 @@ class ResNet(tf.Module):
     h = self.conv_in(tf.cast(x, self.compute_dtype))
     for block in self.blocks:
       h = block(h, training)
-    # The output convolution (a few percent of the FLOPs) runs in the input's dtype, so the shift and
-    # log-scale are accumulated at full precision.
-    return self.conv_out.add_bias(self.norm_out.relu_conv2d(h, self.conv_out.kernel_in(x.dtype), training))
+    # By default the output convolution (a few percent of the FLOPs) runs in the input's dtype, so the shift
+    # and log-scale are accumulated at full precision.
+    dtype = x.dtype if self.full_precision_output else self.compute_dtype
+    y = self.norm_out.relu_conv2d(h, self.conv_out.kernel_in(dtype), training)
+    return self.conv_out.add_bias(tf.cast(y, x.dtype))
 
 
 class MLP(tf.Module):
@@ -362,7 +367,7 @@ class MLP(tf.Module):
 
   He-initialized hidden layers, optional dropout after each, and a zero-initialized output layer. With
   `compute_dtype` (e.g. `tf.bfloat16`) the hidden layers compute in it; the output layer runs in the dtype of
-  the input, which is also the output's.
+  the input, which is also the output's, unless `full_precision_output=False` (as in `ResNet`).
   """
 
   def __init__(
@@ -373,6 +378,7 @@ class MLP(tf.Module):
     dropout=0.0,
     dtype=tf.float32,
     compute_dtype=None,
+    full_precision_output=True,
     name=None,
   ):
     super().__init__(name=name)
@@ -381,6 +387,7 @@ class MLP(tf.Module):
     _check_rate(dropout)
     self.dropout = dropout
     self.compute_dtype = _check_compute_dtype(compute_dtype, dtype)
+    self.full_precision_output = checks.boolean("full_precision_output", full_precision_output)
     with self.name_scope:
       sizes = [in_features, *hidden_units]
       self.kernels = [
@@ -402,8 +409,10 @@ class MLP(tf.Module):
       h = tf.nn.relu(tf.matmul(h, tf.cast(kernel, dtype)) + tf.cast(bias, dtype))
       if training and self.dropout > 0:
         h = tf.nn.dropout(h, rate=self.dropout)
-    # As in `ResNet`, the output layer runs in the input's dtype.
-    return tf.matmul(tf.cast(h, x.dtype), self.output_kernel) + self.output_bias
+    # As in `ResNet`, the output layer runs in the input's dtype by default.
+    output_dtype = x.dtype if self.full_precision_output else dtype
+    y = tf.matmul(tf.cast(h, output_dtype), tf.cast(self.output_kernel, output_dtype))
+    return tf.cast(y, x.dtype) + self.output_bias
 
 
 class ConditionalResNet(ResNet):

@@ -3,7 +3,17 @@ names the argument, says what was expected and shows what was given."""
 
 import operator
 
-__all__ = ["positive_int", "positive_ints"]
+import numpy as np
+
+__all__ = ["boolean", "positive_int", "positive_ints"]
+
+
+def boolean(name, value):
+  """`value` if it is a Python or NumPy bool, else a `ValueError` naming `name` (no truthiness: 0, 1 and
+  "False" are refused)."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"`{name}` must be True or False; got {value!r}.")
+  return bool(value)
 
 
 def positive_int(name, value):
