@@ -6,6 +6,7 @@ import os
 
 import pytest
 import tensorflow as tf
+import tf_keras as tfk
 from absl import flags
 from absl.testing import parameterized
 
@@ -265,6 +266,42 @@ class OptimizationTest(tf.test.TestCase):
     self.assertEqual(optimizer.global_clipnorm, 100.0)
     optimizer.apply_gradients([(tf.constant([1.0, -1.0]), variable)])
     self.assertAllClose(variable, [-0.1, 0.1])  # Adam's first step is `learning_rate` times the sign
+
+  def test_fused_adam_takes_the_steps_of_tf_keras_adam(self):
+    # A schedule and clipping that binds: the fused update must see the same rate, step and clipped gradient.
+    schedule = optimization.learning_rate_schedule(0.05, 10, warmup_steps=2, decay="cosine")
+    shapes = ([3, 3, 2, 4], [4], [5])
+    initial = [tf.random.stateless_normal(shape, seed=[i, 1]) for i, shape in enumerate(shapes)]
+    fused_variables = [tf.Variable(value) for value in initial]
+    keras_variables = [tf.Variable(value) for value in initial]
+    fused = optimization.adam(learning_rate=schedule, clip_global_norm=1.0)
+    self.assertIsInstance(fused, optimization.FusedAdam)
+    keras = tfk.optimizers.Adam(schedule, beta_1=0.9, beta_2=0.999, epsilon=1e-8, global_clipnorm=1.0)
+    for step in range(6):
+      gradients = [
+        3.0 * tf.random.stateless_normal(shape, seed=[i, 10 + step]) for i, shape in enumerate(shapes)
+      ]
+      fused.apply_gradients(zip(gradients, fused_variables))
+      keras.apply_gradients(zip(gradients, keras_variables))
+      for got, expected in zip(fused_variables, keras_variables):
+        self.assertAllClose(got, expected, rtol=1e-5, atol=1e-6)
+    # The variables moved, and the moments are the same variables under the same names: checkpoints move.
+    self.assertGreater(float(tf.reduce_max(tf.abs(fused_variables[0] - initial[0]))), 0.05)
+    self.assertEqual([v.name for v in fused.variables], [v.name for v in keras.variables])
+    for got, expected in zip(fused.variables, keras.variables):
+      self.assertAllClose(got, expected, rtol=1e-5, atol=1e-6)
+    path = tf.train.Checkpoint(optimizer=fused).save(os.path.join(self.get_temp_dir(), "ckpt"))
+    restored = tfk.optimizers.Adam(schedule)
+    restored.build(keras_variables)
+    tf.train.Checkpoint(optimizer=restored).restore(path).assert_consumed()
+    for got, expected in zip(restored.variables, fused.variables):
+      self.assertAllEqual(got, expected)
+
+  def test_fused_adam_is_a_serializable_keras_optimizer(self):
+    optimizer = optimization.adam(learning_rate=0.01)
+    restored = tfk.optimizers.deserialize(tfk.optimizers.serialize(optimizer))
+    self.assertIsInstance(restored, optimization.FusedAdam)
+    self.assertEqual(restored.get_config(), optimizer.get_config())
 
   def test_l2_penalty(self):
     variables = [tf.Variable([1.0, 2.0]), tf.Variable([[3.0]])]
