@@ -136,6 +136,39 @@ class RecomputingReluConv2dTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual(recomputing.moving_variance, composed.moving_variance)
     self.assertNotAllClose(recomputing.moving_mean, tf.zeros([6]))  # the averages did move
 
+  @parameterized.parameters(True, False)
+  def test_a_shortcut_is_added_next_to_the_convolution_with_the_composition_values(self, training):
+    recomputing, composed = self._pair()
+    x = 2.0 + 3.0 * tf.random.stateless_normal([4, 8, 8, 6], seed=[1, 2])
+    shortcut = tf.random.stateless_normal([4, 8, 8, 5], seed=[7, 8])
+    kernel = tf.Variable(0.3 * tf.random.stateless_normal([3, 3, 6, 5], seed=[3, 4]))
+    weights = tf.random.stateless_normal([4, 8, 8, 5], seed=[5, 6])
+
+    @tf.function
+    def value_and_gradients(module, fused):
+      with tf.GradientTape() as tape:
+        tape.watch([x, shortcut])
+        if fused:
+          z = module.relu_conv2d(x, tf.identity(kernel), training=training, shortcut=shortcut)
+        else:
+          a = tf.nn.relu(module(x, training=training))
+          z = tf.nn.conv2d(a, kernel, strides=1, padding="SAME") + shortcut
+        loss = tf.reduce_sum(z * weights)
+      return [z, *tape.gradient(loss, [x, shortcut, kernel, module.gamma, module.beta])]
+
+    got = value_and_gradients(recomputing, True)
+    expected = value_and_gradients(composed, False)
+    for got_tensor, expected_tensor in zip(got, expected):
+      self.assertAllClose(got_tensor, expected_tensor, rtol=1e-5, atol=1e-4)
+    self.assertAllClose(got[2], weights)  # the shortcut's gradient is the incoming one
+    # What grappler's remapper needs to fold the addition into the convolution: convolution -> bias -> add.
+    graph = value_and_gradients.get_concrete_function(recomputing, True).graph
+    (convolution,) = [op for op in graph.get_operations() if op.type == "Conv2D"]
+    (bias,) = [consumer for consumer in convolution.outputs[0].consumers()]
+    self.assertEqual(bias.type, "BiasAdd")
+    (add,) = [consumer for consumer in bias.outputs[0].consumers()]
+    self.assertEqual(add.type, "AddV2")
+
   def test_the_gradient_keeps_no_relu_output(self):
     """What the memory saving rests on: no gradient op reads a forward ReLU output, so none is kept."""
     graph = relu_conv2d_gradient_graph(num_layers=2)

@@ -91,8 +91,9 @@ class BatchNormalization(tf.Module):
     self._update_moving_averages(x, mean, unbiased_variance)
     return y
 
-  def relu_conv2d(self, x, kernel, training=False):
-    """`conv2d(relu(self(x, training)), kernel)`, 'SAME' with stride 1, in the dtype of `kernel`.
+  def relu_conv2d(self, x, kernel, training=False, shortcut=None):
+    """`conv2d(relu(self(x, training)), kernel)`, 'SAME' with stride 1, in the dtype of `kernel`; plus
+    `shortcut` when given (a residual connection), added in a way oneDNN folds into the convolution.
 
     In training on the fused kernel, the gradient keeps only `x` and the batch statistics, not the ReLU
     output: it recomputes `relu(batch_norm(x))` with the fused kernel in inference mode on the saved batch
@@ -101,10 +102,13 @@ class BatchNormalization(tf.Module):
     percent of the train step for about a quarter of its peak memory (docs/results/speed.md).
     """
     if not (training and self._takes_fused_kernel(x, training)):
-      return tf.nn.conv2d(
+      z = tf.nn.conv2d(
         tf.cast(tf.nn.relu(self(x, training)), kernel.dtype), kernel, strides=1, padding="SAME"
       )
-    z, mean, unbiased_variance = _recomputing_relu_conv2d(x, self.gamma, self.beta, kernel, self.epsilon)
+      return z if shortcut is None else _plus_shortcut(z, shortcut, kernel)
+    z, mean, unbiased_variance = _recomputing_relu_conv2d(
+      x, self.gamma, self.beta, kernel, self.epsilon, shortcut
+    )
     self._update_moving_averages(x, mean, unbiased_variance)
     return z
 
@@ -125,9 +129,9 @@ class BatchNormalization(tf.Module):
     assign_moving_averages(self.moving_mean, self.moving_variance, mean, variance, self.momentum, count)
 
 
-def _recomputing_relu_conv2d(x, gamma, beta, kernel, epsilon):
-  """`(conv2d(relu(bn(x)), kernel), batch mean, unbiased batch variance)` of a training-mode fused batch norm,
-  with a gradient that recomputes `relu(bn(x))` instead of keeping it.
+def _recomputing_relu_conv2d(x, gamma, beta, kernel, epsilon, shortcut=None):
+  """`(conv2d(relu(bn(x)), kernel) [+ shortcut], batch mean, unbiased batch variance)` of a training-mode fused
+  batch norm, with a gradient that recomputes `relu(bn(x))` instead of keeping it.
 
   The gradient is TensorFlow's own for each op (`FusedBatchNormGradV3`, `ReluGrad`, `Cast`,
   `Conv2DBackpropInput`, `Conv2DBackpropFilter`), fed with the recomputed ReLU output.
@@ -135,11 +139,13 @@ def _recomputing_relu_conv2d(x, gamma, beta, kernel, epsilon):
   strides = [1, 1, 1, 1]
 
   @tf.custom_gradient
-  def forward(x, gamma, beta, kernel):
+  def forward(x, gamma, beta, kernel, *shortcuts):
     y, mean, unbiased_variance, batch_mean, batch_variance, workspace = _fused_batch_norm(
       x, gamma, beta, epsilon
     )
     z = tf.nn.conv2d(tf.cast(tf.nn.relu(y), kernel.dtype), kernel, strides=1, padding="SAME")
+    for shortcut in shortcuts:  # inside, so that the convolution and the addition stay adjacent
+      z = _plus_shortcut(z, shortcut, kernel)
 
     def gradient(dz, *unused_statistics_gradients):
       del unused_statistics_gradients  # the statistics only move the running averages, under stop_gradient
@@ -169,11 +175,21 @@ def _recomputing_relu_conv2d(x, gamma, beta, kernel, epsilon):
         epsilon=epsilon,
         is_training=True,
       )[:3]
-      return d_x, d_gamma, d_beta, d_kernel
+      return (d_x, d_gamma, d_beta, d_kernel, *[dz for _ in shortcuts])
 
     return (z, mean, unbiased_variance), gradient
 
-  return forward(x, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta), kernel)
+  shortcuts = () if shortcut is None else (shortcut,)
+  return forward(x, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta), kernel, *shortcuts)
+
+
+def _plus_shortcut(z, shortcut, kernel):
+  """`z + shortcut` for `z = conv2d(..., kernel)`, written as `bias_add(z, zero) + shortcut`: grappler's remapper
+  fuses a convolution, a bias and an addition into one oneDNN convolution that accumulates onto `shortcut`
+  (one pass less over the activations), but not a convolution and an addition alone. A zero bias it can fold
+  into a constant is removed before that, so `zero` comes from `kernel`; it carries no gradient."""
+  zero = tf.stop_gradient(kernel[0, 0, 0] * 0)
+  return tf.nn.bias_add(z, zero) + shortcut
 
 
 def _fused_batch_norm(x, gamma, beta, epsilon, statistics=None):
@@ -279,9 +295,8 @@ class ResidualBlock(tf.Module):
     if training and self.dropout > 0:
       residual = tf.nn.dropout(tf.nn.relu(self.norm_out(residual, training)), rate=self.dropout)
       return h + self.conv_out(residual)
-    return h + self.conv_out.add_bias(
-      self.norm_out.relu_conv2d(residual, self.conv_out.kernel_in(h.dtype), training)
-    )
+    # `conv_out` has no bias: the sum is `h + conv_out(relu(norm_out(residual)))`.
+    return self.norm_out.relu_conv2d(residual, self.conv_out.kernel_in(h.dtype), training, shortcut=h)
 
 
 class ResNet(tf.Module):
