@@ -131,10 +131,9 @@ def _use_plain_relu_conv2d(flow):
   """Ablation: every conditioner batch norm's `relu_conv2d` as the plain composition (keeps its ReLU output)."""
   from tfp_realnvp.networks import BatchNormalization
 
-  def plain(norm, x, kernel, training=False):
-    return tf.nn.conv2d(
-      tf.cast(tf.nn.relu(norm(x, training)), kernel.dtype), kernel, strides=1, padding="SAME"
-    )
+  def plain(norm, x, kernel, training=False, shortcut=None):
+    z = tf.nn.conv2d(tf.cast(tf.nn.relu(norm(x, training)), kernel.dtype), kernel, strides=1, padding="SAME")
+    return z if shortcut is None else z + shortcut
 
   for module in flow.submodules:
     if isinstance(module, BatchNormalization):

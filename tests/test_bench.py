@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl.testing import parameterized
 
 from tfp_realnvp import networks
 from tfp_realnvp.bijectors import AffineCoupling
@@ -15,6 +16,7 @@ from tfp_realnvp.flows import RealNVP
 
 _BENCH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 sys.path.insert(0, _BENCH_DIR)
+import workloads  # noqa: E402
 from flop_count import graph_flops  # noqa: E402
 
 
@@ -117,6 +119,23 @@ class BenchConvTest(tf.test.TestCase):
 
 
 @pytest.mark.slow
+class WorkloadsTest(tf.test.TestCase, parameterized.TestCase):
+  @parameterized.parameters("bf16_no_recompute", "bf16_composite_bn", "bf16_output")
+  def test_an_ablation_mode_takes_the_train_step_of_its_base_mode(self, mode):
+    # Same initial weights, same batch: the loss of the first step, taken before the update, is the same
+    # function computed another way (the modes' arithmetic differs only by rounding).
+    losses = []
+    for built_mode in ("bf16", mode):
+      tf.random.set_seed(3)
+      workload = workloads.build("tiny", built_mode, batch_size=4)
+      for (
+        variable
+      ) in workload.flow.trainable_variables:  # non-trivial couplings: move the zero-initialized layers
+        variable.assign_add(0.05 * tf.random.stateless_normal(variable.shape, seed=[1, variable.shape.rank]))
+      losses.append(float(workload.phases["train"](*workload.arguments["train"])))
+    self.assertAllClose(losses[0], losses[1], rtol=5e-3)
+
+
 class BenchAccuracyTest(tf.test.TestCase):
   def test_a_runs_init_seed_is_its_configs_seed(self):
     # `train_and_evaluate` seeds TensorFlow with `config.seed`, so that is where the init seed must go. In a
