@@ -308,9 +308,10 @@ class ResNet(tf.Module):
 
   With `compute_dtype=tf.bfloat16` (mixed precision) the convolutions, batch norms and activations run in
   bfloat16 while the variables, batch statistics and running averages stay in `dtype`; the output convolution
-  runs in the dtype of the input, which is also the output's, unless `full_precision_output=False`: then it runs
-  in `compute_dtype` too and only its output is cast back (its bias is added after the cast). `fused_batch_norm=False` makes every batch norm
-  take the composite path instead of TensorFlow's fused kernel (same values; see `BatchNormalization`).
+  runs in the dtype of the input, which is also the output's, unless `full_precision_output=False`: then it
+  runs in `compute_dtype` too and only its output is cast back (its bias is added after the cast).
+  `fused_batch_norm=False` makes every batch norm take the composite path instead of TensorFlow's fused kernel
+  (same values; see `BatchNormalization`).
   """
 
   def __init__(
