@@ -28,7 +28,7 @@ BFLOAT16_FLAGS = ("amx_bf16", "avx512_bf16")
 # The bfloat16 train step's speed over float32's (`compute_dtype=bfloat16`, small and cifar10 models, batch 64,
 # 2 cores, same run) by `CpuInfo.bfloat16_kind`, as measured in docs/results/speed.md: AMX tiles (an Intel Xeon,
 # `lscpu` model 207) and AVX512-BF16 without AMX (an AMD Zen 4).
-BFLOAT16_TRAIN_SPEEDUP = {"amx": "2.2-2.9x", "avx512_bf16": "1.6-1.7x"}
+BFLOAT16_TRAIN_SPEEDUP = {"amx": "2.2-3.1x", "avx512_bf16": "1.6-1.7x"}
 
 
 @dataclasses.dataclass(frozen=True)
