@@ -119,6 +119,7 @@ class BenchConvTest(tf.test.TestCase):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 class WorkloadsTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters("bf16_no_recompute", "bf16_composite_bn", "bf16_output")
   def test_an_ablation_mode_takes_the_train_step_of_its_base_mode(self, mode):
