@@ -119,7 +119,6 @@ class BenchConvTest(tf.test.TestCase):
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 class WorkloadsTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters("bf16_no_recompute", "bf16_composite_bn", "bf16_output")
   def test_an_ablation_mode_takes_the_train_step_of_its_base_mode(self, mode):
@@ -137,6 +136,7 @@ class WorkloadsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(losses[0], losses[1], rtol=5e-3)
 
 
+@pytest.mark.slow
 class BenchAccuracyTest(tf.test.TestCase):
   def test_a_runs_init_seed_is_its_configs_seed(self):
     # `train_and_evaluate` seeds TensorFlow with `config.seed`, so that is where the init seed must go. In a
