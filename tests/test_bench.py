@@ -128,9 +128,8 @@ class WorkloadsTest(tf.test.TestCase, parameterized.TestCase):
     for built_mode in ("bf16", mode):
       tf.random.set_seed(3)
       workload = workloads.build("tiny", built_mode, batch_size=4)
-      for (
-        variable
-      ) in workload.flow.trainable_variables:  # non-trivial couplings: move the zero-initialized layers
+      # Non-trivial couplings: move the zero-initialized layers.
+      for variable in workload.flow.trainable_variables:
         variable.assign_add(0.05 * tf.random.stateless_normal(variable.shape, seed=[1, variable.shape.rank]))
       losses.append(float(workload.phases["train"](*workload.arguments["train"])))
     self.assertAllClose(losses[0], losses[1], rtol=5e-3)

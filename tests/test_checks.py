@@ -1,6 +1,6 @@
 """`checks.positive_int` and `checks.positive_ints`, the library's one check of counts and of shapes or widths,
-`checks.boolean` for switches, and call sites that used to let a fractional size through (truncated, or failing later with an error that did
-not name it)."""
+`checks.boolean` for switches, and call sites that used to let a fractional size through (truncated, or failing
+later with an error that did not name it)."""
 
 import re
 

@@ -29,17 +29,18 @@ class FusedAdam(tfk.optimizers.Adam):
       return super().update_step(gradient, variable)
     dtype = variable.dtype
     step = tf.cast(self.iterations + 1, dtype)
+    beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
     # `Adam` keeps each variable's moments at this index (tf_keras's own lookup in `Adam.update_step`).
     index = self._index_dict[self._var_key(variable)]
     return tf.raw_ops.ResourceApplyAdam(
       var=variable.handle,
       m=self._momentums[index].handle,
       v=self._velocities[index].handle,
-      beta1_power=tf.pow(tf.cast(self.beta_1, dtype), step),
-      beta2_power=tf.pow(tf.cast(self.beta_2, dtype), step),
+      beta1_power=tf.pow(beta_1, step),
+      beta2_power=tf.pow(beta_2, step),
       lr=tf.cast(self.learning_rate, dtype),
-      beta1=tf.cast(self.beta_1, dtype),
-      beta2=tf.cast(self.beta_2, dtype),
+      beta1=beta_1,
+      beta2=beta_2,
       epsilon=tf.cast(self.epsilon, dtype),
       grad=tf.cast(gradient, dtype),
     )
