@@ -134,6 +134,22 @@ class WorkloadsTest(tf.test.TestCase, parameterized.TestCase):
       losses.append(float(workload.phases["train"](*workload.arguments["train"])))
     self.assertAllClose(losses[0], losses[1], rtol=5e-3)
 
+  def test_the_no_recompute_ablation_keeps_the_fusable_residual_additions(self):
+    # Only the recomputation may differ: every residual addition stays convolution -> bias -> add.
+    def fusable_additions(mode):
+      workload = workloads.build("tiny", mode, batch_size=4)
+      graph = workload.phases["train"].get_concrete_function(*workload.arguments["train"]).graph
+      return sum(
+        1
+        for op in graph.get_operations()
+        if op.type == "AddV2"
+        and any(t.op.type == "BiasAdd" and t.op.inputs[0].op.type == "Conv2D" for t in op.inputs)
+      )
+
+    expected = fusable_additions("bf16")
+    self.assertGreater(expected, 0)
+    self.assertEqual(fusable_additions("bf16_no_recompute"), expected)
+
 
 @pytest.mark.slow
 class BenchAccuracyTest(tf.test.TestCase):
