@@ -17,7 +17,7 @@ from tests.training_testing import TINY_MODEL, run_program, tiny_config
 from tests.workdir_testing import run
 from tfp_realnvp import classifier, data, dequantization
 from tfp_realnvp.flows import RealNVP
-from tfp_realnvp.training import configs, flow_builder, losses, reporting, train_lib
+from tfp_realnvp.training import configs, flow_builder, losses, reporting, train_lib, wall_time
 
 NUM_CLASSES = 10
 
@@ -93,6 +93,29 @@ class ConditionalRunTest(tf.test.TestCase):
     self.assertContainsSubset(
       {"bits_per_dim", "conditional_bits_per_dim", "accuracy", "class_log_loss"}, tags
     )
+
+  def test_periodic_evaluations_report_the_accuracy_too(self):
+    # The evaluation at step 4 (of 6) computes the class figures anyway: its log line, TensorBoard scalars and
+    # `validation.jsonl` line carry them, as the final one does.
+    self.assertRegex(
+      "\n".join(self.lines),
+      r"(?m)^eval \| step: 4 \| bits_per_dim: \d+\.\d{4} \| examples: 297 \| conditional_bits_per_dim: "
+      r"\d+\.\d{4} \| accuracy: \d\.\d{4} \| class_log_loss: \d+\.\d{4} \| train_seconds: ",
+    )
+    curve = wall_time.validation_curve(self.workdir)
+    self.assertEqual([(line["step"], line["final"]) for line in curve], [(4, False), (6, True)])
+    for line in curve:
+      self.assertBetween(line["accuracy"], 0.0, 1.0)
+      self.assertGreater(line["class_log_loss"], 0.0)
+      self.assertGreater(line["conditional_bits_per_dim"], 0.0)
+    self.assertEqual(curve[-1]["accuracy"], self.result.metrics["test_accuracy"])
+    steps_by_tag = {}
+    for path in tf.io.gfile.glob(os.path.join(self.workdir, "tensorboard", "eval", "events.*")):
+      for event in tf.compat.v1.train.summary_iterator(path):
+        for value in event.summary.value:
+          steps_by_tag.setdefault(value.tag, set()).add(event.step)
+    for tag in ("accuracy", "class_log_loss", "conditional_bits_per_dim"):
+      self.assertEqual(steps_by_tag[tag], {4, 6})
 
   def test_sample_grids_have_one_row_per_class(self):
     self.assertTrue(os.path.exists(os.path.join(self.workdir, "samples.png")))

@@ -624,7 +624,13 @@ def _evaluate_and_report(run):
   run.reporter.log("test", step=step, bits_per_dim=test_bits_per_dim, examples=num_examples, **figures)
   train_seconds = run.clock.seconds()
   _record_validation(
-    run, step=step, bits_per_dim=test_bits_per_dim, examples=num_examples, final=True, seconds=train_seconds
+    run,
+    step=step,
+    bits_per_dim=test_bits_per_dim,
+    examples=num_examples,
+    final=True,
+    seconds=train_seconds,
+    figures=figures,
   )
   metrics = {
     "dataset": config.dataset,
@@ -785,31 +791,47 @@ def _report_skip(run, *, step, consecutive_skips, last_saved, manager):
 
 
 def _evaluate_during_training(run, *, step):
-  """The `eval` log line, bits/dim summary and sample grid at temperature 1 of a periodic evaluation, and its
-  line of `validation.jsonl`, with the training seconds so far."""
+  """The `eval` log line, summaries and sample grid at temperature 1 of a periodic evaluation, and its line of
+  `validation.jsonl`, with the training seconds so far: bits/dim, and for a class-conditional run also the
+  conditional bits/dim, accuracy and class log loss that the same pass computes."""
   train_seconds = run.clock.seconds()  # what reaching these weights took, not evaluating them
   run.estimate_batch_norm_statistics()
-  eval_bits_per_dim, num_examples = run.trainer.evaluate(run.eval_dataset)
+  figures = run.trainer.evaluate_metrics(run.eval_dataset)
+  eval_bits_per_dim, num_examples = figures.pop("bits_per_dim"), figures.pop("num_examples")
   run.reporter.log(
-    "eval", step=step, bits_per_dim=eval_bits_per_dim, examples=num_examples, train_seconds=train_seconds
+    "eval",
+    step=step,
+    bits_per_dim=eval_bits_per_dim,
+    examples=num_examples,
+    **figures,
+    train_seconds=train_seconds,
   )
   _record_validation(
-    run, step=step, bits_per_dim=eval_bits_per_dim, examples=num_examples, final=False, seconds=train_seconds
+    run,
+    step=step,
+    bits_per_dim=eval_bits_per_dim,
+    examples=num_examples,
+    final=False,
+    seconds=train_seconds,
+    figures=figures,
   )
   with run.writers.eval.as_default():
     reporting.summary_scalar("bits_per_dim", eval_bits_per_dim, step)
+    for name, value in figures.items():
+      reporting.summary_scalar(name, value, step)
     grid = run.trainer.sample_grid(1.0, run.config.num_samples)
     reporting.summary_image(_samples_tag(1.0, step), grid, step)
 
 
-def _record_validation(run, *, step, bits_per_dim, examples, final, seconds):
-  """The eval split's bits/dim at `step` against the training `seconds`: a `validation.jsonl` line (chief) and
-  the eval run's `train_seconds` scalar (TensorBoard: its step axis against bits/dim's)."""
+def _record_validation(run, *, step, bits_per_dim, examples, final, seconds, figures):
+  """The eval split's bits/dim (and a class-conditional run's other `figures`) at `step` against the training
+  `seconds`: a `validation.jsonl` line (chief) and the eval run's `train_seconds` scalar (TensorBoard: its step
+  axis against bits/dim's)."""
   with run.writers.eval.as_default():
     reporting.summary_scalar("train_seconds", seconds, step)
   if run.is_chief:
     line = dict(step=step, train_seconds=round(seconds, 3), bits_per_dim=bits_per_dim, examples=examples)
-    wall_time.append_validation(run.workdir, _json_safe({**line, "final": final}))
+    wall_time.append_validation(run.workdir, _json_safe({**line, **figures, "final": final}))
 
 
 def _over_budget(run):

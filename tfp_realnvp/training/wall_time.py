@@ -108,8 +108,9 @@ def truncate_validation(workdir, step):
 
 def validation_curve(workdir):
   """The evaluations of the run in `workdir`, oldest first: a dict per evaluation with `step`,
-  `train_seconds`, `bits_per_dim` (the eval split's, K = 1, with the evaluated weights), `examples` and
-  `final` (the evaluation at the end of a run), as `train_lib` appended them to `validation.jsonl`.
+  `train_seconds`, `bits_per_dim` (the eval split's, K = 1, with the evaluated weights), `examples`, for a
+  class-conditional run `conditional_bits_per_dim`, `accuracy` and `class_log_loss`, and `final` (the evaluation at
+  the end of a run), as `train_lib` appended them to `validation.jsonl`.
 
   Raises:
     FileNotFoundError: the workdir has no `validation.jsonl` (no evaluation yet, or written before it existed).
