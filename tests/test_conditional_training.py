@@ -81,7 +81,7 @@ class ConditionalRunTest(tf.test.TestCase):
   def test_log_lines_metrics_file_and_summaries_hold_the_three_figures(self):
     self.assertRegex(
       "\n".join(self.lines),
-      r"(?m)^test \| step: 6 \| bits_per_dim: \d+\.\d{4} \| examples: 297 \| conditional_bits_per_dim: "
+      r"(?m)^test \| step: 6 \| split: test \| bits_per_dim: \d+\.\d{4} \| examples: 297 \| conditional_bits_per_dim: "
       r"\d+\.\d{4} \| accuracy: \d\.\d{4} \| class_log_loss: \d+\.\d{4}$",
     )
     with open(os.path.join(self.workdir, "metrics.json")) as file:

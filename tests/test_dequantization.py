@@ -284,7 +284,9 @@ class VariationalTrainingTest(tf.test.TestCase):
       ]
     self.assertAllClose(metrics["test_bits_per_dim"], np.concatenate(bits).mean(), rtol=1e-6)
     self.assertLess(metrics["test_bits_per_dim_k3"], metrics["test_bits_per_dim"])
-    self.assertRegex("\n".join(self.lines), r"(?m)^test \| step: 6 \| draws: 3 \| bits_per_dim: \d+\.\d{4}$")
+    self.assertRegex(
+      "\n".join(self.lines), r"(?m)^test \| step: 6 \| split: test \| draws: 3 \| bits_per_dim: \d+\.\d{4}$"
+    )
 
 
 class DequantizationSettingTest(tf.test.TestCase):

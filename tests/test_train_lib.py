@@ -83,7 +83,8 @@ class DigitsRunTest(tf.test.TestCase, parameterized.TestCase):
       r"(?m)^eval \| step: 4 \| bits_per_dim: \d+\.\d{4} \| examples: 297 \| train_seconds: \d+\.\d+$",
     )
     self.assertRegex(
-      "\n".join(self.lines), r"(?m)^test \| step: 6 \| bits_per_dim: \d+\.\d{4} \| examples: 297$"
+      "\n".join(self.lines),
+      r"(?m)^test \| step: 6 \| split: test \| bits_per_dim: \d+\.\d{4} \| examples: 297$",
     )
     self.assertNotIn("\r", "\n".join(self.lines))  # no progress bar when stdout is not a terminal
 
@@ -502,6 +503,8 @@ class IdxFolderRunTest(tf.test.TestCase):
     expected = np.bincount(splits["train"][1][:16], minlength=4) / 16
     self.assertAllClose(np.exp(trainer.label_log_prior), expected)
     self.assertRegex("\n".join(lines), r"(?m)^train \| step: 2 \| steps/sec: ")
+    # The final line is named `test` but says which split it scored.
+    self.assertRegex("\n".join(lines), r"(?m)^test \| step: 2 \| split: train\[16:\] \| bits_per_dim: ")
 
 
 class ConfigErrorTest(tf.test.TestCase, parameterized.TestCase):

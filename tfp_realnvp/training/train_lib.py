@@ -621,7 +621,15 @@ def _evaluate_and_report(run):
   figures = trainer.evaluate_metrics(run.eval_dataset)
   test_bits_per_dim, num_examples = figures.pop("bits_per_dim"), figures.pop("num_examples")
   step = int(trainer.step.numpy())
-  run.reporter.log("test", step=step, bits_per_dim=test_bits_per_dim, examples=num_examples, **figures)
+  # Named `test` whatever the split (so are the `test_*` keys of metrics.json); the line says which split it is.
+  run.reporter.log(
+    "test",
+    step=step,
+    split=run.spec.eval_split,
+    bits_per_dim=test_bits_per_dim,
+    examples=num_examples,
+    **figures,
+  )
   train_seconds = run.clock.seconds()
   _record_validation(
     run,
@@ -688,7 +696,7 @@ def _importance_weighted_metrics(run, *, step):
     return metrics
   figures = run.trainer.evaluate_metrics(run.eval_dataset, num_samples)
   figures.pop("num_examples")
-  run.reporter.log("test", step=step, draws=num_samples, **figures)
+  run.reporter.log("test", step=step, split=run.spec.eval_split, draws=num_samples, **figures)
   with run.writers.eval.as_default():
     for name, value in figures.items():
       reporting.summary_scalar(f"{name}_k{num_samples}", value, step)
