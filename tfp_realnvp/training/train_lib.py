@@ -656,9 +656,6 @@ def _evaluate_and_report(run):
     for temperature in config.sample_temperatures
   }
   with run.writers.eval.as_default():
-    reporting.summary_scalar("bits_per_dim", test_bits_per_dim, step)
-    for name, value in figures.items():
-      reporting.summary_scalar(name, value, step)
     for temperature, grid in grids.items():
       reporting.summary_image(_samples_tag(temperature, step), grid, step)
   run.writers.eval.flush()
@@ -824,19 +821,17 @@ def _evaluate_during_training(run, *, step):
     figures=figures,
   )
   with run.writers.eval.as_default():
-    reporting.summary_scalar("bits_per_dim", eval_bits_per_dim, step)
-    for name, value in figures.items():
-      reporting.summary_scalar(name, value, step)
     grid = run.trainer.sample_grid(1.0, run.config.num_samples)
     reporting.summary_image(_samples_tag(1.0, step), grid, step)
 
 
 def _record_validation(run, *, step, bits_per_dim, examples, final, seconds, figures):
   """The eval split's bits/dim (and a class-conditional run's other `figures`) at `step` against the training
-  `seconds`: a `validation.jsonl` line (chief) and the eval run's `train_seconds` scalar (TensorBoard: its step
-  axis against bits/dim's)."""
+  `seconds`: the eval run's scalars of each, with `train_seconds` (TensorBoard: its step axis against
+  bits/dim's), and a `validation.jsonl` line (chief)."""
   with run.writers.eval.as_default():
-    reporting.summary_scalar("train_seconds", seconds, step)
+    for name, value in {"bits_per_dim": bits_per_dim, **figures, "train_seconds": seconds}.items():
+      reporting.summary_scalar(name, value, step)
   if run.is_chief:
     line = dict(step=step, train_seconds=round(seconds, 3), bits_per_dim=bits_per_dim, examples=examples)
     wall_time.append_validation(run.workdir, _json_safe({**line, **figures, "final": final}))
