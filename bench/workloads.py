@@ -129,15 +129,13 @@ def build(model, mode, batch_size):
 
 def _use_plain_relu_conv2d(flow):
   """Ablation: every conditioner batch norm's `relu_conv2d` as the plain composition (keeps its ReLU output)."""
-  from tfp_realnvp.networks import BatchNormalization
+  from tfp_realnvp.networks import BatchNormalization, plus_shortcut
 
   def plain(norm, x, kernel, training=False, shortcut=None):
     z = tf.nn.conv2d(tf.cast(tf.nn.relu(norm(x, training)), kernel.dtype), kernel, strides=1, padding="SAME")
-    if shortcut is None:
-      return z
-    # The shortcut as the library adds it (convolution -> zero bias -> add, which oneDNN fuses), so that the
-    # ablation changes only the recomputation.
-    return tf.nn.bias_add(z, tf.stop_gradient(kernel[0, 0, 0] * 0)) + shortcut
+    # The shortcut as the library adds it (oneDNN fuses it into the convolution), so that the ablation changes
+    # only the recomputation.
+    return z if shortcut is None else plus_shortcut(z, shortcut, kernel)
 
   for module in flow.submodules:
     if isinstance(module, BatchNormalization):

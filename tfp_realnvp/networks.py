@@ -21,6 +21,7 @@ __all__ = [
   "ResNet",
   "WeightNormConv2D",
   "is_regularized",
+  "plus_shortcut",
 ]
 
 # The paper applies L2 regularization (5e-5) to the weight-norm scales and the couplings' tanh scales only.
@@ -105,7 +106,7 @@ class BatchNormalization(tf.Module):
       z = tf.nn.conv2d(
         tf.cast(tf.nn.relu(self(x, training)), kernel.dtype), kernel, strides=1, padding="SAME"
       )
-      return z if shortcut is None else _plus_shortcut(z, shortcut, kernel)
+      return z if shortcut is None else plus_shortcut(z, shortcut, kernel)
     z, mean, unbiased_variance = _recomputing_relu_conv2d(
       x, self.gamma, self.beta, kernel, self.epsilon, shortcut
     )
@@ -145,7 +146,7 @@ def _recomputing_relu_conv2d(x, gamma, beta, kernel, epsilon, shortcut=None):
     )
     z = tf.nn.conv2d(tf.cast(tf.nn.relu(y), kernel.dtype), kernel, strides=1, padding="SAME")
     for shortcut in shortcuts:  # inside, so that the convolution and the addition stay adjacent
-      z = _plus_shortcut(z, shortcut, kernel)
+      z = plus_shortcut(z, shortcut, kernel)
 
     def gradient(dz, *unused_statistics_gradients):
       del unused_statistics_gradients  # the statistics only move the running averages, under stop_gradient
@@ -183,7 +184,7 @@ def _recomputing_relu_conv2d(x, gamma, beta, kernel, epsilon, shortcut=None):
   return forward(x, tf.convert_to_tensor(gamma), tf.convert_to_tensor(beta), kernel, *shortcuts)
 
 
-def _plus_shortcut(z, shortcut, kernel):
+def plus_shortcut(z, shortcut, kernel):
   """`z + shortcut` for `z = conv2d(..., kernel)`, written as `bias_add(z, zero) + shortcut`: grappler's remapper
   fuses a convolution, a bias and an addition into one oneDNN convolution that accumulates onto `shortcut`
   (one pass less over the activations), but not a convolution and an addition alone. A zero bias it can fold
