@@ -81,6 +81,23 @@ class BatchNormTest(tf.test.TestCase, parameterized.TestCase, BijectorChecks):
     self.assertTrue(np.all(np.isfinite(forward(x)[1])))  # a non-empty batch still trains
     self.assertNotAllClose(batch_norm.moving_mean, before[0])
 
+  def test_two_batch_norms_of_the_same_arguments_each_use_their_own_weights(self):
+    # TFP's transform cache once took two bijectors of equal arguments for one: the second to see a tensor
+    # returned the first's output for it.
+    first, second = BatchNorm(4), BatchNorm(4)
+    second.log_scale.assign([0.5, -0.5, 1.0, 0.0])
+    second.shift.assign([1.0, 2.0, 3.0, 4.0])
+    self.assertNotEqual(first, second)
+    x = tf.random.stateless_normal([5, 4], seed=[1, 2])
+    first.forward(x)
+    self.assertAllClose(
+      second.forward(x), x / np.sqrt(1.0 + 1e-4) * tf.exp(second.log_scale) + second.shift, rtol=1e-5
+    )
+    first.inverse(x)
+    self.assertAllClose(
+      second.inverse(x), (x - second.shift) * tf.exp(-second.log_scale) * np.sqrt(1.0 + 1e-4), rtol=1e-5
+    )
+
   def test_inverse_refuses_training_mode(self):
     with self.assertRaisesRegex(ValueError, "training=True"):
       BatchNorm(2).inverse(tf.zeros([3, 2]), training=True)

@@ -3,13 +3,14 @@
 import tensorflow as tf
 
 from tfp_realnvp.bijectors.joint_log_det import JointLogDetBijector
+from tfp_realnvp.bijectors.own_variables import OwnVariablesBijector
 from tfp_realnvp.internal.checks import positive_int
 from tfp_realnvp.internal.moments import moments_for_mode, moving_average_variable
 
 __all__ = ["BatchNorm"]
 
 
-class BatchNorm(JointLogDetBijector):
+class BatchNorm(OwnVariablesBijector, JointLogDetBijector):
   """`y = (x - mean) / sqrt(var + epsilon) * exp(log_scale) + shift`, per feature (the last axis).
 
   `log|det dy/dx| = sum_features(log_scale - 0.5 * log(var + epsilon))` for each position; on an image event
