@@ -372,6 +372,27 @@ class InProcessConditionalExportTest(export_testing.WorkspaceTestCase):
     marginal = classifier.marginal_log_prob(self.label_flow, x, NUM_CLASSES, self.log_prior)
     assert_close_relative(self, marginal, outputs["log_prob"])
 
+  def test_an_export_of_a_flow_with_the_label_in_the_base_classifies_as_the_classifier(self):
+    flow = export_testing.moved_and_perturbed(
+      RealNVP.from_preset(
+        "digits",
+        **export_testing.IMAGE_OVERRIDES,
+        num_scales=1,
+        conditional_event_shape=(NUM_CLASSES,),
+        context_enters="base",
+      )
+    )
+    path = export.export_saved_model(
+      flow, os.path.join(self.workspace, "exports"), "label_in_the_base", label_log_prior=self.log_prior
+    )
+    classify = tf.saved_model.load(path).signatures[serving_module.CLASSIFY_SIGNATURE_NAME]
+    x = export_testing.pixels([5, 8, 8, 1], 4, seed=43)
+    outputs = classify(x=tf.constant(x))
+    class_log_probs = classifier.class_log_probs(flow, x, NUM_CLASSES, self.log_prior).numpy()
+    self.assertGreater(np.ptp(class_log_probs), 0.1)  # the class means tell the classes apart
+    assert_close_relative(self, class_log_probs, outputs["log_probs"].numpy())
+    self.assertAllEqual(np.argmax(class_log_probs, axis=-1), outputs["label"])
+
   def test_load_distribution_takes_the_context_as_the_flow_does(self):
     flow = self.flow
     distribution = saved_model_distribution.load_distribution(self.path)

@@ -37,6 +37,13 @@ FLOWS = [
   ("image_with_vector_context", dict(), (8, 8, 1), (3,)),
   ("image_with_image_context", dict(), (8, 8, 1), (8, 8, 2)),
   ("vector_with_vector_context", dict(event_shape=(4,), num_couplings=4, hidden_units=(16,)), (4,), (3,)),
+  ("image_with_the_context_in_the_base", dict(context_enters="base"), (8, 8, 1), (3,)),
+  (
+    "vector_with_the_context_in_the_base",
+    dict(event_shape=(4,), num_couplings=4, hidden_units=(16,), context_enters="base"),
+    (4,),
+    (3,),
+  ),
 ]
 IMAGE_FLOWS = [flow for flow in FLOWS if len(flow[2]) == 3]
 VECTOR_FLOWS = [flow for flow in FLOWS if len(flow[2]) == 1]
@@ -107,10 +114,15 @@ class ConditionalFlowTest(tf.test.TestCase, parameterized.TestCase):
       name = getattr(variable, "name", "conditional_input")
       self.assertIsNotNone(gradient, name)
       self.assertGreater(float(tf.reduce_max(tf.abs(gradient))), 0.0, name)
-    # The context path: every conditioner's projection (vector context into a ResNet) or first layer.
+    # The context path: every conditioner's projection (vector context into a ResNet) or first layer, or
+    # only the base's mean.
     conditioners = [
       m for m in flow.submodules if isinstance(m, (networks.ConditionalResNet, networks.ConditionalMLP))
     ]
+    if arguments.get("context_enters") == "base":
+      self.assertEmpty(conditioners)
+      self.assertLen([v for v in variables if "base_shift" in v.name], 1)
+      return
     self.assertLen(conditioners, 10 if len(event_shape) == 3 else 4)
     if len(event_shape) == 3 and len(context_shape) == 1:
       self.assertLen([v for v in variables if "context_kernel" in v.name], 10)

@@ -17,7 +17,7 @@ from tests.training_testing import TINY_MODEL, run_program, tiny_config
 from tests.workdir_testing import run
 from tfp_realnvp import classifier, data, dequantization
 from tfp_realnvp.flows import RealNVP
-from tfp_realnvp.training import configs, flow_builder, losses, reporting, train_lib, wall_time
+from tfp_realnvp.training import configs, flow_builder, losses, optimization, reporting, train_lib, wall_time
 
 NUM_CLASSES = 10
 
@@ -265,6 +265,55 @@ class ConditionalTrainerTest(tf.test.TestCase):
         label_dropout=0.1,
       )
 
+  def test_a_hybrid_trainer_trains_the_classifier_that_bits_per_dim_alone_leaves(self):
+    images, labels = next(iter(data.load("digits", "train", batch_size=32, training=False, with_labels=True)))
+    log_losses = {}
+    for weight in (0.0, 10.0):
+      tf.random.set_seed(5)
+      trainer = train_lib.Trainer(
+        tf.distribute.get_strategy(),
+        lambda: RealNVP.from_preset(
+          "digits", **TINY_MODEL, conditional_event_shape=(NUM_CLASSES,), context_enters="base"
+        ),
+        global_batch_size=32,
+        make_optimizer=lambda: optimization.adam(1e-2),  # so that 30 steps move the class means
+        label_counts=[1] * NUM_CLASSES,
+        class_loss_weight=weight,
+      )
+      for _ in range(30):
+        bits_per_dim, applied = trainer.train_step((images, labels))
+        self.assertTrue(bool(applied))
+      # The step reports the bits/dim alone, whatever the weight.
+      conditional = trainer.flow.bits_per_dim(images, training=True, conditional_input=tf.one_hot(labels, 10))
+      self.assertLess(abs(float(bits_per_dim) - float(tf.reduce_mean(conditional))), 0.5)
+      # In training mode, as trained (30 steps barely move the batch norms' running averages).
+      joint = classifier.class_conditional_log_probs(trainer.flow, images, NUM_CLASSES, training=True)
+      log_probs = joint - tf.reduce_logsumexp(joint, -1, keepdims=True)
+      log_losses[weight] = -float(tf.reduce_mean(tf.gather(log_probs, labels, batch_dims=1)))
+    self.assertLess(log_losses[10.0], 0.5 * log_losses[0.0], log_losses)
+
+  def test_the_hybrid_loss_needs_labels_in_the_base_and_no_label_dropout(self):
+    strategy = tf.distribute.get_strategy()
+    for context_enters, label_dropout, message in (
+      ("couplings", 0.0, r"`class_loss_weight` needs a flow whose label enters only the base.*'couplings'"),
+      (
+        "base",
+        0.2,
+        r"`class_loss_weight` must be a number >= 0, and 0 without `label_counts`.*or with `label_",
+      ),
+    ):
+      with self.assertRaisesRegex(ValueError, message):
+        train_lib.Trainer(
+          strategy,
+          lambda: RealNVP.from_preset(
+            "digits", **TINY_MODEL, conditional_event_shape=(NUM_CLASSES,), context_enters=context_enters
+          ),
+          global_batch_size=16,
+          label_counts=[1] * NUM_CLASSES,
+          label_dropout=label_dropout,
+          class_loss_weight=1.0,
+        )
+
   def test_label_counts_must_match_the_flow_context(self):
     with self.assertRaisesRegex(ValueError, r"`label_counts` gives 3 classes, so the flow must have "):
       train_lib.Trainer(
@@ -314,6 +363,42 @@ class ConditionConfigTest(tf.test.TestCase):
     self.assertEqual(tiny_config().effective_label_dropout, 0.0)
     self.assertEqual(tiny_config(condition="label", label_dropout=0.0).effective_label_dropout, 0.0)
     self.assertEqual(train_lib.build_trainer(tiny_config(condition="label")).label_dropout, 0.2)
+
+  def test_the_label_in_the_base_and_the_hybrid_weight_are_checked(self):
+    base = dict(condition="label", context_enters="base")
+    for changes, message in (
+      (
+        dict(context_enters="base"),
+        r"`context_enters` must be couplings unless `condition` is label; got 'base'",
+      ),
+      (
+        dict(condition="label", class_loss_weight=1.0),
+        r"`class_loss_weight` must be >= 0, and 0 unless `cont",
+      ),
+      (dict(**base, class_loss_weight=-1.0), r"`class_loss_weight` must be >= 0.*; got -1\.0\.$"),
+      (
+        dict(**base, class_loss_weight=1.0, label_dropout=0.2),
+        r"`label_dropout` must be None or 0 with a `class_",
+      ),
+      (dict(condition="label", context_enters="prior"), r"`context_enters` must be one of couplings, base"),
+    ):
+      with self.assertRaisesRegex(configs.ConfigError, message):
+        tiny_config(**changes).validate()
+    # With the label in the base only, no label dropout by default: an all-zeros context is no "no class".
+    config = tiny_config(**base, class_loss_weight=0.5)
+    config.validate()
+    self.assertEqual(config.effective_label_dropout, 0.0)
+    trainer = train_lib.build_trainer(config)
+    self.assertEqual(
+      (trainer.flow.context_enters, trainer.class_loss_weight, trainer.label_dropout), ("base", 0.5, 0.0)
+    )
+    self.assertEqual(flow_builder.build_flow(tiny_config(condition="label")).context_enters, "couplings")
+    with self.assertRaisesRegex(
+      configs.ConfigError, r"`context_enters='couplings'` and `model_overrides` `context_"
+    ):
+      flow_builder.build_flow(
+        tiny_config(condition="label", model_overrides={**TINY_MODEL, "context_enters": "base"})
+      )
 
   def test_label_condition_on_a_dataset_without_labels_is_a_config_error(self):
     directory = os.path.join(self.get_temp_dir(), "unlabelled")

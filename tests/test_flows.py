@@ -348,13 +348,14 @@ class RealNVPImageTest(tf.test.TestCase, parameterized.TestCase):
       str(inspect.signature(ImageRealNVP)),
       "(event_shape, num_scales=2, num_blocks=4, num_filters=32, num_bits=8, logit_alpha=0.05, dropout=0.0, "
       "batch_norm=True, batch_norm_momentum=0.99, fused_batch_norm=True, conditional_event_shape=None, "
-      "dtype=tf.float32, compute_dtype=None, full_precision_output=True, validate_args=False, name='real_nvp')",
+      "context_enters='couplings', dtype=tf.float32, compute_dtype=None, full_precision_output=True, "
+      "validate_args=False, name='real_nvp')",
     )
     self.assertEqual(
       str(inspect.signature(VectorRealNVP)),
       "(event_shape, num_couplings=4, hidden_units=(64, 64), dropout=0.0, batch_norm=False, "
-      "batch_norm_momentum=0.99, conditional_event_shape=None, dtype=tf.float32, compute_dtype=None, "
-      "full_precision_output=True, validate_args=False, name='real_nvp')",
+      "batch_norm_momentum=0.99, conditional_event_shape=None, context_enters='couplings', dtype=tf.float32, "
+      "compute_dtype=None, full_precision_output=True, validate_args=False, name='real_nvp')",
     )
     # The same flow either way: same variables, same values from the same seed.
     tf.random.set_seed(5)

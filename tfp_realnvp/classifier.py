@@ -6,8 +6,11 @@ prior `p(y)`:
 `log p(x, y) = log p(x | y) + log p(y)`,  `log p(x) = logsumexp_y log p(x, y)`,
 `log p(y | x) = log p(x, y) - log p(x)`.
 
-Each function evaluates the flow once, on `num_classes * batch` rows (every image with every label), in
-inference mode (`training=False`), so each row's density does not depend on the others in the batch.
+Each function evaluates the flow in inference mode (`training=False`), so each row's density does not depend on
+the others in the batch. A flow whose context enters the couplings (`context_enters='couplings'`) runs once on
+`num_classes * batch` rows, every image with every label; one whose context enters only the base
+(`context_enters='base'`, `p(x | y) = N(g(x); mu_y, I) |det dg/dx|`) runs once on the batch: with `z = g(x)`,
+`log p(x | y) = log p(x | c = 0) + z . mu_y - |mu_y|^2 / 2`, a linear classifier on `z`.
 
 #### Examples
 
@@ -60,18 +63,30 @@ def joint_log_probs(flow, x, num_classes, log_prior=None):
   return class_conditional_log_probs(flow, x, num_classes) + log_prior
 
 
-def class_conditional_log_probs(flow, x, num_classes):
+def class_conditional_log_probs(flow, x, num_classes, training=False):
   """`log p(x | y)` for every class `y`: `[batch, num_classes]` (`joint_log_probs` without the prior).
 
-  Arguments as in `joint_log_probs`.
+  Arguments as in `joint_log_probs`; `training=True` evaluates in training mode (batch statistics: of the
+  batch for `context_enters='base'`, of every image with every label otherwise), for a training loss.
   """
   num_classes, x = _checked_classes_and_batch(flow, x, num_classes)
   batch_size = tf.shape(x)[0]
+  if flow.context_enters == "base":
+    # One pass of `g` (`f` under the all-zeros context, which shifts nothing), then each class's Gaussian.
+    log_probs, z = flow.log_prob_and_latent(
+      x, conditional_input=tf.zeros([batch_size, num_classes], flow.dtype), training=training
+    )
+    means = tf.reshape(flow.base_mean(tf.eye(num_classes, dtype=flow.dtype)), [num_classes, -1])
+    quadratic = tf.matmul(tf.reshape(z, [batch_size, -1]), means, transpose_b=True)
+    quadratic -= 0.5 * tf.reduce_sum(tf.square(means), axis=-1)
+    # A row scored -inf (outside the support) or NaN keeps that score; its latent is NaN.
+    finite = tf.math.is_finite(log_probs)[:, tf.newaxis]
+    return log_probs[:, tf.newaxis] + tf.where(finite, quadratic, tf.zeros_like(quadratic))
   # Row `k * batch + i` pairs image `i` with label `k`.
   rows = tf.tile(x, [num_classes] + [1] * len(flow.event_shape))
   labels = tf.one_hot(tf.repeat(tf.range(num_classes), batch_size), num_classes, dtype=flow.dtype)
-  log_likelihoods = tf.reshape(flow.log_prob(rows, conditional_input=labels), [num_classes, batch_size])
-  return tf.transpose(log_likelihoods)
+  log_likelihoods = flow.log_prob(rows, conditional_input=labels, training=training)
+  return tf.transpose(tf.reshape(log_likelihoods, [num_classes, batch_size]))
 
 
 def class_log_probs(flow, x, num_classes, log_prior=None):

@@ -15,14 +15,24 @@ import tensorflow_probability as tfp
 from tensorflow_probability.python.distributions.transformed_distribution import _TransformedDistribution
 
 from tfp_realnvp import conditioned, networks
-from tfp_realnvp.bijectors import AffineCoupling, BatchNorm, KeywordChain, LogitTransform, MultiScale
+from tfp_realnvp.bijectors import (
+  AffineCoupling,
+  BatchNorm,
+  ContextShift,
+  KeywordChain,
+  LogitTransform,
+  MultiScale,
+)
 from tfp_realnvp.internal import bits, contexts, shapes
 from tfp_realnvp.internal.checks import positive_int, positive_ints
 
-__all__ = ["PRESETS", "ImageRealNVP", "RealNVP", "VectorRealNVP"]
+__all__ = ["CONTEXT_ENTERS", "PRESETS", "ImageRealNVP", "RealNVP", "VectorRealNVP"]
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
+
+# Where a conditional flow's context enters `f` (the flows' `context_enters` argument).
+CONTEXT_ENTERS = ("couplings", "base")
 
 # The paper's settings (section 4.1 and appendix), and small presets for the bundled data.
 PRESETS = {
@@ -147,6 +157,9 @@ class RealNVP(_TransformedDistribution):
     self._event_shape_tuple = event_shape
     self._conditional_event_shape = conditional_event_shape
     self._data_to_latent = data_to_latent  # Checkpoints name every variable by its path from this attribute.
+    # `context_enters='base'`: the `ContextShift` that ends `f` (first in the right-to-left chain).
+    first = data_to_latent.bijectors[0] if data_to_latent.bijectors else None
+    self._context_shift = first if isinstance(first, ContextShift) else None
     base = tfd.Sample(
       tfd.Normal(loc=tf.constant(0.0, dtype), scale=tf.constant(1.0, dtype)), sample_shape=event_shape
     )
@@ -258,6 +271,31 @@ class RealNVP(_TransformedDistribution):
     """The shape of one context `c` of `p(x | c)`, a tuple of Python ints; None for an unconditional flow."""
     return self._conditional_event_shape
 
+  @property
+  def context_enters(self):
+    """Where the context enters `f`: `'couplings'` (every conditioner) or `'base'` (only the base's mean, a
+    `ContextShift` ending `f`); None for an unconditional flow."""
+    if self._conditional_event_shape is None:
+      return None
+    return "base" if self._context_shift is not None else "couplings"
+
+  def base_mean(self, conditional_input):
+    """`mu(c)`, `[*batch_shape, *event_shape]`: the mean of `g(x)`, `f` without its final shift, under the
+    context `c` `[*batch_shape, *conditional_event_shape]`, for a flow with `context_enters='base'`:
+    `p(x | c) = N(g(x); mu(c), I) |det dg/dx|` (see `bijectors.ContextShift`).
+
+    Raises:
+      ValueError: the context enters the couplings (or the flow is unconditional): no base mean tells the
+        contexts apart.
+    """
+    if self._context_shift is None:
+      raise ValueError(
+        f"`base_mean` is for flows whose context enters only the base (`context_enters='base'`); this flow's "
+        f"`context_enters` is {self.context_enters!r}."
+      )
+    contexts.check(conditional_input, self._conditional_event_shape, self.dtype, "This flow")
+    return self._context_shift.shift(conditional_input)
+
   def bits_per_dim(self, x, training=False, conditional_input=None):
     """`-log_prob(x) / (D ln 2)` for pixel-valued `x`: the paper's bits/dim (a uniform model gets `num_bits`).
 
@@ -336,13 +374,23 @@ class RealNVP(_TransformedDistribution):
     return contexts.broadcast_to_batch(x, batch, event_rank), {"conditional_input": context}, finite
 
   def _log_prob(self, x, conditional_input=None, **kwargs):
+    return self._log_prob_and_latent(x, conditional_input, kwargs)[0]
+
+  def log_prob_and_latent(self, x, conditional_input=None, training=False):
+    """`(log_prob, z)` from one pass of `f`: `log_prob(x, training=training, conditional_input=c)` and the latent
+    `z = f(x; c)` it scores, shaped like `x` (`encode`'s, in the mode `training` says; NaN in a row outside the
+    support or with a non-finite context)."""
+    x = tf.convert_to_tensor(x, dtype_hint=self.dtype)
+    return self._log_prob_and_latent(x, conditional_input, {"training": training})
+
+  def _log_prob_and_latent(self, x, conditional_input, kwargs):
     conditional_input = _context_argument(conditional_input, kwargs)
     training = _training_flag(kwargs.get("training", False))
     if tf.is_tensor(training):  # known only when the graph runs: both modes, one taken
       return tf.cond(
         training,
-        lambda: self._log_prob(x, conditional_input, **{**kwargs, "training": True}),
-        lambda: self._log_prob(x, conditional_input, **{**kwargs, "training": False}),
+        lambda: self._log_prob_and_latent(x, conditional_input, {**kwargs, "training": True}),
+        lambda: self._log_prob_and_latent(x, conditional_input, {**kwargs, "training": False}),
       )
     self._check_event(x)
     if training and x.shape.rank is None:
@@ -352,19 +400,26 @@ class RealNVP(_TransformedDistribution):
         "`tf.function`, give its input signature a shape)."
       )
     x, context_kwargs, finite_context = self._context_and_data(conditional_input, x)
-    kwargs.update(context_kwargs)
+    _, bijector_kwargs = self._split_kwargs({**kwargs, **context_kwargs})
     # Zero density outside the support, NaN for NaN (in `x` or the context). Values outside are replaced
     # before the transform so that they can produce neither NaNs nor NaN gradients.
-    event_axes = list(range(-len(self._event_shape_tuple), 0))
+    event_rank = len(self._event_shape_tuple)
+    event_axes = list(range(-event_rank, 0))
     in_support = self._in_support(x)
     x_inside = tf.where(in_support, x, self._interior_value(x.dtype))
-    log_prob = super()._log_prob(x_inside, **kwargs)
-    log_prob = self._overflow_to_minus_inf(log_prob, x_inside, in_support, event_axes, kwargs)
+    # The transform, then its log-det from the same call's cache: one pass of `f`.
+    z = self._data_to_latent.forward(x_inside, **bijector_kwargs)
+    log_det = self._data_to_latent.forward_log_det_jacobian(
+      x_inside, event_ndims=event_rank, **bijector_kwargs
+    )
+    log_prob = self.distribution.log_prob(z) + tf.cast(log_det, z.dtype)
+    log_prob = self._overflow_to_minus_inf(log_prob, x_inside, in_support, event_axes, bijector_kwargs)
     log_prob = tf.where(tf.reduce_all(in_support, event_axes), log_prob, tf.constant(-np.inf, log_prob.dtype))
     log_prob = tf.where(
       tf.reduce_any(tf.math.is_nan(x), event_axes), tf.constant(np.nan, log_prob.dtype), log_prob
     )
-    return contexts.nan_rows(log_prob, finite_context, 0)
+    z = contexts.nan_rows(self._nan_outside_support(x, z), finite_context, event_rank)
+    return contexts.nan_rows(log_prob, finite_context, 0), z
 
   def _overflow_to_minus_inf(self, log_prob, x_inside, in_support, event_axes, kwargs):
     """`log_prob` with -inf for a row inside the support whose score over- or underflowed (non-finite for a
@@ -531,6 +586,7 @@ class ImageRealNVP(RealNVP):
     batch_norm_momentum=0.99,
     fused_batch_norm=True,
     conditional_event_shape=None,
+    context_enters="couplings",
     dtype=tf.float32,
     compute_dtype=None,
     full_precision_output=True,
@@ -556,6 +612,10 @@ class ImageRealNVP(RealNVP):
         `(features,)` (e.g. a one-hot label), projected and joined to every conditioner's input, or an image
         `(height, width, channels)` of the event's height and width, concatenated to it, squeezed to each
         scale's resolution (see `networks.ConditionalResNet`).
+      context_enters: with a vector context, `'couplings'` (the default: every conditioner sees it) or
+        `'base'`: only the base's mean depends on it, through a `ContextShift` ending `f`, so
+        `p(x | c) = N(g(x); mu(c), I) |det dg/dx|` and a one-hot label's `log p(x | y)` for every class takes
+        one pass of `g` (`classifier`).
       dtype: float dtype of data and variables.
       compute_dtype: dtype the conditioner networks compute in (default: `dtype`). `tf.bfloat16` is mixed
         precision for CPUs with bfloat16 instructions and TPUs (`tf.float16` for GPUs, with loss scaling):
@@ -574,6 +634,8 @@ class ImageRealNVP(RealNVP):
     num_filters = positive_int("num_filters", num_filters)
     dtype = _float_dtype(dtype)
     conditional_event_shape = _check_conditional_event_shape(conditional_event_shape, event_shape)
+    context_enters = _check_context_enters(context_enters, conditional_event_shape)
+    coupling_context = conditional_event_shape if context_enters == "couplings" else None
     with tf.name_scope(name) as name:
 
       def make_coupling(scale, mask_type, index, shape):
@@ -590,13 +652,13 @@ class ImageRealNVP(RealNVP):
           full_precision_output=full_precision_output,
           name=f"{layer_name}_resnet",
         )
-        if conditional_event_shape is None:
+        if coupling_context is None:
           conditioner = networks.ResNet(shape[-1], 2 * shape[-1], **resnet_kwargs)
         else:
           conditioner = networks.ConditionalResNet(
             shape[-1],
             2 * shape[-1],
-            conditional_event_shape,
+            coupling_context,
             # An image context reaches a coarser scale squeezed to its resolution.
             context_block_size=event_shape[0] // shape[0],
             **resnet_kwargs,
@@ -615,6 +677,7 @@ class ImageRealNVP(RealNVP):
         num_scales,
         make_coupling,
         preprocessing=LogitTransform(num_bits, alpha=logit_alpha),
+        postprocessing=_base_shift(context_enters, conditional_event_shape, event_shape, dtype),
         name="data_to_latent",
       )
       super().__init__(
@@ -684,6 +747,7 @@ class VectorRealNVP(RealNVP):
     batch_norm=False,
     batch_norm_momentum=0.99,
     conditional_event_shape=None,
+    context_enters="couplings",
     dtype=tf.float32,
     compute_dtype=None,
     full_precision_output=True,
@@ -691,8 +755,8 @@ class VectorRealNVP(RealNVP):
     name="real_nvp",
   ):
     """Builds a flow over vectors. `dropout`, `batch_norm`, `batch_norm_momentum`, `dtype`, `compute_dtype`,
-    `full_precision_output`, `validate_args` and `name` are as in `ImageRealNVP` (`batch_norm` is off by
-    default here).
+    `full_precision_output`, `context_enters`, `validate_args` and `name` are as in `ImageRealNVP`
+    (`batch_norm` is off by default here).
 
     Args:
       event_shape: `(dims,)`, `dims >= 2`.
@@ -710,6 +774,8 @@ class VectorRealNVP(RealNVP):
     dtype = _float_dtype(dtype)
     (dims,) = event_shape
     conditional_event_shape = _check_conditional_event_shape(conditional_event_shape)
+    context_enters = _check_context_enters(context_enters, conditional_event_shape)
+    coupling_context = conditional_event_shape if context_enters == "couplings" else None
     with tf.name_scope(name) as name:
       layers = []
       for i in range(num_couplings):
@@ -721,10 +787,10 @@ class VectorRealNVP(RealNVP):
           full_precision_output=full_precision_output,
           name=f"coupling{i}_mlp",
         )
-        if conditional_event_shape is None:
+        if coupling_context is None:
           conditioner = networks.MLP(dims, 2 * dims, **mlp_kwargs)
         else:
-          conditioner = networks.ConditionalMLP(dims, 2 * dims, conditional_event_shape, **mlp_kwargs)
+          conditioner = networks.ConditionalMLP(dims, 2 * dims, coupling_context, **mlp_kwargs)
         layers.append(
           AffineCoupling(conditioner, (dims,), "half", parity=i % 2, dtype=dtype, name=f"coupling{i}")
         )
@@ -732,6 +798,9 @@ class VectorRealNVP(RealNVP):
           layers.append(
             BatchNorm(dims, momentum=batch_norm_momentum, dtype=dtype, name=f"coupling{i}_batch_norm")
           )
+      shift = _base_shift(context_enters, conditional_event_shape, event_shape, dtype)
+      if shift is not None:
+        layers.append(shift)
       # `KeywordChain`, like `tfb.Chain`, applies its list right to left.
       data_to_latent = KeywordChain(list(reversed(layers)), name="data_to_latent")
       super().__init__(
@@ -743,6 +812,26 @@ class VectorRealNVP(RealNVP):
 
   def _interior_value(self, dtype):
     return tf.zeros([], dtype)
+
+
+def _check_context_enters(context_enters, conditional_event_shape):
+  """`context_enters`, checked: one of `CONTEXT_ENTERS`, and `'base'` only with a vector context; None for an
+  unconditional flow."""
+  if context_enters not in CONTEXT_ENTERS:
+    raise ValueError(f"`context_enters` must be one of {CONTEXT_ENTERS}; got {context_enters!r}.")
+  if context_enters == "base" and (conditional_event_shape is None or len(conditional_event_shape) != 1):
+    raise ValueError(
+      "`context_enters='base'` shifts the base's mean by a linear map of a vector context, so it needs "
+      f"`conditional_event_shape=(features,)`; got conditional_event_shape={conditional_event_shape}."
+    )
+  return None if conditional_event_shape is None else context_enters
+
+
+def _base_shift(context_enters, conditional_event_shape, event_shape, dtype):
+  """The `ContextShift` that ends `f` when the context enters the base, else None."""
+  if context_enters != "base":
+    return None
+  return ContextShift(conditional_event_shape[0], event_shape, dtype=dtype, name="base_shift")
 
 
 def _check_conditional_event_shape(conditional_event_shape, event_shape=None):

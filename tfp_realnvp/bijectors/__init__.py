@@ -1,6 +1,7 @@
 """RealNVP's bijectors, each a `tfp.bijectors.Bijector` with an exact inverse and log-det."""
 
 from tfp_realnvp.bijectors.batch_norm import BatchNorm
+from tfp_realnvp.bijectors.context_shift import ContextShift
 from tfp_realnvp.bijectors.coupling import AffineCoupling
 from tfp_realnvp.bijectors.factor_out import FactorOut
 from tfp_realnvp.bijectors.keyword_chain import KeywordChain, call_keywords_of
@@ -12,6 +13,7 @@ from tfp_realnvp.bijectors.squeeze import Squeeze
 __all__ = [
   "AffineCoupling",
   "BatchNorm",
+  "ContextShift",
   "FactorOut",
   "KeywordChain",
   "LogitTransform",

@@ -30,6 +30,7 @@ class MultiScale(KeywordChain):
                           scale 2 (the last)  cb 0, cb 1, cb 2, cb 3   [H/4, W/4, 4C]
                         Invert(Squeeze)                  -> [H/2, W/2, 2C]
             Invert(Squeeze)                         -> [H, W, C]
+  postprocessing                                   (optional, e.g. ContextShift)
   ```
 
   The latent has the shape of the data: each scale un-squeezes what it squeezed, so the factored-out
@@ -66,7 +67,14 @@ class MultiScale(KeywordChain):
   """
 
   def __init__(
-    self, event_shape, num_scales, make_coupling, preprocessing=None, validate_args=False, name="multi_scale"
+    self,
+    event_shape,
+    num_scales,
+    make_coupling,
+    preprocessing=None,
+    postprocessing=None,
+    validate_args=False,
+    name="multi_scale",
   ):
     """Builds the layers.
 
@@ -76,6 +84,8 @@ class MultiScale(KeywordChain):
       make_coupling: `make_coupling(scale, mask_type, index, event_shape)` -> a `tfb.Bijector` or a list of
         them in data-to-latent order.
       preprocessing: optional `tfb.Bijector` applied to the data before the first scale.
+      postprocessing: optional `tfb.Bijector` applied to the latent after the last scale (e.g. a
+        `ContextShift`).
       validate_args: Python `bool`, passed to `tfb.Composition`.
       name: Python `str` name.
     """
@@ -94,13 +104,14 @@ class MultiScale(KeywordChain):
       )
     if not callable(make_coupling):
       raise TypeError(f"`make_coupling` must be callable; got {type(make_coupling).__name__}.")
-    if preprocessing is not None and not isinstance(preprocessing, tfb.Bijector):
-      raise TypeError(
-        f"`preprocessing` must be None or a `tfb.Bijector`; got {type(preprocessing).__name__}."
-      )
+    for arg_name, bijector in (("preprocessing", preprocessing), ("postprocessing", postprocessing)):
+      if bijector is not None and not isinstance(bijector, tfb.Bijector):
+        raise TypeError(f"`{arg_name}` must be None or a `tfb.Bijector`; got {type(bijector).__name__}.")
     layers = _scale_layers(event_shape, 0, num_scales, make_coupling)
     if preprocessing is not None:
       layers.insert(0, preprocessing)
+    if postprocessing is not None:
+      layers.append(postprocessing)
     # `KeywordChain`, like `tfb.Chain`, applies its list right to left.
     super().__init__(list(reversed(layers)), validate_args=validate_args, parameters=parameters, name=name)
 
@@ -108,6 +119,11 @@ class MultiScale(KeywordChain):
   def preprocessing(self):
     """The bijector applied to the data before the first scale, or None."""
     return self.parameters["preprocessing"]
+
+  @property
+  def postprocessing(self):
+    """The bijector applied to the latent after the last scale, or None."""
+    return self.parameters["postprocessing"]
 
 
 def _scale_layers(shape, scale, num_scales, make_coupling):

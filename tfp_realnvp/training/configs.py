@@ -17,6 +17,7 @@ __all__ = ["FIXED", "FREE", "WITH_FLAG", "ConfigError", "TrainConfig", "from_jso
 
 COMPUTE_DTYPES = (None, "float32", "bfloat16", "float16")
 CONDITIONS = (None, "label")
+CONTEXT_ENTERS = ("couplings", "base")  # `flows.CONTEXT_ENTERS`; configs import no TensorFlow
 # The share of all-zeros contexts a class-conditional run trains with by default (measured: `label_dropout`).
 CONDITIONAL_LABEL_DROPOUT = 0.2
 DEQUANTIZATIONS = ("uniform", "variational")
@@ -43,6 +44,8 @@ _ADDED_FIELDS = {
   "num_importance_samples": 1,
   "batch_norm_batches": 0,
   "max_train_minutes": None,
+  "context_enters": "couplings",
+  "class_loss_weight": 0.0,
 }
 
 
@@ -100,6 +103,12 @@ class TrainConfig:
     f"{CONDITIONAL_LABEL_DROPOUT} with `condition=label`, else 0).",
     on_resume=WITH_FLAG,
   )
+  context_enters: str = _field(
+    "couplings",
+    "`condition=label`: where the label enters the flow: `couplings` (every conditioner) or `base` (only the "
+    "base's mean, `p(x | y) = N(g(x); mu_y, I) |det dg/dx|`: one flow pass classifies).",
+    choices=CONTEXT_ENTERS,
+  )
 
   # Model: `RealNVP.from_preset(preset or the dataset's preset, **model_overrides)`.
   preset: str | None = _field(None, "RealNVP preset (None: the dataset's).")
@@ -146,6 +155,12 @@ class TrainConfig:
     on_resume=WITH_FLAG,
   )
   l2_coefficient: float = _field(5e-5, "L2 on weight-norm and tanh scales.", on_resume=WITH_FLAG)
+  class_loss_weight: float = _field(
+    0.0,
+    "`context_enters=base`: add this times `-log p(label | x)` (nats per image) to the bits/dim loss, a "
+    "hybrid objective that trains the classifier too (0: bits/dim only).",
+    on_resume=WITH_FLAG,
+  )
   clip_global_norm: float = _field(100.0, "Gradient clipping by global norm.", on_resume=WITH_FLAG)
   max_consecutive_non_finite: int = _field(
     10, "Skipped non-finite steps in a row before stopping.", on_resume=FREE
@@ -245,7 +260,7 @@ class TrainConfig:
       "None or a positive number",
       self.max_train_minutes,
     )
-    for name in ("logit_alpha", "label_dropout"):
+    for name in ("logit_alpha", "label_dropout", "class_loss_weight"):
       value = getattr(self, name)
       _check(value is None or _is_finite(value), name, "None or a finite number", value)
     _check(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
@@ -280,16 +295,40 @@ class TrainConfig:
       "None or in [0, 1), and 0 unless `condition` is label",
       self.label_dropout,
     )
+    _check(
+      self.context_enters == "couplings" or self.condition == "label",
+      "context_enters",
+      "couplings unless `condition` is label",
+      self.context_enters,
+    )
+    _check(
+      self.class_loss_weight is not None
+      and self.class_loss_weight >= 0
+      and (not self.class_loss_weight or self.context_enters == "base"),
+      "class_loss_weight",
+      ">= 0, and 0 unless `context_enters` is base (with `condition=label`)",
+      self.class_loss_weight,
+    )
+    _check(
+      not (self.class_loss_weight and self.label_dropout),
+      "label_dropout",
+      "None or 0 with a `class_loss_weight` (the hybrid loss scores every image under every label)",
+      self.label_dropout,
+    )
     for name in ("train_split", "eval_split"):
       value = getattr(self, name)
       _check(value is None or (isinstance(value, str) and value), name, "a split name or None", value)
 
   @property
   def effective_label_dropout(self):
-    """`label_dropout`, with None resolved: `CONDITIONAL_LABEL_DROPOUT` for `condition="label"`, else 0."""
+    """`label_dropout`, with None resolved: `CONDITIONAL_LABEL_DROPOUT` for `condition="label"` with the label
+    in the couplings, else 0 (with the label in the base only, an all-zeros context is just another class
+    mean)."""
     if self.label_dropout is not None:
       return self.label_dropout
-    return CONDITIONAL_LABEL_DROPOUT if self.condition == "label" else 0.0
+    return (
+      CONDITIONAL_LABEL_DROPOUT if self.condition == "label" and self.context_enters == "couplings" else 0.0
+    )
 
 
 def _is_int(value):

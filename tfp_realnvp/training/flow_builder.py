@@ -31,7 +31,11 @@ def dataset_spec(config):
 
 
 # Model keywords a config sets through its own fields: an override may repeat the field's value, not contradict it.
-_SET_BY_FIELDS = {"compute_dtype": "compute_dtype", "logit_alpha": "logit_alpha"}
+_SET_BY_FIELDS = {
+  "compute_dtype": "compute_dtype",
+  "logit_alpha": "logit_alpha",
+  "context_enters": "context_enters",
+}
 
 
 def _check_overrides(config, overrides):
@@ -62,7 +66,7 @@ def build_flow(config, spec=None):
   `preset` is `config.preset`, or the dataset's own preset; `overrides` are `config.model_overrides`, plus
   `compute_dtype=config.compute_dtype` and `logit_alpha=config.logit_alpha` when set, plus `event_shape` of the resized images when
   `config.image_size` is set (unless the overrides give one), plus `conditional_event_shape=(num_classes,)`
-  (the one-hot label) for `config.condition == "label"`. `spec` (default: `dataset_spec(config)`) is the
+  (the one-hot label) and `context_enters=config.context_enters` for `config.condition == "label"`. `spec` (default: `dataset_spec(config)`) is the
   dataset the flow will model.
 
   Raises:
@@ -88,6 +92,7 @@ def build_flow(config, spec=None):
     overrides.setdefault("event_shape", spec.image_shape)
   if config.condition == "label":
     overrides["conditional_event_shape"] = (spec.num_classes,)
+    overrides["context_enters"] = config.context_enters
   try:
     flow = RealNVP.from_preset(preset, **overrides)
   except (ValueError, TypeError) as error:

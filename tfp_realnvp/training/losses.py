@@ -11,10 +11,11 @@ import typing
 
 import tensorflow as tf
 
-from tfp_realnvp import dequantization
+from tfp_realnvp import classifier, dequantization
+from tfp_realnvp.internal import bits
 from tfp_realnvp.training import optimization
 
-__all__ = ["BitsPerDimLoss", "bits_per_dim_loss", "nats_per_dim_loss"]
+__all__ = ["BitsPerDimLoss", "bits_per_dim_loss", "hybrid_loss", "nats_per_dim_loss"]
 
 
 class BitsPerDimLoss(typing.NamedTuple):
@@ -51,6 +52,48 @@ def bits_per_dim_loss(
     )
     regularized = (*flow.regularized_variables, *dequantizer.regularized_variables)
   return _with_l2_penalty(bits_per_dim, regularized, l2_coefficient, global_batch_size)
+
+
+def hybrid_loss(
+  flow,
+  images,
+  labels,
+  label_log_prior,
+  class_loss_weight,
+  l2_coefficient,
+  global_batch_size=None,
+  dequantizer=None,
+):
+  """`bits_per_dim_loss` of `p(x | label)` plus `class_loss_weight` times the mean `-log p(label | x)` in nats.
+
+  For a flow conditioned on one-hot labels, with `log p(y)` `label_log_prior` `[num_classes]`: both terms come
+  from `log p(x | y)` for every class (`classifier.class_conditional_log_probs` in training mode, one pass of the
+  flow when `flow.context_enters == 'base'`) on the same dequantized images, `log p(label | x)` by Bayes' rule
+  (the dequantizer's `log q(u | v)` cancels in it). `mean_bits_per_dim` and `bits_per_dim` are the bits/dim
+  alone; `total` adds the weighted class term and the L2 penalty, averaged over replicas as in
+  `bits_per_dim_loss`.
+  """
+  num_classes = int(label_log_prior.shape[0])
+  images = tf.convert_to_tensor(images, flow.dtype)
+
+  def class_log_likelihoods(x):
+    return classifier.class_conditional_log_probs(flow, x, num_classes, training=True)
+
+  regularized = flow.regularized_variables
+  if dequantizer is None:
+    log_likelihoods = class_log_likelihoods(images)
+  else:
+    levels = tf.floor(images)
+    log_likelihoods = dequantization.log_weights(
+      class_log_likelihoods, dequantizer, levels, images - levels, training=True
+    )
+    regularized = (*regularized, *dequantizer.regularized_variables)
+  joint = log_likelihoods + tf.cast(label_log_prior, log_likelihoods.dtype)
+  bits_per_dim = bits.bits_per_dim(tf.gather(log_likelihoods, labels, batch_dims=1), flow.num_dims)
+  class_log_loss = tf.reduce_logsumexp(joint, axis=-1) - tf.gather(joint, labels, batch_dims=1)
+  loss = _with_l2_penalty(bits_per_dim, regularized, l2_coefficient, global_batch_size)
+  class_term = tf.nn.compute_average_loss(class_log_loss, global_batch_size=global_batch_size)
+  return loss._replace(total=loss.total + class_loss_weight * class_term)
 
 
 def nats_per_dim_loss(flow, x, l2_coefficient, global_batch_size=None, conditional_input=None):

@@ -97,6 +97,8 @@ class Trainer:
   `-log2 sum_y p(x | y) p(y) / D` with `p(y) = label_counts / sum(label_counts)` (see `evaluate_metrics`), and
   sample grids have one row per class. `label_dropout` is the share of training images whose context is all
   zeros instead of their one-hot label (one uniform draw per image and step); evaluation always gives the label.
+  `class_loss_weight > 0` (no label dropout; a flow with `context_enters='base'`) trains the hybrid objective
+  `losses.hybrid_loss`: the bits/dim plus that weight times `-log p(label | x)` in nats.
 
   `dequantization` (`'uniform'` or `'variational'`, see `dequantization.make_dequantizer`) is the dequantizer
   `q(u | v)` of the discrete images `v = floor(x)` of the batches, built in the scope beside the flow
@@ -137,6 +139,7 @@ class Trainer:
     dequantization="uniform",
     label_dropout=0.0,
     batch_norm_batches=0,
+    class_loss_weight=0.0,
   ):
     self.strategy = strategy
     self.global_batch_size = global_batch_size
@@ -149,6 +152,16 @@ class Trainer:
       )
     self.label_dropout = float(label_dropout)
     self.num_classes = None if label_counts is None else len(self.label_log_prior)
+    if not (
+      isinstance(class_loss_weight, (int, float))
+      and class_loss_weight >= 0
+      and (not class_loss_weight or (label_counts is not None and not label_dropout))
+    ):
+      raise ValueError(
+        "`class_loss_weight` must be a number >= 0, and 0 without `label_counts` (a class-conditional trainer) "
+        f"or with `label_dropout`; got {class_loss_weight!r}."
+      )
+    self.class_loss_weight = float(class_loss_weight)
     if (
       isinstance(batch_norm_batches, bool)
       or not isinstance(batch_norm_batches, int)
@@ -194,6 +207,11 @@ class Trainer:
       raise ValueError(
         f"`label_counts` gives {self.num_classes} classes, so the flow must have "
         f"`conditional_event_shape=({self.num_classes},)`; it has {self.flow.conditional_event_shape}."
+      )
+    if self.class_loss_weight and self.flow.context_enters != "base":
+      raise ValueError(
+        "`class_loss_weight` needs a flow whose label enters only the base (`context_enters='base'`, one pass "
+        f"scores every class); this flow's `context_enters` is {self.flow.context_enters!r}."
       )
     self._running_averages = running_averages
     self.train_step = tf.function(self._train_step, jit_compile=jit_compile)
@@ -245,6 +263,18 @@ class Trainer:
 
   def _replica_loss_terms(self, batch):
     """The training-mode `losses.BitsPerDimLoss` of a per-replica batch (moving the running averages)."""
+    if self.class_loss_weight:
+      images, labels = batch
+      return losses.hybrid_loss(
+        self.flow,
+        images,
+        labels,
+        self.label_log_prior,
+        self.class_loss_weight,
+        self.l2_coefficient,
+        self.global_batch_size,
+        dequantizer=self.dequantizer,
+      )
     images, context = self._images_and_context(batch)
     if self.label_dropout:
       # One draw per image: its whole one-hot label kept, or all zeros.
@@ -410,7 +440,7 @@ def build_trainer(config, strategy=None, spec=None):
 
   Its flow is `flow_builder.build_flow(config, spec)`, its optimizer the paper's Adam
   (`optimization.adam`) with `config`'s learning-rate schedule and clipping; `l2_coefficient`,
-  `jit_compile`, `ema_decay`, `dequantization` and `batch_norm_batches` are `config`'s. With `config.condition == "label"` it is
+  `jit_compile`, `ema_decay`, `dequantization`, `batch_norm_batches` and `class_loss_weight` are `config`'s. With `config.condition == "label"` it is
   class-conditional, with the `label_counts` of `spec.train_split`.
 
   Raises:
@@ -432,6 +462,7 @@ def build_trainer(config, strategy=None, spec=None):
     dequantization=config.dequantization,
     label_dropout=config.effective_label_dropout,
     batch_norm_batches=config.batch_norm_batches,
+    class_loss_weight=config.class_loss_weight,
   )
 
 
