@@ -42,8 +42,9 @@ fixed at export (`ood_threshold`, from held-out in-distribution scores). A value
 Every signature bounds the work of one request by `max_flow_evaluations`, set at export (default: from the
 flow's operations per row, `default_max_flow_evaluations`), checked in the graph before any work: the rows of
 `x` or `z` (`log_prob`, `serving_default`, `encode`, `decode`), `num_samples` (`sample`, which also keeps
-`max_num_samples`), rows times classes (`classify`) and rows times `num_samples` (`discrete_bits_per_dim`); a
-request beyond it is an `InvalidArgumentError` naming `max_flow_evaluations` and its value. The export's
+`max_num_samples`), rows times classes (`classify`; rows for a flow whose label enters only the base) and rows
+times `num_samples` (`discrete_bits_per_dim`); a request beyond it is an `InvalidArgumentError` naming
+`max_flow_evaluations` and its value. The export's
 limits are the argument of its `limits` function, which `saved_model_cli show --all` prints, and
 `loaded.limits(that dict)` returns them.
 
@@ -386,12 +387,15 @@ class ServingModule(tf.Module):
 
   def _class_rows(self, x):
     """`x` as rows of events, checked in the graph to be within the work limit at one flow evaluation per row
-    and class (`classify`, and `ood_score`'s marginal)."""
+    and class (`classify`, and `ood_score`'s marginal), or per row for a flow whose label enters only the base
+    (`context_enters='base'`: one pass scores every class)."""
     x = self._event_rows(x)
     (num_classes,) = self._conditional_event_shape
-    work = self._within_work_limit(
-      tf.cast(tf.shape(x)[0], tf.int64) * num_classes, f"The rows of `x` times the {num_classes} classes"
-    )
+    rows = tf.cast(tf.shape(x)[0], tf.int64)
+    if getattr(self.flow, "context_enters", None) == "base":
+      work = self._within_work_limit(rows, "The rows of `x`")
+    else:
+      work = self._within_work_limit(rows * num_classes, f"The rows of `x` times the {num_classes} classes")
     with tf.control_dependencies([work]):
       return tf.identity(x)
 
