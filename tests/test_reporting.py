@@ -93,7 +93,7 @@ class SampleGridsPngTest(tf.test.TestCase):
     grid = reporting.image_grid(np.random.default_rng(0).integers(0, 16, [64, 8, 8, 1]), num_bits=4)
     plain = tf.io.decode_png(reporting.sample_grids_png({"temperature 1.0": grid, "temperature 0.7": grid}))
     titled = tf.io.decode_png(
-      reporting.sample_grids_png({"temperature 1.0": grid}, step=2000, test_bits_per_dim=1.939)
+      reporting.sample_grids_png({"temperature 1.0": grid}, step=2000, bits_per_dim=1.939)
     )
     self.assertEqual(plain.shape, (450, 800, 4))  # 4 x 4.5 inches per panel at 100 dpi
     self.assertEqual(titled.shape, (480, 400, 4))  # 0.3 inch more for the headline

@@ -25,7 +25,7 @@ from tests.training_testing import TINY_MODEL, run_script, short_config, short_r
 from tests.workdir_testing import checkpoint_values_by_name, run, truncate
 from tfp_realnvp import data, dequantization
 from tfp_realnvp.flows import RealNVP
-from tfp_realnvp.training import configs, train_lib, workdirs
+from tfp_realnvp.training import configs, reporting, train_lib, workdirs
 
 
 def file_hashes(directory):
@@ -490,7 +490,8 @@ class IdxFolderRunTest(tf.test.TestCase):
       num_samples=4,
       model_overrides={**TINY_MODEL, "num_filters": 4},
     )
-    result, lines = run(config, os.path.join(self.get_temp_dir(), "run"))
+    with mock.patch.object(reporting, "sample_grids_png", wraps=reporting.sample_grids_png) as grids_png:
+      result, lines = run(config, os.path.join(self.get_temp_dir(), "run"))
     self.assertEqual(
       (tuple(result.flow.event_shape), result.flow.conditional_event_shape), ((28, 28, 1), (4,))
     )
@@ -505,6 +506,8 @@ class IdxFolderRunTest(tf.test.TestCase):
     self.assertRegex("\n".join(lines), r"(?m)^train \| step: 2 \| steps/sec: ")
     # The final line is named `test` but says which split it scored.
     self.assertRegex("\n".join(lines), r"(?m)^test \| step: 2 \| split: train\[16:\] \| bits_per_dim: ")
+    # So does the headline of samples.png.
+    self.assertEqual(grids_png.call_args.kwargs["split"], "train[16:]")
 
 
 class ConfigErrorTest(tf.test.TestCase, parameterized.TestCase):

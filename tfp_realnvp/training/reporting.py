@@ -104,15 +104,16 @@ def image_grid(images, num_bits, columns=8, padding=1, padding_value=SEPARATOR_R
   return grid
 
 
-def sample_grids_png(grids_by_title, step=None, test_bits_per_dim=None):
+def sample_grids_png(grids_by_title, step=None, bits_per_dim=None, split="test"):
   """PNG bytes of one titled panel per `{title: grid}` (grids from `image_grid`), side by side, under a
-  headline `step 2000 | test bits/dim: 1.9390` giving whichever of `step` and `test_bits_per_dim` are set."""
+  headline `step 2000 | test bits/dim: 1.9390` giving whichever of `step` and `bits_per_dim` are set, the
+  latter named by the `split` it was scored on (`train[50000:] bits/dim: ...`)."""
   panel_inches = 4.0
   headline = []
   if step is not None:
     headline.append(f"step {step}")
-  if test_bits_per_dim is not None:
-    headline.append(f"test bits/dim: {test_bits_per_dim:.4f}")
+  if bits_per_dim is not None:
+    headline.append(f"{split} bits/dim: {bits_per_dim:.4f}")
   height = panel_inches + (0.8 if headline else 0.5)
   fig = figure.Figure(figsize=(panel_inches * len(grids_by_title), height), dpi=100, layout="constrained")
   fig.get_layout_engine().set(h_pad=0.1)  # inches between the titles and the edge

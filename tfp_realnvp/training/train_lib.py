@@ -710,7 +710,9 @@ def _write_metrics_and_samples(run, *, metrics, grids):
   titled = {f"temperature {t}": grid for t, grid in grids.items()}
   workdirs.write_atomically(
     samples_path,
-    reporting.sample_grids_png(titled, step=metrics["step"], test_bits_per_dim=metrics["test_bits_per_dim"]),
+    reporting.sample_grids_png(
+      titled, step=metrics["step"], bits_per_dim=metrics["test_bits_per_dim"], split=metrics["split"]
+    ),
   )
   run.reporter.log("wrote", metrics=metrics_path, samples=samples_path)
 
