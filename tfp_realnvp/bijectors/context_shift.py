@@ -15,8 +15,7 @@ class ContextShift(OwnVariablesBijector):
 
   Last in a flow's data-to-latent map `f`, it turns the standard normal base into `N(mu(c), I)` for the
   latent before the shift: `p(x | c) = N(g(x); mu(c), I) |det dg/dx|`, `g` the rest of `f`. The log-det is 0
-  (zeros of the batch shape).
-  With a one-hot label `c = e_y`, `mu(e_y)` is the class mean `weights[y]`, and Bayes' rule over the base is a
+  (zeros of the batch shape). With a one-hot label `c = e_y`, `mu(e_y)` is the class mean `weights[y]`, and Bayes' rule over the base is a
   linear classifier on `z = g(x)`: `log p(x | y) = log N(z; 0, I) + z . mu_y - |mu_y|^2 / 2 + log|det dg/dx|`,
   one pass of `g` for every class (Nalisnick et al. 2019's hybrid model). The all-zeros context leaves `x`
   unchanged.
