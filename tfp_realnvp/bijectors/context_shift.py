@@ -61,6 +61,11 @@ class ContextShift(OwnVariablesBijector):
     Raises:
       ValueError: `conditional_input` is None or does not end with `context_features`.
     """
+    context = self._checked_context(conditional_input)
+    flat = tf.tensordot(context, self.weights, [[-1], [0]])
+    return tf.reshape(flat, tf.concat([tf.shape(context)[:-1], self._event_shape], 0))
+
+  def _checked_context(self, conditional_input):
     if conditional_input is None:
       raise ValueError(f"`{self.name}` needs a context: pass it as `conditional_input=`.")
     context = contexts.as_tensor(conditional_input, self.dtype)
@@ -69,8 +74,7 @@ class ContextShift(OwnVariablesBijector):
         f"`conditional_input` of `{self.name}` must have shape `[*batch_shape, {self._context_features}]`; got "
         f"shape {context.shape}."
       )
-    flat = tf.tensordot(context, self.weights, [[-1], [0]])
-    return tf.reshape(flat, tf.concat([tf.shape(context)[:-1], self._event_shape], 0))
+    return context
 
   def _forward(self, x, conditional_input=None):
     return x - self.shift(conditional_input)
@@ -79,9 +83,9 @@ class ContextShift(OwnVariablesBijector):
     return y + self.shift(conditional_input)
 
   def _forward_log_det_jacobian(self, x, conditional_input=None):
-    # 0 for every event of the batch that `x` and the context broadcast to.
+    # 0 for every event of the batch that `x` and the context broadcast to (the context's shape, not `mu(c)`).
     batch_shape = tf.broadcast_dynamic_shape(
       tf.shape(x)[: tf.rank(x) - len(self._event_shape)],
-      tf.shape(self.shift(conditional_input))[: -len(self._event_shape)],
+      tf.shape(self._checked_context(conditional_input))[:-1],
     )
     return tf.zeros(batch_shape, self.dtype)
