@@ -414,12 +414,14 @@ class RealNVP(_TransformedDistribution):
     )
     log_prob = self.distribution.log_prob(z) + tf.cast(log_det, z.dtype)
     log_prob = self._overflow_to_minus_inf(log_prob, x_inside, in_support, event_axes, bijector_kwargs)
-    log_prob = tf.where(tf.reduce_all(in_support, event_axes), log_prob, tf.constant(-np.inf, log_prob.dtype))
+    # A row outside the support (or holding NaN) has density 0 and no latent.
+    row_inside = tf.reduce_all(in_support, event_axes)
+    log_prob = tf.where(row_inside, log_prob, tf.constant(-np.inf, log_prob.dtype))
     log_prob = tf.where(
       tf.reduce_any(tf.math.is_nan(x), event_axes), tf.constant(np.nan, log_prob.dtype), log_prob
     )
-    z = contexts.nan_rows(self._nan_outside_support(x, z), finite_context, event_rank)
-    return contexts.nan_rows(log_prob, finite_context, 0), z
+    z = tf.where(row_inside[(...,) + (tf.newaxis,) * event_rank], z, tf.constant(np.nan, z.dtype))
+    return contexts.nan_rows(log_prob, finite_context, 0), contexts.nan_rows(z, finite_context, event_rank)
 
   def _overflow_to_minus_inf(self, log_prob, x_inside, in_support, event_axes, kwargs):
     """`log_prob` with -inf for a row inside the support whose score over- or underflowed (non-finite for a
@@ -634,8 +636,7 @@ class ImageRealNVP(RealNVP):
     num_filters = positive_int("num_filters", num_filters)
     dtype = _float_dtype(dtype)
     conditional_event_shape = _check_conditional_event_shape(conditional_event_shape, event_shape)
-    context_enters = _check_context_enters(context_enters, conditional_event_shape)
-    coupling_context = conditional_event_shape if context_enters == "couplings" else None
+    coupling_context = _coupling_context(context_enters, conditional_event_shape)
     with tf.name_scope(name) as name:
 
       def make_coupling(scale, mask_type, index, shape):
@@ -774,8 +775,7 @@ class VectorRealNVP(RealNVP):
     dtype = _float_dtype(dtype)
     (dims,) = event_shape
     conditional_event_shape = _check_conditional_event_shape(conditional_event_shape)
-    context_enters = _check_context_enters(context_enters, conditional_event_shape)
-    coupling_context = conditional_event_shape if context_enters == "couplings" else None
+    coupling_context = _coupling_context(context_enters, conditional_event_shape)
     with tf.name_scope(name) as name:
       layers = []
       for i in range(num_couplings):
@@ -814,9 +814,10 @@ class VectorRealNVP(RealNVP):
     return tf.zeros([], dtype)
 
 
-def _check_context_enters(context_enters, conditional_event_shape):
-  """`context_enters`, checked: one of `CONTEXT_ENTERS`, and `'base'` only with a vector context; None for an
-  unconditional flow."""
+def _coupling_context(context_enters, conditional_event_shape):
+  """The context shape the couplings' conditioners take: `conditional_event_shape` when the context enters the
+  couplings, else None. Checks `context_enters`: one of `CONTEXT_ENTERS`, and `'base'` only with a vector
+  context."""
   if context_enters not in CONTEXT_ENTERS:
     raise ValueError(f"`context_enters` must be one of {CONTEXT_ENTERS}; got {context_enters!r}.")
   if context_enters == "base" and (conditional_event_shape is None or len(conditional_event_shape) != 1):
@@ -824,7 +825,7 @@ def _check_context_enters(context_enters, conditional_event_shape):
       "`context_enters='base'` shifts the base's mean by a linear map of a vector context, so it needs "
       f"`conditional_event_shape=(features,)`; got conditional_event_shape={conditional_event_shape}."
     )
-  return None if conditional_event_shape is None else context_enters
+  return conditional_event_shape if context_enters == "couplings" else None
 
 
 def _base_shift(context_enters, conditional_event_shape, event_shape, dtype):
