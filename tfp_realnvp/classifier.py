@@ -29,6 +29,7 @@ from tfp_realnvp.internal.checks import positive_int
 __all__ = [
   "class_conditional_log_probs",
   "class_log_probs",
+  "flow_rows_per_image",
   "joint_log_probs",
   "log_prior_of_counts",
   "marginal_log_prob",
@@ -87,6 +88,12 @@ def class_conditional_log_probs(flow, x, num_classes, training=False):
   labels = tf.one_hot(tf.repeat(tf.range(num_classes), batch_size), num_classes, dtype=flow.dtype)
   log_likelihoods = flow.log_prob(rows, conditional_input=labels, training=training)
   return tf.transpose(tf.reshape(log_likelihoods, [num_classes, batch_size]))
+
+
+def flow_rows_per_image(flow, num_classes):
+  """How many rows of the flow this module's functions evaluate per image: 1 when its context enters only the base,
+  else `num_classes` (every image with every label)."""
+  return 1 if flow.context_enters == "base" else num_classes
 
 
 def class_log_probs(flow, x, num_classes, log_prior=None):

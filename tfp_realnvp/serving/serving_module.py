@@ -392,10 +392,9 @@ class ServingModule(tf.Module):
     x = self._event_rows(x)
     (num_classes,) = self._conditional_event_shape
     rows = tf.cast(tf.shape(x)[0], tf.int64)
-    if getattr(self.flow, "context_enters", None) == "base":
-      work = self._within_work_limit(rows, "The rows of `x`")
-    else:
-      work = self._within_work_limit(rows * num_classes, f"The rows of `x` times the {num_classes} classes")
+    per_row = classifier.flow_rows_per_image(self.flow, num_classes)
+    what = "The rows of `x`" if per_row == 1 else f"The rows of `x` times the {num_classes} classes"
+    work = self._within_work_limit(rows * per_row, what)
     with tf.control_dependencies([work]):
       return tf.identity(x)
 
