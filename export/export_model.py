@@ -11,12 +11,13 @@ Prints one line, `exported digits flow (844,673 parameters) from runs/digits/che
 exports/realnvp/3`; TensorFlow's start-up and INFO logging is hidden unless `TF_CPP_MIN_LOG_LEVEL` is set or
 `--verbosity` is given (`tfp_realnvp.internal.quiet_startup`). `--max_num_samples` (default 4096) caps a `sample`
 request (and the draws `K` of a `discrete_bits_per_dim` request); `--max_flow_evaluations` (default: from the
-model's operations per row) caps the rows, samples, rows x classes or rows x draws of any request.
+model's operations per row) caps the rows, samples, rows x classes or rows x draws (x classes) of any request.
 Every export has the `discrete_bits_per_dim` signature: the importance-weighted bound on the discrete image's
 bits/dim with the run's dequantizer (`levels`, `num_samples` K, `seed`), beside `log_prob`, the continuous
 density of dequantized values. A `--condition=label` run's export also has the `classify` signature
-(`log p(y | x)`, with the training split's label frequencies as `p(y)`), and every signature of a conditional
-flow takes `conditional_input`.
+(`log p(y | x)`, with the training split's label frequencies as `p(y)`) and `classify_levels` (the same for
+integer pixel levels, dequantized by the run's dequantizer), and every signature of a conditional flow takes
+`conditional_input`.
 
 Every export has the `ood_score` signature (`x` -> `score`, `is_outlier`; docs/ood.md; of the marginal `p(x)`
 for a `--condition=label` run): its threshold flags `--ood_false_positive_rate` (default 5%) of the scores of

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 # The module, not its classes: pytest would collect them here.
 from tests import export_testing
+from tests.bijector_testing import perturb
 from tests.export_testing import MAX_NUM_SAMPLES, NUM_CLASSES, SAMPLE_INPUTS, assert_close_relative, one_hot
 from tests.workdir_testing import write_workdir
 from tfp_realnvp import RealNVP, classifier, data, dequantization
@@ -21,6 +22,7 @@ from tfp_realnvp.training import configs, flow_builder
 # A training split other than the dataset's own: `classify` must take `p(y)` from the run's.
 TRAIN_SPLIT = "train[:1200]"
 DISCRETE = serving_module.DISCRETE_BITS_PER_DIM_SIGNATURE_NAME
+CLASSIFY_LEVELS = serving_module.CLASSIFY_LEVELS_SIGNATURE_NAME
 
 
 def label_workdir(workdir):
@@ -112,6 +114,11 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
       "seed": SAMPLE_INPUTS["seed"],
       "conditional_input": cls.inputs["labels"]["c"],
     }
+    cls.requests[("labels", CLASSIFY_LEVELS, "k3")] = {
+      "levels": levels,
+      "num_samples": np.int32(3),
+      "seed": SAMPLE_INPUTS["seed"],
+    }
     # The gRPC client's requests, as TF Serving would decode and feed them.
     cls.grpc_requests = {}
     if export_testing.HAS_SERVING_API:
@@ -164,6 +171,21 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
       "bits_per_dim": bits_per_dim,
       "log_prob": -bits_per_dim * flow.num_dims * np.log(2.0),
     }
+    joint = classifier.discrete_joint_log_probs(
+      flow,
+      dequantization.UniformDequantizer(flow.event_shape),
+      levels,
+      NUM_CLASSES,
+      3,
+      tf.constant(SAMPLE_INPUTS["seed"]),
+      cls.log_prior,
+    ).numpy()
+    marginal = np.logaddexp.reduce(joint, axis=-1)
+    cls.expected[("labels", CLASSIFY_LEVELS, "k3")] = {
+      "log_probs": joint - marginal[:, np.newaxis],
+      "label": np.argmax(joint, axis=-1),
+      "log_prob": marginal,
+    }
 
     if cls.finish_c_build():
       inputs = cls.inputs["labels"]
@@ -193,7 +215,12 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
     expected_signatures = {(m, s) for m in self.flows for s in serving_module.SIGNATURE_NAMES}
     self.assertEqual(
       covered,
-      expected_signatures | {("labels", serving_module.CLASSIFY_SIGNATURE_NAME), ("labels", DISCRETE)},
+      expected_signatures
+      | {
+        ("labels", serving_module.CLASSIFY_SIGNATURE_NAME),
+        ("labels", DISCRETE),
+        ("labels", CLASSIFY_LEVELS),
+      },
     )
 
   def test_classify_uses_the_training_splits_label_frequencies(self):
@@ -261,6 +288,10 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
             "conditional_input": context,
           },
           {"bits_per_dim": ("float32", [-1]), "log_prob": ("float32", [-1])},
+        )
+        expected[CLASSIFY_LEVELS] = (
+          {"levels": ("float32", event), "num_samples": ("int32", []), "seed": ("int32", [2])},
+          expected["classify"][1],
         )
         # Of the marginal `p(x)`: no context.
         expected[serving_module.OOD_SCORE_SIGNATURE_NAME] = (
@@ -373,15 +404,7 @@ class InProcessConditionalExportTest(export_testing.WorkspaceTestCase):
     assert_close_relative(self, marginal, outputs["log_prob"])
 
   def test_an_export_of_a_flow_with_the_label_in_the_base_classifies_as_the_classifier(self):
-    flow = export_testing.moved_and_perturbed(
-      RealNVP.from_preset(
-        "digits",
-        **export_testing.IMAGE_OVERRIDES,
-        num_scales=1,
-        conditional_event_shape=(NUM_CLASSES,),
-        context_enters="base",
-      )
-    )
+    flow = self.label_in_the_base_flow()
     # One pass scores every class, so 5 rows cost 5 flow evaluations, not 5 times the classes.
     path = export.export_saved_model(
       flow,
@@ -397,6 +420,118 @@ class InProcessConditionalExportTest(export_testing.WorkspaceTestCase):
     self.assertGreater(np.ptp(class_log_probs), 0.1)  # the class means tell the classes apart
     assert_close_relative(self, class_log_probs, outputs["log_probs"].numpy())
     self.assertAllEqual(np.argmax(class_log_probs, axis=-1), outputs["label"])
+
+  def label_in_the_base_flow(self):
+    return export_testing.moved_and_perturbed(
+      RealNVP.from_preset(
+        "digits",
+        **export_testing.IMAGE_OVERRIDES,
+        num_scales=1,
+        conditional_event_shape=(NUM_CLASSES,),
+        context_enters="base",
+      )
+    )
+
+  def classify_levels(self, flow, name, max_flow_evaluations=None):
+    """The `classify_levels` signature of an export of `flow` with a perturbed variational dequantizer, as
+    `tf.saved_model.load` gives it, and that dequantizer."""
+    dequantizer = dequantization.VariationalDequantizer((8, 8, 1), 4, num_couplings=2, hidden_units=(16,))
+    perturb(dequantizer, stddev=0.1, seed=7)
+    path = export.export_saved_model(
+      flow,
+      os.path.join(self.workspace, "exports"),
+      name,
+      max_num_samples=MAX_NUM_SAMPLES,
+      label_log_prior=self.log_prior,
+      dequantizer=dequantizer,
+      max_flow_evaluations=max_flow_evaluations,
+    )
+    return tf.saved_model.load(path).signatures[CLASSIFY_LEVELS], dequantizer
+
+  def test_classify_levels_at_one_draw_is_classify_of_the_image_the_dequantizer_draws(self):
+    levels = np.floor(export_testing.pixels([5, 8, 8, 1], 4, seed=44))
+    seed = np.array([5, 6], np.int32)
+    for name, flow in [("couplings", self.label_flow), ("base", self.label_in_the_base_flow())]:
+      with self.subTest(context_enters=name):
+        classify_levels, dequantizer = self.classify_levels(flow, f"levels_{name}")
+        outputs = classify_levels(
+          levels=tf.constant(levels), num_samples=tf.constant(1), seed=tf.constant(seed)
+        )
+        # The one draw of K = 1, through the dequantizer: `q(u | v)` is the same for every class and cancels.
+        noise = tf.random.stateless_uniform([1, *levels.shape], seed)[0]
+        offsets, log_q = dequantizer.offsets_and_log_prob(levels, noise)
+        x = data.dequantize(levels, offsets)
+        self.assertGreater(np.ptp(offsets), 0.5)  # not the uniform dequantizer's `u` itself
+        self.assertGreater(np.max(np.abs(offsets - noise)), 0.05)
+        class_log_probs = classifier.class_log_probs(flow, x, NUM_CLASSES, self.log_prior).numpy()
+        assert_close_relative(self, class_log_probs, outputs["log_probs"].numpy(), rtol=1e-4)
+        self.assertAllEqual(np.argmax(class_log_probs, axis=-1), outputs["label"])
+        marginal = classifier.marginal_log_prob(flow, x, NUM_CLASSES, self.log_prior) - log_q
+        assert_close_relative(self, marginal, outputs["log_prob"].numpy(), rtol=1e-4)
+
+  def test_classify_levels_bounds_each_class_as_discrete_bits_per_dim_does(self):
+    levels = np.floor(export_testing.pixels([4, 8, 8, 1], 4, seed=45))
+    seed = tf.constant([8, 9])
+    classify_levels, dequantizer = self.classify_levels(self.label_flow, "levels_k5")
+    outputs = classify_levels(levels=tf.constant(levels), num_samples=tf.constant(5), seed=seed)
+    # `log P(v, y)` class by class: the bound on `log P(v | y)` with the same draws, plus `log p(y)`.
+    joint = np.stack(
+      [
+        dequantization.discrete_log_prob_bound(
+          self.label_flow, dequantizer, levels, 5, seed, conditional_input=one_hot([label] * 4)
+        ).numpy()
+        + self.log_prior[label]
+        for label in range(NUM_CLASSES)
+      ],
+      axis=-1,
+    )
+    marginal = np.logaddexp.reduce(joint, axis=-1)
+    assert_close_relative(self, joint - marginal[:, np.newaxis], outputs["log_probs"].numpy(), rtol=1e-4)
+    assert_close_relative(self, marginal, outputs["log_prob"].numpy(), rtol=1e-4)
+    one_draw = classify_levels(levels=tf.constant(levels), num_samples=tf.constant(1), seed=seed)
+    self.assertNotAllClose(one_draw["log_probs"], outputs["log_probs"], atol=1e-3)
+
+  def test_classify_levels_refuses_bad_levels_and_work_beyond_the_limit(self):
+    levels = np.floor(export_testing.pixels([3, 8, 8, 1], 4, seed=46))
+    seed = tf.constant([1, 2])
+    # 3 rows x 2 draws x 10 classes = 60 flow evaluations; one pass scores every class with the label in the base.
+    for name, flow, limit, message in [
+      ("couplings", self.label_flow, 59, r"times `num_samples` \(K\) times the 10 classes must be at most"),
+      (
+        "base",
+        self.label_in_the_base_flow(),
+        5,
+        r"The rows of `levels` times `num_samples` \(K\) must be at most",
+      ),
+    ]:
+      with self.subTest(context_enters=name):
+        classify_levels, _ = self.classify_levels(flow, f"limited_{name}", max_flow_evaluations=limit)
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError, message + ".*set at export to"):
+          classify_levels(levels=tf.constant(levels), num_samples=tf.constant(2), seed=seed)
+        outputs = classify_levels(levels=tf.constant(levels[:1]), num_samples=tf.constant(2), seed=seed)
+        self.assertEqual(outputs["label"].shape, [1])
+    classify_levels, _ = self.classify_levels(self.label_flow, "bad_levels")
+    for bad, num_samples, message in [
+      (levels + 0.5, 1, r"`levels` must be integer pixel levels in \[0, 15\]"),
+      (np.where(levels == levels.max(), 16.0, levels), 1, "`levels` must be integer pixel levels"),
+      (levels, 0, r"`num_samples` \(K\) must be at least 1"),
+      (levels, MAX_NUM_SAMPLES + 1, "`num_samples` must be at most `max_num_samples`"),
+    ]:
+      with self.subTest(message=message):
+        with self.assertRaisesRegex(tf.errors.InvalidArgumentError, message):
+          classify_levels(
+            levels=tf.constant(bad, tf.float32), num_samples=tf.constant(num_samples), seed=seed
+          )
+
+  def test_classify_levels_needs_both_a_prior_and_a_dequantizer(self):
+    dequantizer = dequantization.UniformDequantizer((8, 8, 1))
+    for arguments, expected in [
+      ({"label_log_prior": self.log_prior}, False),
+      ({"dequantizer": dequantizer}, False),
+      ({"label_log_prior": self.log_prior, "dequantizer": dequantizer}, True),
+    ]:
+      module = serving_module.ServingModule(self.label_flow, **arguments)
+      self.assertEqual(CLASSIFY_LEVELS in module.signatures(), expected, arguments)
 
   def test_load_distribution_takes_the_context_as_the_flow_does(self):
     flow = self.flow

@@ -12,6 +12,9 @@ the others in the batch. A flow whose context enters the couplings (`context_ent
 (`context_enters='base'`, `p(x | y) = N(g(x); mu_y, I) |det dg/dx|`) runs once on the batch: with `z = g(x)`,
 `log p(x | y) = log p(x | c = 0) + z . mu_y - |mu_y|^2 / 2`, a linear classifier on `z`.
 
+These score dequantized values `x = v + u`; `discrete_joint_log_probs` scores the discrete image `v` itself, by the
+importance-weighted bound on `log P(v | y)` with a dequantizer `q(u | v)`.
+
 #### Examples
 
 ```python
@@ -24,11 +27,13 @@ labels = tf.argmax(log_probs, axis=-1)
 import numpy as np
 import tensorflow as tf
 
+from tfp_realnvp import dequantization
 from tfp_realnvp.internal.checks import positive_int
 
 __all__ = [
   "class_conditional_log_probs",
   "class_log_probs",
+  "discrete_joint_log_probs",
   "flow_rows_per_image",
   "joint_log_probs",
   "log_prior_of_counts",
@@ -53,15 +58,36 @@ def joint_log_probs(flow, x, num_classes, log_prior=None):
       not a normalized `log p(y)` of shape `[num_classes]`.
   """
   num_classes, x = _checked_classes_and_batch(flow, x, num_classes)
-  if log_prior is None:
-    log_prior = tf.fill([num_classes], -tf.math.log(tf.cast(num_classes, flow.dtype)))
-  log_prior = tf.convert_to_tensor(log_prior, flow.dtype)
-  if log_prior.shape != [num_classes]:
-    raise ValueError(
-      f"`log_prior` must have shape [{num_classes}] (`log p(y)` per class); got shape {log_prior.shape.as_list()}."
-    )
-  log_prior = _normalized(log_prior)
-  return class_conditional_log_probs(flow, x, num_classes) + log_prior
+  return class_conditional_log_probs(flow, x, num_classes) + _checked_log_prior(
+    log_prior, num_classes, flow.dtype
+  )
+
+
+def discrete_joint_log_probs(flow, dequantizer, levels, num_classes, num_samples, seed, log_prior=None):
+  """The importance-weighted bound on `log P(v, y) = log P(v | y) + log p(y)` of the pixel levels `v` for every
+  class `y`, float64 `[batch, num_classes]`.
+
+  `log P(v | y) >= log (1/K) sum_k p(v + u_k | y) / q(u_k | v)` (in expectation) over `K = num_samples` draws
+  shared by the classes (`dequantization.stateless_noises` with `seed`, as
+  `dequantization.discrete_log_prob_bound` draws them), in inference mode. `q` does not depend on `y`, so at
+  `K = 1` the posterior `joint - logsumexp(joint)` is `class_log_probs` of the one dequantized image.
+
+  Args:
+    flow, num_classes, log_prior: as in `joint_log_probs`.
+    dequantizer: a `dequantization.UniformDequantizer` or `VariationalDequantizer` of the flow's pixels.
+    levels: integer pixel levels `v`, `[batch, *flow.event_shape]`.
+    num_samples: `K`, at least 1 (an int or an int32 scalar tensor).
+    seed: the draws' seed, `[2]` ints.
+  """
+  num_classes, levels = _checked_classes_and_batch(flow, levels, num_classes, name="levels")
+  log_prior = _checked_log_prior(log_prior, num_classes, flow.dtype)
+  conditional = dequantization.importance_weighted_log_prob(
+    lambda x: class_conditional_log_probs(flow, x, num_classes),
+    dequantizer,
+    levels,
+    dequantization.stateless_noises(levels, num_samples, seed),
+  )
+  return conditional + tf.cast(log_prior, tf.float64)
 
 
 def class_conditional_log_probs(flow, x, num_classes, training=False):
@@ -161,8 +187,22 @@ def _normalized(log_prior):
     return tf.identity(log_prior)
 
 
-def _checked_classes_and_batch(flow, x, num_classes):
-  """`(num_classes, x)` checked: a positive int the flow's one-hot contexts match, and a batch of events."""
+def _checked_log_prior(log_prior, num_classes, dtype):
+  """`log_prior` as a `dtype` tensor checked to be `log p(y)` of shape `[num_classes]` (`_normalized`); None
+  for the uniform `-log(num_classes)`."""
+  if log_prior is None:
+    return tf.fill([num_classes], -tf.math.log(tf.cast(num_classes, dtype)))
+  log_prior = tf.convert_to_tensor(log_prior, dtype)
+  if log_prior.shape != [num_classes]:
+    raise ValueError(
+      f"`log_prior` must have shape [{num_classes}] (`log p(y)` per class); got shape {log_prior.shape.as_list()}."
+    )
+  return _normalized(log_prior)
+
+
+def _checked_classes_and_batch(flow, x, num_classes, name="x"):
+  """`(num_classes, x)` checked: a positive int the flow's one-hot contexts match, and a batch of events
+  (`name` names `x` in the error)."""
   num_classes = positive_int("num_classes", num_classes)
   if flow.conditional_event_shape != (num_classes,):
     raise ValueError(
@@ -173,6 +213,7 @@ def _checked_classes_and_batch(flow, x, num_classes):
   event_rank = len(flow.event_shape)
   if x.shape.rank != event_rank + 1:
     raise ValueError(
-      f"`x` must be a batch `[batch, {', '.join(map(str, flow.event_shape))}]`; got shape {x.shape.as_list()}."
+      f"`{name}` must be a batch `[batch, {', '.join(map(str, flow.event_shape))}]`; got shape "
+      f"{x.shape.as_list()}."
     )
   return num_classes, x

@@ -45,6 +45,7 @@ __all__ = [
   "log_weights",
   "make_dequantizer",
   "rotated_noise",
+  "stateless_noises",
   "variational_bits_per_dim",
 ]
 
@@ -302,9 +303,17 @@ def discrete_log_prob_bound(flow, dequantizer, levels, num_samples, seed, condit
   """`log (1/K) sum_k p(v + u_k) / q(u_k | v)`, float64 `[batch]`: the importance-weighted bound on
   `log P(v)` of `importance_weighted_bits_per_dim` (same arguments), in nats."""
   levels = tf.convert_to_tensor(levels, flow.dtype)
-  noises = tf.random.stateless_uniform(
-    tf.concat([[num_samples], tf.shape(levels)], 0), seed, dtype=flow.dtype
-  )
   return importance_weighted_log_prob(
-    lambda x: flow.log_prob(x, conditional_input=conditional_input), dequantizer, levels, noises
+    lambda x: flow.log_prob(x, conditional_input=conditional_input),
+    dequantizer,
+    levels,
+    stateless_noises(levels, num_samples, seed),
+  )
+
+
+def stateless_noises(levels, num_samples, seed):
+  """`K = num_samples` independent `U[0, 1)` noises for `levels`, `[K, *levels.shape]` of its dtype
+  (`tf.random.stateless_uniform` with `seed`): the draws of `discrete_log_prob_bound`."""
+  return tf.random.stateless_uniform(
+    tf.concat([[num_samples], tf.shape(levels)], 0), seed, dtype=levels.dtype
   )

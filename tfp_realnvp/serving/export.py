@@ -2,12 +2,12 @@
 
 `export_saved_model(flow, export_base)` writes `<export_base>/<model_name>/<version>/` with the signatures of
 `serving.ServingModule` (`log_prob`, `sample`, `encode`, `decode`, which take `conditional_input` for a
-conditional flow, `classify` given `label_log_prior`, `discrete_bits_per_dim` given a `dequantizer` and
-`ood_score` given an `ood_threshold`; their names, input and output names are public API).
+conditional flow, `classify` given `label_log_prior`, `discrete_bits_per_dim` given a `dequantizer`,
+`classify_levels` given both, and `ood_score` given an `ood_threshold`; their names, input and output names are public API).
 Every signature runs batch norm in inference mode (running averages), so a row's outputs do not depend on the
 rest of its batch. The graph holds only core TensorFlow ops: loading it needs neither this package nor
 TensorFlow Probability. `export_workdir` exports the flow of a training run's checkpoint with its dequantizer
-(`discrete_bits_per_dim`), `classify` for a `condition="label"` run, and `ood_score` with its threshold set
+(`discrete_bits_per_dim`), `classify` and `classify_levels` for a `condition="label"` run, and `ood_score` with its threshold set
 on held-out in-distribution images (`held_out_split`).
 
 `saved_model_distribution.load_distribution` turns an export back into a read-only `tfd.Distribution`.
@@ -162,10 +162,11 @@ def export_saved_model(
       or `VariationalDequantizer` of its event shape (a `Trainer`'s `dequantizer`): adds the
       `discrete_bits_per_dim` signature, the importance-weighted bound on the discrete image's
       `-log2 P(levels) / D` (`dequantization.importance_weighted_bits_per_dim`); the `log_prob` signature stays
-      the continuous density of dequantized values.
+      the continuous density of dequantized values. With `label_log_prior` too, adds `classify_levels`:
+      `classify` of integer pixel levels, dequantized by this `q`.
     max_flow_evaluations: the most flow evaluations one request may cost (rows; samples; rows times classes
-      for `classify`; rows times draws for `discrete_bits_per_dim`); None (the default) derives it from the
-      flow's operations per row (`serving_module.default_max_flow_evaluations`). `saved_model_cli show --all`
+      for `classify`; rows times draws for `discrete_bits_per_dim`, times classes too for `classify_levels`);
+      None (the default) derives it from the flow's operations per row (`serving_module.default_max_flow_evaluations`). `saved_model_cli show --all`
       prints it with `max_num_samples` (the `limits` function).
     ood_threshold: None, or for a flow of pixel data (unconditional, or class-conditional with
       `label_log_prior`: its marginal `p(x)`) a finite threshold on
@@ -303,8 +304,8 @@ def export_workdir(
   with uniform `q` the importance-weighted bound is still the kind of figure for discrete images that the
   run's `metrics.json` reports (at `K = 1` the usual bits/dim of `levels + u`, tighter for larger `K`; for a
   conditional flow, of `P(levels | conditional_input)`), while the `log_prob` signature only scores
-  dequantized values. A `condition="label"` run's export has the `classify`
-  signature, with the label frequencies of the run's training split as `p(y)`, as training used them
+  dequantized values. A `condition="label"` run's export has the `classify` and `classify_levels`
+  signatures, with the label frequencies of the run's training split as `p(y)`, as training used them
   (`data.label_counts`).
 
   The export has the `ood_score` signature (for a `condition="label"` run, of the marginal `p(x)` with that

@@ -7,6 +7,7 @@ r"""`ServingModule`: a flow's inference-mode computations as `tf.function`s with
 | `encode` | `x` float32 `[batch, *event_shape]` | `z` float32 `[batch, *event_shape]` |
 | `decode` | `z` float32 `[batch, *event_shape]` | `x` float32 `[batch, *event_shape]` |
 | `classify` (class-conditional exports only) | `x` float32 `[batch, *event_shape]` | `log_probs` float32 `[batch, num_classes]` (`log p(y \| x)`), `label` int64 `[batch]` (its argmax; -1 for an invalid row), `log_prob` float32 `[batch]` (the marginal `log p(x)`) |
+| `classify_levels` (class-conditional exports with a dequantizer) | `levels` float32 `[batch, *event_shape]` (integer pixel levels in `[0, 2**num_bits)`), `num_samples` int32 `[]` (`K`, in `[1, max_num_samples]`), `seed` int32 `[2]` | `log_probs` float32 `[batch, num_classes]` (`log p(y \| levels)`), `label` int64 `[batch]`, `log_prob` float32 `[batch]` (the bound on the marginal `log P(levels)`, nats) |
 | `ood_score` (exports of image flows given an `ood_threshold`; class-conditional ones also need `label_log_prior`) | `x` float32 `[batch, *event_shape]` (pixel values in `[0, 2**num_bits)`: levels `v` or dequantized `v + u`, scored as `floor(x)`) | `score` float32 `[batch]` (`ood.complexity_corrected_score`), `is_outlier` bool `[batch]` (`score > ood_threshold`) |
 | `discrete_bits_per_dim` (exports with a dequantizer only) | `levels` float32 `[batch, *event_shape]` (integer pixel levels in `[0, 2**num_bits)`), `num_samples` int32 `[]` (`K`, in `[1, max_num_samples]`), `seed` int32 `[2]` | `bits_per_dim` float32 `[batch]` (the bound on `-log2 P(levels) / D`), `log_prob` float32 `[batch]` (the bound on `log P(levels)`, nats) |
 
@@ -19,6 +20,12 @@ its marginal `log_prob` NaN or `-inf`) with `label` -1 and NaN `log_probs`. `cla
 `label_log_prior` (`log p(y)`) is given for a flow conditioned
 on one-hot labels (`conditional_event_shape=(num_classes,)`): `log p(y | x) = log p(x | y) + log p(y) -
 log p(x)` with `log p(x) = logsumexp_y (log p(x | y) + log p(y))` (`classifier`).
+`classify_levels` is `classify` for discrete images: it dequantizes the levels itself with the export's dequantizer
+`q(u | v)` and scores each class by the importance-weighted bound on `log P(v | y)` over `K` draws shared by the
+classes (`classifier.discrete_joint_log_probs`; its noise as `discrete_bits_per_dim`'s). At `K = 1` its
+posterior is `classify`'s at the one dequantized image `v + u` (`q` does not depend on `y`); a model trained
+with a learned `q` classifies best on the values `q` gives, so send levels here rather than guessing `u` for
+`classify`. Its `levels` and `num_samples` are checked as `discrete_bits_per_dim`'s are.
 
 Two kinds of likelihood: `log_prob` and `bits_per_dim` of the `log_prob` signature are the flow's continuous
 density of the values `x` given, dequantized pixel values (for pixel data `v + u`, `u in [0, 1)^D`), not the
@@ -42,8 +49,9 @@ fixed at export (`ood_threshold`, from held-out in-distribution scores). A value
 Every signature bounds the work of one request by `max_flow_evaluations`, set at export (default: from the
 flow's operations per row, `default_max_flow_evaluations`), checked in the graph before any work: the rows of
 `x` or `z` (`log_prob`, `serving_default`, `encode`, `decode`), `num_samples` (`sample`, which also keeps
-`max_num_samples`), rows times classes (`classify`; rows for a flow whose label enters only the base) and rows
-times `num_samples` (`discrete_bits_per_dim`); a request beyond it is an `InvalidArgumentError` naming
+`max_num_samples`), rows times classes (`classify`; rows for a flow whose label enters only the base), rows
+times `num_samples` (`discrete_bits_per_dim`) and rows times `num_samples` times classes (`classify_levels`,
+again without the classes for a flow whose label enters only the base); a request beyond it is an `InvalidArgumentError` naming
 `max_flow_evaluations` and its value. The export's
 limits are the argument of its `limits` function, which `saved_model_cli show --all` prints, and
 `loaded.limits(that dict)` returns them.
@@ -62,6 +70,7 @@ from tfp_realnvp import classifier, data, dequantization, ood
 from tfp_realnvp.internal import bits, contexts
 
 __all__ = [
+  "CLASSIFY_LEVELS_SIGNATURE_NAME",
   "CLASSIFY_SIGNATURE_NAME",
   "DEFAULT_MAX_NUM_SAMPLES",
   "MAX_FLOW_EVALUATIONS_CAP",
@@ -73,10 +82,11 @@ __all__ = [
 ]
 
 # Every export's signatures; a class-conditional export adds `CLASSIFY_SIGNATURE_NAME`, an export with a
-# dequantizer `DISCRETE_BITS_PER_DIM_SIGNATURE_NAME`, an image export with an `ood_threshold`
-# `OOD_SCORE_SIGNATURE_NAME`.
+# dequantizer `DISCRETE_BITS_PER_DIM_SIGNATURE_NAME`, one with both `CLASSIFY_LEVELS_SIGNATURE_NAME`, an image
+# export with an `ood_threshold` `OOD_SCORE_SIGNATURE_NAME`.
 SIGNATURE_NAMES = ("serving_default", "log_prob", "sample", "encode", "decode")
 CLASSIFY_SIGNATURE_NAME = "classify"
+CLASSIFY_LEVELS_SIGNATURE_NAME = "classify_levels"
 DISCRETE_BITS_PER_DIM_SIGNATURE_NAME = "discrete_bits_per_dim"
 OOD_SCORE_SIGNATURE_NAME = "ood_score"
 
@@ -88,7 +98,9 @@ DEFAULT_MAX_NUM_SAMPLES = 4096
 # The default limit on the flow evaluations (rows through the flow) of one request, `max_flow_evaluations`:
 # `REQUEST_FLOP_BUDGET` divided by the flow's floating-point operations per row (`flops_per_row`), at most
 # `MAX_FLOW_EVALUATIONS_CAP`. A request counts `rows` (`log_prob`, `serving_default`, `encode`, `decode`),
-# `num_samples` (`sample`), `rows * num_classes` (`classify`) or `rows * num_samples` (`discrete_bits_per_dim`), `rows` (`ood_score`).
+# `num_samples` (`sample`), `rows * num_classes` (`classify`), `rows * num_samples` (`discrete_bits_per_dim`),
+# `rows * num_samples * num_classes` (`classify_levels`) or `rows` (`ood_score`); a flow whose label enters only the
+# base costs no factor `num_classes`.
 # The budget is about 10 s of one core at 100 GFLOP/s: the cifar10 preset (9.5 GFLOP a row) gets 104 rows
 # (measured before the limit: 256 samples took 18 s and +318 MiB), the digits preset (41 MFLOP a row) the cap,
 # 16384 rows (about 0.7 GB, from 10**5 digits samples taking 4.5 GB).
@@ -112,7 +124,8 @@ class ServingModule(tf.Module):
   `label_log_prior` (`log p(y)`, `[num_classes]`, its `exp` summing to 1) adds `classify`. `dequantizer` (a
   `dequantization.UniformDequantizer` or `VariationalDequantizer` of the flow's event shape and `num_bits`,
   for a flow of pixel data) adds `discrete_bits_per_dim`, whose `num_samples` (`K` draws per row, so a request
-  costs `K` times a `log_prob` request of its batch) is limited by `max_num_samples` as `sample`'s is.
+  costs `K` times a `log_prob` request of its batch) is limited by `max_num_samples` as `sample`'s is; with
+  `label_log_prior` too, `classify_levels`.
   `max_flow_evaluations` (None: `default_max_flow_evaluations(flow)`) bounds every request's flow evaluations
   (see the module docstring); `limit_values` gives both limits. `ood_threshold` (a finite number, for an
   unconditional flow of pixel data, or a class-conditional one given `label_log_prior`, scored by its marginal
@@ -208,6 +221,16 @@ class ServingModule(tf.Module):
           *context_specs,
         ],
       )
+    self.classify_levels = None
+    if self.dequantizer is not None and self._label_log_prior is not None:
+      self.classify_levels = tf.function(
+        self._classify_levels,
+        input_signature=[
+          tf.TensorSpec(batch_spec, tf.float32, name="levels"),
+          tf.TensorSpec([], tf.int32, name="num_samples"),
+          tf.TensorSpec([2], tf.int32, name="seed"),
+        ],
+      )
     self.ood_score = None
     self._ood_threshold = _checked_ood_threshold(ood_threshold, flow, self._label_log_prior)
     if self._ood_threshold is not None:
@@ -241,6 +264,8 @@ class ServingModule(tf.Module):
       signatures[CLASSIFY_SIGNATURE_NAME] = self.classify.get_concrete_function()
     if self.discrete_bits_per_dim is not None:
       signatures[DISCRETE_BITS_PER_DIM_SIGNATURE_NAME] = self.discrete_bits_per_dim.get_concrete_function()
+    if self.classify_levels is not None:
+      signatures[CLASSIFY_LEVELS_SIGNATURE_NAME] = self.classify_levels.get_concrete_function()
     if self.ood_score is not None:
       signatures[OOD_SCORE_SIGNATURE_NAME] = self.ood_score.get_concrete_function()
     return signatures
@@ -340,7 +365,10 @@ class ServingModule(tf.Module):
     x = self.flow.decode(tf.cast(z, self.flow.dtype), **context)
     return {"x": self._event_rows(tf.cast(x, tf.float32))}
 
-  def _discrete_bits_per_dim(self, levels, num_samples, seed, conditional_input=None):
+  def _checked_levels(self, levels, num_samples, rows_per_draw=1, what=""):
+    """`levels` checked in the graph: `[batch, *event_shape]` integer pixel levels, `num_samples` (K) in
+    `[1, max_num_samples]`, and `rows * num_samples * rows_per_draw` flow evaluations within the work limit
+    (`what` names the factor `rows_per_draw`)."""
     levels = self._event_rows(levels)
     max_level = 2**self._num_bits - 1
     is_level = (levels == tf.floor(levels)) & (levels >= 0.0) & (levels <= max_level)  # False for NaN
@@ -356,15 +384,36 @@ class ServingModule(tf.Module):
     with tf.control_dependencies(checks):
       checks.append(self._at_most_max_num_samples(num_samples))
     with tf.control_dependencies(checks):
-      work = tf.cast(tf.shape(levels)[0], tf.int64) * tf.cast(num_samples, tf.int64)
-      checks.append(self._within_work_limit(work, "The rows of `levels` times `num_samples` (K)"))
+      work = tf.cast(tf.shape(levels)[0], tf.int64) * tf.cast(num_samples, tf.int64) * rows_per_draw
+      checks.append(self._within_work_limit(work, f"The rows of `levels` times `num_samples` (K){what}"))
     with tf.control_dependencies(checks):
+      return tf.identity(levels)
+
+  def _discrete_bits_per_dim(self, levels, num_samples, seed, conditional_input=None):
+    levels = self._checked_levels(levels, num_samples)
+    with tf.control_dependencies([levels]):  # a bad request names `levels` before the context
       context = self._context(conditional_input, tf.shape(levels)[0], "row of `levels`")
-      log_prob = dequantization.discrete_log_prob_bound(
-        self.flow, self.dequantizer, tf.identity(levels), num_samples, seed, **context
-      )
+    log_prob = dequantization.discrete_log_prob_bound(
+      self.flow, self.dequantizer, levels, num_samples, seed, **context
+    )
     bits_per_dim = bits.bits_per_dim(log_prob, math.prod(self._event_shape))
     return {"bits_per_dim": tf.cast(bits_per_dim, tf.float32), "log_prob": tf.cast(log_prob, tf.float32)}
+
+  def _classify_levels(self, levels, num_samples, seed):
+    (num_classes,) = self._conditional_event_shape
+    per_row = classifier.flow_rows_per_image(self.flow, num_classes)
+    what = "" if per_row == 1 else f" times the {num_classes} classes"
+    levels = self._checked_levels(levels, num_samples, per_row, what)
+    joint = classifier.discrete_joint_log_probs(
+      self.flow,
+      self.dequantizer,
+      tf.cast(levels, self.flow.dtype),
+      num_classes,
+      num_samples,
+      seed,
+      self._label_log_prior,
+    )
+    return _classified(joint)
 
   def _ood_score(self, x):
     if self._label_log_prior is None:
@@ -403,20 +452,24 @@ class ServingModule(tf.Module):
     x = tf.cast(self._class_rows(x), self.flow.dtype)
     # `classifier.class_log_probs` and `marginal_log_prob` from one `joint_log_probs`: calling both would run
     # the flow twice on `num_classes * batch` rows in the graph.
-    joint = classifier.joint_log_probs(self.flow, x, num_classes, self._label_log_prior)
-    log_prob = tf.reduce_logsumexp(joint, axis=-1)
-    # A row the flow cannot score (NaN, an infinite value, a pixel outside the support: `log p(x)` NaN or
-    # -inf) has no class: label -1, log_probs NaN, never a confident answer.
-    valid = tf.math.is_finite(log_prob)
-    log_probs = tf.where(
-      valid[:, tf.newaxis], joint - log_prob[:, tf.newaxis], tf.constant(np.nan, joint.dtype)
-    )
-    label = tf.where(valid, tf.argmax(log_probs, axis=-1, output_type=tf.int64), tf.constant(-1, tf.int64))
-    return {
-      "log_probs": tf.cast(log_probs, tf.float32),
-      "label": label,
-      "log_prob": tf.cast(log_prob, tf.float32),
-    }
+    return _classified(classifier.joint_log_probs(self.flow, x, num_classes, self._label_log_prior))
+
+
+def _classified(joint):
+  """`classify`'s outputs from `log p(x, y)` `[batch, num_classes]`: `log_probs` (`log p(y | x)`), `label` (its
+  argmax) and `log_prob` (`log p(x)`). A row the flow cannot score (NaN, an infinite value, a pixel outside
+  the support: `log p(x)` NaN or -inf) has no class: label -1, log_probs NaN, never a confident answer."""
+  log_prob = tf.reduce_logsumexp(joint, axis=-1)
+  valid = tf.math.is_finite(log_prob)
+  log_probs = tf.where(
+    valid[:, tf.newaxis], joint - log_prob[:, tf.newaxis], tf.constant(np.nan, joint.dtype)
+  )
+  label = tf.where(valid, tf.argmax(log_probs, axis=-1, output_type=tf.int64), tf.constant(-1, tf.int64))
+  return {
+    "log_probs": tf.cast(log_probs, tf.float32),
+    "label": label,
+    "log_prob": tf.cast(log_prob, tf.float32),
+  }
 
 
 def flops_per_row(flow):
