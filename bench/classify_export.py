@@ -25,7 +25,9 @@ from absl import app, flags
 from tfp_realnvp import data
 from tfp_realnvp.internal import cpu_features
 
-_EXPORT = flags.DEFINE_string("export", None, "A version directory of a class-conditional export.", required=True)
+_EXPORT = flags.DEFINE_string(
+  "export", None, "A version directory of a class-conditional export.", required=True
+)
 _DATASET = flags.DEFINE_string("dataset", "digits", "A `tfp_realnvp.data` source: digits, idx:PATH, ...")
 _SPLIT = flags.DEFINE_string("split", "test", "The labelled split whose images are classified.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 100, "Rows per request.")
@@ -49,14 +51,18 @@ def main(argv):
   signatures = tf.saved_model.load(_EXPORT.value).signatures
   noise = np.random.RandomState(_SEED.value).uniform(size=levels.shape).astype(np.float32)
   requests = {
-    "classify, levels + 0.5": lambda start, stop: signatures["classify"](x=tf.constant(levels[start:stop] + 0.5)),
+    "classify, levels + 0.5": lambda start, stop: signatures["classify"](
+      x=tf.constant(levels[start:stop] + 0.5)
+    ),
     "classify, levels + uniform noise": lambda start, stop: signatures["classify"](
       x=tf.constant(levels[start:stop] + noise[start:stop])
     ),
   }
   for k in map(int, _NUM_SAMPLES.value):
     requests[f"classify_levels, K={k}"] = lambda start, stop, k=k: signatures["classify_levels"](
-      levels=tf.constant(levels[start:stop]), num_samples=tf.constant(k), seed=tf.constant([start, _SEED.value])
+      levels=tf.constant(levels[start:stop]),
+      num_samples=tf.constant(k),
+      seed=tf.constant([start, _SEED.value]),
     )
   cpu = cpu_features.read_cpu_info()
   for name, request in requests.items():
