@@ -523,6 +523,19 @@ class InProcessConditionalExportTest(export_testing.WorkspaceTestCase):
             levels=tf.constant(bad, tf.float32), num_samples=tf.constant(num_samples), seed=seed
           )
 
+  def test_discrete_joint_log_probs_names_levels_of_the_wrong_shape(self):
+    with self.assertRaisesRegex(
+      ValueError, r"`levels` must be a batch `\[batch, 8, 8, 1\]`; got shape \[8, 8, 1\]"
+    ):
+      classifier.discrete_joint_log_probs(
+        self.label_flow,
+        dequantization.UniformDequantizer((8, 8, 1)),
+        np.zeros([8, 8, 1]),
+        NUM_CLASSES,
+        1,
+        [1, 2],
+      )
+
   def test_classify_levels_needs_both_a_prior_and_a_dequantizer(self):
     dequantizer = dequantization.UniformDequantizer((8, 8, 1))
     for arguments, expected in [
