@@ -210,27 +210,20 @@ class ServingModule(tf.Module):
       self.classify = tf.function(
         self._classify, input_signature=[tf.TensorSpec(batch_spec, tf.float32, name="x")]
       )
+    # The inputs of the signatures that dequantize integer levels with `K` draws.
+    levels_specs = [
+      tf.TensorSpec(batch_spec, tf.float32, name="levels"),
+      tf.TensorSpec([], tf.int32, name="num_samples"),
+      tf.TensorSpec([2], tf.int32, name="seed"),
+    ]
     self.discrete_bits_per_dim = None
     if self.dequantizer is not None:
       self.discrete_bits_per_dim = tf.function(
-        self._discrete_bits_per_dim,
-        input_signature=[
-          tf.TensorSpec(batch_spec, tf.float32, name="levels"),
-          tf.TensorSpec([], tf.int32, name="num_samples"),
-          tf.TensorSpec([2], tf.int32, name="seed"),
-          *context_specs,
-        ],
+        self._discrete_bits_per_dim, input_signature=[*levels_specs, *context_specs]
       )
     self.classify_levels = None
     if self.dequantizer is not None and self._label_log_prior is not None:
-      self.classify_levels = tf.function(
-        self._classify_levels,
-        input_signature=[
-          tf.TensorSpec(batch_spec, tf.float32, name="levels"),
-          tf.TensorSpec([], tf.int32, name="num_samples"),
-          tf.TensorSpec([2], tf.int32, name="seed"),
-        ],
-      )
+      self.classify_levels = tf.function(self._classify_levels, input_signature=levels_specs)
     self.ood_score = None
     self._ood_threshold = _checked_ood_threshold(ood_threshold, flow, self._label_log_prior)
     if self._ood_threshold is not None:
