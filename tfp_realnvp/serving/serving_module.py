@@ -394,9 +394,7 @@ class ServingModule(tf.Module):
 
   def _classify_levels(self, levels, num_samples, seed):
     (num_classes,) = self._conditional_event_shape
-    per_row = classifier.flow_rows_per_image(self.flow, num_classes)
-    what = "" if per_row == 1 else f" times the {num_classes} classes"
-    levels = self._checked_levels(levels, num_samples, per_row, what)
+    levels = self._checked_levels(levels, num_samples, *self._flow_rows_per_image())
     joint = classifier.discrete_joint_log_probs(
       self.flow,
       self.dequantizer,
@@ -427,16 +425,21 @@ class ServingModule(tf.Module):
     )
     return {"score": score, "is_outlier": score > self._ood_threshold}
 
+  def _flow_rows_per_image(self):
+    """`(rows, words)`: the flow rows one image costs a classifying signature (`classifier.flow_rows_per_image`)
+    and the words that name that factor in a work-limit error (`""` for 1)."""
+    (num_classes,) = self._conditional_event_shape
+    per_row = classifier.flow_rows_per_image(self.flow, num_classes)
+    return per_row, "" if per_row == 1 else f" times the {num_classes} classes"
+
   def _class_rows(self, x):
     """`x` as rows of events, checked in the graph to be within the work limit at one flow evaluation per row
     and class (`classify`, and `ood_score`'s marginal), or per row for a flow whose label enters only the base
     (`context_enters='base'`: one pass scores every class)."""
     x = self._event_rows(x)
-    (num_classes,) = self._conditional_event_shape
     rows = tf.cast(tf.shape(x)[0], tf.int64)
-    per_row = classifier.flow_rows_per_image(self.flow, num_classes)
-    what = "The rows of `x`" if per_row == 1 else f"The rows of `x` times the {num_classes} classes"
-    work = self._within_work_limit(rows * per_row, what)
+    per_row, times_classes = self._flow_rows_per_image()
+    work = self._within_work_limit(rows * per_row, f"The rows of `x`{times_classes}")
     with tf.control_dependencies([work]):
       return tf.identity(x)
 
