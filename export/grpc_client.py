@@ -7,11 +7,15 @@ Needs `pip install tfp_realnvp[serving]` (tensorflow-serving-api), not this pack
       --num_samples=16 --temperature=0.7 --seed=1,2 --output=samples.npz
   python export/grpc_client.py --server=localhost:8500 --input=batch.npy --conditional_input=labels.npy
   python export/grpc_client.py --server=localhost:8500 --input=batch.npy --classify
+  python export/grpc_client.py --server=localhost:8500 --input=levels.npy --levels --num_importance_samples=10
+  python export/grpc_client.py --server=localhost:8500 --input=levels.npy --levels --classify
 
 `batch.npy` holds float32 `[batch, *event_shape]` pixel values (or vectors). A conditional flow's requests
 take `--conditional_input`, float32 `[batch, *conditional_event_shape]` (for sampling `[num_samples, ...]`);
-`--classify` asks a class-conditional export for `log p(y | x)`. The request builders below are the example to
-copy into other programs.
+`--classify` asks a class-conditional export for `log p(y | x)`. With `--levels`, `--input` holds the discrete
+images themselves (integer pixel levels) and goes to `discrete_bits_per_dim`, or with `--classify` to
+`classify_levels`, which dequantize them with the export's own dequantizer at `--num_importance_samples`
+draws. The request builders below are the example to copy into other programs.
 """
 
 import sys
@@ -22,7 +26,14 @@ import tensorflow as tf
 from absl import app, flags
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-__all__ = ["classify_request", "log_prob_request", "predict", "response_to_numpy", "sample_request"]
+__all__ = [
+  "classify_request",
+  "levels_request",
+  "log_prob_request",
+  "predict",
+  "response_to_numpy",
+  "sample_request",
+]
 
 
 def _model_spec(request, model_name, signature_name, version):
@@ -63,7 +74,7 @@ def sample_request(
   _model_spec(request, model_name, "sample", version)
   request.inputs["num_samples"].CopyFrom(tf.make_tensor_proto(num_samples, tf.int32))
   request.inputs["temperature"].CopyFrom(tf.make_tensor_proto(temperature, tf.float32))
-  request.inputs["seed"].CopyFrom(tf.make_tensor_proto(np.asarray(seed, np.int32).reshape([2])))
+  _seed_input(request, seed)
   if conditional_input is not None:
     _float32_input(request, "conditional_input", conditional_input)
   return request
@@ -76,6 +87,37 @@ def classify_request(x, model_name="realnvp", version=None):
   _model_spec(request, model_name, "classify", version)
   _float32_input(request, "x", x)
   return request
+
+
+def levels_request(
+  levels,
+  num_samples=1,
+  seed=(0, 0),
+  signature_name="discrete_bits_per_dim",
+  model_name="realnvp",
+  version=None,
+  conditional_input=None,
+):
+  """A `PredictRequest` for discrete images, to `discrete_bits_per_dim` (the default) or `classify_levels`.
+
+  `levels`: the integer pixel levels, float32 `[batch, *event_shape]`. The export's dequantizer draws
+  `num_samples` offsets `u_k` per image: `discrete_bits_per_dim` answers the importance-weighted bound
+  `-log2 (1/K) sum_k p(v + u_k) / q(u_k | v) / D`, a class-conditional export's `classify_levels` the same bound
+  for every class and `log p(y | levels)`. The same `seed`, the same draws. `conditional_input`: for
+  `discrete_bits_per_dim` of a conditional flow, float32 `[batch, *conditional_event_shape]`.
+  """
+  request = predict_pb2.PredictRequest()
+  _model_spec(request, model_name, signature_name, version)
+  _float32_input(request, "levels", levels)
+  request.inputs["num_samples"].CopyFrom(tf.make_tensor_proto(num_samples, tf.int32))
+  _seed_input(request, seed)
+  if conditional_input is not None:
+    _float32_input(request, "conditional_input", conditional_input)
+  return request
+
+
+def _seed_input(request, seed):
+  request.inputs["seed"].CopyFrom(tf.make_tensor_proto(np.asarray(seed, np.int32).reshape([2])))
 
 
 def response_to_numpy(response):
@@ -105,9 +147,18 @@ def _define_flags():
   flags.DEFINE_bool(
     "classify", False, "Classify `--input` (a class-conditional export) instead of scoring it."
   )
+  flags.DEFINE_bool(
+    "levels",
+    False,
+    "`--input` holds integer pixel levels: bound their discrete likelihood (`discrete_bits_per_dim`), or with "
+    "`--classify` classify them (`classify_levels`).",
+  )
+  flags.DEFINE_integer(
+    "num_importance_samples", 1, "With `--levels`: the dequantizer's draws K per image (importance-weighted)."
+  )
   flags.DEFINE_integer("num_samples", None, "Draw this many samples instead of scoring `--input`.")
   flags.DEFINE_float("temperature", 1.0, "Sampling temperature (base standard deviation).")
-  flags.DEFINE_list("seed", ["0", "0"], "Two integers: the stateless sampling seed.")
+  flags.DEFINE_list("seed", ["0", "0"], "Two integers: the stateless seed of the samples or draws.")
   flags.DEFINE_string("output", None, "Write the outputs to this .npz file.")
 
 
@@ -118,15 +169,27 @@ def main(argv):
     sys.exit("grpc_client: give exactly one of --input (score rows) or --num_samples (sample).")
   if FLAGS.classify and (FLAGS.input is None or FLAGS.conditional_input is not None):
     sys.exit("grpc_client: --classify classifies --input and takes no --conditional_input.")
+  if FLAGS.levels and FLAGS.input is None:
+    sys.exit("grpc_client: --levels says --input holds discrete images; it does not go with --num_samples.")
   context = None if FLAGS.conditional_input is None else np.load(FLAGS.conditional_input)
-  if FLAGS.classify:
+  seed = [int(value) for value in FLAGS.seed]
+  if FLAGS.levels:
+    request = levels_request(
+      np.load(FLAGS.input),
+      FLAGS.num_importance_samples,
+      seed,
+      "classify_levels" if FLAGS.classify else "discrete_bits_per_dim",
+      FLAGS.model_name,
+      FLAGS.version,
+      conditional_input=context,
+    )
+  elif FLAGS.classify:
     request = classify_request(np.load(FLAGS.input), FLAGS.model_name, FLAGS.version)
   elif FLAGS.input is not None:
     request = log_prob_request(
       np.load(FLAGS.input), FLAGS.model_name, version=FLAGS.version, conditional_input=context
     )
   else:
-    seed = [int(value) for value in FLAGS.seed]
     request = sample_request(
       FLAGS.num_samples, FLAGS.temperature, seed, FLAGS.model_name, FLAGS.version, conditional_input=context
     )

@@ -348,13 +348,15 @@ class LoadedExportsTestCase(WorkspaceTestCase):
 
   def assert_grpc_requests_answer(self, model):
     """Each of `cls.grpc_requests` `{signature: PredictRequest}` fits `model`'s signature, and TF Serving's
-    answer to it, read back by the client, is `cls.expected`'s (the `seed` case for `sample`, else `batch`)."""
+    answer to it, read back by the client, is `cls.expected`'s: the `seed` case for `sample`, the `k3` case for
+    the signatures of discrete images (their requests ask for 3 draws), else `batch`."""
     definitions = signature_defs(self.paths[model])
+    cases = {"sample": "seed", "discrete_bits_per_dim": "k3", "classify_levels": "k3"}
     for signature, request in self.grpc_requests.items():
       with self.subTest(signature=signature):
         self.assert_grpc_request_fits(request, model, signature, definitions)
         outputs = self.grpc_response_outputs(model, signature)
-        expected = self.expected[(model, signature, "seed" if signature == "sample" else "batch")]
+        expected = self.expected[(model, signature, cases.get(signature, "batch"))]
         self.assert_outputs_match(expected, {name: outputs[name] for name in expected})
 
   def assert_grpc_request_fits(self, request, model_name, signature, definitions):

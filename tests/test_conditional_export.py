@@ -128,6 +128,12 @@ class ConditionalExportTest(export_testing.LoadedExportsTestCase):
         "log_prob": grpc_client.log_prob_request(x, "labels", "log_prob", conditional_input=inputs["c"]),
         "sample": grpc_client.sample_request(3, 0.7, (7, 11), "labels", conditional_input=inputs["cs"]),
         "classify": grpc_client.classify_request(x, "labels", version=1),
+        DISCRETE: grpc_client.levels_request(
+          levels, 3, SAMPLE_INPUTS["seed"], model_name="labels", conditional_input=inputs["c"]
+        ),
+        CLASSIFY_LEVELS: grpc_client.levels_request(
+          levels, 3, SAMPLE_INPUTS["seed"], CLASSIFY_LEVELS, model_name="labels"
+        ),
       }
       for signature, request in cls.grpc_requests.items():
         cls.requests[("labels", signature, "grpc")] = {
