@@ -438,28 +438,27 @@ class InProcessConditionalExportTest(export_testing.WorkspaceTestCase):
       )
     )
 
-  def classify_levels(self, flow, name, max_flow_evaluations=None):
-    """The `classify_levels` signature of an export of `flow` with a perturbed variational dequantizer, as
-    `tf.saved_model.load` gives it, and that dequantizer."""
+  def classify_levels(self, flow, max_flow_evaluations=None):
+    """The serving module's `classify_levels` function for `flow` with a perturbed variational dequantizer,
+    and that dequantizer. In this process: tracing one function instead of saving every signature keeps these
+    tests fast; `ConditionalExportTest` calls the signature through both loaders."""
     dequantizer = dequantization.VariationalDequantizer((8, 8, 1), 4, num_couplings=2, hidden_units=(16,))
     perturb(dequantizer, stddev=0.1, seed=7)
-    path = export.export_saved_model(
+    module = serving_module.ServingModule(
       flow,
-      os.path.join(self.workspace, "exports"),
-      name,
       max_num_samples=MAX_NUM_SAMPLES,
       label_log_prior=self.log_prior,
       dequantizer=dequantizer,
       max_flow_evaluations=max_flow_evaluations,
     )
-    return tf.saved_model.load(path).signatures[CLASSIFY_LEVELS], dequantizer
+    return module.classify_levels, dequantizer
 
   def test_classify_levels_at_one_draw_is_classify_of_the_image_the_dequantizer_draws(self):
     levels = np.floor(export_testing.pixels([5, 8, 8, 1], 4, seed=44))
     seed = np.array([5, 6], np.int32)
     for name, flow in [("couplings", self.label_flow), ("base", self.label_in_the_base_flow())]:
       with self.subTest(context_enters=name):
-        classify_levels, dequantizer = self.classify_levels(flow, f"levels_{name}")
+        classify_levels, dequantizer = self.classify_levels(flow)
         outputs = classify_levels(
           levels=tf.constant(levels), num_samples=tf.constant(1), seed=tf.constant(seed)
         )
@@ -478,7 +477,7 @@ class InProcessConditionalExportTest(export_testing.WorkspaceTestCase):
   def test_classify_levels_bounds_each_class_as_discrete_bits_per_dim_does(self):
     levels = np.floor(export_testing.pixels([4, 8, 8, 1], 4, seed=45))
     seed = tf.constant([8, 9])
-    classify_levels, dequantizer = self.classify_levels(self.label_flow, "levels_k5")
+    classify_levels, dequantizer = self.classify_levels(self.label_flow)
     outputs = classify_levels(levels=tf.constant(levels), num_samples=tf.constant(5), seed=seed)
     # `log P(v, y)` class by class: the bound on `log P(v | y)` with the same draws, plus `log p(y)`.
     joint = np.stack(
@@ -511,12 +510,12 @@ class InProcessConditionalExportTest(export_testing.WorkspaceTestCase):
       ),
     ]:
       with self.subTest(context_enters=name):
-        classify_levels, _ = self.classify_levels(flow, f"limited_{name}", max_flow_evaluations=limit)
+        classify_levels, _ = self.classify_levels(flow, max_flow_evaluations=limit)
         with self.assertRaisesRegex(tf.errors.InvalidArgumentError, message + ".*set at export to"):
           classify_levels(levels=tf.constant(levels), num_samples=tf.constant(2), seed=seed)
         outputs = classify_levels(levels=tf.constant(levels[:1]), num_samples=tf.constant(2), seed=seed)
         self.assertEqual(outputs["label"].shape, [1])
-    classify_levels, _ = self.classify_levels(self.label_flow, "bad_levels")
+    classify_levels, _ = self.classify_levels(self.label_flow)
     for bad, num_samples, message in [
       (levels + 0.5, 1, r"`levels` must be integer pixel levels in \[0, 15\]"),
       (np.where(levels == levels.max(), 16.0, levels), 1, "`levels` must be integer pixel levels"),
