@@ -47,6 +47,10 @@ def _float32_input(request, name, value):
   request.inputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(value, np.float32)))
 
 
+def _int32_input(request, name, value):
+  request.inputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(value, np.int32)))
+
+
 def log_prob_request(
   x, model_name="realnvp", signature_name="serving_default", version=None, conditional_input=None
 ):
@@ -72,9 +76,9 @@ def sample_request(
   """
   request = predict_pb2.PredictRequest()
   _model_spec(request, model_name, "sample", version)
-  request.inputs["num_samples"].CopyFrom(tf.make_tensor_proto(num_samples, tf.int32))
+  _int32_input(request, "num_samples", num_samples)
   request.inputs["temperature"].CopyFrom(tf.make_tensor_proto(temperature, tf.float32))
-  _seed_input(request, seed)
+  _int32_input(request, "seed", np.reshape(seed, [2]))
   if conditional_input is not None:
     _float32_input(request, "conditional_input", conditional_input)
   return request
@@ -109,15 +113,11 @@ def levels_request(
   request = predict_pb2.PredictRequest()
   _model_spec(request, model_name, signature_name, version)
   _float32_input(request, "levels", levels)
-  request.inputs["num_samples"].CopyFrom(tf.make_tensor_proto(num_samples, tf.int32))
-  _seed_input(request, seed)
+  _int32_input(request, "num_samples", num_samples)
+  _int32_input(request, "seed", np.reshape(seed, [2]))
   if conditional_input is not None:
     _float32_input(request, "conditional_input", conditional_input)
   return request
-
-
-def _seed_input(request, seed):
-  request.inputs["seed"].CopyFrom(tf.make_tensor_proto(np.asarray(seed, np.int32).reshape([2])))
 
 
 def response_to_numpy(response):
