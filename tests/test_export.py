@@ -1,6 +1,7 @@
 """SavedModel export: loaders without our code (Python, TF1 / TF Serving, C API), gRPC requests,
 bad input at serving time, version directories, interrupted exports and training workdirs."""
 
+import collections
 import dataclasses
 import hashlib
 import inspect
@@ -18,6 +19,7 @@ from unittest import mock
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from tests import export_testing
 from tests.export_testing import (
@@ -381,6 +383,18 @@ class InProcessExportTest(export_testing.WorkspaceTestCase):
     samples = signatures["sample"](**{name: tf.constant(value) for name, value in SAMPLE_INPUTS.items()})
     expected = self.flow.sample(3, seed=tf.constant([7, 11]), temperature=0.7)
     assert_close_relative(self, expected, samples["samples"])
+
+  def test_each_serving_function_is_stored_once(self):
+    # Traced outside the save and again inside it, every computation was stored twice: twice the file to
+    # write, ship and load.
+    with open(os.path.join(self.path, "saved_model.pb"), "rb") as file:
+      (meta_graph,) = saved_model_pb2.SavedModel.FromString(file.read()).meta_graphs
+    traced = collections.Counter(
+      re.sub(r"_\d+$", "", function.signature.name) for function in meta_graph.graph_def.library.function
+    )
+    for name in ("_log_prob", "_sample", "_encode", "_decode"):
+      with self.subTest(function=name):
+        self.assertEqual(traced[f"__inference_{name}"], 1)
 
   def test_load_distribution_is_a_distribution_backed_by_the_export(self):
     flow = self.flow
