@@ -159,7 +159,17 @@ def _define_flags():
   flags.DEFINE_integer("num_samples", None, "Draw this many samples instead of scoring `--input`.")
   flags.DEFINE_float("temperature", 1.0, "Sampling temperature (base standard deviation).")
   flags.DEFINE_list("seed", ["0", "0"], "Two integers: the stateless seed of the samples or draws.")
+  flags.register_validator(
+    "seed", _is_seed, message="--seed must be two comma-separated integers in int32's range, like --seed=1,2."
+  )
   flags.DEFINE_string("output", None, "Write the outputs to this .npz file.")
+
+
+def _is_seed(values):
+  try:
+    return len(values) == 2 and all(-(2**31) <= int(value) < 2**31 for value in values)
+  except ValueError:
+    return False
 
 
 def main(argv):

@@ -494,6 +494,42 @@ class ExportCommandTest(export_testing.WorkspaceTestCase):
     self.assertRegex(completed.stderr, r"(?m)^I\d{4} .*Writing fingerprint")
 
 
+@pytest.mark.slow
+@unittest.skipUnless(export_testing.HAS_SERVING_API, "needs tensorflow-serving-api (the serving extra)")
+class GrpcClientCommandTest(tf.test.TestCase):
+  """`export/grpc_client.py` refuses bad arguments in one line, before it connects to anything."""
+
+  def refusal(self, *arguments):
+    completed = subprocess.run(
+      [
+        sys.executable,
+        os.path.join(REPO_ROOT, "export", "grpc_client.py"),
+        "--server=localhost:1",
+        *arguments,
+      ],
+      capture_output=True,
+      text=True,
+      timeout=120,
+      check=False,
+    )
+    self.assertEqual(completed.returncode, 1, completed.stderr)
+    self.assertNotIn("Traceback", completed.stderr)
+    self.assertNotIn("UNAVAILABLE", completed.stderr)  # refused before any request
+    return completed.stderr
+
+  def test_a_malformed_seed_is_one_line_naming_the_flag(self):
+    self.assertIn(
+      "--seed must be two comma-separated integers in int32's range, like --seed=1,2.",
+      self.refusal("--num_samples=2", "--seed=1,x"),
+    )
+
+  def test_levels_refuse_num_samples(self):
+    self.assertIn(
+      "grpc_client: --levels says --input holds discrete images; it does not go with --num_samples.",
+      self.refusal("--levels", "--num_samples=2"),
+    )
+
+
 class MaxNumSamplesTest(tf.test.TestCase):
   def test_the_default_is_4096_in_the_graph(self):
     self.assertEqual(serving_module.DEFAULT_MAX_NUM_SAMPLES, 4096)
