@@ -29,7 +29,7 @@ from tests.export_testing import (
   pixels,
   small_vector_flow,
 )
-from tests.training_testing import REPO_ROOT, short_config
+from tests.training_testing import REPO_ROOT, run_script, short_config
 from tfp_realnvp import data
 from tfp_realnvp.serving import export, saved_model_distribution, serving_module
 from tfp_realnvp.training import checkpoints, configs, train_lib
@@ -500,18 +500,7 @@ class GrpcClientCommandTest(tf.test.TestCase):
   """`export/grpc_client.py` refuses bad arguments in one line, before it connects to anything."""
 
   def refusal(self, *arguments):
-    completed = subprocess.run(
-      [
-        sys.executable,
-        os.path.join(REPO_ROOT, "export", "grpc_client.py"),
-        "--server=localhost:1",
-        *arguments,
-      ],
-      capture_output=True,
-      text=True,
-      timeout=120,
-      check=False,
-    )
+    completed = run_script("export/grpc_client.py", "--server=localhost:1", *arguments, timeout=120)
     self.assertEqual(completed.returncode, 1, completed.stderr)
     self.assertNotIn("Traceback", completed.stderr)
     self.assertNotIn("UNAVAILABLE", completed.stderr)  # refused before any request
