@@ -77,7 +77,7 @@ def sample_request(
   request = predict_pb2.PredictRequest()
   _model_spec(request, model_name, "sample", version)
   _int32_input(request, "num_samples", num_samples)
-  request.inputs["temperature"].CopyFrom(tf.make_tensor_proto(temperature, tf.float32))
+  _float32_input(request, "temperature", temperature)
   _int32_input(request, "seed", np.reshape(seed, [2]))
   if conditional_input is not None:
     _float32_input(request, "conditional_input", conditional_input)
